@@ -1,0 +1,181 @@
+"""normlab on the CPU: the CIFAR format and cache, device-side augmentation, learning, the grid, export, bench."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torchvision import datasets
+
+from normlab import data, evaluate, experiments, train
+from normlab.notebook import load_models
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    for name in ("cifar10", "cifar100"):
+        data.write_synthetic(name, root, train_size=1000, test_size=300)
+    return root
+
+
+def small_cnn(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(32, num_classes))
+
+
+@pytest.mark.parametrize("name,torchvision_class", [("cifar10", datasets.CIFAR10), ("cifar100", datasets.CIFAR100)])
+def test_synthetic_files_are_read_identically_by_torchvision(synthetic_root, name, torchvision_class, monkeypatch):
+    # torchvision's parser is the oracle for the format; its checksums are meant to reject anything unofficial
+    monkeypatch.setattr(torchvision_class, "_check_integrity", lambda self: True)
+    monkeypatch.setattr(datasets.cifar, "check_integrity", lambda path, md5=None: True)
+    loaded = data.load(name, synthetic_root)
+    for train_split, images, labels in ((True, loaded.train_images, loaded.train_labels),
+                                        (False, loaded.test_images, loaded.test_labels)):
+        reference = torchvision_class(str(synthetic_root), train=train_split, download=False)
+        assert np.array_equal(reference.data, images.permute(0, 2, 3, 1).numpy())
+        assert reference.targets == labels.tolist()
+    assert reference.classes == loaded.classes
+    assert loaded.synthetic and "SYNTHETIC" in loaded.describe()
+    assert loaded.num_classes == (10 if name == "cifar10" else 100)
+
+
+def test_loads_come_from_the_cache_until_a_file_changes(synthetic_root, monkeypatch):
+    first = data.load("cifar10", synthetic_root)
+    monkeypatch.setattr(data, "_read_batches", lambda *args: pytest.fail("read the batches despite the cache"))
+    again = data.load("cifar10", synthetic_root)
+    assert torch.equal(first.train_images, again.train_images) and again.synthetic
+    batch = data.dataset_folder("cifar10", synthetic_root) / "test_batch"
+    os.utime(batch, ns=(batch.stat().st_atime_ns, batch.stat().st_mtime_ns + 10 ** 9))
+    with pytest.raises(pytest.fail.Exception, match="despite the cache"):
+        data.load("cifar10", synthetic_root)
+
+
+def test_a_missing_dataset_says_how_to_get_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"python data/download.py cifar100"):
+        data.load("cifar100", tmp_path)
+
+
+def test_crop_and_flip_match_a_reference_on_a_known_image():
+    images = torch.arange(2 * 3 * 32 * 32, dtype=torch.int32).reshape(2, 3, 32, 32).to(torch.uint8)
+    rows, cols = torch.tensor([0, 8]), torch.tensor([5, 3])
+    cropped = train.crop_at(images, rows, cols, padding=4)
+    padded = np.pad(images.numpy(), ((0, 0), (0, 0), (4, 4), (4, 4)))
+    for i in range(2):
+        expected = padded[i, :, rows[i]:rows[i] + 32, cols[i]:cols[i] + 32]
+        assert np.array_equal(cropped[i].numpy(), expected)
+    flipped = train.flip_where(images, torch.tensor([True, False]))
+    assert np.array_equal(flipped[0].numpy(), images[0].numpy()[:, :, ::-1])
+    assert torch.equal(flipped[1], images[1])
+
+
+def test_device_batches_keep_shapes_and_cover_the_dataset(synthetic_root):
+    loaded = data.load("cifar10", synthetic_root)
+    config = train.TrainConfig(batch_size=128)
+    batches = train.DeviceBatches(loaded.train_images, loaded.train_labels, torch.device("cpu"), config, 0, True)
+    seen = []
+    for x, y in batches.epoch():
+        assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32) and len(x) == len(y)
+        assert x.is_contiguous(memory_format=torch.channels_last)
+        seen.append(y)
+    assert torch.equal(torch.cat(seen).sort().values, loaded.train_labels.sort().values)
+
+
+def test_the_loop_learns_a_learnable_dataset_and_records_it(synthetic_root, tmp_path):
+    loaded = data.load("cifar10", synthetic_root)
+    history = train.train(small_cnn(), loaded, train.TrainConfig(epochs=6, batch_size=128), "cpu", out_dir=tmp_path,
+                          progress=False)
+    assert history["status"] == "complete" and history["data"]["synthetic"]
+    assert history["epochs"][-1]["test_accuracy"] > 0.9
+    assert sum(e["train_seconds"] for e in history["epochs"]) < 10
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2, 3, 4, 5, 6]
+    assert set(torch.load(tmp_path / "checkpoint.pt", weights_only=True)) == {"model", "config"}
+
+
+def test_one_cycle_schedule_warms_up_then_decays_to_zero():
+    config = train.TrainConfig(warmup_fraction=0.2)
+    factors = [train.learning_rate_factor(step, 100, config) for step in range(101)]
+    assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(1.0)
+    assert factors.index(max(factors)) == 20 and factors[-1] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_compiled_eval_is_checked_against_eager(synthetic_root):
+    loaded = data.load("cifar10", synthetic_root).subset(256, 128)
+    config = train.TrainConfig(epochs=1, batch_size=64, compile=True, amp="off", channels_last=False)
+    history = train.train(small_cnn(), loaded, config, "cpu", progress=False)
+    assert history["compile_check"]["ok"] and history["compile_check"]["max_relative_difference"] < 1e-3
+
+
+def tiny_grid(**changes):
+    settings = dict(datasets=("cifar10",), norms=("BN", "none"), stems=("imagenet",), base_width=8, synthetic=True,
+                    train_size=128, test_size=64,
+                    train=train.TrainConfig(epochs=1, batch_size=64, amp="off", channels_last=False))
+    settings.update(changes)
+    return experiments.Grid(**settings)
+
+
+@pytest.fixture
+def synthetic_data_root(synthetic_root, monkeypatch):
+    monkeypatch.setattr(data, "SYNTHETIC_ROOT", synthetic_root)
+    monkeypatch.setattr(experiments, "load_dataset", lambda name, synthetic: data.load(name, synthetic_root))
+
+
+def test_the_grid_resumes_finished_runs_and_plots(synthetic_data_root, tmp_path, monkeypatch):
+    models = load_models()
+    results = experiments.run_grid(models.resnet18, tiny_grid(), tmp_path, progress=False)
+    assert sorted(h["run"] for h in results) == ["cifar10-BN-imagenet", "cifar10-none-imagenet"]
+    assert all(h["status"] == "complete" and len(h["epochs"]) == 1 for h in results)
+
+    trained = []
+    monkeypatch.setattr(experiments, "train", lambda *args, **kwargs: trained.append(kwargs["label"]))
+    again = experiments.run_grid(models.resnet18, tiny_grid(), tmp_path, progress=False)
+    assert trained == [] and again == results
+    experiments.run_grid(models.resnet18, tiny_grid(train_size=64), tmp_path, progress=False)
+    assert sorted(trained) == ["cifar10-BN-imagenet", "cifar10-none-imagenet"]
+
+    paths = experiments.plot_results(results, tmp_path / "plots")
+    assert [p.name for p in paths] == ["accuracy_vs_epoch.png", "final_accuracy_and_speed.png"]
+    assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 10_000 for p in paths)
+    table = experiments.summary_table(results)
+    assert table.count("SYNTHETIC") == 2 and "| cifar10 | none | imagenet |" in table
+
+
+def test_the_grid_shares_runs_among_device_processes(synthetic_data_root, tmp_path):
+    models = load_models()
+    results = experiments.run_grid(models.resnet18, tiny_grid(), tmp_path, devices=["cpu", "cpu"], progress=False)
+    assert len(results) == 2 and all(h["status"] == "complete" for h in results)
+
+
+def test_export_and_evaluate_agree_with_the_model(synthetic_root, tmp_path):
+    loaded = data.load("cifar10", synthetic_root)
+    model = small_cnn()
+    train.train(model, loaded, train.TrainConfig(epochs=1, batch_size=128), "cpu", progress=False)
+    path = train.export_model(model, tmp_path / "model.pt2")
+    model.eval()
+    with torch.no_grad():
+        direct = train.Normalized(model.cpu().float())(loaded.test_images.float() / 255).argmax(dim=1).numpy()
+    assert np.array_equal(evaluate.predict(path, loaded.test_images.numpy()), direct)
+    assert evaluate.accuracy(path, loaded) == pytest.approx(float((direct == loaded.test_labels.numpy()).mean()))
+
+    np.save(tmp_path / "images.npy", loaded.test_images.numpy())
+    evaluate.main([str(path), "--predict", str(tmp_path / "images.npy"), "--out", str(tmp_path / "labels.npy")])
+    assert np.array_equal(np.load(tmp_path / "labels.npy", allow_pickle=False), direct)
+
+
+def test_the_benchmark_reports_its_ratio_last():
+    result = subprocess.run([sys.executable, "-m", "normlab.bench", "--device", "cpu", "--norm", "BN,GN",
+                             "--steps", "1", "--warmup", "1", "--batch-size", "8", "--workers", "0"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert re.fullmatch(r"speedup_vs_naive=\d+\.\d\d", lines[-1])
+    assert any(line.startswith("normlab  GN") for line in lines)

@@ -1,0 +1,120 @@
+"""The notebook's autograder test cells credit any correct way of writing each norm, and no wrong-axis one.
+
+Each case swaps the solution region of make_norm for another implementation, executes the source notebook up to
+its last test cell in a real kernel, and scores every test cell with nbgrader's own determine_grade.
+"""
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbgrader.utils import determine_grade, is_grade
+
+REPO = Path(__file__).resolve().parents[2]
+
+NORM_CELLS = ("q3_layer_norm", "q3_instance_norm", "q3_group_norm")
+
+REFERENCE = None  # keep the solution as written: nn.GroupNorm for all three
+
+LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS = """
+if norm_type == "IN":
+    return nn.InstanceNorm2d(num_channels, affine=True)
+
+
+class PerChannelAffineNorm(nn.Module):
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x):
+        if self.groups == 1:
+            x = nn.functional.layer_norm(x, x.shape[1:])
+        else:
+            grouped = x.reshape(x.shape[0], self.groups, -1)
+            mean = grouped.mean(dim=-1, keepdim=True)
+            var = grouped.var(dim=-1, unbiased=False, keepdim=True)
+            x = ((grouped - mean) / torch.sqrt(var + 1e-5)).reshape(x.shape)
+        return x * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+return PerChannelAffineNorm(1 if norm_type == "LN" else num_groups)
+"""
+
+SWAPPED_AXES = """
+if norm_type == "LN":
+    return nn.BatchNorm2d(num_channels)
+if norm_type == "IN":
+    return nn.GroupNorm(1, num_channels)
+return nn.GroupNorm(num_channels, num_channels)
+"""
+
+PER_PIXEL_LN_AND_NO_AFFINE = """
+class ChannelsLastLayerNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(num_channels)
+
+    def forward(self, x):
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+if norm_type == "LN":
+    return ChannelsLastLayerNorm()
+if norm_type == "IN":
+    return nn.InstanceNorm2d(num_channels)
+return nn.GroupNorm(num_groups, num_channels, affine=False)
+"""
+
+
+def load_source():
+    return nbformat.read(REPO / "norm.ipynb", as_version=4)
+
+
+def replace_solution(nb, grade_id, code):
+    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    pattern = re.compile(r"^( *)### BEGIN SOLUTION\n.*?^\1### END SOLUTION\n?", re.M | re.S)
+    indent = pattern.search(cell.source).group(1)
+    cell.source = pattern.sub(lambda m: textwrap.indent(code.strip("\n"), indent) + "\n", cell.source, count=1)
+
+
+def score_test_cells(nb):
+    """Execute nb up to its last test cell and return {grade_id: (score, max_score)} of its test cells."""
+    last_test = max(i for i, c in enumerate(nb.cells) if is_grade(c) and c.cell_type == "code")
+    nb.cells = nb.cells[:last_test + 1]
+    NotebookClient(nb, timeout=120, allow_errors=True, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO)}}).execute()
+    return {c.metadata.nbgrader.grade_id: determine_grade(c) for c in nb.cells if is_grade(c) and c.cell_type == "code"}
+
+
+@pytest.mark.parametrize("make_norm_body", [REFERENCE, LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS],
+                         ids=["groupnorm-for-all", "layernorm-instancenorm-manual-groups"])
+def test_correct_implementations_get_full_credit(make_norm_body):
+    nb = load_source()
+    if make_norm_body is not None:
+        replace_solution(nb, "q3_make_norm", make_norm_body)
+    scores = score_test_cells(nb)
+    assert scores and all(score == max_score for score, max_score in scores.values()), scores
+
+
+@pytest.mark.parametrize("make_norm_body", [SWAPPED_AXES, PER_PIXEL_LN_AND_NO_AFFINE],
+                         ids=["swapped-axes", "per-pixel-ln-and-no-affine"])
+def test_wrong_axes_get_no_credit_and_cost_nothing_elsewhere(make_norm_body):
+    nb = load_source()
+    replace_solution(nb, "q3_make_norm", make_norm_body)
+    scores = score_test_cells(nb)
+    for grade_id, (score, max_score) in scores.items():
+        expected = 0 if grade_id in NORM_CELLS else max_score
+        assert score == expected, f"{grade_id}: {score} of {max_score}, expected {expected}"
+
+
+def test_nbgrader_validate_passes_on_the_source():
+    result = subprocess.run([sys.executable, "-m", "nbgrader", "validate", "norm.ipynb"], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and "Success! Your notebook passes all the tests." in result.stdout, (
+        result.stdout[-3000:] + result.stderr[-3000:])
