@@ -1,0 +1,82 @@
+"""Hidden checks of Q2, batchnorm_backward (20 points). Never released.
+
+Two kinds of check, each scored for dx, dgamma and dbeta separately:
+- the student's backward against centred differences of the student's own forward (h = 1e-5, float64), as in
+  CS231n, with CS231n's rel_error below NUMERICAL = 1e-6 (correct code lands near 1e-9 on these inputs);
+- the student's backward against torch autograd in float64 on several shapes and seeds, below ORACLE = 1e-9
+SMALL_VARIANCE = 1e-6
+  relative to the size of the gradient (conftest.largest_error); on features with variance 1e-6, where
+  cancellation costs digits, below SMALL_VARIANCE = 1e-6.
+A test's points are its function's total, shared by its parametrized cases.
+"""
+import numpy as np
+import pytest
+
+from conftest import case, largest_error, oracle_gradients
+from normlab.gradcheck import numerical_gradient_from_outputs, perturbations, rel_error
+
+NUMERICAL = 1e-6
+ORACLE = 1e-9
+SMALL_VARIANCE = 1e-6
+STEP = 1e-5
+GRADIENTS = ("dx", "dgamma", "dbeta")
+
+
+def student_gradients(student, x, gamma, beta, dout):
+    meta, reply = student.call("forward_backward", x=x, gamma=gamma, beta=beta, dout=dout)
+    return reply
+
+
+def numerical_gradient(student, name, x, gamma, beta, dout):
+    """Centred differences of sum(forward * dout) with respect to x, gamma or beta, from one batched call."""
+    inputs = {"dx": x, "dgamma": gamma, "dbeta": beta}
+    moved = perturbations(inputs[name], STEP)
+    count = 2 * inputs[name].size
+    batch = {key: np.repeat(value[None], count, axis=0) for key, value in (("x", x), ("gamma", gamma), ("beta", beta))}
+    batch[{"dx": "x", "dgamma": "gamma", "dbeta": "beta"}[name]] = moved.reshape((count,) + inputs[name].shape)
+    meta, reply = student.call("forward_many", **batch)
+    outputs = reply["out"].reshape((inputs[name].size, 2) + x.shape)
+    return numerical_gradient_from_outputs(outputs, dout, STEP).reshape(inputs[name].shape)
+
+
+@pytest.mark.parametrize("name", GRADIENTS)
+@pytest.mark.points(6)
+def test_backward_matches_numerical_gradient_of_own_forward(student, name):
+    x, gamma, beta, dout = case(0, 4, 5)
+    analytic = student_gradients(student, x, gamma, beta, dout)[name]
+    numerical = numerical_gradient(student, name, x, gamma, beta, dout)
+    assert analytic.shape == numerical.shape, f"{name} has shape {analytic.shape}, expected {numerical.shape}"
+    error = rel_error(analytic, numerical)
+    assert error < NUMERICAL, f"{name} differs from the numerical gradient of your forward (rel_error {error:.2e})"
+
+
+@pytest.mark.parametrize("name", GRADIENTS)
+@pytest.mark.parametrize("seed,n,d", [(1, 4, 5), (2, 16, 3), (3, 64, 10)])
+@pytest.mark.points(9)
+def test_backward_matches_autograd(student, name, seed, n, d):
+    x, gamma, beta, dout = case(seed, n, d)
+    analytic = student_gradients(student, x, gamma, beta, dout)[name]
+    expected = dict(zip(GRADIENTS, oracle_gradients(x, gamma, beta, dout)))[name]
+    error = largest_error(analytic, expected)
+    assert error < ORACLE, f"{name} differs from autograd's gradient (error {error:.2e}, shape {x.shape})"
+
+
+@pytest.mark.parametrize("name", GRADIENTS)
+@pytest.mark.points(3)
+def test_backward_with_a_tiny_variance(student, name):
+    rng = np.random.default_rng(4)
+    x = 3.0 + 1e-3 * rng.standard_normal((30, 4))
+    gamma, beta, dout = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal((30, 4))
+    analytic = student_gradients(student, x, gamma, beta, dout)[name]
+    expected = dict(zip(GRADIENTS, oracle_gradients(x, gamma, beta, dout)))[name]
+    error = largest_error(analytic, expected)
+    assert error < SMALL_VARIANCE, f"{name} on features with a tiny variance differs from autograd (error {error:.2e})"
+
+
+@pytest.mark.parametrize("n,d", [(2, 3), (6, 1)])
+@pytest.mark.points(2)
+def test_backward_with_one_feature_and_two_samples(student, n, d):
+    x, gamma, beta, dout = case(5 + n, n, d)
+    analytic = student_gradients(student, x, gamma, beta, dout)
+    for name, expected in zip(GRADIENTS, oracle_gradients(x, gamma, beta, dout)):
+        assert largest_error(analytic[name], expected) < ORACLE, f"{name} is wrong for N={n}, D={d}"
