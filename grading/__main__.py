@@ -1,0 +1,53 @@
+"""python -m grading release | autograde | demo"""
+import argparse
+import sys
+from pathlib import Path
+
+from grading import settings as config
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m grading", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    release = commands.add_parser("release", help="build the student bundle from the sources, and check it")
+    release.add_argument("--out", type=Path, default=Path("release"), help="where to write norm/ and norm.zip "
+                                                                            "(default: %(default)s)")
+    config.add_arguments(release, only={"jobs", "require_sandbox"})
+
+    autograde = commands.add_parser("autograde", help="grade a folder of submissions")
+    autograde.add_argument("submissions", type=Path, help="folder with <student_id>/ folders, <student_id>.zip "
+                                                          "files, or an nbgrader submitted/ tree")
+    autograde.add_argument("--out", type=Path, required=True, help="folder for grades.csv, per-student results "
+                                                                   "and the nbgrader course with its gradebook")
+    config.add_arguments(autograde)
+
+    demo = commands.add_parser("demo", help="release, then autograde the sample submissions in grading/examples/")
+    demo.add_argument("--out", type=Path, default=Path("grading-out/demo"), help="(default: %(default)s)")
+    config.add_arguments(demo, only={"jobs", "require_sandbox"})
+
+    args = parser.parse_args(argv)
+    settings = config.from_arguments(args)
+    from grading.autograde import ConfigurationError
+    from grading.release import ReleaseCheckFailed
+    try:
+        if args.command == "autograde":
+            from grading.autograde import autograde as run
+            run(args.submissions, args.out, settings)
+        elif args.command == "release":
+            from grading.release import release as run
+            run(args.out, settings)
+        else:
+            from grading.demo import demo as run
+            run(args.out, settings)
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except ReleaseCheckFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,4 @@
+return nn.Sequential(
+    nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+    make_norm(norm_type, out_channels, num_groups),
+)

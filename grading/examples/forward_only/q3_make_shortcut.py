@@ -1,0 +1,1 @@
+return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)

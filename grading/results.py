@@ -1,0 +1,173 @@
+"""A student's result and what is made of it: grade.json (the grader's record), Gradescope's results.json,
+feedback.html, grades.csv and the final table. Every file is written atomically (a temporary file, then rename).
+"""
+import csv
+import html
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from grading.settings import QUESTIONS
+
+TITLES = {"q1": "Q1 batchnorm_forward", "q2": "Q2 batchnorm_backward", "q3": "Q3 normalization layers and shortcut",
+          "q4": "Q4 no normalization", "q5": "Q5 ResNet for CIFAR", "bonus": "Bonus: exported models"}
+CSV_COLUMNS = ["student_id", *QUESTIONS, "total", "status", "manual_pending", "notes"]
+
+
+@dataclass
+class Test:
+    name: str
+    score: float
+    max_score: float
+    passed: bool
+    message: str = ""
+    hidden: bool = False
+
+
+@dataclass
+class Question:
+    """Autograded points of one question; manual_max points are graded by hand (pending until a TA does)."""
+
+    score: float = 0.0
+    max_score: float = 0.0
+    manual_max: float = 0.0
+    manual_pending: bool = False
+    graded: bool = True
+    status: str = ""
+    tests: list = field(default_factory=list)
+
+
+@dataclass
+class StudentResult:
+    student_id: str
+    status: str = "ok"
+    questions: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+    flags: list = field(default_factory=list)
+    submission: str = ""  # digest of the files taken from the submission
+    stamp: str = ""  # names, sizes and times of the submitted files, to notice a resubmission cheaply
+    fingerprint: str = ""
+    kind: str = ""
+    timestamp: str = None
+    sandboxed: bool = True
+    seconds: float = 0.0
+
+    @property
+    def total(self):
+        return sum(q.score for q in self.questions.values())
+
+    def to_json(self):
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        questions = {name: Question(**{**q, "tests": [Test(**t) for t in q["tests"]]})
+                     for name, q in data.pop("questions").items()}
+        return cls(questions=questions, **data)
+
+
+def write_atomic(path, text):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def load_result(path):
+    try:
+        return StudentResult.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def gradescope(result):
+    """results.json in Gradescope's schema: autograded parts only; written answers are graded elsewhere."""
+    tests = []
+    for name, question in result.questions.items():
+        for test in question.tests:
+            tests.append({"name": f"{TITLES[name]}: {test.name}", "score": round(test.score, 4),
+                          "max_score": round(test.max_score, 4), "status": "passed" if test.passed else "failed",
+                          "output": test.message, "visibility": "after_published" if test.hidden else "visible"})
+    pending = [TITLES[n] for n, q in result.questions.items() if q.manual_pending]
+    output = [f"Autograded points: {result.total:.2f}.", *(f"Note: {n}" for n in result.notes)]
+    if pending:
+        output.append("Written answers still to be graded by hand: " + "; ".join(pending) + ".")
+    return {"score": round(result.total, 4), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
+            "visibility": "after_published", "stdout_visibility": "hidden", "tests": tests}
+
+
+def feedback_html(result):
+    """Per-question scores and the grader's messages; never a line of hidden test source."""
+    e = html.escape
+    rows = []
+    for name, q in result.questions.items():
+        manual = f" + {q.manual_max:g} graded by hand{' (pending)' if q.manual_pending else ''}" if q.manual_max else ""
+        rows.append(f"<h2>{e(TITLES[name])}: {q.score:.2f} / {q.max_score:g}{e(manual)}</h2>")
+        if q.status:
+            rows.append(f"<p class='status'>{e(q.status)}</p>")
+        if q.tests:
+            rows.append("<table><tr><th>check</th><th>points</th><th>result</th></tr>")
+            for t in q.tests:
+                verdict = "passed" if t.passed else e(t.message or "failed")
+                rows.append(f"<tr class='{'pass' if t.passed else 'fail'}'><td>{e(t.name)}</td>"
+                            f"<td>{t.score:.2f} / {t.max_score:.2f}</td><td>{verdict}</td></tr>")
+            rows.append("</table>")
+    notes = "".join(f"<li>{e(n)}</li>" for n in result.notes)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Feedback for {e(result.student_id)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;width:100%}}
+td,th{{border:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}}.pass td:last-child{{color:#060}}
+.fail td:last-child{{color:#a00}}.status{{color:#555}}</style></head><body>
+<h1>Normalization layers: feedback for {e(result.student_id)}</h1>
+<p><b>Autograded total: {result.total:.2f}</b>. Status: {e(result.status)}.</p>
+{"<ul>" + notes + "</ul>" if notes else ""}
+{''.join(rows)}
+</body></html>
+"""
+
+
+def manual_pending(result):
+    return ", ".join(f"{name} ({q.manual_max:g})" for name, q in result.questions.items() if q.manual_pending)
+
+
+def grades_csv(results, rejected=()):
+    """One row per student, then one per entry of SUBMISSIONS that could not be graded at all."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in sorted(results, key=lambda r: r.student_id):
+        row = {"student_id": r.student_id, "total": f"{r.total:.2f}", "status": r.status,
+               "manual_pending": manual_pending(r), "notes": " | ".join(r.notes)}
+        row.update({q: f"{r.questions[q].score:.2f}" if q in r.questions else "" for q in QUESTIONS})
+        writer.writerow(row)
+    for entry in rejected:
+        writer.writerow({"student_id": entry.name, "status": f"not graded: {entry.status}"})
+    return buffer.getvalue()
+
+
+def table(results):
+    """The final table, printed at the end of a run."""
+    header = f"{'student':<24}" + "".join(f"{q:>7}" for q in QUESTIONS) + f"{'total':>8}  status"
+    lines = [header, "-" * len(header)]
+    for r in sorted(results, key=lambda r: r.student_id):
+        cells = "".join(f"{r.questions[q].score:>7.2f}" if q in r.questions else f"{'-':>7}" for q in QUESTIONS)
+        lines.append(f"{r.student_id[:24]:<24}{cells}{r.total:>8.2f}  {r.status}")
+    return "\n".join(lines)
+
+
+def write_student(out_dir, result):
+    """results.json and feedback.html first, grade.json last: grade.json marks the student as done."""
+    folder = Path(out_dir) / result.student_id
+    write_atomic(folder / "results.json", json.dumps(gradescope(result), indent=1, ensure_ascii=False))
+    write_atomic(folder / "feedback.html", feedback_html(result))
+
+
+def mark_done(out_dir, result):
+    write_atomic(Path(out_dir) / result.student_id / "grade.json",
+                 json.dumps(result.to_json(), indent=1, ensure_ascii=False))

@@ -1,0 +1,143 @@
+"""Grading one submission (in a child process of its own): intake, then Q1–Q2, Q3–Q5 and the bonus.
+
+Each part gets a fresh folder in a private scratch directory and its own sandbox, and whatever time of the
+submission's budget is left; a part that fails or times out costs only its own points.
+"""
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from grading.bonus import MAX_POINTS as BONUS_POINTS
+from grading.bonus import grade_bonus
+from grading.course import db_url
+from grading.intake import unpack
+from grading.notebook import Release, grade_notebook
+from grading.pyfile import grade_pyfile
+from grading.results import Question, StudentResult, Test
+from grading.sandbox import Limits, Sandbox
+from grading.settings import NOTEBOOK, PYFILE, PYFILE_QUESTIONS, Settings, question_of
+
+NOTEBOOK_QUESTIONS = ("q3", "q4", "q5")
+
+
+@dataclass
+class Context:
+    """What every submission's grading needs, prepared once by the main process."""
+
+    snapshot: Path  # a copy of the gradebook: workers read test cells from it and never touch the real one
+    fingerprint: str
+    settings: Settings
+    secret_lines: frozenset
+    release: Release
+    use_bwrap: bool
+
+
+def grade(submission, context, slot):
+    """(StudentResult, executed notebook or None) for one submission."""
+    settings = context.settings
+    questions = settings.question_list
+    started = time.monotonic()
+    deadline = started + settings.timeout
+    limits = Limits.from_settings(settings)
+    scratch = Path(tempfile.mkdtemp(prefix="nl-", dir="/tmp"))  # short: kernels' IPC sockets live in it
+    scratch.chmod(0o711)
+
+    def sandbox(folder):
+        return Sandbox(folder, limits, slot, use_bwrap=context.use_bwrap)
+
+    def part_folder(name, files):
+        folder = scratch / name
+        folder.mkdir()
+        for source, target in files:
+            target = folder / target
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, target)
+        return folder
+
+    result = StudentResult(submission.student_id, kind=submission.kind, timestamp=submission.timestamp,
+                           fingerprint=context.fingerprint, sandboxed=context.use_bwrap)
+    executed = None
+    try:
+        incoming = scratch / "in"
+        incoming.mkdir()
+        intake = unpack(submission, incoming)
+        result.notes += intake.notes
+        result.submission = intake.digest
+        asked = [q for q in questions if q in PYFILE_QUESTIONS]
+        if asked:
+            folder = part_folder("py", [(intake.pyfile, PYFILE)] if intake.pyfile else [])
+            scores = grade_pyfile(folder / PYFILE if intake.pyfile else None, sandbox(folder),
+                                  settings.call_timeout, asked)
+            for q, score in scores.items():
+                result.questions[q] = Question(score.score, score.max_score, status=intake.problems.get("pyfile", ""),
+                                               graded=intake.pyfile is not None,
+                                               tests=[Test(t.name, t.points, t.max_points, t.passed, t.message, True)
+                                                      for t in score.tests])
+        asked = [q for q in questions if q in NOTEBOOK_QUESTIONS]
+        if asked:
+            executed = grade_notebook_part(intake, context, asked, deadline, part_folder, sandbox, result, scratch)
+        if "bonus" in questions:
+            bonus = grade_bonus(intake.bonus, sandbox, scratch, settings.cifar_root,
+                                timeout=max(1.0, deadline - time.monotonic()))
+            status = "; ".join(filter(None, [intake.problems.get("bonus", ""), *bonus.lines]))
+            result.questions["bonus"] = Question(bonus.score, BONUS_POINTS, graded=not bonus.not_graded,
+                                                 status=status)
+            if bonus.not_graded:
+                result.notes.append(f"bonus NOT GRADED: {bonus.not_graded}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result.status = status_line(result, intake.problems if "intake" in locals() else {}, context.use_bwrap)
+    result.seconds = time.monotonic() - started
+    return result, executed
+
+
+def grade_notebook_part(intake, context, asked, deadline, part_folder, sandbox, result, scratch):
+    release = context.release
+    points = release.points
+    if intake.notebook is None:
+        for q in asked:
+            auto = sum(p for g, (p, manual) in points.items() if question_of(g) == q and not manual)
+            manual = sum(p for g, (p, m) in points.items() if question_of(g) == q and m)
+            result.questions[q] = Question(0.0, auto, manual_max=manual, graded=False,
+                                           status=intake.problems.get("notebook", ""))
+        return None
+    files = [(intake.notebook, NOTEBOOK)] + ([(intake.pyfile, "batchnormalization.py")] if intake.pyfile else [])
+    files += [(p, p.relative_to(intake.notebook.parent)) for p in (intake.notebook.parent / "runs").rglob("*.json")]
+    folder = part_folder("nb", files)
+    gradebook_copy = scratch / "gradebook.db"
+    shutil.copy(context.snapshot, gradebook_copy)
+    graded = grade_notebook((folder / NOTEBOOK).read_bytes(), sandbox(folder), db_url(scratch), result.student_id,
+                            deadline, context.settings.cell_timeout, context.settings.output_kb << 10,
+                            context.secret_lines, release)
+    result.notes += graded.notes
+    result.flags += graded.flags
+    for q in asked:
+        cells = [c for c in graded.cells if question_of(c.grade_id) == q]
+        auto = [c for c in cells if not c.manual]
+        manual = [c for c in cells if c.manual]
+        if graded.problem:
+            auto_max = sum(p for g, (p, m) in points.items() if question_of(g) == q and not m)
+            manual_max = sum(p for g, (p, m) in points.items() if question_of(g) == q and m)
+            result.questions[q] = Question(0.0, auto_max, manual_max=manual_max, graded=False,
+                                           status=graded.problem)
+            continue
+        result.questions[q] = Question(
+            sum(c.score for c in auto), sum(c.max_score for c in auto),
+            manual_max=sum(c.max_score for c in manual), manual_pending=any(c.pending for c in manual),
+            status="; ".join(f"{c.grade_id}: {c.message}" for c in manual if c.message),
+            tests=[Test(c.grade_id, c.score, c.max_score, c.score == c.max_score, c.message) for c in auto])
+    return None if graded.problem else graded.executed
+
+
+def status_line(result, problems, sandboxed):
+    """"ok", or what kept parts from being graded, what needs a human, and a missing sandbox."""
+    parts = [f"{part}: {problem}" for part, problem in problems.items() if part in ("pyfile", "notebook")]
+    if "bonus" in result.questions and not result.questions["bonus"].graded:
+        parts.append("bonus NOT GRADED (see notes)")
+    if result.flags:
+        parts.append("REVIEW: the notebook uses " + ", ".join(result.flags))
+    if not sandboxed:
+        parts.append("graded WITHOUT a sandbox")
+    return "; ".join(parts) or "ok"
