@@ -15,13 +15,40 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets
 
 # NORMLAB_DATA moves the data folder, for example where the repository is read-only (the grading sandbox).
 DATA_ROOT = Path(os.environ.get("NORMLAB_DATA") or Path(__file__).resolve().parent.parent / "data")
 SYNTHETIC_ROOT = DATA_ROOT / "synthetic"
-TORCHVISION_CLASSES = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}
-LABEL_KEYS = {"cifar10": b"labels", "cifar100": b"fine_labels"}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The official on-disk layout of a dataset: folder, batch files with their MD5 sums, and the meta file.
+    torchvision's dataset classes carry the same facts (a test keeps them equal); importing torchvision costs a
+    second, so only download() does."""
+
+    base_folder: str
+    train_list: tuple
+    test_list: tuple
+    meta: dict
+    label_key: bytes
+
+
+LAYOUTS = {
+    "cifar10": Layout("cifar-10-batches-py",
+                      (("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+                       ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+                       ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+                       ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+                       ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb")),
+                      (("test_batch", "40351d587109b95175f43aff81a1287e"),),
+                      {"filename": "batches.meta", "key": "label_names", "md5": "5ff9c542aee3614f3951f8cda6e48888"},
+                      b"labels"),
+    "cifar100": Layout("cifar-100-python", (("train", "16019d7e3df5f24257cddd939b257f8d"),),
+                       (("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),),
+                       {"filename": "meta", "key": "fine_label_names", "md5": "7973b15100ade9c7d40fb424638fde48"},
+                       b"fine_labels"),
+}
 PRETTY_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
@@ -57,9 +84,9 @@ class Cifar:
 
 
 def check_name(name):
-    if name not in TORCHVISION_CLASSES:
-        raise ValueError(f"unknown dataset {name!r}: use one of {sorted(TORCHVISION_CLASSES)}")
-    return TORCHVISION_CLASSES[name]
+    if name not in LAYOUTS:
+        raise ValueError(f"unknown dataset {name!r}: use one of {sorted(LAYOUTS)}")
+    return LAYOUTS[name]
 
 
 def dataset_folder(name, root=DATA_ROOT):
@@ -68,18 +95,21 @@ def dataset_folder(name, root=DATA_ROOT):
 
 def download(name, root=DATA_ROOT):
     """Download and extract the official archive into root (torchvision verifies its MD5). Needs internet."""
-    cls = check_name(name)
+    check_name(name)
+    from torchvision import datasets
+
+    dataset_class = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
     Path(root).mkdir(parents=True, exist_ok=True)
     for train in (True, False):
-        cls(str(root), train=train, download=True)
+        dataset_class(str(root), train=train, download=True)
     return dataset_folder(name, root)
 
 
 def load(name, root=DATA_ROOT, download_if_missing=False):
     """Load a CIFAR dataset from root as uint8 tensors, through a cache that is rebuilt whenever a file changes."""
-    cls = check_name(name)
+    layout = check_name(name)
     folder = dataset_folder(name, root)
-    files = [folder / filename for filename, _ in cls.train_list + cls.test_list] + [folder / cls.meta["filename"]]
+    files = [folder / filename for filename, _ in layout.train_list + layout.test_list] + [folder / layout.meta["filename"]]
     if not all(path.is_file() for path in files):
         if not download_if_missing:
             raise FileNotFoundError(
@@ -92,11 +122,11 @@ def load(name, root=DATA_ROOT, download_if_missing=False):
     cache = Path(root) / "cache" / f"{name}-{stamp[:16]}.pt"
     if cache.is_file():
         return Cifar(**torch.load(cache, weights_only=True))
-    train_images, train_labels = _read_batches(name, [folder / f for f, _ in cls.train_list])
-    test_images, test_labels = _read_batches(name, [folder / f for f, _ in cls.test_list])
-    with open(folder / cls.meta["filename"], "rb") as f:
-        classes = [label.decode() for label in pickle.load(f, encoding="bytes")[cls.meta["key"].encode()]]
-    official = all(_md5(folder / filename) == md5 for filename, md5 in cls.train_list + cls.test_list)
+    train_images, train_labels = _read_batches(name, [folder / f for f, _ in layout.train_list])
+    test_images, test_labels = _read_batches(name, [folder / f for f, _ in layout.test_list])
+    with open(folder / layout.meta["filename"], "rb") as f:
+        classes = [label.decode() for label in pickle.load(f, encoding="bytes")[layout.meta["key"].encode()]]
+    official = all(_md5(folder / filename) == md5 for filename, md5 in layout.train_list + layout.test_list)
     fields = dict(name=name, train_images=train_images, train_labels=train_labels, test_images=test_images,
                   test_labels=test_labels, classes=classes, synthetic=not official)
     cache.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +142,7 @@ def _read_batches(name, paths):
         with open(path, "rb") as f:
             batch = pickle.load(f, encoding="bytes")
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape((-1,) + IMAGE_SHAPE))
-        labels.append(np.asarray(batch[LABEL_KEYS[name]], dtype=np.int64))
+        labels.append(np.asarray(batch[LAYOUTS[name].label_key], dtype=np.int64))
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
@@ -136,14 +166,14 @@ def synthetic_images(labels, num_classes, seed):
 
 def write_synthetic(name, root=SYNTHETIC_ROOT, train_size=2000, test_size=500, seed=0):
     """Write a synthetic dataset in the exact on-disk format of the official python version, into root."""
-    cls = check_name(name)
+    layout = check_name(name)
     num_classes = 10 if name == "cifar10" else 100
     folder = dataset_folder(name, root)
     folder.mkdir(parents=True, exist_ok=True)
     generator = np.random.default_rng(seed)
     train_labels = generator.integers(0, num_classes, train_size)
     test_labels = np.tile(np.arange(num_classes), -(-test_size // num_classes))[:test_size]
-    splits = [(cls.train_list, train_labels, seed + 1), (cls.test_list, test_labels, seed + 2)]
+    splits = [(layout.train_list, train_labels, seed + 1), (layout.test_list, test_labels, seed + 2)]
     for file_list, labels, image_seed in splits:
         images = synthetic_images(labels, num_classes, image_seed)
         for (filename, _), part in zip(file_list, np.array_split(np.arange(len(labels)), len(file_list))):
@@ -162,7 +192,7 @@ def write_synthetic(name, root=SYNTHETIC_ROOT, train_size=2000, test_size=500, s
     else:
         meta = {b"fine_label_names": [f"fine_{k}".encode() for k in range(100)],
                 b"coarse_label_names": [f"coarse_{k}".encode() for k in range(20)]}
-    _write_pickle(folder / cls.meta["filename"], meta)
+    _write_pickle(folder / layout.meta["filename"], meta)
     return folder
 
 

@@ -43,7 +43,7 @@ def accuracy(path, dataset):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="the exported program (.pt2)")
-    parser.add_argument("--dataset", choices=sorted(cifar.TORCHVISION_CLASSES), help="score on this test set")
+    parser.add_argument("--dataset", choices=sorted(cifar.LAYOUTS), help="score on this test set")
     parser.add_argument("--data-root", type=Path, default=cifar.DATA_ROOT, help="where the datasets are")
     parser.add_argument("--predict", type=Path, help="uint8 images (N, 3, 32, 32) in a .npy file")
     parser.add_argument("--out", type=Path, help="where --predict writes the predicted classes (.npy)")

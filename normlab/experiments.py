@@ -37,12 +37,12 @@ class Grid:
 
     @classmethod
     def smoke(cls):
-        """About a second on a laptop CPU: narrow ResNets, two epochs on 128 synthetic CIFAR-10 images.
+        """About a second on a laptop CPU: narrow ResNets, two epochs on 64 synthetic CIFAR-10 images.
 
         Plain float32 NCHW: on CPUs, bf16 and channels_last slow GroupNorm down several times at these widths.
         """
-        return cls(datasets=("cifar10",), base_width=8, synthetic=True, train_size=128, test_size=128,
-                   train=TrainConfig(epochs=2, batch_size=64, eval_batch_size=256, amp="off", channels_last=False))
+        return cls(datasets=("cifar10",), base_width=8, synthetic=True, train_size=64, test_size=64,
+                   train=TrainConfig(epochs=2, batch_size=32, eval_batch_size=64, amp="off", channels_last=False))
 
     def runs(self):
         return [Run(dataset, norm, stem) for dataset in self.datasets for norm in self.norms for stem in self.stems]
@@ -220,12 +220,13 @@ def _save(figure, path):
     return path
 
 
-def show(results, out_dir):
-    """Plot results into out_dir, and show the plots and the summary table (in a notebook, else print it)."""
+def show(results, out_dir, plot=True):
+    """Plot results into out_dir (unless plot is False), and show the plots and the summary table (in a
+    notebook, else print it)."""
     if not results:
         print(f"no finished runs to show in {out_dir}")
         return
-    paths = plot_results(results, out_dir)
+    paths = plot_results(results, out_dir) if plot else []
     table = summary_table(results)
     devices = sorted({h["device"] for h in results})
     try:

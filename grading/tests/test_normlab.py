@@ -48,6 +48,14 @@ def test_synthetic_files_are_read_identically_by_torchvision(synthetic_root, nam
     assert loaded.num_classes == (10 if name == "cifar10" else 100)
 
 
+@pytest.mark.parametrize("name,torchvision_class", [("cifar10", datasets.CIFAR10), ("cifar100", datasets.CIFAR100)])
+def test_the_layout_matches_torchvisions(name, torchvision_class):
+    layout = data.LAYOUTS[name]
+    assert layout.base_folder == torchvision_class.base_folder and layout.meta == torchvision_class.meta
+    assert [list(entry) for entry in layout.train_list + layout.test_list] == \
+        torchvision_class.train_list + torchvision_class.test_list
+
+
 def test_loads_come_from_the_cache_until_a_file_changes(synthetic_root, monkeypatch):
     first = data.load("cifar10", synthetic_root)
     monkeypatch.setattr(data, "_read_batches", lambda *args: pytest.fail("read the batches despite the cache"))
