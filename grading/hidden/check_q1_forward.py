@@ -6,7 +6,8 @@ Tolerances, relative to the size of the expected values (conftest.largest_error)
 - FLOAT32 = 1e-4: float32 inputs carry about 7 significant digits.
 - SMALL_VARIANCE = 1e-7: features with variance 1e-6 lose a few digits to cancellation; eps outside the square
   root is off by more than 0.5 there.
-A test's points are its function's total, shared by its parametrized cases.
+A test's points are its function's total, shared by its parametrized cases. Tests of properties (inputs left
+alone, unknown modes rejected) first require a correct output, so a function that returns anything earns nothing.
 """
 import numpy as np
 import pytest
@@ -142,6 +143,8 @@ def test_inputs_are_not_modified(student, mode):
     x, gamma, beta, _ = case(70, 10, 4)
     meta, reply = student.call("forward", bn_param={"mode": mode}, x=x, gamma=gamma, beta=beta,
                                running_mean=np.ones(4), running_var=np.ones(4))
+    expected, _, _ = reference_forward(x, gamma, beta, mode, np.ones(4), np.ones(4))
+    assert largest_error(reply["out"], expected) < FLOAT64, f"{mode}-mode output is wrong: fix that first"
     for name, original in (("x", x), ("gamma", gamma), ("beta", beta)):
         assert np.array_equal(reply[f"{name}_after"], original), f"{mode} mode changed its input {name} in place"
 
@@ -150,8 +153,10 @@ def test_inputs_are_not_modified(student, mode):
 def test_only_train_and_test_modes_are_accepted(student):
     x, gamma, beta, _ = case(80, 8, 3)
     for mode in ("train", "test"):
-        student.call("forward", bn_param={"mode": mode}, x=x, gamma=gamma, beta=beta, running_mean=np.zeros(3),
-                     running_var=np.ones(3))
+        meta, reply = student.call("forward", bn_param={"mode": mode}, x=x, gamma=gamma, beta=beta,
+                                   running_mean=np.zeros(3), running_var=np.ones(3))
+        expected, _, _ = reference_forward(x, gamma, beta, mode, np.zeros(3), np.ones(3))
+        assert largest_error(reply["out"], expected) < FLOAT64, f"{mode}-mode output is wrong: fix that first"
     try:
         student.call("forward", bn_param={"mode": "eval"}, x=x, gamma=gamma, beta=beta)
     except Exception as error:
