@@ -105,12 +105,14 @@ class Answers:
     regions: {PYFILE_REGIONS name or notebook grade_id: code or markdown}.
     files: {relative path: str or bytes}, written after the answered files (they may replace them).
     notebook_edits: functions that change the notebook node before it is written (tampering cases).
+    file_edits: {relative path: function(text) -> text}, applied last to files already written.
     """
 
     base: str = "stub"
     regions: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     notebook_edits: list = field(default_factory=list)
+    file_edits: dict = field(default_factory=dict)
 
 
 def build_submission(answers, release_dir, source_dir, out_dir):
@@ -144,6 +146,9 @@ def build_submission(answers, release_dir, source_dir, out_dir):
             path.write_bytes(content)
         else:
             path.write_text(content, encoding="utf-8")
+    for relative, edit in answers.file_edits.items():
+        path = out_dir / relative
+        path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
     return out_dir
 
 

@@ -30,7 +30,7 @@ from grading.results import (Question, StudentResult, grades_csv, load_result, m
                              write_student)
 from grading.sandbox import MISSING_SANDBOX, bwrap_works
 from grading.settings import ASSIGNMENT, BONUS_THRESHOLDS, NOTEBOOK, QUESTIONS, REPO
-from grading.worker import Context, grade
+from grading.worker import Context, clear_stale_scratch, grade
 
 WATCHDOG_GRACE = 120
 
@@ -65,8 +65,9 @@ def prepare(out_dir, settings, log):
     work.mkdir(parents=True, exist_ok=True)
     snapshot = work / "gradebook-snapshot.db"
     shutil.copy(course / "gradebook.db", snapshot)
+    clear_stale_scratch()
     return course, Context(snapshot, fingerprint, settings, frozenset(secret_lines(REPO)),
-                           Release.read(course / "release" / ASSIGNMENT / NOTEBOOK), bwrap_works())
+                           Release.read(course / "release" / ASSIGNMENT / NOTEBOOK), bwrap_works(), os.getpid())
 
 
 def autograde(submissions_dir, out_dir, settings, log=print, progress=True):
@@ -94,9 +95,13 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True):
     tqdm.monitor_interval = 0  # no monitor thread: this process forks
 
     def finish(submission, stamp, previous, result, executed):
-        if previous is not None and not full_run and previous.submission == result.submission:
+        if previous is not None and not full_run:
+            kept = [q for q in previous.questions if q not in result.questions]
             merged = {**previous.questions, **result.questions}
             result.questions = {q: merged[q] for q in QUESTIONS if q in merged}
+            if kept and previous.submission != result.submission:
+                result.notes.append(f"the submission changed since {', '.join(kept)} were graded; they keep their "
+                                    "earlier scores until regraded")
         result.stamp = stamp
         write_student(out_dir, result)
         gradebook.record(course, result, executed, settings.question_list)

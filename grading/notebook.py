@@ -56,7 +56,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def write_connection_file(self, **kwargs):
         super().write_connection_file(**kwargs)
-        if self.sandbox.as_root:
+        if self.sandbox.separate_user:
             os.chown(self.connection_file, self.sandbox.uid, self.sandbox.uid)
 
     @property

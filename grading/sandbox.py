@@ -20,6 +20,8 @@ from pathlib import Path
 from grading.settings import REPO
 
 SANDBOX_UID_BASE = 61000
+# Where bubblewrap is (a name on PATH or a path); pointing it at nothing simulates a machine without it.
+BWRAP = os.environ.get("GRADING_BWRAP", "bwrap")
 NORMLAB = REPO / "normlab"
 MISSING_SANDBOX = ("WARNING: bubblewrap (bwrap) is missing or does not work here, so student code runs WITHOUT a "
                    "sandbox: it can read the course files and use the network. Only resource limits apply. "
@@ -55,7 +57,7 @@ def bwrap_works():
     """Whether bwrap exists and can create the namespaces used here (it cannot where user namespaces are off)."""
     global _bwrap_works
     if _bwrap_works is None:
-        binary = shutil.which("bwrap")
+        binary = shutil.which(BWRAP)
         if binary is None:
             _bwrap_works = False
         else:
@@ -84,9 +86,11 @@ class Sandbox:
         self.limits = limits
         self.readonly = [Path(p).resolve() for p in readonly]
         self.use_bwrap = use_bwrap and bwrap_works()
-        self.as_root = os.geteuid() == 0
-        self.uid = SANDBOX_UID_BASE + slot if self.as_root else os.getuid()
-        if self.as_root:
+        # Inside bwrap, root drops to a user of its own. Without bwrap that user could not even reach an
+        # interpreter kept under /root, so the grader's user runs the code (and, for root, nproc cannot bind).
+        self.separate_user = os.geteuid() == 0 and self.use_bwrap
+        self.uid = SANDBOX_UID_BASE + slot if self.separate_user else os.getuid()
+        if self.separate_user:
             for path in [self.workdir, *self.workdir.rglob("*")]:
                 os.lchown(path, self.uid, self.uid)
 
@@ -106,7 +110,7 @@ class Sandbox:
     def limits_prefix(self):
         limits = self.limits
         processes = limits.processes
-        if not self.as_root:
+        if os.geteuid() != 0:
             # The process limit counts every process and thread of this user, the grader's included.
             processes += _threads_of(self.uid)
         return ["prlimit", f"--cpu={limits.cpu_seconds}", f"--as={limits.memory_mb << 20}",
@@ -116,19 +120,19 @@ class Sandbox:
     def wrap(self, argv):
         """The full command line that runs argv in the sandbox."""
         inner = self.limits_prefix() + [str(a) for a in argv]
-        if self.as_root:
+        if self.separate_user:
             inner = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all"] + inner
         if not self.use_bwrap:
             return inner
-        command = ["bwrap", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        command = [shutil.which(BWRAP), "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                    "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--tmpfs", "/"]
-        if not self.as_root:
+        if os.geteuid() != 0:
             command.insert(1, "--unshare-user")
         for system in ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc/ld.so.cache", "/etc/alternatives", "/etc/fonts"):
             if os.path.exists(system):
                 command += ["--ro-bind", system, system]
-        command += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
         mounted = set()
         for path, mode in [(p, "--ro-bind") for p in [*python_roots(), NORMLAB, *self.readonly]] + \
                           [(self.workdir, "--bind")]:

@@ -20,6 +20,7 @@ from grading.sandbox import Limits, Sandbox
 from grading.settings import NOTEBOOK, PYFILE, PYFILE_QUESTIONS, Settings, question_of
 
 NOTEBOOK_QUESTIONS = ("q3", "q4", "q5")
+SCRATCH_PREFIX = "nl-"
 
 
 @dataclass
@@ -32,6 +33,15 @@ class Context:
     secret_lines: frozenset
     release: Release
     use_bwrap: bool
+    grader_pid: int
+
+
+def clear_stale_scratch():
+    """Remove the scratch folders of graders that are no longer running (killed before they could)."""
+    for folder in Path("/tmp").glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def grade(submission, context, slot):
@@ -41,7 +51,8 @@ def grade(submission, context, slot):
     started = time.monotonic()
     deadline = started + settings.timeout
     limits = Limits.from_settings(settings)
-    scratch = Path(tempfile.mkdtemp(prefix="nl-", dir="/tmp"))  # short: kernels' IPC sockets live in it
+    # short, for the kernels' IPC sockets, and named after the grader so a later run can clear what a killed one left
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{context.grader_pid}-", dir="/tmp"))
     scratch.chmod(0o711)
 
     def sandbox(folder):
@@ -113,6 +124,8 @@ def grade_notebook_part(intake, context, asked, deadline, part_folder, sandbox, 
                             context.secret_lines, release)
     result.notes += graded.notes
     result.flags += graded.flags
+    if graded.problem:
+        intake.problems["notebook"] = graded.problem
     for q in asked:
         cells = [c for c in graded.cells if question_of(c.grade_id) == q]
         auto = [c for c in cells if not c.manual]
