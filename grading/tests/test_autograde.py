@@ -1,0 +1,184 @@
+"""`python -m grading autograde` end to end: outputs, the gradebook, resuming, --questions, --force, exit status,
+the bonus, and a timeout that costs only its own question."""
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+import torch
+from nbgrader.api import Gradebook
+from torch import nn
+
+from conftest import REFERENCE, REPO, STUB, autograde, grades, results, submit
+from grading.answers import Answers, BEGIN_HIDDEN, END_HIDDEN, region_code
+from grading.bonus import points_for
+from grading.course import db_url
+from grading.settings import COURSE_ID
+from normlab import data, train
+
+# Gradescope's documented fields of results.json (the autograder specification).
+GRADESCOPE_SCHEMA = {
+    "type": "object",
+    "required": ["score", "tests"],
+    "properties": {
+        "score": {"type": "number"}, "execution_time": {"type": "number"}, "output": {"type": "string"},
+        "visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
+        "stdout_visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
+        "tests": {"type": "array", "items": {
+            "type": "object", "required": ["score", "max_score"], "additionalProperties": False,
+            "properties": {"name": {"type": "string"}, "score": {"type": "number"}, "max_score": {"type": "number"},
+                           "status": {"enum": ["passed", "failed"]}, "output": {"type": "string"},
+                           "visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
+                           "number": {"type": "string"}, "tags": {"type": "array"}}}},
+    },
+    "additionalProperties": False,
+}
+LOOPING_BACKWARD = Answers(base="reference", regions={"backward": "while True:\n    pass"})
+
+
+@pytest.fixture(scope="module")
+def graded(bundle, release_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("autograde")
+    submissions = submit(bundle, root / "submissions", {"ada": REFERENCE, "bob": STUB, "cy": LOOPING_BACKWARD})
+    out = root / "out"
+    completed = autograde(submissions, out, release_dir, "--jobs", "2", "--call-timeout", "2")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return submissions, out, completed
+
+
+def test_grades_csv_has_the_promised_columns_and_scores(graded):
+    _, out, completed = graded
+    header = (out / "grades.csv").read_text().splitlines()[0].split(",")
+    assert header[:9] == ["student_id", "q1", "q2", "q3", "q4", "q5", "bonus", "total", "status"]
+    rows = grades(out)
+    assert rows["ada"]["total"] == "80.00" and rows["ada"]["manual_pending"] == "q4 (10), q5 (10)"
+    assert rows["bob"]["total"] == "0.00"
+    assert "ada" in completed.stdout and "total" in completed.stdout  # the final table
+
+
+def test_results_json_follows_gradescopes_schema(graded):
+    _, out, _ = graded
+    for student in ("ada", "bob", "cy"):
+        document = json.loads((out / student / "results.json").read_text())
+        jsonschema.validate(document, GRADESCOPE_SCHEMA)
+        assert document["score"] == pytest.approx(sum(t["score"] for t in document["tests"]))
+
+
+def test_feedback_shows_scores_but_no_hidden_test_source(graded):
+    _, out, _ = graded
+    notebook = json.loads((REPO / "norm.ipynb").read_text())
+    hidden = {line.strip() for cell in notebook["cells"] for code in region_code("".join(cell["source"]),
+                                                                                  BEGIN_HIDDEN, END_HIDDEN)
+              for line in code.splitlines() if len(line.strip()) > 15}
+    hidden |= {line.strip() for path in (REPO / "grading" / "hidden").glob("*.py")
+               for line in path.read_text().splitlines() if len(line.strip()) > 30}
+    for student in ("ada", "bob", "cy"):
+        feedback = (out / student / "feedback.html").read_text()
+        assert "Q1 batchnorm_forward" in feedback and "Q5 ResNet for CIFAR" in feedback
+        assert not [line for line in hidden if line in feedback]
+
+
+def test_the_gradebook_holds_all_five_questions_for_formgrader_and_export(graded):
+    _, out, _ = graded
+    course = out / "course"
+    with Gradebook(db_url(course), COURSE_ID) as gb:
+        assignment = gb.find_assignment("norm")
+        cells = {cell.name for notebook in assignment.notebooks for cell in notebook.grade_cells}
+        assert {"q1_forward", "q2_backward", "q3_layer_norm", "q4_analysis", "q5_cifar_stem", "bonus"} <= cells
+        assert gb.find_submission("norm", "ada").score == 80
+        assert gb.find_grade("q2_backward", "batchnormalization", "norm", "cy").score == 0
+    for name in ("norm.ipynb", "batchnormalization.ipynb", "bonus.ipynb"):
+        assert (course / "autograded" / "ada" / "norm" / name).is_file()
+    exported = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(out / "export.csv")],
+                              cwd=course, capture_output=True, text=True)
+    assert exported.returncode == 0, exported.stderr
+    rows = {line.split(",")[3]: line.split(",") for line in (out / "export.csv").read_text().splitlines()[1:]}
+    assert rows["ada"][-2:] == ["80.0", "100.0"] and rows["bob"][-2] == "0.0"
+
+
+def test_a_timeout_in_q2_leaves_q1_and_the_notebook_graded(graded):
+    _, out, _ = graded
+    result = results(out)["cy"]
+    assert result.questions["q2"].score == 0 and "timed out" in result.questions["q2"].tests[0].message
+    assert {q: result.questions[q].score for q in ("q1", "q3", "q4", "q5")} == {"q1": 20, "q3": 20, "q4": 10, "q5": 10}
+    assert result.seconds < 60
+
+
+def test_a_second_run_skips_finished_students_and_force_regrades_them(graded, release_dir):
+    submissions, out, _ = graded
+    before = {s: (out / s / "grade.json").read_text() for s in ("ada", "bob", "cy")}
+    again = autograde(submissions, out, release_dir)
+    assert again.returncode == 0 and "3 of 3 submissions already graded" in again.stdout
+    assert {s: (out / s / "grade.json").read_text() for s in before} == before
+    forced = autograde(submissions, out, release_dir, "--force", "--questions", "q1")
+    assert forced.returncode == 0 and "already graded" not in forced.stdout
+
+
+def test_questions_regrades_only_those_and_keeps_the_rest(bundle, release_dir, tmp_path):
+    submissions = submit(bundle, tmp_path / "submissions", {"dee": REFERENCE})
+    out = tmp_path / "out"
+    assert autograde(submissions, out, release_dir, "--questions", "q1,q3").returncode == 0
+    (submissions / "dee" / "norm.ipynb").write_text("not a notebook any more")
+    assert autograde(submissions, out, release_dir, "--questions", "q1,q2").returncode == 0
+    result = results(out)["dee"]
+    assert result.questions["q3"].score == 20 and result.questions["q2"].score == 20
+    assert grades(out)["dee"]["q3"] == "20.00"
+
+
+def test_an_nbgrader_submitted_tree_is_accepted_with_its_timestamps(bundle, release_dir, tmp_path):
+    submitted = tmp_path / "submitted"
+    for student, answers in (("eve", REFERENCE), ("fay", STUB)):
+        folder = submit(bundle, tmp_path / "built", {student: answers}) / student
+        shutil.copytree(folder, submitted / student / "norm")
+        (submitted / student / "norm" / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
+    out = tmp_path / "out"
+    assert autograde(submitted, out, release_dir, "--questions", "q1,q2").returncode == 0
+    assert grades(out)["eve"]["total"] == "40.00"
+    with Gradebook(db_url(out / "course"), COURSE_ID) as gb:
+        assert gb.find_submission("norm", "eve").timestamp.year == 2026
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["/nonexistent/submissions"], "is not a folder of submissions"),
+    (["{submissions}", "--questions", "q9"], "--questions takes"),
+])
+def test_a_misconfigured_grader_exits_with_status_2(tmp_path, release_dir, arguments, message):
+    (tmp_path / "submissions").mkdir()
+    arguments = [a.format(submissions=tmp_path / "submissions") for a in arguments]
+    completed = autograde(arguments[0], tmp_path / "out", release_dir, *arguments[1:])
+    assert completed.returncode == 2 and message in completed.stderr
+
+
+def test_require_sandbox_refuses_to_grade_without_bwrap(tmp_path, release_dir, monkeypatch):
+    (tmp_path / "submissions").mkdir()
+    monkeypatch.setenv("GRADING_BWRAP", "/nonexistent/bwrap")
+    completed = autograde(tmp_path / "submissions", tmp_path / "out", release_dir, "--require-sandbox")
+    assert completed.returncode == 2 and "--require-sandbox" in completed.stderr
+    warned = autograde(tmp_path / "submissions", tmp_path / "out", release_dir)
+    assert warned.returncode == 0 and "WARNING: bubblewrap (bwrap) is missing" in warned.stdout
+
+
+def test_the_bonus_is_scored_on_the_test_set_it_finds(bundle, release_dir, tmp_path):
+    cifar_root = tmp_path / "cifar"
+    data.write_synthetic("cifar10", cifar_root, train_size=1000, test_size=300)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(16, 10))
+    train.train(model, data.load("cifar10", cifar_root), train.TrainConfig(epochs=6, batch_size=128), "cpu",
+                progress=False)
+    model_file = tmp_path / "bonus_cifar10.pt2"
+    train.export_model(model, model_file)
+    files = {"bonus_cifar10.pt2": model_file.read_bytes(), "bonus_cifar100.pt2": model_file.read_bytes()}
+    submissions = submit(bundle, tmp_path / "submissions", {"gus": Answers(files=files)})
+    out = tmp_path / "out"
+    assert autograde(submissions, out, release_dir, "--questions", "bonus", "--cifar-root",
+                     str(cifar_root)).returncode == 0
+    result = results(out)["gus"]
+    bonus = result.questions["bonus"]
+    accuracy = float(re.search(r"cifar10: test accuracy ([\d.]+)% on a SYNTHETIC test set", bonus.status).group(1))
+    assert accuracy > 90 and bonus.score == pytest.approx(points_for("cifar10", accuracy / 100), abs=0.01)
+    assert [points_for("cifar10", a) for a in (0.95, 0.925, 0.9)] == pytest.approx([5, 2.5, 0])
+    assert not bonus.graded and "cifar100: NOT GRADED" in bonus.status and "NOT GRADED" in result.status

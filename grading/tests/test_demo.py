@@ -1,0 +1,25 @@
+"""`python -m grading demo`, the README's main command: each sample student scores what its description says."""
+import subprocess
+import sys
+
+from conftest import REPO, grades
+
+EXPECTED = {  # student: (q1, q2, q3, q4, q5, total)
+    "full_marks": ("20.00", "20.00", "20.00", "10.00", "10.00", "80.00"),
+    "zipped_resubmission": ("20.00", "20.00", "20.00", "10.00", "10.00", "80.00"),
+    "common_mistakes": ("6.50", "20.00", "15.00", "10.00", "0.00", "51.50"),
+    "forward_only": ("20.00", "0.00", "10.00", "0.00", "0.00", "30.00"),
+    "untouched": ("0.00", "0.00", "0.00", "0.00", "0.00", "0.00"),
+    "hostile": ("0.00", "0.00", "0.00", "0.00", "0.00", "0.00"),
+}
+
+
+def test_the_demo_releases_and_grades_the_sample_students(tmp_path):
+    completed = subprocess.run([sys.executable, "-m", "grading", "demo", "--out", str(tmp_path), "--jobs", "2"],
+                               cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "release check passed" in completed.stdout and "SYNTHETIC" in completed.stdout
+    rows = grades(tmp_path / "graded")
+    assert {s: tuple(rows[s][c] for c in ("q1", "q2", "q3", "q4", "q5", "total")) for s in EXPECTED} == EXPECTED
+    assert "REVIEW" in rows["hostile"]["status"] and "NOT GRADED" in rows["full_marks"]["status"]
+    assert "used 'batchnormalization (1).py' as batchnormalization.py" in rows["zipped_resubmission"]["notes"]

@@ -1,0 +1,257 @@
+"""Mutation tests of the grader: each planted bug loses points on its own question and nowhere else; the
+reference and two differently written correct solutions keep full marks.
+
+A mutant of batchnormalization.py is graded on Q1 and Q2, a mutant of the notebook on Q3–Q5: the notebook's test
+cells never import batchnormalization.py and the hidden Q1/Q2 suite never reads the notebook, so a mutant cannot
+move the other file's questions. The reference and the alternatives are graded on everything.
+"""
+import pytest
+
+from conftest import REFERENCE, autograde, results, submit
+from grading.answers import Answers, reference_answers
+from grading.settings import NOTEBOOK, PYFILE, REPO
+
+REFERENCE_CODE = {**reference_answers(REPO)[PYFILE], **reference_answers(REPO)[NOTEBOOK]}
+
+
+def mutant(region, old, new):
+    code = REFERENCE_CODE[region]
+    assert old in code, f"the mutation {old!r} -> {new!r} no longer applies to {region}"
+    return Answers(base="reference", regions={region: code.replace(old, new)})
+
+
+def scaffolding_mutant(old, new):
+    assert old in (REPO / PYFILE).read_text()
+    return Answers(base="reference", file_edits={PYFILE: lambda text: text.replace(old, new)})
+
+
+PYFILE_MUTANTS = {  # name: (answers, the question that must lose points)
+    "momentum-swapped": (mutant("forward_train", "momentum * running_mean + (1 - momentum) * batch_mean",
+                                "(1 - momentum) * running_mean + momentum * batch_mean"), "q1"),
+    "running-var-unbiased": (mutant("forward_train", "(1 - momentum) * batch_var",
+                                    "(1 - momentum) * x.var(axis=0, ddof=1)"), "q1"),
+    "running-var-from-std": (mutant("forward_train", "(1 - momentum) * batch_var",
+                                    "(1 - momentum) * np.sqrt(batch_var)"), "q1"),
+    "running-stats-not-updated": (mutant("forward_train",
+                                         "running_var = momentum * running_var + (1 - momentum) * batch_var", "pass"),
+                                  "q1"),
+    "running-stats-keepdims": (mutant("forward_train", "batch_mean = x.mean(axis=0)",
+                                      "batch_mean = x.mean(axis=0, keepdims=True)"), "q1"),
+    "mutates-x-in-place": (mutant("forward_train", "x_hat = (x - batch_mean) * inv_std",
+                                  "x -= batch_mean\nx_hat = x * inv_std"), "q1"),
+    "upcasts-float32": (mutant("forward_train", "batch_mean = x.mean(axis=0)",
+                               "x = x.astype(np.float64)\nbatch_mean = x.mean(axis=0)"), "q1"),
+    "test-mode-batch-statistics": (mutant("forward_test", "(x - running_mean) / np.sqrt(running_var + eps)",
+                                          "(x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps)"), "q1"),
+    "test-mode-forgets-beta": (mutant("forward_test", " + beta", ""), "q1"),
+    "test-mode-eps-outside-sqrt": (mutant("forward_test", "np.sqrt(running_var + eps)",
+                                          "(np.sqrt(running_var) + eps)"), "q1"),
+    "test-mode-updates-running-stats": (mutant("forward_test", "cache = None",
+                                               "cache = None\nrunning_mean = 0.9 * running_mean + 0.1 * x.mean(0)"),
+                                        "q1"),
+    "unknown-mode-accepted": (scaffolding_mutant(
+        "raise ValueError(f\"Invalid forward batchnorm mode {mode!r}: bn_param['mode'] must be 'train' or 'test'\")",
+        "out, cache = x, None"), "q1"),
+    "dx-without-mean-path": (mutant("backward", "batch_size * dx_hat - dx_hat.sum(axis=0) -",
+                                    "batch_size * dx_hat -"), "q2"),
+    "dx-without-variance-path": (mutant("backward", " - x_hat * (dx_hat * x_hat).sum(axis=0)", ""), "q2"),
+    "dx-sign-error": (mutant("backward", "- dx_hat.sum(axis=0)", "+ dx_hat.sum(axis=0)"), "q2"),
+    "dx-over-n-minus-1": (mutant("backward", "inv_std / batch_size", "inv_std / (batch_size - 1)"), "q2"),
+    "dgamma-without-x-hat": (mutant("backward", "dgamma = (dout * x_hat).sum(axis=0)", "dgamma = dout.sum(axis=0)"),
+                             "q2"),
+    "dbeta-mean-not-sum": (mutant("backward", "dbeta = dout.sum(axis=0)", "dbeta = dout.mean(axis=0)"), "q2"),
+}
+
+NOTEBOOK_MUTANTS = {
+    "ln-as-batchnorm": (Answers(base="reference", regions={"q3_make_norm": """
+if norm_type == "LN":
+    return nn.BatchNorm2d(num_channels)
+return nn.GroupNorm({"IN": num_channels, "GN": num_groups}[norm_type], num_channels)
+"""}), "q3"),
+    "in-without-affine": (Answers(base="reference", regions={"q3_make_norm": """
+if norm_type == "IN":
+    return nn.InstanceNorm2d(num_channels)
+return nn.GroupNorm({"LN": 1, "GN": num_groups}[norm_type], num_channels)
+"""}), "q3"),
+    "gn-ignores-num-groups": (mutant("q3_make_norm", '"GN": num_groups', '"GN": 2'), "q3"),
+    "shortcut-stride-one": (mutant("q3_make_shortcut", "stride=stride", "stride=1"), "q3"),
+    "shortcut-without-norm": (Answers(base="reference", regions={"q3_make_shortcut": """
+return nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+"""}), "q3"),
+    "no-norm-is-batchnorm": (Answers(base="reference", regions={"q4_make_no_norm": "return nn.BatchNorm2d(num_channels)"}),
+                             "q4"),
+    "no-norm-zeroes-activations": (Answers(base="reference", regions={"q4_make_no_norm": """
+class Zero(nn.Module):
+    def forward(self, x):
+        return x * 0
+return Zero()
+"""}), "q4"),
+    "cifar-stem-keeps-maxpool": (mutant("q5_make_cifar_stem", "nn.ReLU(inplace=True))",
+                                        "nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))"), "q5"),
+    "cifar-stem-5x5": (mutant("q5_make_cifar_stem", "kernel_size=3, stride=1, padding=1", "kernel_size=5, stride=1, padding=2"),
+                       "q5"),
+    "cifar-stem-stride-2": (mutant("q5_make_cifar_stem", "stride=1", "stride=2"), "q5"),
+}
+
+ALTERNATIVES = {
+    "staged-and-layernorm": Answers(regions={
+        "forward_train": """
+mu = np.sum(x, axis=0) / x.shape[0]
+centered = x - mu
+var = np.sum(centered ** 2, axis=0) / x.shape[0]
+std = np.sqrt(var + eps)
+x_norm = centered / std
+out = x_norm * gamma + beta
+running_mean = momentum * running_mean + (1.0 - momentum) * mu
+running_var = momentum * running_var + (1.0 - momentum) * var
+cache = {"centered": centered, "std": std, "x_norm": x_norm, "gamma": gamma}
+""",
+        "forward_test": """
+out = (x - running_mean) / np.sqrt(running_var + eps) * gamma + beta
+cache = {}
+""",
+        "backward": """
+n = dout.shape[0]
+dbeta = np.sum(dout, axis=0)
+dgamma = np.sum(dout * cache["x_norm"], axis=0)
+dx_norm = dout * cache["gamma"]
+dstd = -np.sum(dx_norm * cache["centered"], axis=0) / cache["std"] ** 2
+dvar = 0.5 * dstd / cache["std"]
+dcentered = dx_norm / cache["std"] + 2.0 * cache["centered"] * dvar / n
+dx = dcentered - np.sum(dcentered, axis=0) / n
+""",
+        "q3_make_norm": """
+if norm_type == "IN":
+    return nn.InstanceNorm2d(num_channels, affine=True)
+
+
+class ChannelAffine(nn.Module):
+    def __init__(self, groups):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+
+    def forward(self, x):
+        if self.groups == 1:
+            x = nn.functional.layer_norm(x, x.shape[1:])
+        else:
+            grouped = x.reshape(x.shape[0], self.groups, -1)
+            grouped = (grouped - grouped.mean(-1, keepdim=True)) / torch.sqrt(grouped.var(-1, unbiased=False,
+                                                                                          keepdim=True) + 1e-5)
+            x = grouped.reshape(x.shape)
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+return ChannelAffine(1 if norm_type == "LN" else num_groups)
+""",
+        "q3_make_shortcut": """
+from collections import OrderedDict
+return nn.Sequential(OrderedDict(conv=nn.Conv2d(in_channels, out_channels, (1, 1), (stride, stride), bias=False),
+                                 norm=make_norm(norm_type, out_channels, num_groups)))
+""",
+        "q4_make_no_norm": """
+class PassThrough(nn.Module):
+    def forward(self, x):
+        return x
+return PassThrough()
+""",
+        "q5_make_cifar_stem": """
+from collections import OrderedDict
+return nn.Sequential(OrderedDict(conv=nn.Conv2d(3, out_channels, 3, padding="same", bias=False),
+                                 norm=make_norm(norm_type, out_channels, num_groups), relu=nn.ReLU()))
+""",
+    }),
+    "einsum-and-modules": Answers(regions={
+        "forward_train": """
+mean = np.einsum("nd->d", x) / len(x)
+var = np.einsum("nd,nd->d", x - mean, x - mean) / len(x)
+inverse = (var + eps) ** -0.5
+normalized = (x - mean) * inverse
+out = normalized * gamma + beta
+running_mean = running_mean * momentum + mean * (1 - momentum)
+running_var = running_var * momentum + var * (1 - momentum)
+cache = normalized, inverse, gamma
+""",
+        "forward_test": """
+scale = gamma / np.sqrt(running_var + eps)
+out = x * scale + (beta - running_mean * scale)
+cache = None
+""",
+        "backward": """
+normalized, inverse, gamma = cache
+dbeta = dout.sum(0)
+dgamma = np.einsum("nd,nd->d", dout, normalized)
+g = dout * gamma
+dx = inverse * (g - g.mean(0) - normalized * (g * normalized).mean(0))
+""",
+        "q3_make_norm": """
+groups = num_channels if norm_type == "IN" else (1 if norm_type == "LN" else num_groups)
+return nn.GroupNorm(num_groups=groups, num_channels=num_channels, eps=1e-5, affine=True)
+""",
+        "q3_make_shortcut": """
+class Projection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+        self.norm = make_norm(norm_type, out_channels, num_groups)
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+return Projection()
+""",
+        "q4_make_no_norm": "return nn.Sequential()",
+        "q5_make_cifar_stem": """
+class CifarStem(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+        self.norm = make_norm(norm_type, out_channels, num_groups)
+
+    def forward(self, x):
+        return torch.relu(self.norm(self.conv(x)))
+
+
+return CifarStem()
+""",
+    }),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(bundle, release_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mutations")
+    pyfile = submit(bundle, root / "pyfile", {name: answers for name, (answers, _) in PYFILE_MUTANTS.items()})
+    notebook = submit(bundle, root / "notebook", {name: answers for name, (answers, _) in NOTEBOOK_MUTANTS.items()}
+                      | {"reference": REFERENCE, **ALTERNATIVES})
+    first = autograde(pyfile, root / "pyfile-out", release_dir, "--questions", "q1,q2", "--jobs", "2")
+    second = autograde(notebook, root / "notebook-out", release_dir, "--jobs", "2")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    return {**results(root / "pyfile-out"), **results(root / "notebook-out")}
+
+
+def test_there_are_enough_mutants():
+    assert len(PYFILE_MUTANTS) >= 12 and len(NOTEBOOK_MUTANTS) >= 6
+
+
+@pytest.mark.parametrize("name", ["reference", *ALTERNATIVES])
+def test_correct_solutions_keep_full_marks(graded, name):
+    for question, result in graded[name].questions.items():
+        if question != "bonus":
+            failed = [f"{t.name}: {t.message}" for t in result.tests if not t.passed]
+            assert result.score == result.max_score > 0, f"{name} lost points on {question}: {failed}"
+
+
+@pytest.mark.parametrize("name", [*PYFILE_MUTANTS, *NOTEBOOK_MUTANTS])
+def test_each_bug_costs_points_on_its_question_only(graded, name):
+    _, question = {**PYFILE_MUTANTS, **NOTEBOOK_MUTANTS}[name]
+    for other, result in graded[name].questions.items():
+        if other == "bonus":
+            continue
+        if other == question:
+            assert result.score < result.max_score, f"the bug {name} cost no points on {question}"
+        else:
+            lost = [t.name for t in result.tests if not t.passed]
+            assert result.score == result.max_score, f"the bug {name} in {question} also cost points on {other}: {lost}"
