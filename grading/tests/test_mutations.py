@@ -8,6 +8,7 @@ move the other file's questions. The reference and the alternatives are graded o
 import pytest
 
 from conftest import REFERENCE, autograde, results, submit
+from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS
 from grading.answers import Answers, reference_answers
 from grading.settings import NOTEBOOK, PYFILE, REPO
 
@@ -120,31 +121,7 @@ dvar = 0.5 * dstd / cache["std"]
 dcentered = dx_norm / cache["std"] + 2.0 * cache["centered"] * dvar / n
 dx = dcentered - np.sum(dcentered, axis=0) / n
 """,
-        "q3_make_norm": """
-if norm_type == "IN":
-    return nn.InstanceNorm2d(num_channels, affine=True)
-
-
-class ChannelAffine(nn.Module):
-    def __init__(self, groups):
-        super().__init__()
-        self.groups = groups
-        self.weight = nn.Parameter(torch.ones(num_channels))
-        self.bias = nn.Parameter(torch.zeros(num_channels))
-
-    def forward(self, x):
-        if self.groups == 1:
-            x = nn.functional.layer_norm(x, x.shape[1:])
-        else:
-            grouped = x.reshape(x.shape[0], self.groups, -1)
-            grouped = (grouped - grouped.mean(-1, keepdim=True)) / torch.sqrt(grouped.var(-1, unbiased=False,
-                                                                                          keepdim=True) + 1e-5)
-            x = grouped.reshape(x.shape)
-        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
-
-
-return ChannelAffine(1 if norm_type == "LN" else num_groups)
-""",
+        "q3_make_norm": LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS,
         "q3_make_shortcut": """
 from collections import OrderedDict
 return nn.Sequential(OrderedDict(conv=nn.Conv2d(in_channels, out_channels, (1, 1), (stride, stride), bias=False),

@@ -13,6 +13,14 @@ from grading.sandbox import Limits, Sandbox, bwrap_works
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = Limits(cpu_seconds=30, memory_mb=1024, processes=40, file_size_mb=8, open_files=128, output_kb=64)
 
+MEMORY_PROBE = """
+try:
+    block = bytearray(4 << 30)
+    print("allocated")
+except MemoryError:
+    print("MemoryError")
+"""
+
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
 
 
@@ -80,13 +88,7 @@ def test_processes_are_limited_and_all_killed_at_the_end(tmp_path):
 
 
 def test_memory_is_limited(tmp_path):
-    completed = run(tmp_path, """
-        try:
-            block = bytearray(4 << 30)
-            print("allocated")
-        except MemoryError:
-            print("MemoryError")
-    """)
+    completed = run(tmp_path, MEMORY_PROBE)
     assert "MemoryError" in completed.output
 
 
@@ -130,12 +132,6 @@ def test_output_is_capped(tmp_path):
 
 
 def test_without_bwrap_the_limits_still_apply(tmp_path):
-    completed = run(tmp_path, """
-        try:
-            block = bytearray(4 << 30)
-            print("allocated")
-        except MemoryError:
-            print("MemoryError")
-    """, use_bwrap=False)
+    completed = run(tmp_path, MEMORY_PROBE, use_bwrap=False)
     assert "MemoryError" in completed.output
     assert run(tmp_path, "while True: pass", timeout=2, use_bwrap=False).timed_out
