@@ -227,8 +227,10 @@ def _write_pickle(path, value):
     partial.replace(path)
 
 
-def load_synthetic(name, root=SYNTHETIC_ROOT, **sizes):
-    """Load the synthetic stand-in for name, writing it first if it is not there."""
+def load_synthetic(name, root=None, **sizes):
+    """Load the synthetic stand-in for name (from SYNTHETIC_ROOT unless root is given), writing it first if it is
+    not there."""
+    root = SYNTHETIC_ROOT if root is None else root
     if not dataset_folder(name, root).is_dir():
         write_synthetic(name, root, **sizes)
     return load(name, root)

@@ -1,10 +1,15 @@
 """A fast CIFAR training loop: the whole dataset lives on the device, augmentation runs there too.
 
+    python -m normlab.train [--dataset cifar10] [--norm BN] [--stem cifar] [--epochs 30] [--export FILE]
+
+trains the notebook's ResNet-18 with the recipe of TrainConfig (the command behind BENCHMARKS.md's figures).
+
 Per step the loop gathers a batch of uint8 images on the device, crops (zero padding 4) and flips it there,
 normalizes it, and runs the model in channels_last under bf16 autocast (fp16 with loss scaling on GPUs without
 bf16). There is no DataLoader and no host-to-device copy inside an epoch. It evaluates after every epoch, writes a
 JSON history as it goes and a checkpoint at the end, and runs on CUDA, MPS and the CPU.
 """
+import argparse
 import copy
 import json
 import math
@@ -20,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from normlab import data as cifar
 from normlab.data import MEAN, STD
 
 
@@ -333,3 +339,39 @@ def export_model(model, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(path))
     return path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(cifar.LAYOUTS), default="cifar10")
+    parser.add_argument("--norm", default="BN", help="BN, LN, IN, GN or none (default: %(default)s)")
+    parser.add_argument("--stem", default="cifar", help="cifar or imagenet (default: %(default)s)")
+    parser.add_argument("--width", type=int, default=64, help="channels of the first stage (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--compile", action="store_true", help="torch.compile, checked against eager mode")
+    parser.add_argument("--synthetic", action="store_true", help="train on the synthetic stand-in (offline)")
+    parser.add_argument("--out", default="runs/recipe", help="folder for history.json and checkpoint.pt")
+    parser.add_argument("--export", help="also export the model as a .pt2 program to this file")
+    args = parser.parse_args(argv)
+    from normlab.notebook import load_models
+
+    dataset = cifar.load_synthetic(args.dataset) if args.synthetic else cifar.load(args.dataset,
+                                                                                   download_if_missing=True)
+    print(dataset.describe())
+    model = load_models().resnet18(norm_type=args.norm, stem=args.stem, num_classes=dataset.num_classes,
+                                   base_width=args.width)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, compile=args.compile)
+    label = f"{args.dataset}-{args.norm}-{args.stem}"
+    history = train(model, dataset, config, out_dir=Path(args.out) / label, label=label)
+    epochs = history["epochs"]
+    print(f"{label} on {history['device']} ({history['autocast']}): final test accuracy "
+          f"{epochs[-1]['test_accuracy']:.2%}, best {max(e['test_accuracy'] for e in epochs):.2%}, "
+          f"{sum(e['train_seconds'] for e in epochs) / len(epochs):.2f} s per training epoch, status "
+          f"{history['status']}" + (", SYNTHETIC data" if dataset.synthetic else ""))
+    if args.export:
+        print(f"exported to {export_model(model, args.export)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -187,3 +187,11 @@ def test_the_benchmark_reports_its_ratio_last():
     lines = result.stdout.strip().splitlines()
     assert re.fullmatch(r"speedup_vs_naive=\d+\.\d\d", lines[-1])
     assert any(line.startswith("normlab  GN") for line in lines)
+
+
+def test_the_recipe_command_trains_exports_and_says_synthetic(synthetic_data_root, tmp_path, capsys):
+    train.main(["--synthetic", "--width", "8", "--epochs", "1", "--batch-size", "256", "--out", str(tmp_path),
+                "--export", str(tmp_path / "model.pt2")])
+    printed = capsys.readouterr().out
+    assert "SYNTHETIC" in printed and "cifar10-BN-cifar" in printed and (tmp_path / "model.pt2").is_file()
+    assert json.loads((tmp_path / "cifar10-BN-cifar" / "history.json").read_text())["status"] == "complete"
