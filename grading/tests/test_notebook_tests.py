@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import nbformat
@@ -64,8 +65,11 @@ def test_wrong_axes_get_no_credit_and_cost_nothing_elsewhere(make_norm_body):
         assert score == expected, f"{grade_id}: {score} of {max_score}, expected {expected}"
 
 
-def test_nbgrader_validate_passes_on_the_source():
+def test_nbgrader_validate_passes_on_the_source_within_two_minutes_on_a_cpu():
+    """validate runs the whole notebook headless, as a student's laptop without a GPU would (smoke mode)."""
+    started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "nbgrader", "validate", "norm.ipynb"], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and "Success! Your notebook passes all the tests." in result.stdout, (
         result.stdout[-3000:] + result.stderr[-3000:])
+    assert time.monotonic() - started < 120

@@ -1,0 +1,2 @@
+out = gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
+cache = {}
