@@ -77,6 +77,7 @@ class StudentModule:
             self.process.stdin.flush()
             (length,) = struct.unpack(">Q", self._read(8, deadline))
             if length > MAX_REPLY_BYTES:
+                self.close()  # its unread bytes would answer the next call
                 raise StudentFailure(f"the reply was too large ({length} bytes)")
             reply = np.load(io.BytesIO(self._read(length, deadline)), allow_pickle=False)
             reply_meta = json.loads(bytes(reply["meta"]).decode())

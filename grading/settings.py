@@ -32,7 +32,8 @@ def _setting(default, help, **extra):
 class Settings:
     """Settings of `python -m grading autograde` (and of release's self-check, which grades too)."""
 
-    jobs: int = _setting(os.cpu_count() or 1, "submissions graded at the same time (default: the number of cores)")
+    jobs: int = _setting(os.cpu_count() or 1, "submissions graded at the same time (default: the number of cores, "
+                                              "%(default)s here)")
     questions: str = _setting(",".join(QUESTIONS), "comma-separated questions to (re)grade; the others keep their "
                                                    "earlier scores")
     timeout: float = _setting(600.0, "wall-clock seconds for grading one submission, all its parts together")
@@ -68,12 +69,12 @@ def add_arguments(parser, only=None):
         if only is not None and setting.name not in only:
             continue
         flag = "--" + setting.name.replace("_", "-")
-        if setting.type is bool or setting.type == "bool":
-            parser.add_argument(flag, action="store_true", help=setting.metadata["help"])
+        help = setting.metadata["help"]
+        if setting.type is bool:
+            parser.add_argument(flag, action="store_true", help=help)
         else:
-            kind = {"int": int, "float": float, "Path": Path, "str": str}.get(str(setting.type), setting.type)
-            parser.add_argument(flag, type=kind, default=setting.default, help=setting.metadata["help"] +
-                                ("" if "%(default)s" in setting.metadata["help"] else " (default: %(default)s)"))
+            parser.add_argument(flag, type=setting.type, default=setting.default,
+                                help=help if "%(default)s" in help else help + " (default: %(default)s)")
 
 
 def from_arguments(args):

@@ -99,26 +99,28 @@ def grade(submission, context, slot):
                 result.notes.append(f"bonus NOT GRADED: {bonus.not_graded}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    result.status = status_line(result, intake.problems if "intake" in locals() else {}, context.use_bwrap)
+    result.status = status_line(result, intake.problems, context.use_bwrap)
     result.seconds = time.monotonic() - started
     return result, executed
 
 
+def ungraded(points, question, status):
+    """A notebook question that could not be graded: 0 of its autograded points, its written part unmarked."""
+    def total(manual):
+        return sum(p for g, (p, m) in points.items() if question_of(g) == question and m == manual)
+    return Question(0.0, total(False), manual_max=total(True), graded=False, status=status)
+
+
 def grade_notebook_part(intake, context, asked, deadline, part_folder, sandbox, result, scratch):
     release = context.release
-    points = release.points
     if intake.notebook is None:
         for q in asked:
-            auto = sum(p for g, (p, manual) in points.items() if question_of(g) == q and not manual)
-            manual = sum(p for g, (p, m) in points.items() if question_of(g) == q and m)
-            result.questions[q] = Question(0.0, auto, manual_max=manual, graded=False,
-                                           status=intake.problems.get("notebook", ""))
+            result.questions[q] = ungraded(release.points, q, intake.problems.get("notebook", ""))
         return None
     files = [(intake.notebook, NOTEBOOK)] + ([(intake.pyfile, "batchnormalization.py")] if intake.pyfile else [])
     files += [(p, p.relative_to(intake.notebook.parent)) for p in (intake.notebook.parent / "runs").rglob("*.json")]
     folder = part_folder("nb", files)
-    gradebook_copy = scratch / "gradebook.db"
-    shutil.copy(context.snapshot, gradebook_copy)
+    shutil.copy(context.snapshot, scratch / "gradebook.db")  # nbgrader's OverwriteCells reads the test cells there
     graded = grade_notebook((folder / NOTEBOOK).read_bytes(), sandbox(folder), db_url(scratch), result.student_id,
                             deadline, context.settings.cell_timeout, context.settings.output_kb << 10,
                             context.secret_lines, release)
@@ -127,15 +129,12 @@ def grade_notebook_part(intake, context, asked, deadline, part_folder, sandbox, 
     if graded.problem:
         intake.problems["notebook"] = graded.problem
     for q in asked:
+        if graded.problem:
+            result.questions[q] = ungraded(release.points, q, graded.problem)
+            continue
         cells = [c for c in graded.cells if question_of(c.grade_id) == q]
         auto = [c for c in cells if not c.manual]
         manual = [c for c in cells if c.manual]
-        if graded.problem:
-            auto_max = sum(p for g, (p, m) in points.items() if question_of(g) == q and not m)
-            manual_max = sum(p for g, (p, m) in points.items() if question_of(g) == q and m)
-            result.questions[q] = Question(0.0, auto_max, manual_max=manual_max, graded=False,
-                                           status=graded.problem)
-            continue
         result.questions[q] = Question(
             sum(c.score for c in auto), sum(c.max_score for c in auto),
             manual_max=sum(c.max_score for c in manual), manual_pending=any(c.pending for c in manual),
