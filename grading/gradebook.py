@@ -13,7 +13,7 @@ from nbgrader.api import Gradebook
 from nbgrader.preprocessors import SaveAutoGrades
 
 from grading.course import OFFLINE_NOTEBOOKS, db_url, offline_report
-from grading.settings import ASSIGNMENT, COURSE_ID, NOTEBOOK, question_of
+from grading.settings import ASSIGNMENT, COURSE_ID, NOTEBOOK, NOTEBOOK_ID, question_of
 
 # nbgrader 0.9 trips over SQLAlchemy 2's session rules in its own code; the rows it writes are right.
 warnings.filterwarnings("ignore", message=".*not in session, add operation along.*")
@@ -30,9 +30,8 @@ def record(course_root, result, executed, questions):
         gb.update_or_create_student(student)
         gb.update_or_create_submission(ASSIGNMENT, student, **({"timestamp": result.timestamp}
                                                                if result.timestamp else {}))
-        notebook_name = NOTEBOOK[:-len(".ipynb")]
         if executed is None:
-            for grade in gb.find_submission_notebook(notebook_name, ASSIGNMENT, student).grades:
+            for grade in gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student).grades:
                 if question_of(grade.cell.name) in questions:
                     grade.auto_score, grade.needs_manual_grade = 0.0, False
             gb.db.commit()
@@ -57,12 +56,12 @@ def record(course_root, result, executed, questions):
         regraded = nbformat.from_dict(executed)
         regraded.cells = [c for c in regraded.cells if question_of(c.metadata.get("nbgrader", {}).get(
             "grade_id", "")) in questions]
-        resources = {"nbgrader": {"notebook": notebook_name, "assignment": ASSIGNMENT, "student": student,
+        resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": student,
                                   "db_url": url}}
         SaveAutoGrades().preprocess(regraded, resources)
         if result.flags:
             with Gradebook(url, COURSE_ID) as gb:
-                for grade in gb.find_submission_notebook(notebook_name, ASSIGNMENT, student).grades:
+                for grade in gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student).grades:
                     grade.needs_manual_grade = True
                 gb.db.commit()
 

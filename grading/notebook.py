@@ -27,7 +27,7 @@ from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateI
 from nbgrader.utils import determine_grade, is_grade, is_solution
 from traitlets import Any, Integer
 
-from grading.settings import ASSIGNMENT, NOTEBOOK
+from grading.settings import ASSIGNMENT, NOTEBOOK_ID
 
 MESSAGE_CHARS = 400
 # Code that can change how later cells run, or what the grader sees of them: in-kernel tests cannot defend
@@ -260,7 +260,7 @@ def grade_notebook(raw, sandbox, db_url, student_id, deadline, cell_timeout, out
         return result
     result.flags = tampering_flags(nb, release.text)
     result.notes += test_cell_changes(nb, release.tests)
-    resources = {"nbgrader": {"notebook": NOTEBOOK[:-6], "assignment": ASSIGNMENT, "student": student_id,
+    resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": student_id,
                               "db_url": db_url}, "metadata": {"path": str(sandbox.workdir)}}
     notes = _Notes()
     log = logging.getLogger("grading.notebook.submission")

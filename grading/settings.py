@@ -9,6 +9,7 @@ COURSE_ID = "normlab"
 QUESTIONS = ("q1", "q2", "q3", "q4", "q5", "bonus")
 PYFILE = "batchnormalization.py"
 NOTEBOOK = "norm.ipynb"
+NOTEBOOK_ID = NOTEBOOK.removesuffix(".ipynb")  # what nbgrader's gradebook calls it
 PYFILE_QUESTIONS = ("q1", "q2")
 BONUS_FILES = {"cifar10": "bonus_cifar10.pt2", "cifar100": "bonus_cifar100.pt2"}
 # Bonus points per dataset: none below the floor, all at or above the target, linear in between.
