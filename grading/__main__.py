@@ -1,4 +1,4 @@
-"""python -m grading release | autograde | demo"""
+"""python -m grading release | autograde | demo | similarity"""
 import argparse
 import sys
 from pathlib import Path
@@ -26,7 +26,18 @@ def main(argv=None):
     demo.add_argument("--out", type=Path, default=Path("grading-out/demo"), help="(default: %(default)s)")
     config.add_arguments(demo, only={"jobs", "require_sandbox"})
 
+    similarity = commands.add_parser("similarity", help="rank pairs of students by the answers they share, as "
+                                                        "evidence for a person to read (it accuses no one)")
+    similarity.add_argument("submissions", type=Path, help="folder with <student_id>/ folders, <student_id>.zip "
+                                                           "files, or an nbgrader submitted/ tree, as for autograde")
+    similarity.add_argument("--out", type=Path, required=True, help="folder for similarity.csv and similarity.html")
+    similarity.add_argument("--top", type=int, default=50, help="pairs shown side by side in similarity.html; the "
+                                                                "CSV lists every pair (default: %(default)s)")
+
     args = parser.parse_args(argv)
+    if args.command == "similarity":
+        from grading.similarity import similarity as run
+        return run(args.submissions, args.out, args.top)
     settings = config.from_arguments(args)
     from grading.autograde import ConfigurationError
     from grading.release import ReleaseCheckFailed
