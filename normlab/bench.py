@@ -1,32 +1,45 @@
-"""Training throughput of ResNet-18 with the CIFAR stem, per normalization, against a naive DataLoader loop.
+"""Training throughput of ResNet-18 per normalization, side by side, against a naive DataLoader loop.
 
-    python -m normlab.bench [--device cuda|cpu] [--norm BN,GN,LN,IN,none] [--steps S] [--warmup W]
+    python -m normlab.bench [--device cuda|cpu] [--norm BN,GN,LN,IN,none] [--steps S] [--warmup W] [--rounds R]
+                            [--compile] [--grid-estimate]
 
-Both loops run in this process, on the same device, with the notebook's ResNet-18 and the same optimizer, on
-synthetic CIFAR-shaped data (random uint8 images), so only the loop differs:
+All loops run in this process, on the same device, with the notebook's ResNet-18 (CIFAR stem) and the same
+optimizer settings, on synthetic CIFAR-shaped data (random uint8 images):
 - naive: a torchvision DataLoader whose CPU workers turn each image into a PIL image and apply RandomCrop(32,
   padding=4), RandomHorizontalFlip, ToTensor and Normalize; float32, NCHW; the loss is read back every step.
-- normlab: normlab.train's loop: the dataset on the device, crop and flip there, bf16 autocast where the device
-  supports it, channels_last.
-Seconds per epoch are for 50,000 images. The last line is speedup_vs_naive=<x>: the normlab loop's images per
-second over the naive loop's, for BN. This is a benchmark, not a test: run it on the machine you want figures for.
+- normlab: normlab.train's loop (data and augmentation on the device, bf16 autocast where the device supports it,
+  fused SGD) in the execution that normlab.train.choose_execution picks for each norm by timing the candidates
+  (channels_last or NCHW; torch.compile too on CUDA, or with --compile). Those timings are printed first.
+Then every loop runs W untimed steps, and R rounds time S steps of each loop, in alternating order, so that all
+loops meet the same machine. Each loop's time relative to normlab BN is taken within a round; the table shows the
+median over rounds. Seconds per epoch are for 50,000 images. The last line is speedup_vs_naive=<x>: the normlab
+loop's images per second over the naive loop's, for BN. This is a benchmark, not a test: run it on the machine you
+want figures for.
+
+--grid-estimate also times the ImageNet stem and evaluation, and predicts the time of the notebook's full grid
+(2 datasets x 5 norms x 2 stems, TrainConfig's recipe) from the measured step times.
 """
 import argparse
 import itertools
 import os
+import statistics
 import time
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
+from tqdm.auto import tqdm
 
 from normlab.data import MEAN, STD
 from normlab.notebook import load_models
-from normlab.train import DeviceBatches, Session, TrainConfig, best_device, device_name, synchronize
+from normlab.train import (TUNE_WARMUP_STEPS, DeviceBatches, Execution, Session, TrainConfig, best_device,
+                           choose_execution, device_name, evaluate, synchronize)
 
 EPOCH_IMAGES = 50_000
+TEST_IMAGES = 10_000
 NORMS = ("BN", "LN", "IN", "GN", "none")
 
 
@@ -45,49 +58,121 @@ class PilImages(Dataset):
         return self.transform(Image.fromarray(self.images[index])), self.labels[index]
 
 
-def seconds_for(step, batches, warmup, steps, device):
-    """Wall-clock seconds of `steps` calls of step on batches, after `warmup` calls."""
-    started = None
-    for index, (x, y) in enumerate(batches):
-        if index == warmup:
-            synchronize(device)
-            started = time.perf_counter()
-        if index == warmup + steps:
-            synchronize(device)
-            return time.perf_counter() - started
-        step(x, y)
-    raise ValueError("ran out of batches")
+@dataclass
+class Loop:
+    """A training loop to time: run(steps) takes that many optimizer steps."""
+
+    name: str
+    norm_type: str
+    stem: str
+    run: object
+    execution: Execution = None
+    timings: list = None  # what choose_execution measured
+    session: Session = None
 
 
-def naive_images_per_second(models, norm_type, images, labels, device, args):
-    model = models.resnet18(norm_type=norm_type, stem="cifar").to(device)
+def naive_loop(models, images, labels, device, args):
+    model = models.resnet18(norm_type="BN", stem="cifar").to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     augment = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
                                   transforms.ToTensor(), transforms.Normalize(MEAN, STD)])
     loader = DataLoader(PilImages(images, labels, augment), batch_size=args.batch_size, shuffle=True, drop_last=True,
                         num_workers=args.workers, pin_memory=device.type == "cuda",
                         persistent_workers=args.workers > 0)
-
-    def step(x, y):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item()
-
-    model.train()
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
-    return args.steps * args.batch_size / seconds_for(step, batches, args.warmup, args.steps, device)
+    model.train()
+
+    def run(steps):
+        for x, y in itertools.islice(batches, steps):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss.item()
+
+    return Loop("naive", "BN", "cifar", run)
 
 
-def normlab_images_per_second(models, norm_type, images, labels, device, args, stem="cifar"):
-    config = TrainConfig(batch_size=args.batch_size)
-    session = Session(models.resnet18(norm_type=norm_type, stem=stem), config, device, total_steps=10 ** 6)
-    batches = DeviceBatches(images, labels, device, config, seed=0, augment=True)
+def normlab_loop(models, norm_type, stem, images, labels, device, config, total_steps, candidates):
+    model = models.resnet18(norm_type=norm_type, stem=stem)
+    execution, chosen = choose_execution(model, config, device, images, labels, total_steps, force=True,
+                                         candidates=candidates)
+    session = Session(model, config, device, total_steps, execution)
+    batches = DeviceBatches(images, labels, device, config.batch_size, execution.memory_format, 0, config.padding,
+                            config.flip)
+    endless = itertools.chain.from_iterable(batches.epoch() for _ in itertools.count())
     session.model.train()
-    infinite = itertools.chain.from_iterable(batches.epoch() for _ in itertools.count())
-    return args.steps * args.batch_size / seconds_for(session.step, infinite, args.warmup, args.steps, device)
+
+    def run(steps):
+        for x, y in itertools.islice(endless, steps):
+            session.step(x, y)
+
+    return Loop("normlab", norm_type, stem, run, execution, chosen["timings"], session)
+
+
+def describe(execution):
+    return f"{'channels_last' if execution.channels_last else 'NCHW'}, {'compiled' if execution.compile else 'eager'}"
+
+
+def describe_choice(loop):
+    """One line: the seconds per step of every execution choose_execution timed for this loop, and its choice."""
+    timings = [f"{describe(Execution(t['channels_last'], t['compile']))} {t['step_seconds']:.3f} s/step"
+               + (f" + {t['setup_seconds']:.0f} s setup" if t["compile"] else "") for t in loop.timings]
+    return f"{loop.norm_type:<5} {loop.stem:<9} {'; '.join(timings)} -> {describe(loop.execution)}"
+
+
+def time_side_by_side(loops, device, args):
+    """Seconds per step of each loop in each round; rounds alternate the order of the loops."""
+    for loop in tqdm(loops, desc="warm-up", leave=False):
+        loop.run(args.warmup)
+    seconds = {id(loop): [] for loop in loops}
+    for round_index in tqdm(range(args.rounds), desc="rounds", leave=False):
+        for loop in (loops if round_index % 2 == 0 else loops[::-1]):
+            synchronize(device)
+            started = time.perf_counter()
+            loop.run(args.steps)
+            synchronize(device)
+            seconds[id(loop)].append((time.perf_counter() - started) / args.steps)
+    return seconds
+
+
+def eval_seconds_per_image(loop, images, labels, device, batch_size):
+    """Eval-mode seconds per test image of a loop's model; the first, untimed pass also compiles if it must."""
+    batches = DeviceBatches(images, labels, device, batch_size, loop.execution.memory_format)
+    one_batch = list(itertools.islice(batches.epoch(shuffle=False), 1))
+    evaluate(loop.session.step_model, one_batch, loop.session.autocast)
+    synchronize(device)
+    started = time.perf_counter()
+    evaluate(loop.session.step_model, one_batch * 2, loop.session.autocast)
+    synchronize(device)
+    return (time.perf_counter() - started) / (2 * batch_size)
+
+
+def grid_estimate(loops, seconds, images, labels, device, config, args):
+    """Predicted minutes of the notebook's full grid: per variant and dataset, the epochs' training steps and
+    evaluations, the final evaluation with flip TTA, the setup of its execution (compiling) and, once per
+    architecture, the timing of the candidates."""
+    recipe = TrainConfig()
+    steps_per_epoch = EPOCH_IMAGES // args.batch_size
+    training = evaluation = setup = 0.0
+    for loop in loops:
+        if loop.name != "normlab":
+            continue
+        step = statistics.median(seconds[id(loop)])
+        per_image = eval_seconds_per_image(loop, images, labels, device, args.eval_batch_size)
+        chosen = next(t for t in loop.timings if Execution(t["channels_last"], t["compile"]) == loop.execution)
+        timing_cost = sum(t["setup_seconds"] + (TUNE_WARMUP_STEPS + config.tune_steps) * t["step_seconds"]
+                          for t in loop.timings)
+        for _ in ("cifar10", "cifar100"):
+            training += recipe.epochs * steps_per_epoch * step
+            evaluation += (recipe.epochs + 2) * TEST_IMAGES * per_image
+            setup += chosen["setup_seconds"]
+        setup += timing_cost
+    variants = 2 * sum(loop.name == "normlab" for loop in loops)
+    print(f"grid estimate: {variants} runs x {recipe.epochs} epochs, batch {args.batch_size}: training "
+          f"{training / 60:.1f} min + evaluation {evaluation / 60:.1f} min + setup and timing {setup / 60:.1f} min = "
+          f"{(training + evaluation + setup) / 60:.1f} min")
 
 
 def main(argv=None):
@@ -95,47 +180,65 @@ def main(argv=None):
     parser.add_argument("--device", default=str(best_device()), help="cuda, cpu or mps (default: %(default)s)")
     parser.add_argument("--norm", default=",".join(NORMS), help="comma-separated norm types (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, help="default: 512 on a GPU, 128 on a CPU")
-    parser.add_argument("--steps", type=int, help="timed steps per loop (default: 50 on a GPU, 5 on a CPU)")
+    parser.add_argument("--steps", type=int, help="timed steps per loop and round (default: 50 on a GPU, 3 on a CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default: 20 on a GPU, 2 on a CPU)")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds of timing (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                         help="DataLoader workers of the naive loop (default: %(default)s)")
+    parser.add_argument("--compile", action="store_true", help="time torch.compile on every device, not only CUDA")
     parser.add_argument("--grid-estimate", action="store_true",
-                        help="also time the ImageNet stem and estimate the full 30-epoch grid")
+                        help="also time the ImageNet stem and evaluation, and estimate the full 30-epoch grid")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     on_gpu = device.type != "cpu"
     args.batch_size = args.batch_size or (512 if on_gpu else 128)
-    args.steps = args.steps or (50 if on_gpu else 5)
+    args.steps = args.steps or (50 if on_gpu else 3)
     args.warmup = args.warmup or (20 if on_gpu else 2)
     norms = [n.strip() for n in args.norm.split(",") if n.strip()]
     unknown = sorted(set(norms) - set(NORMS))
     if unknown:
         parser.error(f"unknown norm types {unknown}; choose from {', '.join(NORMS)}")
+    args.eval_batch_size = TrainConfig.eval_batch_size if on_gpu else args.batch_size
+    config = TrainConfig(batch_size=args.batch_size, tune_steps=args.steps)
+    candidates = [Execution(layout, compiled) for compiled in (False, True) for layout in (True, False)] \
+        if args.compile else None
     models = load_models()
     torch.manual_seed(0)
-    count = max(2048, args.batch_size * (args.warmup + args.steps + 1))
+    count = max(2048, 2 * args.batch_size)
     images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (count,))
-    print(f"device: {device_name(device)}; torch {torch.__version__}; ResNet-18, CIFAR stem; batch {args.batch_size};"
-          f" {args.warmup} warm-up + {args.steps} timed steps per loop; synthetic CIFAR-shaped data")
-    rates = {}
+    print(f"device: {device_name(device)}; torch {torch.__version__}; ResNet-18; batch {args.batch_size}; "
+          f"{args.warmup} warm-up steps, then {args.rounds} rounds of {args.steps} timed steps per loop; "
+          f"synthetic CIFAR-shaped data")
+    stems = ("cifar", "imagenet") if args.grid_estimate else ("cifar",)
+    total_steps = TrainConfig().epochs * (EPOCH_IMAGES // args.batch_size)
+    print("execution timings per norm (choose_execution), and the choice:")
+    loops = []
+    for stem, norm_type in tqdm([(s, n) for s in stems for n in norms], desc="choosing executions", leave=False):
+        loops.append(normlab_loop(models, norm_type, stem, images, labels, device, config, total_steps, candidates))
+        print(describe_choice(loops[-1]))
     if "BN" in norms:
-        rates[("naive", "BN")] = naive_images_per_second(models, "BN", images, labels, device, args)
-    for norm_type in norms:
-        rates[("normlab", norm_type)] = normlab_images_per_second(models, norm_type, images, labels, device, args)
-    bn_rate = rates.get(("normlab", "BN"))
-    print(f"{'loop':<8} {'norm':<5} {'img/s':>9} {'s/epoch':>8} {'time vs normlab BN':>19}")
-    for (loop, norm_type), rate in rates.items():
-        relative = f"{bn_rate / rate:.2f}x" if bn_rate else "-"
-        print(f"{loop:<8} {norm_type:<5} {rate:>9.1f} {EPOCH_IMAGES / rate:>8.2f} {relative:>19}")
+        loops.insert(0, naive_loop(models, images, labels, device, args))
+    seconds = time_side_by_side(loops, device, args)
+    bn = next((loop for loop in loops if loop.name == "normlab" and loop.norm_type == "BN" and loop.stem == "cifar"),
+              None)
+    print(f"{'loop':<8} {'norm':<5} {'stem':<9} {'execution':<22} {'img/s':>9} {'s/epoch':>8} "
+          f"{'time vs normlab BN':>19}")
+    for loop in loops:
+        step = statistics.median(seconds[id(loop)])
+        execution = "-" if loop.execution is None else describe(loop.execution)
+        relative = "-"
+        if bn is not None and loop.stem == "cifar":
+            ratios = [a / b for a, b in zip(seconds[id(loop)], seconds[id(bn)])]
+            relative = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+        rate = args.batch_size / step
+        print(f"{loop.name:<8} {loop.norm_type:<5} {loop.stem:<9} {execution:<22} {rate:>9.1f} "
+              f"{EPOCH_IMAGES / rate:>8.2f} {relative:>19}")
     if args.grid_estimate:
-        seconds = sum(EPOCH_IMAGES / rates[("normlab", n)] for n in norms)
-        seconds += sum(EPOCH_IMAGES / normlab_images_per_second(models, n, images, labels, device, args, "imagenet")
-                       for n in norms)
-        print(f"grid estimate, training only: 2 datasets x 30 epochs x {len(norms)} norms x 2 stems = "
-              f"{2 * 30 * seconds / 60:.1f} min")
-    if ("naive", "BN") in rates:
-        print(f"speedup_vs_naive={rates[('normlab', 'BN')] / rates[('naive', 'BN')]:.2f}")
+        grid_estimate(loops, seconds, images, labels, device, config, args)
+    if bn is not None:
+        naive = statistics.median(seconds[id(loops[0])])
+        print(f"speedup_vs_naive={naive / statistics.median(seconds[id(bn)]):.2f}")
 
 
 if __name__ == "__main__":

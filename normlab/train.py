@@ -5,9 +5,16 @@
 trains the notebook's ResNet-18 with the recipe of TrainConfig (the command behind BENCHMARKS.md's figures).
 
 Per step the loop gathers a batch of uint8 images on the device, crops (zero padding 4) and flips it there,
-normalizes it, and runs the model in channels_last under bf16 autocast (fp16 with loss scaling on GPUs without
-bf16). There is no DataLoader and no host-to-device copy inside an epoch. It evaluates after every epoch, writes a
-JSON history as it goes and a checkpoint at the end, and runs on CUDA, MPS and the CPU.
+normalizes it, and runs the model under bf16 autocast (fp16 with loss scaling on GPUs without bf16) with a fused
+SGD update. There is no DataLoader and no host-to-device copy inside an epoch. Every shape is static: an epoch
+drops its last partial batch (the data is reshuffled every epoch, so nothing is lost over training) and evaluation
+uses a batch size that divides the test set, so torch.compile compiles once per mode and cuDNN tunes once.
+
+How the model executes (channels_last or not, torch.compile or not) is chosen per model by timing the candidates
+on the device (choose_execution): BN and the GroupNorm-based norms are fastest with different settings. Over the
+last epochs the loop keeps an exponential moving average of the weights (BN statistics included); the model holds
+it when train() returns, and its final evaluation adds flip test-time augmentation. The loop evaluates after every
+epoch, writes a JSON history as it goes and a checkpoint at the end, and runs on CUDA, MPS and the CPU.
 """
 import argparse
 import copy
@@ -18,6 +25,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -31,10 +39,14 @@ from normlab.data import MEAN, STD
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every hyperparameter of a training run. The defaults are the recipe documented in BENCHMARKS.md."""
+    """Every setting of a training run. The defaults are the recipe documented in BENCHMARKS.md.
+
+    channels_last and compile change how the model executes, not what it learns. None leaves the choice to
+    choose_execution, which times the candidates on the device (torch.compile only on CUDA).
+    """
 
     epochs: int = 30
-    batch_size: int = 512
+    batch_size: int = 512         # every step takes a full batch: an epoch drops the rest of its shuffled order
     lr: float = 0.2               # peak learning rate of the one-cycle schedule
     warmup_fraction: float = 0.15  # share of all steps spent warming up linearly from lr / 10
     schedule: str = "onecycle"    # "onecycle": linear warm-up, then cosine decay to 0; "cosine": cosine decay only
@@ -44,14 +56,21 @@ class TrainConfig:
     label_smoothing: float = 0.1
     padding: int = 4              # random crop of a zero-padded image
     flip: bool = True
+    ema_epochs: int = 5           # average the weights over the last ema_epochs epochs (0: keep the last weights)
+    ema_decay: float = 0.99       # per step; WeightAverage ramps up to it
     amp: str = "auto"             # "auto", "bf16", "fp16" or "off"
-    channels_last: bool = True
-    compile: bool = False         # torch.compile the model; eval outputs are checked against eager mode
-    eval_batch_size: int = 1024
+    channels_last: Optional[bool] = None
+    compile: Optional[bool] = None  # torch.compile the model; eval outputs are checked against eager mode
+    tune_steps: int = 5           # timed steps per candidate execution, after TUNE_WARMUP_STEPS untimed ones
+    tune_share: float = 0.02      # time candidates only if their steps are at most this share of the run's steps
+    eval_batch_size: int = 1000   # at most: evaluation uses the largest divisor of the test-set size up to this
     seed: int = 0
 
     def replace(self, **changes):
         return replace(self, **changes)
+
+
+TUNE_WARMUP_STEPS = 2  # untimed steps of each candidate: compiling and cuDNN autotuning happen here
 
 
 def best_device():
@@ -118,41 +137,54 @@ def flip_where(images, flips):
 
 
 class DeviceBatches:
-    """Shuffled, augmented, normalized batches drawn from uint8 images that stay on the device."""
+    """Batches of images that stay on the device as uint8: shuffled, augmented (a random crop of the image padded
+    with `padding` zeros, a random mirroring if flip), normalized and laid out in memory_format.
 
-    def __init__(self, images, labels, device, config, seed, augment):
+    Every batch is full, so shapes never change: an epoch leaves out the last len(labels) % batch_size images of
+    its order."""
+
+    def __init__(self, images, labels, device, batch_size, memory_format=torch.contiguous_format, seed=0,
+                 padding=0, flip=False):
+        if not 0 < batch_size <= len(labels):
+            raise ValueError(f"batch size {batch_size} does not fit {len(labels)} images")
         self.images = images.to(device)
         self.labels = labels.to(device)
         self.device = device
-        self.config = config
-        self.augment = augment
+        self.batch_size = batch_size
+        self.memory_format = memory_format
+        self.padding = padding
+        self.flip = flip
         self.generator = torch.Generator().manual_seed(seed)
         shape = (1, 3, 1, 1)
         self.scale = (1 / (255 * torch.tensor(STD))).reshape(shape).to(device)
         self.shift = (-torch.tensor(MEAN) / torch.tensor(STD)).reshape(shape).to(device)
 
     def __len__(self):
-        return math.ceil(len(self.labels) / self.config.batch_size)
+        return len(self.labels) // self.batch_size
 
     def normalize(self, images):
-        x = images.float() * self.scale + self.shift
-        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x.contiguous()
+        return (images.float() * self.scale + self.shift).contiguous(memory_format=self.memory_format)
 
     def epoch(self, shuffle=True):
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator) if shuffle else torch.arange(n)
-        offsets = torch.randint(0, 2 * self.config.padding + 1, (2, n), generator=self.generator)
+        offsets = torch.randint(0, 2 * self.padding + 1, (2, n), generator=self.generator)
         flips = torch.rand(n, generator=self.generator) < 0.5
         order, offsets, flips = order.to(self.device), offsets.to(self.device), flips.to(self.device)
-        for start in range(0, n, self.config.batch_size):
-            index = order[start:start + self.config.batch_size]
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            index = order[start:start + self.batch_size]
             images = self.images[index]
-            if self.augment:
-                if self.config.padding:
-                    images = crop_at(images, offsets[0, index], offsets[1, index], self.config.padding)
-                if self.config.flip:
-                    images = flip_where(images, flips[index])
+            if self.padding:
+                images = crop_at(images, offsets[0, index], offsets[1, index], self.padding)
+            if self.flip:
+                images = flip_where(images, flips[index])
             yield self.normalize(images), self.labels[index]
+
+
+def eval_batch_size(test_size, largest):
+    """The largest divisor of test_size up to largest, so that every evaluation batch has the same shape
+    (10,000 test images and at most 1,000: 1,000)."""
+    return max(size for size in range(1, min(test_size, largest) + 1) if test_size % size == 0)
 
 
 def parameter_groups(model, weight_decay):
@@ -180,38 +212,38 @@ def synchronize(device):
         torch.mps.synchronize()
 
 
-@torch.no_grad()
-def evaluate(model, batches, autocast, label_smoothing=0.0):
-    """Mean cross-entropy and accuracy of model over batches, in eval mode."""
-    model.eval()
-    loss_sum = correct = count = 0
-    for x, y in batches:
-        with autocast:
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum", label_smoothing=label_smoothing)
-        correct += (logits.argmax(dim=1) == y).sum()
-        count += len(y)
-    return float(loss_sum) / count, float(correct) / count
+@dataclass(frozen=True)
+class Execution:
+    """How a model executes on its device. Neither choice changes what training computes."""
+
+    channels_last: bool = False
+    compile: bool = False  # torch.compile with static shapes
+
+    @property
+    def memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
 class Session:
-    """A model on its device with everything a training step needs: autocast, loss scaling, SGD with Nesterov
-    momentum, the learning-rate schedule and, optionally, torch.compile."""
+    """A model on its device with everything a training step needs: autocast, loss scaling, fused SGD with
+    Nesterov momentum, the learning-rate schedule and the execution (memory layout, torch.compile)."""
 
-    def __init__(self, model, config, device, total_steps):
+    def __init__(self, model, config, device, total_steps, execution=Execution()):
         self.config = config
         self.device = device
-        self.model = model.to(device)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = model.to(device, memory_format=execution.memory_format)
         self.dtype = autocast_dtype(config.amp, device)
         self.autocast = torch.autocast(device.type, dtype=self.dtype, enabled=self.dtype is not None)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.dtype == torch.float16)
+        # One fused kernel per step instead of one per parameter tensor (fused SGD exists for CUDA and CPU).
+        update = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
         self.optimizer = torch.optim.SGD(parameter_groups(self.model, config.weight_decay), lr=config.lr,
-                                         momentum=config.momentum, nesterov=config.nesterov)
+                                         momentum=config.momentum, nesterov=config.nesterov, **update)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: learning_rate_factor(step, total_steps, config))
-        self.step_model = torch.compile(self.model) if config.compile else self.model
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # shapes are static, so each convolution is tuned once
+        self.step_model = torch.compile(self.model, dynamic=False) if execution.compile else self.model
 
     def step(self, x, y):
         """One optimizer step on a batch; returns the (detached) loss and the logits."""
@@ -230,65 +262,239 @@ class Session:
         return str(self.dtype).replace("torch.", "") if self.dtype is not None else "float32"
 
 
+def candidate_executions(config, device):
+    """The executions to choose from: both memory layouts, and torch.compile on CUDA, unless config fixes them.
+    Not torch.compile elsewhere: on the CPU, compiling ResNet-18 took minutes and was no faster (BENCHMARKS.md)."""
+    layouts = [True, False] if config.channels_last is None else [config.channels_last]
+    compiling = [False, True] if device.type == "cuda" else [False]
+    compiling = compiling if config.compile is None else [config.compile]
+    return [Execution(layout, compiled) for compiled in compiling for layout in layouts]
+
+
+def time_execution(model, config, device, images, labels, execution, steps):
+    """Seconds per training step of a copy of model executed as given, on one batch repeated, and the extra
+    seconds its first TUNE_WARMUP_STEPS steps took (compiling, autotuning)."""
+    trial = Session(copy.deepcopy(model), config, device, TUNE_WARMUP_STEPS + steps, execution)
+    batches = DeviceBatches(images[:config.batch_size], labels[:config.batch_size], device, config.batch_size,
+                            execution.memory_format)
+    x, y = next(batches.epoch(shuffle=False))
+    trial.model.train()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(TUNE_WARMUP_STEPS):
+        trial.step(x, y)
+    synchronize(device)
+    warm = time.perf_counter()
+    for _ in range(steps):
+        trial.step(x, y)
+    synchronize(device)
+    step_seconds = (time.perf_counter() - warm) / steps
+    return {**asdict(execution), "step_seconds": step_seconds,
+            "setup_seconds": max(0.0, warm - started - TUNE_WARMUP_STEPS * step_seconds)}
+
+
+_timed = {}  # what choose_execution measured, per architecture: the runs of a grid time each variant once
+
+
+def choose_execution(model, config, device, images, labels, total_steps, force=False, candidates=None):
+    """The candidate execution of model with the shortest predicted run, and a record of how it was chosen.
+
+    candidates defaults to candidate_executions(config, device). Each trains a copy of model for
+    config.tune_steps timed steps (time_execution), and a run of total_steps steps is predicted to take
+    setup_seconds + total_steps x step_seconds. torch.compile is timed in the faster eager layout only. Timings are
+    kept per architecture, device, batch size and precision for the rest of the process. Unless force, a run too
+    short to pay for new timings (more than config.tune_share of its steps) takes the default instead: eager and
+    NCHW wherever config leaves the choice open.
+    """
+    candidates = candidates or candidate_executions(config, device)
+    if len(candidates) == 1:
+        return candidates[0], {**asdict(candidates[0]), "chosen_by": "config"}
+    key = (architecture(model), str(device), config.batch_size, config.amp, config.tune_steps, tuple(candidates))
+    chosen_by = "timing (cached from an earlier run of this architecture)"
+    if key not in _timed:
+        first = [c for c in candidates if not c.compile] or candidates
+        trials = len(first) + (len(first) < len(candidates))
+        if not force and trials * (TUNE_WARMUP_STEPS + config.tune_steps) > config.tune_share * total_steps:
+            default = Execution(bool(config.channels_last), bool(config.compile))
+            return default, {**asdict(default), "chosen_by": "default: the run is too short to time candidates"}
+        chosen_by = "timing"
+        timings = [time_execution(model, config, device, images, labels, c, config.tune_steps) for c in first]
+        fastest = min(timings, key=lambda t: t["step_seconds"])
+        timings += [time_execution(model, config, device, images, labels, c, config.tune_steps)
+                    for c in candidates if c not in first and c.channels_last == fastest["channels_last"]]
+        _timed[key] = timings
+    timings = [{**t, "predicted_seconds": t["setup_seconds"] + total_steps * t["step_seconds"]} for t in _timed[key]]
+    best = min(timings, key=lambda t: t["predicted_seconds"])
+    execution = Execution(best["channels_last"], best["compile"])
+    return execution, {**asdict(execution), "chosen_by": chosen_by, "timings": timings}
+
+
+def architecture(model):
+    """The model's layers without its classifier, as text: CIFAR-10 and CIFAR-100 variants execute alike."""
+    return type(model).__name__ + "".join(repr(m) for m in model.modules()
+                                          if not list(m.children()) and not isinstance(m, nn.Linear))
+
+
+class WeightAverage:
+    """An exponential moving average of a model's state: its parameters and floating-point buffers (BN's running
+    statistics). Integer buffers (BN's num_batches_tracked) follow the model.
+
+    It starts as a copy of the model's state. The n-th update (n = 0, 1, ...) moves each average to
+    decay_n x average + (1 - decay_n) x current, with decay_n = min(decay, (1 + n) / (10 + n)): the ramp of
+    tf.train.ExponentialMovingAverage, so a short window is not dominated by its starting point.
+    """
+
+    def __init__(self, model, decay):
+        self.decay = decay
+        self.updates = 0
+        self.current = model.state_dict()  # aliases of the live tensors, which training updates in place
+        self.average = {name: tensor.detach().clone() for name, tensor in self.current.items()}
+        self.floats = [name for name, tensor in self.average.items() if tensor.is_floating_point()]
+        self.others = [name for name in self.average if name not in self.floats]
+
+    @torch.no_grad()
+    def update(self):
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        # One kernel per step for all tensors, as torch.optim.swa_utils' EMA does.
+        torch._foreach_lerp_([self.average[n] for n in self.floats], [self.current[n] for n in self.floats],
+                             1 - decay)
+        for name in self.others:
+            self.average[name].copy_(self.current[name])
+        self.updates += 1
+
+    def copy_to(self, model):
+        model.load_state_dict(self.average)
+
+
+@torch.no_grad()
+def evaluate(model, batches, autocast, tta=False):
+    """Eval-mode mean cross-entropy and accuracy of model over batches: {"test_loss", "test_accuracy"}. With tta,
+    also "tta_test_accuracy": the accuracy of the summed logits of each image and its mirror image."""
+    model.eval()
+    loss_sum = correct = tta_correct = count = 0
+    for x, y in batches:
+        with autocast:
+            logits = model(x).float()
+            if tta:
+                logits_mirrored = model(x.flip(3)).float()  # flip keeps x's memory layout: no recompiling
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(dim=1) == y).sum()
+        if tta:
+            tta_correct += ((logits + logits_mirrored).argmax(dim=1) == y).sum()
+        count += len(y)
+    result = {"test_loss": float(loss_sum) / count, "test_accuracy": float(correct) / count}
+    if tta:
+        result["tta_test_accuracy"] = float(tta_correct) / count
+    return result
+
+
+def compiled_graphs():
+    """How many graphs torch.compile has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def train_epoch(session, batches, average, progress, description):
+    """One epoch of training steps, each followed by an update of average (a WeightAverage or None)."""
+    session.model.train()
+    synchronize(session.device)
+    started = time.perf_counter()
+    loss_sum = torch.zeros((), device=session.device)
+    correct = torch.zeros((), device=session.device, dtype=torch.long)
+    lr = session.optimizer.param_groups[0]["lr"]
+    for x, y in tqdm(batches.epoch(), total=len(batches), desc=description, leave=False, disable=not progress):
+        loss, logits = session.step(x, y)
+        if average is not None:
+            average.update()
+        loss_sum += loss * len(y)
+        correct += (logits.argmax(dim=1) == y).sum()
+    synchronize(session.device)
+    count = len(batches) * batches.batch_size
+    return {"train_loss": float(loss_sum) / count, "train_accuracy": float(correct) / count,
+            "train_seconds": time.perf_counter() - started, "lr": lr}
+
+
+def timed_evaluation(session, batches, tta=False):
+    synchronize(session.device)
+    started = time.perf_counter()
+    result = evaluate(session.step_model, batches.epoch(shuffle=False), session.autocast, tta)
+    synchronize(session.device)
+    return {**result, "eval_seconds": time.perf_counter() - started}
+
+
 def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress=True, label=None,
           metadata=None):
-    """Train model on data (a normlab.data.Cifar) and return the history as a dict.
+    """Train model on data (a normlab.data.Cifar) and return the history as a dict. When it returns, model holds
+    the final weights: their moving average over the last config.ema_epochs epochs.
 
-    The history holds the config, the device, the data's origin and one record per epoch: train_loss,
-    train_accuracy, test_loss, test_accuracy, train_seconds, eval_seconds and lr. With out_dir it is written to
+    The history holds the config, the device, the data's origin, the execution and how it was chosen, one record
+    per epoch (train_loss, train_accuracy, test_loss, test_accuracy, train_seconds, eval_seconds, lr, and with
+    torch.compile compiled_graphs, the graphs compiled during the epoch) and "final": test_loss, test_accuracy and
+    tta_test_accuracy (with flip test-time augmentation) of the final weights. With out_dir it is written to
     out_dir/history.json after every epoch, and the final weights to out_dir/checkpoint.pt. A run whose loss stops
-    being finite ends early with status "diverged". metadata (a dict) is stored in the history as it is.
+    being finite ends early with status "diverged" and no "final". metadata (a dict) is stored in the history.
     """
     device = torch.device(device) if device is not None else best_device()
     seed_everything(config.seed)
-    train_batches = DeviceBatches(data.train_images, data.train_labels, device, config, config.seed, augment=True)
-    eval_config = config.replace(batch_size=config.eval_batch_size)
-    test_batches = DeviceBatches(data.test_images, data.test_labels, device, eval_config, config.seed, augment=False)
-    session = Session(model, config, device, config.epochs * len(train_batches))
+    total_steps = config.epochs * (len(data.train_labels) // config.batch_size)
+    if any(c.compile for c in candidate_executions(config, device)):
+        from torch import _dynamo
+
+        _dynamo.reset()  # a fresh cache per run: a grid of many variants stays under the recompile limit
+    execution, chosen = choose_execution(model, config, device, data.train_images, data.train_labels, total_steps)
+    train_batches = DeviceBatches(data.train_images, data.train_labels, device, config.batch_size,
+                                  execution.memory_format, config.seed, config.padding, config.flip)
+    test_batches = DeviceBatches(data.test_images, data.test_labels, device,
+                                 eval_batch_size(len(data.test_labels), config.eval_batch_size),
+                                 execution.memory_format)
+    session = Session(model, config, device, total_steps, execution)
     history = {
         "run": label, "status": "running", "config": asdict(config), "device": device_name(device),
-        "autocast": session.precision,
+        "autocast": session.precision, "execution": chosen,
         "data": {"name": data.name, "synthetic": data.synthetic, "train_size": len(data.train_labels),
                  "test_size": len(data.test_labels), "num_classes": data.num_classes},
         "parameters": sum(p.numel() for p in model.parameters()), **(metadata or {}), "epochs": [],
     }
+    first_averaged_epoch = max(1, config.epochs - config.ema_epochs + 1) if config.ema_epochs > 0 else None
+    average = None
     epochs = tqdm(range(1, config.epochs + 1), desc=label or "training", disable=not progress, leave=True)
     for epoch in epochs:
-        session.model.train()
-        synchronize(device)
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        lr = session.optimizer.param_groups[0]["lr"]
-        for x, y in tqdm(train_batches.epoch(), total=len(train_batches), desc=f"epoch {epoch}", leave=False,
-                         disable=not progress):
-            loss, logits = session.step(x, y)
-            loss_sum += loss * len(y)
-            correct += (logits.argmax(dim=1) == y).sum()
-        synchronize(device)
-        train_seconds = time.perf_counter() - started
-        started = time.perf_counter()
-        test_loss, test_accuracy = evaluate(session.step_model, test_batches.epoch(shuffle=False), session.autocast)
-        synchronize(device)
-        count = len(data.train_labels)
-        record = {"epoch": epoch, "train_loss": float(loss_sum) / count, "train_accuracy": float(correct) / count,
-                  "test_loss": test_loss, "test_accuracy": test_accuracy, "train_seconds": train_seconds,
-                  "eval_seconds": time.perf_counter() - started, "lr": lr}
+        graphs_before = compiled_graphs() if execution.compile else 0
+        if epoch == first_averaged_epoch:
+            average = WeightAverage(session.model, config.ema_decay)
+        record = {"epoch": epoch, **train_epoch(session, train_batches, average, progress, f"epoch {epoch}"),
+                  **timed_evaluation(session, test_batches)}
+        if execution.compile:
+            record["compiled_graphs"] = compiled_graphs() - graphs_before
         history["epochs"].append(record)
-        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{test_accuracy:.3f}")
+        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
         if not math.isfinite(record["train_loss"]):
             history["status"] = "diverged"
             break
         _write_history(history, out_dir)
     if history["status"] == "running":
         history["status"] = "complete"
-    if config.compile:
+        history["final"] = final_evaluation(session, test_batches, average, execution, config)
+    if execution.compile:
         history["compile_check"] = compare_with_eager(session.model, session.step_model, test_batches,
                                                       session.autocast)
     _write_history(history, out_dir)
     if out_dir is not None:
         torch.save({"model": session.model.state_dict(), "config": asdict(config)}, Path(out_dir) / "checkpoint.pt")
     return history
+
+
+def final_evaluation(session, test_batches, average, execution, config):
+    """Put the averaged weights into the model, and evaluate them plainly and with flip TTA."""
+    graphs_before = compiled_graphs() if execution.compile else 0
+    if average is not None:
+        average.copy_to(session.model)
+    weights = f"moving average over the last {min(config.ema_epochs, config.epochs)} epochs" if average else "last"
+    final = {"weights": weights, **timed_evaluation(session, test_batches, tta=True)}
+    if execution.compile:
+        final["compiled_graphs"] = compiled_graphs() - graphs_before
+    return final
 
 
 @torch.no_grad()
@@ -349,7 +555,8 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=64, help="channels of the first stage (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    parser.add_argument("--compile", action="store_true", help="torch.compile, checked against eager mode")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="torch.compile, checked against eager mode; auto: if faster (default: %(default)s)")
     parser.add_argument("--synthetic", action="store_true", help="train on the synthetic stand-in (offline)")
     parser.add_argument("--out", default="runs/recipe", help="folder for history.json and checkpoint.pt")
     parser.add_argument("--export", help="also export the model as a .pt2 program to this file")
@@ -361,14 +568,19 @@ def main(argv=None):
     print(dataset.describe())
     model = load_models().resnet18(norm_type=args.norm, stem=args.stem, num_classes=dataset.num_classes,
                                    base_width=args.width)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, compile=args.compile)
+    compiling = {"auto": None, "on": True, "off": False}[args.compile]
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, compile=compiling)
     label = f"{args.dataset}-{args.norm}-{args.stem}"
     history = train(model, dataset, config, out_dir=Path(args.out) / label, label=label)
-    epochs = history["epochs"]
-    print(f"{label} on {history['device']} ({history['autocast']}): final test accuracy "
-          f"{epochs[-1]['test_accuracy']:.2%}, best {max(e['test_accuracy'] for e in epochs):.2%}, "
-          f"{sum(e['train_seconds'] for e in epochs) / len(epochs):.2f} s per training epoch, status "
-          f"{history['status']}" + (", SYNTHETIC data" if dataset.synthetic else ""))
+    epochs, final, execution = history["epochs"], history.get("final", {}), history["execution"]
+    print(f"{label} on {history['device']} ({history['autocast']}, channels_last {execution['channels_last']}, "
+          f"compile {execution['compile']}, by {execution['chosen_by']}): status {history['status']}")
+    if final:
+        print(f"final weights ({final['weights']}): test accuracy {final['test_accuracy']:.2%}, with flip TTA "
+              f"{final['tta_test_accuracy']:.2%}")
+    print(f"last epoch's weights: test accuracy {epochs[-1]['test_accuracy']:.2%}; "
+          f"{sum(e['train_seconds'] for e in epochs) / len(epochs):.2f} s per training epoch"
+          + ("; SYNTHETIC data" if dataset.synthetic else ""))
     if args.export:
         print(f"exported to {export_model(model, args.export)}")
 

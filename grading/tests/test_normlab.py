@@ -85,18 +85,6 @@ def test_crop_and_flip_match_a_reference_on_a_known_image():
     assert torch.equal(flipped[1], images[1])
 
 
-def test_device_batches_keep_shapes_and_cover_the_dataset(synthetic_root):
-    loaded = data.load("cifar10", synthetic_root)
-    config = train.TrainConfig(batch_size=128)
-    batches = train.DeviceBatches(loaded.train_images, loaded.train_labels, torch.device("cpu"), config, 0, True)
-    seen = []
-    for x, y in batches.epoch():
-        assert x.dtype == torch.float32 and x.shape[1:] == (3, 32, 32) and len(x) == len(y)
-        assert x.is_contiguous(memory_format=torch.channels_last)
-        seen.append(y)
-    assert torch.equal(torch.cat(seen).sort().values, loaded.train_labels.sort().values)
-
-
 def test_the_loop_learns_a_learnable_dataset_and_records_it(synthetic_root, tmp_path):
     loaded = data.load("cifar10", synthetic_root)
     history = train.train(small_cnn(), loaded, train.TrainConfig(epochs=6, batch_size=128), "cpu", out_dir=tmp_path,
@@ -114,13 +102,6 @@ def test_one_cycle_schedule_warms_up_then_decays_to_zero():
     factors = [train.learning_rate_factor(step, 100, config) for step in range(101)]
     assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(1.0)
     assert factors.index(max(factors)) == 20 and factors[-1] == pytest.approx(0.0, abs=1e-9)
-
-
-def test_compiled_eval_is_checked_against_eager(synthetic_root):
-    loaded = data.load("cifar10", synthetic_root).subset(256, 128)
-    config = train.TrainConfig(epochs=1, batch_size=64, compile=True, amp="off", channels_last=False)
-    history = train.train(small_cnn(), loaded, config, "cpu", progress=False)
-    assert history["compile_check"]["ok"] and history["compile_check"]["max_relative_difference"] < 1e-3
 
 
 def tiny_grid(**changes):
