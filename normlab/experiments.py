@@ -158,24 +158,38 @@ def load_results(out_dir):
     return [history for path in paths if (history := read_history(path.parent)) is not None]
 
 
+def final_accuracies(history):
+    """Test accuracy of a run's final weights, plainly and with flip TTA (None for runs without a final
+    evaluation, such as diverged runs)."""
+    final = history.get("final")
+    if final is None:
+        return (history["epochs"][-1]["test_accuracy"] if history["epochs"] else None), None
+    return final["test_accuracy"], final["tta_test_accuracy"]
+
+
 def summary_table(results):
-    """A markdown table: final and best test accuracy and seconds per epoch of each run."""
-    rows = ["| dataset | norm | stem | final test acc | best test acc | s / epoch | epochs | status | data |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    """A markdown table per run: test accuracy of the final (averaged) weights, plainly and with flip TTA, the
+    best accuracy after an epoch, seconds per epoch, and the execution that was chosen."""
+    rows = ["| dataset | norm | stem | final test acc | with flip TTA | best epoch | s / epoch | execution | epochs "
+            "| status | data |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for h in sorted(results, key=lambda h: (h["dataset"], h["norm_type"], h["stem"])):
         epochs = h["epochs"]
-        final = f"{epochs[-1]['test_accuracy']:.2%}" if epochs else "-"
+        final, tta = (f"{a:.2%}" if a is not None else "-" for a in final_accuracies(h))
         best = f"{max(e['test_accuracy'] for e in epochs):.2%}" if epochs else "-"
         seconds = f"{sum(e['train_seconds'] for e in epochs) / len(epochs):.2f}" if epochs else "-"
+        execution = h.get("execution", {})
+        layout = ("channels_last" if execution.get("channels_last") else "NCHW") + \
+            (", compiled" if execution.get("compile") else "")
         origin = "SYNTHETIC" if h["data"]["synthetic"] else "CIFAR"
-        rows.append(f"| {h['dataset']} | {h['norm_type']} | {h['stem']} | {final} | {best} | {seconds} | "
-                    f"{len(epochs)} | {h['status']} | {origin} |")
+        rows.append(f"| {h['dataset']} | {h['norm_type']} | {h['stem']} | {final} | {tta} | {best} | {seconds} | "
+                    f"{layout} | {len(epochs)} | {h['status']} | {origin} |")
     return "\n".join(rows)
 
 
 def plot_results(results, out_dir):
-    """Save three figures under out_dir and return their paths: test accuracy per epoch, final accuracy, and
-    seconds per epoch, for every variant."""
+    """Save the figures under out_dir and return their paths: test accuracy per epoch; and the final weights' test
+    accuracy, plainly and with flip TTA, next to seconds per epoch, for every variant."""
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
@@ -200,11 +214,16 @@ def plot_results(results, out_dir):
     figure, axes = plt.subplots(1, 2, figsize=(12, 4))
     labels = [f"{h['dataset']}\n{h['norm_type']}/{h['stem']}" for h in results]
     colours = [NORM_COLOURS.get(h["norm_type"]) for h in results]
-    finals = [h["epochs"][-1]["test_accuracy"] if h["epochs"] else 0 for h in results]
+    places = range(len(results))
+    plain, tta = zip(*(final_accuracies(h) for h in results))
+    axes[0].bar([x - 0.2 for x in places], [a or 0 for a in plain], width=0.4, color=colours, label="plain")
+    axes[0].bar([x + 0.2 for x in places], [a or 0 for a in tta], width=0.4, color=colours, alpha=0.5, hatch="//",
+                label="flip TTA")
+    axes[0].legend(fontsize=7)
     seconds = [sum(e["train_seconds"] for e in h["epochs"]) / max(1, len(h["epochs"])) for h in results]
-    for axis, values, title in ((axes[0], finals, "final test accuracy"), (axes[1], seconds, "seconds per epoch")):
-        axis.bar(range(len(values)), values, color=colours)
-        axis.set_xticks(range(len(values)), labels, rotation=90, fontsize=6)
+    axes[1].bar(places, seconds, color=colours)
+    for axis, title in ((axes[0], "final test accuracy (averaged weights)"), (axes[1], "seconds per epoch")):
+        axis.set_xticks(places, labels, rotation=90, fontsize=6)
         axis.set_title(title + note)
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
