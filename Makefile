@@ -1,14 +1,15 @@
-# Two commands do all the set-up on a fresh machine; each creates .venv from requirements.txt on first use.
+# Two commands do all the set-up on a fresh machine; each creates .venv on first use, from requirements.txt (what
+# students install) and grading/requirements.txt (what TAs and the tests need besides).
 #   make demo   the main job on bundled data (see README)
 #   make test   every test (CI runs exactly this)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-$(VENV)/installed: requirements.txt
+$(VENV)/installed: requirements.txt grading/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r grading/requirements.txt
 	touch $@
 
 .PHONY: demo test

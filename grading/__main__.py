@@ -20,6 +20,8 @@ def main(argv=None):
                                                           "files, or an nbgrader submitted/ tree")
     autograde.add_argument("--out", type=Path, required=True, help="folder for grades.csv, per-student results "
                                                                    "and the nbgrader course with its gradebook")
+    autograde.add_argument("--roster", type=Path, help="CSV of students (id, first_name, last_name, email) for the "
+                                                       "gradebook, loaded with nbgrader's student import")
     config.add_arguments(autograde)
 
     demo = commands.add_parser("demo", help="release, then autograde the sample submissions in grading/examples/")
@@ -44,7 +46,7 @@ def main(argv=None):
     try:
         if args.command == "autograde":
             from grading.autograde import autograde as run
-            run(args.submissions, args.out, settings)
+            run(args.submissions, args.out, settings, roster=args.roster)
         elif args.command == "release":
             from grading.release import release as run
             run(args.out, settings)

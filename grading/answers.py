@@ -6,6 +6,7 @@ submission is then described by its answers, one per region, and built from the 
 demo's sample students, the mutation tests and the attack catalogue are written, without copying the assignment.
 """
 import base64
+import functools
 import json
 import re
 import textwrap
@@ -15,7 +16,9 @@ from pathlib import Path
 import nbformat
 from nbgrader.preprocessors import ClearSolutions
 
-from grading.settings import CODE_STUB, NOTEBOOK, PYFILE, TEXT_STUB
+from grading.settings import CODE_STUB, NOTEBOOK, PYFILE, REPO, TEXT_STUB
+
+HIDDEN = Path(__file__).resolve().parent / "hidden"
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
 BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
@@ -73,6 +76,16 @@ def secret_lines(source_dir):
             for code in region_code(text, begin, end):
                 lines.update(line.strip() for line in code.split("\n") if line.strip())
     return lines
+
+
+@functools.lru_cache(maxsize=1)
+def unreadable_lines():
+    """What no feedback may quote: the lines of the solutions and, but for short generic ones, of the hidden
+    suites."""
+    lines = secret_lines(REPO)
+    for path in sorted(HIDDEN.glob("*.py")):
+        lines.update(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if len(line.strip()) > 20)
+    return frozenset(lines)
 
 
 def stub_pyfile(text):

@@ -21,15 +21,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import nbformat
+
 from grading import gradebook
-from grading.answers import secret_lines
-from grading.course import build_course
+from grading.course import build_course, grading_fingerprint, import_roster, write_config
 from grading.intake import discover
-from grading.notebook import Release
+from grading.pipeline import course_config
 from grading.results import (Question, StudentResult, grades_csv, load_result, mark_done, table, write_atomic,
                              write_student)
 from grading.sandbox import MISSING_SANDBOX, bwrap_works
-from grading.settings import ASSIGNMENT, BONUS_THRESHOLDS, NOTEBOOK, QUESTIONS, REPO
+from grading.settings import ASSIGNMENT, BONUS_THRESHOLDS, NOTEBOOK, QUESTION_IDS
+from grading.suite import warm_up
 from grading.worker import Context, clear_stale_scratch, grade
 
 WATCHDOG_GRACE = 120
@@ -47,38 +49,48 @@ def source_stamp(submission):
                                 for p in entries]).encode()).hexdigest()[:20]
 
 
-def prepare(out_dir, settings, log):
+def prepare(out_dir, settings, log, roster=None):
     """Build the course and everything the children share."""
     try:
         settings.question_list
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
+    if roster is not None and not Path(roster).is_file():
+        raise ConfigurationError(f"the roster {roster} is not a file")
     if not bwrap_works():
         if settings.require_sandbox:
             raise ConfigurationError("bubblewrap (bwrap) is missing or cannot create namespaces here, and "
                                      "--require-sandbox was given")
         log(MISSING_SANDBOX)
     course = out_dir / "course"
-    fingerprint = build_course(course)
-    fingerprint = hashlib.sha256(json.dumps([fingerprint, BONUS_THRESHOLDS]).encode()).hexdigest()[:20]
+    build_course(course)
+    write_config(course, settings)
+    if roster is not None:
+        try:
+            import_roster(course, roster)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+    fingerprint = hashlib.sha256(json.dumps([grading_fingerprint(), BONUS_THRESHOLDS]).encode()).hexdigest()[:20]
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
     snapshot = work / "gradebook-snapshot.db"
     shutil.copy(course / "gradebook.db", snapshot)
     clear_stale_scratch()
-    return course, Context(snapshot, fingerprint, settings, frozenset(secret_lines(REPO)),
-                           Release.read(course / "release" / ASSIGNMENT / NOTEBOOK), bwrap_works(), os.getpid())
+    warm_up()
+    released = nbformat.read(course / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
+    return course, Context(snapshot, fingerprint, settings, released, course_config(course), bwrap_works(),
+                           os.getpid())
 
 
-def autograde(submissions_dir, out_dir, settings, log=print, progress=True):
+def autograde(submissions_dir, out_dir, settings, log=print, progress=True, roster=None):
     """Grade the submissions in submissions_dir into out_dir; return every student's StudentResult."""
     submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
     if not submissions_dir.is_dir():
         raise ConfigurationError(f"{submissions_dir} is not a folder of submissions")
     out_dir.mkdir(parents=True, exist_ok=True)
-    course, context = prepare(out_dir, settings, log)
+    course, context = prepare(out_dir, settings, log, roster)
     submissions, rejected = discover(submissions_dir)
-    full_run = set(settings.question_list) == set(QUESTIONS)
+    full_run = set(settings.question_list) == set(QUESTION_IDS)
     results, pending = {}, []
     for submission in submissions:
         previous = load_result(out_dir / submission.student_id / "grade.json")
@@ -94,17 +106,18 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True):
     bar = tqdm(total=len(pending), desc="grading", unit="submission", disable=not progress or not pending)
     tqdm.monitor_interval = 0  # no monitor thread: this process forks
 
-    def finish(submission, stamp, previous, result, executed):
+    def finish(submission, stamp, previous, result, judged):
         if previous is not None and not full_run:
             kept = [q for q in previous.questions if q not in result.questions]
             merged = {**previous.questions, **result.questions}
-            result.questions = {q: merged[q] for q in QUESTIONS if q in merged}
+            result.questions = {q: merged[q] for q in QUESTION_IDS if q in merged}
             if kept and previous.submission != result.submission:
                 result.notes.append(f"the submission changed since {', '.join(kept)} were graded; they keep their "
                                     "earlier scores until regraded")
         result.stamp = stamp
         write_student(out_dir, result)
-        gradebook.record(course, result, executed, settings.question_list)
+        gradebook.record(course, submission, result, judged, settings.question_list, context.config,
+                         context.released)
         mark_done(out_dir, result)
         results[result.student_id] = result
         write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
@@ -149,8 +162,8 @@ def run_children(pending, context, work, settings, finish):
             child.join()
             del running[sentinel]
             free_slots.append(slot)
-            result, executed = collect(folder, submission, context, overdue)
-            finish(submission, stamp, previous, result, executed)
+            result, judged = collect(folder, submission, context, overdue)
+            finish(submission, stamp, previous, result, judged)
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -161,10 +174,9 @@ def _child(submission, context, slot, folder):
     import torch
     torch.set_num_threads(1)
     try:
-        result, executed = grade(submission, context, slot)
-        if executed is not None:
-            import nbformat
-            write_atomic(folder / "executed.ipynb", nbformat.writes(executed))
+        result, judged = grade(submission, context, slot)
+        if judged is not None:
+            write_atomic(folder / "judged.ipynb", nbformat.writes(judged))
         write_atomic(folder / "result.json", json.dumps(result.to_json()))
     except BaseException:
         write_atomic(folder / "crash.txt", traceback.format_exc())
@@ -176,11 +188,10 @@ def collect(folder, submission, context, overdue):
     """The child's result, or a result that says why there is none (every part then scores 0)."""
     result = load_result(folder / "result.json")
     if result is not None:
-        executed = None
-        if (folder / "executed.ipynb").is_file():
-            import nbformat
-            executed = nbformat.read(folder / "executed.ipynb", as_version=4)
-        return result, executed
+        judged = None
+        if (folder / "judged.ipynb").is_file():
+            judged = nbformat.read(folder / "judged.ipynb", as_version=4)
+        return result, judged
     if overdue:
         reason = f"grading took longer than {context.settings.timeout + WATCHDOG_GRACE:g} s and was stopped"
     elif (folder / "crash.txt").is_file():

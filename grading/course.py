@@ -1,53 +1,69 @@
-"""The nbgrader course directory, and the gradebook entries for the checks that run outside the notebook.
+"""The nbgrader course: source/norm/ holds the student bundle (the stubbed batchnormalization.py, the public tests,
+normlab/, data/, README.md, requirements.txt) and the source notebook; `nbgrader generate_assignment` turns it into
+release/norm/, which is exactly what students get, and the gradebook.
 
-nbgrader knows notebooks only, so Q1 and Q2 (batchnormalization.py) and the bonus (the exported models) get a
-notebook of their own in the gradebook, with one grade cell each. The grader writes a matching report notebook for
-every student, so `nbgrader formgrader` shows them and `nbgrader export` counts them like any other question.
+Its nbgrader_config.py plugs this project's grading into nbgrader (grading/pipeline.py), so `nbgrader autograde`,
+the formgrader's autograde button and nbgrader's exchange grade as `python -m grading autograde` does.
 """
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
-from nbgrader.api import Gradebook
-from nbgrader.utils import compute_checksum
+from ipykernel.ipkernel import IPythonKernel
 
-from grading.settings import (ASSIGNMENT, CODE_STUB, COURSE_ID, NOTEBOOK, PYFILE, REPO, TEXT_STUB, Settings)
+from grading.answers import stub_pyfile
+from grading.settings import ASSIGNMENT, CODE_STUB, COURSE_ID, NOTEBOOK, PYFILE, REPO, TEXT_STUB, Settings
 
-HIDDEN_TESTS = Path(__file__).resolve().parent / "hidden"
-# Q1 and Q2 points; the hidden tests' own points must add up to these (the grader checks).
-PYFILE_POINTS = {"q1": 20.0, "q2": 20.0}
-OFFLINE_NOTEBOOKS = {
-    "batchnormalization": (
-        ("q1_forward", PYFILE_POINTS["q1"], "# Q1: batchnorm_forward, graded by the hidden pytest suite"),
-        ("q2_backward", PYFILE_POINTS["q2"], "# Q2: batchnorm_backward, graded by the hidden pytest suite"),
-    ),
-    # Worth 0 points: the bonus is extra credit on top of 100.
-    "bonus": (("bonus", 0.0, "# Bonus: the exported models, scored on the CIFAR test sets"),),
-}
+GRADING = Path(__file__).resolve().parent
+STUDENT_README = ("<!-- student-readme:start -->", "<!-- student-readme:end -->")
+# Besides the notebook and the stubbed .py, what students get (folders are copied whole, but caches).
+BUNDLED = ["tests/conftest.py", "tests/test_batchnorm.py", "data/README.md", "data/download.py", "requirements.txt",
+           "normlab"]
 NBGRADER_CONFIG = """\
-# Written by grading/course.py from grading/settings.py; edit those instead.
+# Written by grading/course.py; change grading/settings.py or grading/pipeline.py instead.
+import sys
+sys.path.insert(0, {repo!r})
+from grading import pipeline
+
 c = get_config()
 c.CourseDirectory.course_id = {course_id!r}
 c.ClearSolutions.code_stub = {{"python": {code_stub!r}}}
 c.ClearSolutions.text_stub = {text_stub!r}
-# Deleted test cells come back at autograde; nbgrader's default would leave them out.
-c.OverwriteCells.add_missing_cells = True
-# Plain `nbgrader autograde` would otherwise replace every student's {pyfile} with the instructor's.
+# Judged outside the student's process, in a sandbox, with deleted grade cells put back.
+c.Autograde.sanitize_preprocessors = pipeline.SANITIZE
+c.Autograde.autograde_preprocessors = pipeline.JUDGE + pipeline.RECORD
+c.JudgedExecute.settings = {settings!r}
+# Plain nbgrader would replace every student's {pyfile} with the course's copy.
 c.Autograde.exclude_overwriting = {{{assignment!r}: [{pyfile!r}]}}
-c.Execute.timeout = {cell_timeout!r}
 """
 
 
-def fingerprint(source_dir=REPO):
-    """What the course is built from: the source notebook, the source .py, the hidden tests and this file."""
-    digest = hashlib.sha256()
-    paths = [Path(source_dir) / NOTEBOOK, Path(source_dir) / PYFILE, Path(__file__)]
-    paths += sorted(HIDDEN_TESTS.glob("*.py"))
+def course_fingerprint(source_dir=REPO):
+    """What the course is built from: the sources, everything bundled, and this file."""
+    source_dir = Path(source_dir)
+    paths = [source_dir / NOTEBOOK, source_dir / PYFILE, source_dir / "README.md", Path(__file__),
+             GRADING / "settings.py"]
+    for entry in BUNDLED:
+        path = source_dir / entry
+        paths += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return _digest(paths)
+
+
+def grading_fingerprint(source_dir=REPO):
+    """Everything that decides a score: the course, normlab/, the hidden suites and the grading code that scores.
+    A student graded under another fingerprint is regraded."""
+    code = [p for p in sorted(GRADING.rglob("*.py")) if "tests" not in p.relative_to(GRADING).parts
+            and "examples" not in p.relative_to(GRADING).parts]
+    return _digest([*code, *sorted((Path(source_dir) / "normlab").glob("*.py"))], course_fingerprint(source_dir))
+
+
+def _digest(paths, prefix=""):
+    digest = hashlib.sha256(prefix.encode())
     for path in paths:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        digest.update(str(path.name).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:20]
 
 
@@ -55,54 +71,63 @@ def db_url(root):
     return f"sqlite:///{Path(root).resolve() / 'gradebook.db'}"
 
 
+def student_readme(source_dir=REPO):
+    text = (Path(source_dir) / "README.md").read_text(encoding="utf-8")
+    start, end = (text.index(marker) for marker in STUDENT_README)
+    return text[start + len(STUDENT_README[0]):end].strip() + "\n"
+
+
+def write_source(folder, source_dir=REPO):
+    """The assignment's source folder of the course: the source notebook and the student bundle's other files."""
+    source_dir = Path(source_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    notebook = json.loads((source_dir / NOTEBOOK).read_text(encoding="utf-8"))
+    # What the kernel will report, so that JupyterLab has nothing to change (and the notebook does not open modified)
+    notebook["metadata"]["language_info"] = IPythonKernel.language_info
+    (folder / NOTEBOOK).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / PYFILE).write_text(stub_pyfile((source_dir / PYFILE).read_text(encoding="utf-8")), encoding="utf-8")
+    (folder / "README.md").write_text(student_readme(source_dir), encoding="utf-8")
+    for entry in BUNDLED:
+        origin, target = source_dir / entry, folder / entry
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_dir():
+            shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(origin, target)
+
+
+def write_config(root, settings=None):
+    """The course's nbgrader_config.py, with the settings nbgrader's autograde there should grade with."""
+    Path(root, "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(
+        repo=str(REPO), course_id=COURSE_ID, code_stub=CODE_STUB, text_stub=TEXT_STUB, assignment=ASSIGNMENT,
+        pyfile=PYFILE, settings=(settings or Settings()).to_json()))
+
+
 def build_course(root, source_dir=REPO):
-    """Create (or refresh, when the sources changed) the nbgrader course in root; return its fingerprint."""
+    """Create (or refresh, when what it is built from changed) the nbgrader course in root; return its
+    fingerprint."""
     root = Path(root)
-    stamp = fingerprint(source_dir)
+    stamp = course_fingerprint(source_dir)
     stamp_file = root / ".fingerprint"
     if stamp_file.is_file() and stamp_file.read_text() == stamp and (root / "release" / ASSIGNMENT).is_dir():
         return stamp
-    (root / "source" / ASSIGNMENT).mkdir(parents=True, exist_ok=True)
-    (root / "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(
-        course_id=COURSE_ID, code_stub=CODE_STUB, text_stub=TEXT_STUB, assignment=ASSIGNMENT, pyfile=PYFILE,
-        cell_timeout=int(Settings().cell_timeout)))
-    shutil.copy2(Path(source_dir) / NOTEBOOK, root / "source" / ASSIGNMENT / NOTEBOOK)
-    result = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force",
-                             "--create"], cwd=root, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"nbgrader generate_assignment failed:\n{result.stdout}\n{result.stderr}")
-    register_offline_notebooks(root)
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "nbgrader_config.py").is_file():
+        write_config(root)
+    write_source(root / "source" / ASSIGNMENT, source_dir)
+    completed = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force",
+                                "--create"], cwd=root, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{completed.stdout}\n{completed.stderr}")
     stamp_file.write_text(stamp)
     return stamp
 
 
-def offline_cell(grade_id, points, source, outputs=()):
-    cell = nbformat.v4.new_code_cell(source)
-    cell.metadata["nbgrader"] = {"grade": True, "grade_id": grade_id, "locked": True, "points": points,
-                                 "schema_version": 3, "solution": False, "task": False}
-    cell.metadata["nbgrader"]["checksum"] = compute_checksum(cell)
-    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text) for text in outputs]
-    return cell
-
-
-def register_offline_notebooks(root):
-    with Gradebook(db_url(root), COURSE_ID) as gb:
-        for name, cells in OFFLINE_NOTEBOOKS.items():
-            gb.update_or_create_notebook(name, ASSIGNMENT)
-            for grade_id, points, source in cells:
-                cell = offline_cell(grade_id, points, source)
-                gb.update_or_create_grade_cell(grade_id, name, ASSIGNMENT, max_score=points, cell_type="code")
-                gb.update_or_create_source_cell(grade_id, name, ASSIGNMENT, cell_type="code", locked=True,
-                                                source=cell.source, checksum=cell.metadata.nbgrader.checksum)
-
-
-def offline_report(name, outputs):
-    """The report notebook of offline check `name` for one student: outputs maps grade_id to lines of text."""
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
-    nb.cells.append(nbformat.v4.new_markdown_cell(
-        f"# {name}: checks run by the grader outside the notebook\n\nEach cell below shows what the grader found; "
-        "its score is in the gradebook. Student code ran in a sandbox and only returned data."))
-    for grade_id, points, source in OFFLINE_NOTEBOOKS[name]:
-        nb.cells.append(offline_cell(grade_id, points, source, outputs.get(grade_id, ())))
-    return nb
+def import_roster(root, roster):
+    """Load student names and emails from a CSV (id, first_name, last_name, email) with nbgrader's student import."""
+    completed = subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "import", str(Path(roster).resolve())],
+                               cwd=root, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise ValueError(f"the roster {roster} could not be imported by nbgrader: "
+                         f"{(completed.stderr or completed.stdout).strip().splitlines()[-1:]}")

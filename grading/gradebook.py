@@ -1,74 +1,88 @@
-"""Recording a student's result in the nbgrader gradebook and course folder. Only the main process writes.
+"""Recording a student's result in the nbgrader course, as nbgrader's autograde would. Only the main process writes.
 
-The executed notebook goes to autograded/<student>/norm/norm.ipynb and nbgrader's own SaveAutoGrades stores its
-scores; report notebooks for batchnormalization.py and the bonus go beside it, with their scores set directly (the
-bonus as extra credit). Only the questions being graded are touched, so --questions keeps the others, and manual
-scores a TA already gave are never overwritten. Each student's update is one transaction per gradebook session.
+The course gets submitted/<student>/norm/ (the files that were graded, with timestamp.txt) and
+autograded/<student>/norm/ (the judged notebook beside them), and the gradebook gets its scores from nbgrader's
+own SaveAutoGrades, then SaveJudgement and AssignLatePenalties: the RECORD chain of grading/pipeline.py, with the
+course's configuration. Only the cells of the questions being graded are recorded, so --questions keeps the
+others, and nbgrader keeps the manual scores a TA already gave. Each step is one transaction.
 """
+import shutil
 import warnings
 from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook
-from nbgrader.preprocessors import SaveAutoGrades
+from nbgrader.utils import is_grade, parse_utc
 
-from grading.course import OFFLINE_NOTEBOOKS, db_url, offline_report
-from grading.settings import ASSIGNMENT, COURSE_ID, NOTEBOOK, NOTEBOOK_ID, question_of
+from grading import pipeline
+from grading.course import db_url
+from grading.intake import unpack
+from grading.settings import (ASSIGNMENT, COURSE_ID, KERNEL_QUESTIONS, NOTEBOOK, NOTEBOOK_ID, PYFILE, QUESTION_IDS,
+                              question_of)
 
 # nbgrader 0.9 trips over SQLAlchemy 2's session rules in its own code; the rows it writes are right.
 warnings.filterwarnings("ignore", message=".*not in session, add operation along.*")
 
 
-def record(course_root, result, executed, questions):
-    """Store result (a StudentResult) and its executed notebook (or None) for the given questions."""
+def nbgrader_timestamp(text):
+    """A submission time as nbgrader writes it in timestamp.txt (UTC), or None."""
+    return parse_utc(text).strftime("%Y-%m-%d %H:%M:%S.%f UTC") if text else None
+
+
+def record(course_root, submission, result, judged, questions, config, released):
+    """Store result (a StudentResult) and the judged notebook (None when grading failed: the questions score 0)
+    for the given questions; released is the released notebook, recorded as submitted in place of a notebook that
+    could not be graded."""
     root = Path(course_root)
-    url = db_url(root)
     student = result.student_id
-    folder = root / "autograded" / student / ASSIGNMENT
-    folder.mkdir(parents=True, exist_ok=True)
-    with Gradebook(url, COURSE_ID) as gb:
+    timestamp = nbgrader_timestamp(result.timestamp)
+    submitted = root / "submitted" / student / ASSIGNMENT
+    shutil.rmtree(submitted, ignore_errors=True)
+    submitted.mkdir(parents=True)
+    taken = unpack(submission, submitted)
+    if any(not q.graded for name, q in result.questions.items() if name in KERNEL_QUESTIONS):
+        nbformat.write(nbformat.from_dict(released), submitted / NOTEBOOK)
+    autograded = root / "autograded" / student / ASSIGNMENT
+    earlier = read_earlier(autograded / NOTEBOOK) if set(questions) != set(QUESTION_IDS) else None
+    shutil.rmtree(autograded, ignore_errors=True)  # nbgrader's autograde leaves its files read-only
+    autograded.mkdir(parents=True)
+    for path in (submitted, autograded):
+        if timestamp:
+            (path / "timestamp.txt").write_text(timestamp)
+        else:
+            (path / "timestamp.txt").unlink(missing_ok=True)
+    if taken.pyfile is not None:
+        shutil.copy(taken.pyfile, autograded / PYFILE)
+    with Gradebook(db_url(root), COURSE_ID) as gb:
         gb.update_or_create_student(student)
-        gb.update_or_create_submission(ASSIGNMENT, student, **({"timestamp": result.timestamp}
-                                                               if result.timestamp else {}))
-        if executed is None:
+        gb.update_or_create_submission(ASSIGNMENT, student, **({"timestamp": timestamp} if timestamp else {}))
+        if judged is None:
             for grade in gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student).grades:
-                if question_of(grade.cell.name) in questions:
+                if question_of(grade.cell.name) in questions and grade.manual_score is None:
                     grade.auto_score, grade.needs_manual_grade = 0.0, False
             gb.db.commit()
-        for name, cells in OFFLINE_NOTEBOOKS.items():
-            outputs = {}
-            for grade_id, _, _ in cells:
-                question = result.questions.get(question_of(grade_id))
-                if question_of(grade_id) not in questions or question is None:
-                    continue
-                grade = gb.find_grade(grade_id, name, ASSIGNMENT, student)
-                if grade_id == "bonus":
-                    grade.auto_score, grade.extra_credit = 0.0, question.score
-                else:
-                    grade.auto_score = question.score
-                grade.needs_manual_grade = grade.manual_score is not None or not question.graded
-                outputs[grade_id] = report_lines(question)
-            gb.db.commit()
-            if outputs:
-                nbformat.write(offline_report(name, outputs), folder / f"{name}.ipynb")
-    if executed is not None:
-        nbformat.write(executed, folder / NOTEBOOK)
-        regraded = nbformat.from_dict(executed)
-        regraded.cells = [c for c in regraded.cells if question_of(c.metadata.get("nbgrader", {}).get(
-            "grade_id", "")) in questions]
-        resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": student,
-                                  "db_url": url}}
-        SaveAutoGrades().preprocess(regraded, resources)
-        if result.flags:
-            with Gradebook(url, COURSE_ID) as gb:
-                for grade in gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student).grades:
-                    grade.needs_manual_grade = True
-                gb.db.commit()
+            return
+    nbformat.write(judged if earlier is None else merge(earlier, judged, questions), autograded / NOTEBOOK)
+    chosen = nbformat.from_dict(judged)
+    chosen.cells = [c for c in chosen.cells if not is_grade(c) or question_of(c.metadata.nbgrader.grade_id)
+                    in questions]
+    resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": student,
+                              "db_url": db_url(root)}, "normlab": {"result": result.to_json()}}
+    pipeline.run(pipeline.RECORD, chosen, resources, config)
 
 
-def report_lines(question):
-    lines = [f"{question.status}\n"] if question.status else []
-    for test in question.tests:
-        verdict = "passed" if test.passed else f"FAILED: {test.message}"
-        lines.append(f"{test.score:5.2f} / {test.max_score:5.2f}  {test.name}: {verdict}\n")
-    return ["".join(lines)]
+def read_earlier(path):
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return None
+
+
+def merge(earlier, judged, questions):
+    """The earlier judged notebook, with the outputs of the grade cells of questions taken from judged."""
+    fresh = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in judged.cells}
+    for cell in earlier.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if question_of(grade_id) in questions and grade_id in fresh and cell.cell_type == "code":
+            cell.outputs = fresh[grade_id].outputs
+    return earlier

@@ -25,7 +25,8 @@ SKIPPED_FOLDERS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git"}
 PATTERNS = {
     "pyfile": re.compile(r"^batch_?normalization.*\.py$", re.I),
     "notebook": re.compile(r"^norm.*\.ipynb$", re.I),
-    **{f"bonus_{name}": re.compile(rf"^{re.escape(Path(filename).stem)}.*\.pt2$", re.I)
+    # the stem and then no further digit: bonus_cifar10 (1).pt2 is CIFAR-10's, bonus_cifar100.pt2 is not
+    **{f"bonus_{name}": re.compile(rf"^{re.escape(Path(filename).stem)}(?!\d).*\.pt2$", re.I)
        for name, filename in BONUS_FILES.items()},
 }
 HISTORY = re.compile(r"(^|/)runs/grid/([A-Za-z0-9._-]{1,80})/history\.json$")

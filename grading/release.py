@@ -1,11 +1,12 @@
 """`python -m grading release`: the student bundle, generated from the sources and then checked.
 
-The bundle (DIR/norm/ and DIR/norm.zip) holds batchnormalization.py with each solution region replaced by the code
-stub, the notebook as nbgrader's generate_assignment releases it, the public tests, data/README.md and
-data/download.py, normlab/, the student part of README.md, and requirements.txt. Then it checks itself and fails
-loudly if a line of a solution or hidden test appears anywhere in it, if the sources do not earn every
-autograded point, if the untouched bundle earns any or breaks the grader, or if the public tests do not fail
-cleanly on the stubs.
+The bundle (DIR/norm/ and DIR/norm.zip) is the nbgrader course's release folder (grading/course.py):
+batchnormalization.py with each solution region replaced by the code stub, the notebook as nbgrader's
+generate_assignment releases it, the public tests, data/README.md and data/download.py, normlab/, the student part
+of README.md, and requirements.txt. Then it checks itself and fails loudly if the notebook's grade cells are not
+those of grading/settings.py, if a line of a solution or hidden test appears anywhere in it, if the sources do not
+earn every autograded point, if the untouched bundle earns any or breaks the grader, or if the public tests do not
+fail cleanly on the stubs.
 """
 import json
 import shutil
@@ -16,12 +17,13 @@ import xml.etree.ElementTree as ElementTree
 import zipfile
 from pathlib import Path
 
-from grading.answers import BEGIN_HIDDEN, BEGIN_SOLUTION, secret_lines, stub_pyfile
-from grading.course import build_course
-from grading.settings import ASSIGNMENT, NOTEBOOK, PYFILE, REPO, Settings
+import nbformat
+from nbgrader.utils import is_grade
 
-STUDENT_README = ("<!-- student-readme:start -->", "<!-- student-readme:end -->")
-COPIED = ["tests/conftest.py", "tests/test_batchnorm.py", "data/README.md", "data/download.py", "requirements.txt"]
+from grading.answers import BEGIN_HIDDEN, BEGIN_SOLUTION, secret_lines
+from grading.course import build_course
+from grading.settings import ASSIGNMENT, NOTEBOOK, PYFILE, QUESTIONS, REPO, Settings
+
 NOT_IMPLEMENTED = "not implemented yet"
 
 
@@ -30,34 +32,20 @@ class ReleaseCheckFailed(Exception):
 
 
 def build_bundle(out_dir, source=REPO):
-    """Write DIR/course (nbgrader), DIR/norm/ and DIR/norm.zip; return the bundle folder."""
+    """Write DIR/course (nbgrader), DIR/norm/ (its release folder: what students get) and DIR/norm.zip; return
+    the bundle folder."""
     out_dir = Path(out_dir)
     course = out_dir / "course"
     build_course(course, source)
     bundle = out_dir / ASSIGNMENT
     shutil.rmtree(bundle, ignore_errors=True)
-    bundle.mkdir(parents=True)
-    (bundle / PYFILE).write_text(stub_pyfile((source / PYFILE).read_text(encoding="utf-8")), encoding="utf-8")
-    shutil.copy(course / "release" / ASSIGNMENT / NOTEBOOK, bundle / NOTEBOOK)
-    for relative in COPIED:
-        (bundle / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source / relative, bundle / relative)
-    (bundle / "normlab").mkdir()
-    for module in sorted((source / "normlab").glob("*.py")):
-        shutil.copy(module, bundle / "normlab" / module.name)
-    (bundle / "README.md").write_text(student_readme(source), encoding="utf-8")
+    shutil.copytree(course / "release" / ASSIGNMENT, bundle)
     archive = out_dir / f"{ASSIGNMENT}.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(bundle.rglob("*")):
             if path.is_file():
                 zf.write(path, Path(ASSIGNMENT) / path.relative_to(bundle))
     return bundle
-
-
-def student_readme(source):
-    text = (source / "README.md").read_text(encoding="utf-8")
-    start, end = (text.index(marker) for marker in STUDENT_README)
-    return text[start + len(STUDENT_README[0]):end].strip() + "\n"
 
 
 def bundle_texts(bundle, archive):
@@ -120,7 +108,7 @@ def grading_problems(bundle, out_dir, settings, source=REPO):
         for name in (PYFILE, NOTEBOOK):
             shutil.copy(origin / name, submissions / student / name)
     check = Settings(jobs=settings.jobs, require_sandbox=settings.require_sandbox,
-                     questions="q1,q2,q3,q4,q5")
+                     questions=",".join(q.id for q in QUESTIONS if q.points))
     results = {r.student_id: r for r in autograde(submissions, out_dir / "selfcheck" / "out", check,
                                                   log=lambda *_: None, progress=False)}
     problems = []
@@ -136,15 +124,26 @@ def grading_problems(bundle, out_dir, settings, source=REPO):
     return problems
 
 
+def question_table_problems(bundle):
+    """The notebook's grade cells and points must be those of settings.QUESTIONS."""
+    notebook = nbformat.read(bundle / NOTEBOOK, as_version=4)
+    found = {c.metadata.nbgrader.grade_id: float(c.metadata.nbgrader.points) for c in notebook.cells if is_grade(c)}
+    expected = {cell: points for q in QUESTIONS for cell, points in {**q.autograded, **q.written}.items()}
+    return [f"{NOTEBOOK} has grade cells {found}, but grading/settings.py declares {expected}"] \
+        if found != expected else []
+
+
 def release(out_dir, settings, log=print):
     out_dir = Path(out_dir)
     bundle = build_bundle(out_dir)
     log(f"wrote {bundle}/ and {out_dir / (ASSIGNMENT + '.zip')}; checking them")
-    problems = find_leaks(bundle, out_dir / f"{ASSIGNMENT}.zip", secret_lines(REPO))
+    problems = question_table_problems(bundle)
+    problems += find_leaks(bundle, out_dir / f"{ASSIGNMENT}.zip", secret_lines(REPO))
     problems += public_test_problems(bundle)
     problems += grading_problems(bundle, out_dir, settings)
     if problems:
         raise ReleaseCheckFailed("the release check failed:\n  " + "\n  ".join(problems))
-    log("release check passed: no solution or hidden-test line in the bundle; the sources earn every "
+    log("release check passed: the grade cells match grading/settings.py; no solution or hidden-test line in the "
+        "bundle; the sources earn every "
         "autograded point; the untouched bundle earns none; the public tests fail cleanly on the stubs")
     return bundle

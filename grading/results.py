@@ -9,11 +9,9 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from grading.settings import QUESTIONS
+from grading.settings import BY_ID, QUESTION_IDS
 
-TITLES = {"q1": "Q1 batchnorm_forward", "q2": "Q2 batchnorm_backward", "q3": "Q3 normalization layers and shortcut",
-          "q4": "Q4 no normalization", "q5": "Q5 ResNet for CIFAR", "bonus": "Bonus: exported models"}
-CSV_COLUMNS = ["student_id", *QUESTIONS, "total", "status", "manual_pending", "notes"]
+CSV_COLUMNS = ["student_id", *QUESTION_IDS, "total", "status", "manual_pending", "notes"]
 
 
 @dataclass
@@ -24,15 +22,18 @@ class Test:
     passed: bool
     message: str = ""
     hidden: bool = False
+    cell: str = ""  # the grade cell the test scores
 
 
 @dataclass
 class Question:
-    """Autograded points of one question; manual_max points are graded by hand (pending until a TA does)."""
+    """Autograded points of one question; manual_max points are graded by hand (pending until a TA does);
+    extra_max is extra credit on top of the 100 points (the bonus)."""
 
     score: float = 0.0
     max_score: float = 0.0
     manual_max: float = 0.0
+    extra_max: float = 0.0
     manual_pending: bool = False
     graded: bool = True
     status: str = ""
@@ -44,7 +45,8 @@ class StudentResult:
     student_id: str
     status: str = "ok"
     questions: dict = field(default_factory=dict)
-    notes: list = field(default_factory=list)
+    notes: list = field(default_factory=list)  # for the student and the TA
+    ta_notes: list = field(default_factory=list)  # about the grading itself, for the TA only
     flags: list = field(default_factory=list)
     submission: str = ""  # digest of the files taken from the submission
     stamp: str = ""  # names, sizes and times of the submitted files, to notice a resubmission cheaply
@@ -86,29 +88,45 @@ def load_result(path):
         return None
 
 
+def points_line(name, question):
+    """How a question stands, in words: '12.50 / 20', with the written part, or 'not graded' for the bonus."""
+    if name == "bonus":
+        if question.graded:
+            return f"{question.score:.2f} of {question.extra_max:g} extra points"
+        if question.score:
+            return f"{question.score:.2f} of {question.extra_max:g} extra points so far, the rest not graded yet"
+        return f"not graded yet (up to {question.extra_max:g} extra points)"
+    line = f"{question.score:.2f} / {question.max_score:g}"
+    if question.manual_max:
+        line += f" + {question.manual_max:g} graded by hand{' (pending)' if question.manual_pending else ''}"
+    return line
+
+
 def gradescope(result):
     """results.json in Gradescope's schema: autograded parts only; written answers are graded elsewhere."""
     tests = []
     for name, question in result.questions.items():
         for test in question.tests:
-            tests.append({"name": f"{TITLES[name]}: {test.name}", "score": round(test.score, 4),
-                          "max_score": round(test.max_score, 4), "status": "passed" if test.passed else "failed",
+            tests.append({"name": f"{BY_ID[name].title}: {test.name}", "score": round(test.score, 6),
+                          "max_score": round(test.max_score, 6), "status": "passed" if test.passed else "failed",
                           "output": test.message, "visibility": "after_published" if test.hidden else "visible"})
-    pending = [TITLES[n] for n, q in result.questions.items() if q.manual_pending]
+    pending = [BY_ID[n].title for n, q in result.questions.items() if q.manual_pending]
     output = [f"Autograded points: {result.total:.2f}.", *(f"Note: {n}" for n in result.notes)]
+    output += [f"{BY_ID[n].title}: {points_line(n, q)}. {q.status}".strip() for n, q in result.questions.items()
+               if q.status or not q.graded]
     if pending:
         output.append("Written answers still to be graded by hand: " + "; ".join(pending) + ".")
-    return {"score": round(result.total, 4), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
+    return {"score": round(result.total, 6), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
             "visibility": "after_published", "stdout_visibility": "hidden", "tests": tests}
 
 
 def feedback_html(result):
-    """Per-question scores and the grader's messages; never a line of hidden test source."""
+    """Per-question scores and the grader's messages for the student: nothing about the grading machine, and never
+    a line of hidden test source."""
     e = html.escape
     rows = []
     for name, q in result.questions.items():
-        manual = f" + {q.manual_max:g} graded by hand{' (pending)' if q.manual_pending else ''}" if q.manual_max else ""
-        rows.append(f"<h2>{e(TITLES[name])}: {q.score:.2f} / {q.max_score:g}{e(manual)}</h2>")
+        rows.append(f"<h2>{e(BY_ID[name].title)}: {e(points_line(name, q))}</h2>")
         if q.status:
             rows.append(f"<p class='status'>{e(q.status)}</p>")
         if q.tests:
@@ -125,7 +143,7 @@ def feedback_html(result):
 td,th{{border:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}}.pass td:last-child{{color:#060}}
 .fail td:last-child{{color:#a00}}.status{{color:#555}}</style></head><body>
 <h1>Normalization layers: feedback for {e(result.student_id)}</h1>
-<p><b>Autograded total: {result.total:.2f}</b>. Status: {e(result.status)}.</p>
+<p><b>Autograded points: {result.total:.2f}</b></p>
 {"<ul>" + notes + "</ul>" if notes else ""}
 {''.join(rows)}
 </body></html>
@@ -143,8 +161,8 @@ def grades_csv(results, rejected=()):
     writer.writeheader()
     for r in sorted(results, key=lambda r: r.student_id):
         row = {"student_id": r.student_id, "total": f"{r.total:.2f}", "status": r.status,
-               "manual_pending": manual_pending(r), "notes": " | ".join(r.notes)}
-        row.update({q: f"{r.questions[q].score:.2f}" if q in r.questions else "" for q in QUESTIONS})
+               "manual_pending": manual_pending(r), "notes": " | ".join(r.notes + r.ta_notes)}
+        row.update({q: f"{r.questions[q].score:.2f}" if q in r.questions else "" for q in QUESTION_IDS})
         writer.writerow(row)
     for entry in rejected:
         writer.writerow({"student_id": entry.name, "status": f"not graded: {entry.status}"})
@@ -153,10 +171,10 @@ def grades_csv(results, rejected=()):
 
 def table(results):
     """The final table, printed at the end of a run."""
-    header = f"{'student':<24}" + "".join(f"{q:>7}" for q in QUESTIONS) + f"{'total':>8}  status"
+    header = f"{'student':<24}" + "".join(f"{q:>7}" for q in QUESTION_IDS) + f"{'total':>8}  status"
     lines = [header, "-" * len(header)]
     for r in sorted(results, key=lambda r: r.student_id):
-        cells = "".join(f"{r.questions[q].score:>7.2f}" if q in r.questions else f"{'-':>7}" for q in QUESTIONS)
+        cells = "".join(f"{r.questions[q].score:>7.2f}" if q in r.questions else f"{'-':>7}" for q in QUESTION_IDS)
         lines.append(f"{r.student_id[:24]:<24}{cells}{r.total:>8.2f}  {r.status}")
     return "\n".join(lines)
 

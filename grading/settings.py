@@ -1,17 +1,17 @@
-"""Every setting of the grader, declared once with its help text. The command line is built from these."""
+"""Every setting of the grader, declared once with its help text, and the table of questions that everything
+else (the gradebook, the hidden suites, grades.csv, feedback, release checks) derives from."""
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from normlab import BONUS_FILES  # noqa: F401 (part of the settings; students need it too)
+
 REPO = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "norm"
 COURSE_ID = "normlab"
-QUESTIONS = ("q1", "q2", "q3", "q4", "q5", "bonus")
 PYFILE = "batchnormalization.py"
 NOTEBOOK = "norm.ipynb"
 NOTEBOOK_ID = NOTEBOOK.removesuffix(".ipynb")  # what nbgrader's gradebook calls it
-PYFILE_QUESTIONS = ("q1", "q2")
-BONUS_FILES = {"cifar10": "bonus_cifar10.pt2", "cifar100": "bonus_cifar100.pt2"}
 # Bonus points per dataset: none below the floor, all at or above the target, linear in between.
 BONUS_THRESHOLDS = {"cifar10": (0.90, 0.95, 5.0), "cifar100": (0.70, 0.77, 5.0)}
 CODE_STUB = ("# 请在此段内填写代码(开始) / YOUR CODE BEGINS\n"
@@ -20,9 +20,55 @@ CODE_STUB = ("# 请在此段内填写代码(开始) / YOUR CODE BEGINS\n"
 TEXT_STUB = "请在此作答 / YOUR ANSWER HERE"
 
 
+@dataclass(frozen=True)
+class Question:
+    """One question of the assignment.
+
+    autograded: {grade cell id of norm.ipynb: points}; the hidden suite grading/hidden/check_<cell>.py (or a
+        `cell` marker there) scores each cell, and its tests' points must add up to these.
+    written: {grade cell id: points} of answers graded by hand.
+    extra: extra credit on top of the 100 points (the bonus).
+    """
+
+    id: str
+    title: str
+    answered_in: str
+    autograded: dict
+    written: dict = field(default_factory=dict)
+    extra: float = 0.0
+
+    @property
+    def points(self):
+        return sum(self.autograded.values())
+
+    @property
+    def written_points(self):
+        return sum(self.written.values())
+
+
+QUESTIONS = (
+    Question("q1", "Q1 batchnorm_forward", PYFILE, {"q1_forward": 20.0}),
+    Question("q2", "Q2 batchnorm_backward", PYFILE, {"q2_backward": 20.0}),
+    Question("q3", "Q3 normalization layers and shortcut", NOTEBOOK,
+             {"q3_layer_norm": 5.0, "q3_instance_norm": 5.0, "q3_group_norm": 5.0, "q3_shortcut": 5.0}),
+    Question("q4", "Q4 no normalization", NOTEBOOK, {"q4_no_norm": 6.0, "q4_trains": 4.0}, {"q4_analysis": 10.0}),
+    Question("q5", "Q5 ResNet for CIFAR", NOTEBOOK, {"q5_cifar_stem": 10.0}, {"q5_literature": 10.0}),
+    Question("bonus", "Bonus: exported models", " and ".join(BONUS_FILES.values()), {"bonus": 0.0},
+             extra=sum(points for _, _, points in BONUS_THRESHOLDS.values())),
+)
+QUESTION_IDS = tuple(q.id for q in QUESTIONS)
+BY_ID = {q.id: q for q in QUESTIONS}
+# {grade cell id: the Question it belongs to}, for autograded and written cells alike
+CELLS = {cell: q for q in QUESTIONS for cell in (*q.autograded, *q.written)}
+# Questions whose hidden checks need the notebook's kernel, and those that need batchnormalization.py
+KERNEL_QUESTIONS = tuple(q.id for q in QUESTIONS if q.answered_in == NOTEBOOK)
+PYFILE_QUESTIONS = tuple(q.id for q in QUESTIONS if q.answered_in == PYFILE)
+
+
 def question_of(grade_id):
-    """The question a notebook or report cell belongs to, by its id: "q3_shortcut" -> "q3", "bonus" -> "bonus"."""
-    return grade_id.split("_")[0] if grade_id else ""
+    """The id of the question a grade cell belongs to ("" for cells outside the table)."""
+    question = CELLS.get(grade_id)
+    return question.id if question else ""
 
 
 def _setting(default, help, **extra):
@@ -31,16 +77,19 @@ def _setting(default, help, **extra):
 
 @dataclass
 class Settings:
-    """Settings of `python -m grading autograde` (and of release's self-check, which grades too)."""
+    """Settings of `python -m grading autograde`, of nbgrader's autograde in a course built here, and of
+    release's self-check, which grades too."""
 
     jobs: int = _setting(os.cpu_count() or 1, "submissions graded at the same time (default: the number of cores, "
                                               "%(default)s here)")
-    questions: str = _setting(",".join(QUESTIONS), "comma-separated questions to (re)grade; the others keep their "
-                                                   "earlier scores")
+    questions: str = _setting(",".join(QUESTION_IDS), "comma-separated questions to (re)grade; the others keep "
+                                                      "their earlier scores")
     timeout: float = _setting(600.0, "wall-clock seconds for grading one submission, all its parts together")
     cell_timeout: float = _setting(60.0, "seconds one notebook cell may run before it is interrupted")
+    probe_timeout: float = _setting(20.0, "seconds one hidden check may wait for the notebook's kernel (correct code "
+                                          "answers within 2 s)")
     call_timeout: float = _setting(10.0, "seconds one call into a student's batchnormalization.py may run "
-                                               "(correct code needs milliseconds)")
+                                         "(correct code needs milliseconds)")
     memory_mb: int = _setting(6144, "address-space limit of every sandboxed process, in MiB (torch alone maps "
                                     "about 3.3 GiB)")
     cpu_seconds: int = _setting(900, "CPU-time limit of every sandboxed process, in seconds")
@@ -57,11 +106,19 @@ class Settings:
     @property
     def question_list(self):
         chosen = [q.strip() for q in self.questions.split(",") if q.strip()]
-        unknown = sorted(set(chosen) - set(QUESTIONS))
+        unknown = sorted(set(chosen) - set(QUESTION_IDS))
         if unknown or not chosen:
-            raise ValueError(f"--questions takes a comma-separated subset of {','.join(QUESTIONS)}, "
+            raise ValueError(f"--questions takes a comma-separated subset of {','.join(QUESTION_IDS)}, "
                              f"not {self.questions!r}")
-        return tuple(q for q in QUESTIONS if q in chosen)
+        return tuple(q for q in QUESTION_IDS if q in chosen)
+
+    def to_json(self):
+        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data):
+        types = {f.name: f.type for f in fields(cls)}
+        return cls(**{k: types[k](v) for k, v in data.items() if k in types})
 
 
 def add_arguments(parser, only=None):

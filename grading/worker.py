@@ -1,26 +1,21 @@
-"""Grading one submission (in a child process of its own): intake, then Q1–Q2, Q3–Q5 and the bonus.
+"""Grading one submission in a child process of its own: intake, then the SANITIZE and JUDGE chains of
+grading/pipeline.py, exactly as nbgrader's autograde runs them in a course built here.
 
-Each part gets a fresh folder in a private scratch directory and its own sandbox, and whatever time of the
-submission's budget is left; a part that fails or times out costs only its own points.
+The child only reads the gradebook (a snapshot copy); the main process records what it returns (RECORD).
 """
+import logging
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from grading.bonus import MAX_POINTS as BONUS_POINTS
-from grading.bonus import grade_bonus
-from grading.course import db_url
-from grading.intake import unpack
-from grading.notebook import Release, grade_notebook
-from grading.pyfile import grade_pyfile
-from grading.results import Question, StudentResult, Test
-from grading.sandbox import Limits, Sandbox
-from grading.settings import NOTEBOOK, PYFILE, PYFILE_QUESTIONS, Settings, question_of
+import nbformat
 
-NOTEBOOK_QUESTIONS = ("q3", "q4", "q5")
-SCRATCH_PREFIX = "nl-"
+from grading import pipeline
+from grading.intake import unpack
+from grading.judge import SCRATCH_PREFIX
+from grading.settings import ASSIGNMENT, NOTEBOOK_ID, Settings
 
 
 @dataclass
@@ -30,10 +25,25 @@ class Context:
     snapshot: Path  # a copy of the gradebook: workers read test cells from it and never touch the real one
     fingerprint: str
     settings: Settings
-    secret_lines: frozenset
-    release: Release
+    released: object  # the released notebook (nbformat node)
+    config: object  # the course's nbgrader configuration
     use_bwrap: bool
     grader_pid: int
+
+
+class _ChangedSettings(logging.Handler):
+    """Keeps nbgrader's warnings about cell settings it reset, as notes for the student and the TA."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.notes = []
+
+    def emit(self, record):
+        text = record.getMessage()
+        # Every released test cell differs from its gradebook copy by its checksum; edits are found by comparing
+        # with the release instead (pipeline.test_cell_changes).
+        if "has changed" in text and "'checksum'" not in text:
+            self.notes.append(f"a changed cell setting was reset: {text}")
 
 
 def clear_stale_scratch():
@@ -45,111 +55,56 @@ def clear_stale_scratch():
 
 
 def grade(submission, context, slot):
-    """(StudentResult, executed notebook or None) for one submission."""
+    """(StudentResult, judged notebook) for one submission; a notebook that could not be graded is judged as the
+    released one, so that Q1, Q2 and the bonus are recorded."""
     settings = context.settings
-    questions = settings.question_list
     started = time.monotonic()
-    deadline = started + settings.timeout
-    limits = Limits.from_settings(settings)
-    # short, for the kernels' IPC sockets, and named after the grader so a later run can clear what a killed one left
-    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{context.grader_pid}-", dir="/tmp"))
-    scratch.chmod(0o711)
-
-    def sandbox(folder):
-        return Sandbox(folder, limits, slot, use_bwrap=context.use_bwrap)
-
-    def part_folder(name, files):
-        folder = scratch / name
-        folder.mkdir()
-        for source, target in files:
-            target = folder / target
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, target)
-        return folder
-
-    result = StudentResult(submission.student_id, kind=submission.kind, timestamp=submission.timestamp,
-                           fingerprint=context.fingerprint, sandboxed=context.use_bwrap)
-    executed = None
+    incoming = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{context.grader_pid}-in-", dir="/tmp"))
     try:
-        incoming = scratch / "in"
-        incoming.mkdir()
         intake = unpack(submission, incoming)
-        result.notes += intake.notes
-        result.submission = intake.digest
-        asked = [q for q in questions if q in PYFILE_QUESTIONS]
-        if asked:
-            folder = part_folder("py", [(intake.pyfile, PYFILE)] if intake.pyfile else [])
-            scores = grade_pyfile(folder / PYFILE if intake.pyfile else None, sandbox(folder),
-                                  settings.call_timeout, asked)
-            for q, score in scores.items():
-                result.questions[q] = Question(score.score, score.max_score, status=intake.problems.get("pyfile", ""),
-                                               graded=intake.pyfile is not None,
-                                               tests=[Test(t.name, t.points, t.max_points, t.passed, t.message, True)
-                                                      for t in score.tests])
-        asked = [q for q in questions if q in NOTEBOOK_QUESTIONS]
-        if asked:
-            executed = grade_notebook_part(intake, context, asked, deadline, part_folder, sandbox, result, scratch)
-        if "bonus" in questions:
-            bonus = grade_bonus(intake.bonus, sandbox, scratch, settings.cifar_root,
-                                timeout=max(1.0, deadline - time.monotonic()))
-            status = "; ".join(filter(None, [intake.problems.get("bonus", ""), *bonus.lines]))
-            result.questions["bonus"] = Question(bonus.score, BONUS_POINTS, graded=not bonus.not_graded,
-                                                 status=status)
-            if bonus.not_graded:
-                result.notes.append(f"bonus NOT GRADED: {bonus.not_graded}")
+        nb, problem, notes = submitted_notebook(intake, context.released)
+        resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": submission.student_id,
+                                  "db_url": f"sqlite:///{context.snapshot}"},
+                     "metadata": {"path": str(incoming)},
+                     "normlab": {"deadline": started + settings.timeout, "notebook_problem": problem}}
+        changed = _ChangedSettings()
+        log = logging.getLogger("grading.worker.submission")
+        log.handlers, log.propagate = [logging.NullHandler(), changed], False
+        nb, resources = pipeline.run(pipeline.SANITIZE, nb, resources, context.config, log)
+        nb, resources = pipeline.run(pipeline.JUDGE, nb, resources, context.config, log,
+                                     settings=settings.to_json(), slot=slot)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    result.status = status_line(result, intake.problems, context.use_bwrap)
+        shutil.rmtree(incoming, ignore_errors=True)
+    from grading.results import StudentResult
+    result = StudentResult.from_json(dict(resources["normlab"]["result"]))
+    result.kind, result.timestamp = submission.kind, submission.timestamp
+    result.fingerprint, result.submission = context.fingerprint, intake.digest
+    result.notes = intake.notes + notes + changed.notes + result.notes
+    result.status = status_line(result, intake.problems, problem)
     result.seconds = time.monotonic() - started
-    return result, executed
+    return result, nb
 
 
-def ungraded(points, question, status):
-    """A notebook question that could not be graded: 0 of its autograded points, its written part unmarked."""
-    def total(manual):
-        return sum(p for g, (p, m) in points.items() if question_of(g) == question and m == manual)
-    return Question(0.0, total(False), manual_max=total(True), graded=False, status=status)
-
-
-def grade_notebook_part(intake, context, asked, deadline, part_folder, sandbox, result, scratch):
-    release = context.release
+def submitted_notebook(intake, released):
+    """(notebook to grade, why the submitted one cannot be, notes): a missing or unreadable notebook is replaced by
+    the released one, so batchnormalization.py and the bonus are still graded and recorded."""
     if intake.notebook is None:
-        for q in asked:
-            result.questions[q] = ungraded(release.points, q, intake.problems.get("notebook", ""))
-        return None
-    files = [(intake.notebook, NOTEBOOK)] + ([(intake.pyfile, "batchnormalization.py")] if intake.pyfile else [])
-    files += [(p, p.relative_to(intake.notebook.parent)) for p in (intake.notebook.parent / "runs").rglob("*.json")]
-    folder = part_folder("nb", files)
-    shutil.copy(context.snapshot, scratch / "gradebook.db")  # nbgrader's OverwriteCells reads the test cells there
-    graded = grade_notebook((folder / NOTEBOOK).read_bytes(), sandbox(folder), db_url(scratch), result.student_id,
-                            deadline, context.settings.cell_timeout, context.settings.output_kb << 10,
-                            context.secret_lines, release)
-    result.notes += graded.notes
-    result.flags += graded.flags
-    if graded.problem:
-        intake.problems["notebook"] = graded.problem
-    for q in asked:
-        if graded.problem:
-            result.questions[q] = ungraded(release.points, q, graded.problem)
-            continue
-        cells = [c for c in graded.cells if question_of(c.grade_id) == q]
-        auto = [c for c in cells if not c.manual]
-        manual = [c for c in cells if c.manual]
-        result.questions[q] = Question(
-            sum(c.score for c in auto), sum(c.max_score for c in auto),
-            manual_max=sum(c.max_score for c in manual), manual_pending=any(c.pending for c in manual),
-            status="; ".join(f"{c.grade_id}: {c.message}" for c in manual if c.message),
-            tests=[Test(c.grade_id, c.score, c.max_score, c.score == c.max_score, c.message) for c in auto])
-    return None if graded.problem else graded.executed
+        return nbformat.from_dict(released), intake.problems.get("notebook", "no norm.ipynb was submitted"), []
+    try:
+        nb, notes = pipeline.read_notebook(intake.notebook.read_bytes())
+    except ValueError as error:
+        return nbformat.from_dict(released), str(error), []
+    return nb, "", notes + pipeline.test_cell_changes(nb, released)
 
 
-def status_line(result, problems, sandboxed):
-    """"ok", or what kept parts from being graded, what needs a human, and a missing sandbox."""
-    parts = [f"{part}: {problem}" for part, problem in problems.items() if part in ("pyfile", "notebook")]
+def status_line(result, problems, notebook_problem):
+    """"ok", or what kept parts from being graded, what a TA may want to look at, and how it was graded."""
+    parts = [f"pyfile: {problems['pyfile']}"] if "pyfile" in problems else []
+    parts += [f"notebook: {notebook_problem}"] if notebook_problem else []
     if "bonus" in result.questions and not result.questions["bonus"].graded:
         parts.append("bonus NOT GRADED (see notes)")
     if result.flags:
         parts.append("REVIEW: the notebook uses " + ", ".join(result.flags))
-    if not sandboxed:
+    if not result.sandboxed:
         parts.append("graded WITHOUT a sandbox")
     return "; ".join(parts) or "ok"

@@ -12,7 +12,7 @@ alone, unknown modes rejected) first require a correct output, so a function tha
 import numpy as np
 import pytest
 
-from conftest import EPS, case, largest_error, reference_forward
+from conftest import EPS, case, differs, largest_error, reference_forward
 
 FLOAT64 = 1e-9
 FLOAT32 = 1e-4
@@ -32,8 +32,8 @@ def test_train_forward_matches_the_reference(student, seed, n, d):
     zeros = np.zeros(d)
     reply = train_step(student, x, gamma, beta, zeros, zeros)
     expected, _, _ = reference_forward(x, gamma, beta, "train", zeros, zeros)
-    error = largest_error(reply["out"], expected)
-    assert error < FLOAT64, f"train-mode output differs from the reference (error {error:.2e}, shape {x.shape})"
+    assert largest_error(reply["out"], expected) < FLOAT64, (
+        differs(f"the train-mode output for x of shape {x.shape}", reply["out"], expected, FLOAT64))
 
 
 @pytest.mark.points(2)
@@ -44,9 +44,11 @@ def test_one_train_step_updates_the_running_statistics(student):
     _, expected_mean, expected_var = reference_forward(x, gamma, beta, "train", mean, var, momentum=0.8)
     assert "running_mean" in reply and "running_var" in reply, "bn_param's running statistics were not written back"
     assert largest_error(reply["running_mean"], expected_mean) < FLOAT64, (
-        "running_mean should become momentum * running_mean + (1 - momentum) * batch mean")
+        "running_mean should become momentum * running_mean + (1 - momentum) * batch mean: "
+        + differs("running_mean", reply["running_mean"], expected_mean, FLOAT64))
     assert largest_error(reply["running_var"], expected_var) < FLOAT64, (
-        "running_var should become momentum * running_var + (1 - momentum) * biased batch variance")
+        "running_var should become momentum * running_var + (1 - momentum) * biased batch variance: "
+        + differs("running_var", reply["running_var"], expected_var, FLOAT64))
 
 
 @pytest.mark.points(2)
@@ -60,8 +62,10 @@ def test_running_statistics_over_several_steps(student):
         _, expected_mean, expected_var = reference_forward(x, gamma, beta, "train", expected_mean, expected_var)
         mean, var = reply.get("running_mean"), reply.get("running_var")
         assert mean is not None and var is not None, "bn_param's running statistics were not written back"
-    assert largest_error(mean, expected_mean) < FLOAT64 and largest_error(var, expected_var) < FLOAT64, (
-        "after six train steps the running statistics differ from the reference")
+    assert largest_error(mean, expected_mean) < FLOAT64, (
+        "after six train steps " + differs("running_mean", mean, expected_mean, FLOAT64))
+    assert largest_error(var, expected_var) < FLOAT64, (
+        "after six train steps " + differs("running_var", var, expected_var, FLOAT64))
 
 
 @pytest.mark.points(1)
@@ -75,9 +79,11 @@ def test_running_statistics_default_to_zeros_in_the_input_dtype(student):
     assert meta["dtypes"].get("running_mean") == "float32" and meta["dtypes"].get("running_var") == "float32", (
         f"for float32 inputs the running statistics should stay float32, not {meta['dtypes']}")
     assert largest_error(reply["running_mean"], expected_mean) < FLOAT32, (
-        "starting from zeros, one train step should give running_mean = (1 - momentum) * batch mean")
+        "starting from zeros, one train step should give running_mean = (1 - momentum) * batch mean: "
+        + differs("running_mean", reply["running_mean"], expected_mean, FLOAT32))
     assert largest_error(reply["running_var"], expected_var) < FLOAT32, (
-        "starting from zeros, one train step should give running_var = (1 - momentum) * biased batch variance")
+        "starting from zeros, one train step should give running_var = (1 - momentum) * biased batch variance: "
+        + differs("running_var", reply["running_var"], expected_var, FLOAT32))
 
 
 @pytest.mark.points(3)
@@ -89,8 +95,8 @@ def test_test_forward_uses_the_running_statistics(student, seed, n, d):
     meta, reply = student.call("forward", bn_param={"mode": "test"}, x=x, gamma=gamma, beta=beta, running_mean=mean,
                                running_var=var)
     expected, _, _ = reference_forward(x, gamma, beta, "test", mean, var)
-    error = largest_error(reply["out"], expected)
-    assert error < FLOAT64, f"test-mode output differs from the reference (error {error:.2e}, shape {x.shape})"
+    assert largest_error(reply["out"], expected) < FLOAT64, (
+        differs(f"the test-mode output for x of shape {x.shape}", reply["out"], expected, FLOAT64))
     assert largest_error(reply.get("running_mean"), mean) == 0 and largest_error(reply.get("running_var"), var) == 0, (
         "test mode must leave the running statistics as they are")
 
@@ -104,8 +110,8 @@ def test_float32_inputs(student):
     x32, gamma32, beta32 = (a.astype(np.float32).astype(np.float64) for a in (x, gamma, beta))
     expected, _, _ = reference_forward(x32, gamma32, beta32, "train", zeros, zeros)
     assert meta["dtypes"]["out"] == "float32", f"float32 inputs should give a float32 output, not {meta['dtypes']['out']}"
-    error = largest_error(reply["out"], expected)
-    assert error < FLOAT32, f"with float32 inputs the output differs from the reference (error {error:.2e})"
+    assert largest_error(reply["out"], expected) < FLOAT32, (
+        differs("the output for float32 inputs", reply["out"], expected, FLOAT32))
 
 
 @pytest.mark.points(2)
@@ -118,10 +124,9 @@ def test_small_variance_features(student, mode):
     meta, reply = student.call("forward", bn_param={"mode": mode}, x=x, gamma=gamma, beta=beta, running_mean=mean,
                                running_var=var)
     expected, _, _ = reference_forward(x, gamma, beta, mode, mean, var)
-    error = largest_error(reply["out"], expected)
-    assert error < SMALL_VARIANCE, (
-        f"{mode}-mode output on features with a tiny variance differs from the reference (error {error:.2e}): "
-        f"eps = {EPS:g} belongs inside the square root, sqrt(var + eps)")
+    assert largest_error(reply["out"], expected) < SMALL_VARIANCE, (
+        differs(f"the {mode}-mode output on features with a tiny variance", reply["out"], expected, SMALL_VARIANCE)
+        + f"; eps = {EPS:g} belongs inside the square root, sqrt(var + eps)")
 
 
 @pytest.mark.points(2)
@@ -131,10 +136,12 @@ def test_one_feature_and_two_samples(student, n, d):
     zeros = np.zeros(d)
     reply = train_step(student, x, gamma, beta, zeros, zeros)
     expected, expected_mean, expected_var = reference_forward(x, gamma, beta, "train", zeros, zeros)
-    assert largest_error(reply["out"], expected) < FLOAT64, f"wrong output for N={n}, D={d}"
+    assert largest_error(reply["out"], expected) < FLOAT64, differs(f"the output for N={n}, D={d}", reply["out"],
+                                                                    expected, FLOAT64)
     assert reply.get("running_mean", np.empty(0)).shape == (d,) and reply.get("running_var", np.empty(0)).shape == (d,), (
         f"for D={d} the running statistics should have shape ({d},)")
-    assert largest_error(reply["running_var"], expected_var) < FLOAT64, f"wrong running_var for N={n}, D={d}"
+    assert largest_error(reply["running_var"], expected_var) < FLOAT64, (
+        differs(f"running_var for N={n}, D={d}", reply["running_var"], expected_var, FLOAT64))
 
 
 @pytest.mark.points(1)

@@ -1,26 +1,43 @@
-"""Fixtures and oracles of the hidden Q1/Q2 suite. Never released.
+"""Oracles of the hidden Q1/Q2 suite, and what every hidden suite shares. Never released.
 
-`student` is the student's batchnormalization.py behind a sandbox (grading.pyfile.StudentModule): its calls
-return float64 arrays, and everything is compared here, in the grader. The oracle is PyTorch in float64
-(F.batch_norm and autograd), independent of the course's reference solution.
+The fixtures come from the plugin that runs the suite (grading/suite.py): `student` is the student's
+batchnormalization.py behind a sandboxed child (grading.pyfile.StudentModule) and `kernel` the notebook's sandboxed
+kernel (grading.suite.KernelProbes). Their calls return float64 arrays; everything is compared here, in the
+grader. The oracle is PyTorch in float64 (F.batch_norm and autograd), independent of the course's reference.
 """
+import json
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from grading.pyfile import active_student
-
 EPS = 1e-5
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "points(n): what the test is worth")
+class Replies:
+    """Each distinct request to the kernel asked once per suite run: tests that judge different aspects of one
+    answer share it, and a failure (StudentFailure) is remembered and raised again for each of them."""
+
+    def __init__(self, kernel):
+        self.kernel = kernel
+        self.cache = {}
+
+    def ask(self, op, args, **arrays):
+        key = (op, json.dumps(args, sort_keys=True))
+        if key not in self.cache:
+            try:
+                self.cache[key] = self.kernel.call(op, args, **arrays)
+            except Exception as failure:
+                self.cache[key] = failure
+        if isinstance(self.cache[key], Exception):
+            raise self.cache[key]
+        return self.cache[key]
 
 
-@pytest.fixture
-def student():
-    return active_student()
+@pytest.fixture(scope="session")
+def replies(kernel):
+    return Replies(kernel)
 
 
 def reference_forward(x, gamma, beta, mode, running_mean, running_var, eps=EPS, momentum=0.9):
@@ -50,9 +67,27 @@ def case(seed, n, d, scale=5.0, shift=12.0):
 
 
 def largest_error(actual, expected):
-    """Largest absolute difference relative to the size of the expected values (at least 1)."""
+    """Largest absolute difference relative to the size of the expected values (at least 1); inf for a missing
+    value, another shape, or NaN."""
+    if actual is None:
+        return np.inf
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-    if actual.shape != expected.shape:
+    if actual.shape != expected.shape or not np.all(np.isfinite(actual)):
         return np.inf
     return float(np.max(np.abs(actual - expected), initial=0.0) / max(1.0, float(np.max(np.abs(expected),
                                                                                     initial=0.0))))
+
+
+def differs(name, actual, expected, tolerance):
+    """What is wrong with actual, for a student: the quantity, how far off relative to its size, and the limit."""
+    if actual is None:
+        return f"{name} was not returned"
+    actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return f"{name} has shape {actual.shape}, expected {expected.shape}"
+    if not np.all(np.isfinite(actual)):
+        return f"{name} contains NaN or infinite values"
+    size = float(np.max(np.abs(expected), initial=0.0))
+    worst = float(np.max(np.abs(actual - expected), initial=0.0))
+    return (f"{name} is off by up to {worst:.3g} where its values reach {size:.3g} ({worst / max(size, 1e-300):.2g} of "
+            f"its size; at most {tolerance:g} is allowed)")

@@ -1,13 +1,11 @@
 """Runs inside the sandbox: calls a student's batchnormalization.py on request and sends back plain arrays.
 
-It is started as `python -I -c <this file's text> <path to batchnormalization.py>`; the grader writes requests
-to its stdin and reads replies from its stdout. Each message is an 8-byte big-endian length followed by an .npz
-archive (no pickles) whose "meta" entry is JSON. Everything the student's code prints goes to student_output.log
-instead. This process only computes: it never decides anything about a score.
+It is started as `python -I -c <wire.py><this file> <path to batchnormalization.py>`; the grader writes requests
+to its stdin and reads replies from its stdout. Each message is an 8-byte big-endian length followed by a wire
+archive (encode/decode of wire.py). Everything the student's code prints goes to student_output.log instead. This
+process only computes: it never decides anything about a score.
 """
 import importlib.util
-import io
-import json
 import os
 import struct
 import sys
@@ -20,13 +18,11 @@ def read_message(stream):
     if len(header) < 8:
         return None
     (length,) = struct.unpack(">Q", header)
-    return np.load(io.BytesIO(stream.read(length)), allow_pickle=False)
+    return decode(stream.read(length))
 
 
 def write_message(stream, meta, arrays):
-    buffer = io.BytesIO()
-    np.savez(buffer, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
-    payload = buffer.getvalue()
+    payload = encode(meta, arrays)
     stream.write(struct.pack(">Q", len(payload)) + payload)
     stream.flush()
 
@@ -104,8 +100,8 @@ def main(path):
             write_message(replies, {"ok": False, "error": "ImportError", "message": import_error}, {})
             continue
         try:
-            meta = json.loads(bytes(request["meta"]).decode())
-            reply_meta, reply = handle(module, meta, request)
+            meta, arrays = request
+            reply_meta, reply = handle(module, meta, arrays)
             reply_meta["ok"] = True
         except BaseException as error:
             reply_meta, reply = {"ok": False, "error": type(error).__name__, "message": str(error)[:500]}, {}

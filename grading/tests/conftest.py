@@ -57,6 +57,14 @@ def results(out):
     return {p.parent.name: load_result(p) for p in Path(out).glob("*/grade.json")}
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, so fixtures can see in their teardown whether the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 REFERENCE = Answers(base="reference")
 STUB = Answers()
 

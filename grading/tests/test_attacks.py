@@ -5,12 +5,15 @@ import time
 import nbformat
 import pytest
 
+from nbgrader.api import Gradebook
+
 from conftest import REFERENCE, REPO, STUB, autograde, grades, results, submit
 from grading.answers import Answers
-from grading.settings import PYFILE
+from grading.course import db_url
+from grading.settings import COURSE_ID, PYFILE
 
 CALL_TIMEOUT = 3
-RUN_BOUND = 400  # seconds for the whole batch on two cores
+RUN_BOUND = 600  # seconds for the whole batch on two cores
 STUDENT_BOUND = 90  # seconds for any one submission
 
 
@@ -39,12 +42,41 @@ raise NotImplementedError("nothing to steal")
 """
 
 
-def added_cell(code, after="q3_shortcut", base="reference", **regions):
+def added_cell(code, after="q3_make_shortcut", base="reference", **regions):
     """Answers whose notebook has an extra code cell (the attack) after the cell with grade id `after`."""
     def edit(nb):
         index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == after)
         nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
     return Answers(base=base, regions=regions, notebook_edits=[edit])
+
+
+NOTEBOOK_QUESTIONS = ["q3", "q4", "q5"]
+NORM_CELLS = ["q3_layer_norm", "q3_instance_norm", "q3_group_norm"]
+IDENTITY_NORMS = {"q3_make_norm": "return nn.Identity()"}
+# Attack code inside make_norm that knows whether the grader's probe called it (and not a visible test cell).
+PROBED = """
+import sys
+
+
+def probed():
+    return "STUDENT" in sys._getframe(2).f_globals
+"""
+# ... and that writes a reply of its own where the probe will look, and makes the probe's own reply vanish.
+FORGE = """
+import io
+
+
+def forge(**arrays):
+    probe = sys._getframe(2).f_globals
+    with open(probe["REPLY"], "wb") as reply:
+        reply.write(probe["encode"]({"ok": True, "parameters": []}, {}) if not arrays else b"")
+        if arrays:
+            import numpy
+            buffer = io.BytesIO()
+            numpy.savez(buffer, meta=numpy.frombuffer(b'{"ok": true}', dtype=numpy.uint8), **arrays)
+            reply.write(buffer.getvalue())
+    probe["open"] = lambda *args, **kwargs: io.BytesIO()
+"""
 
 
 def edit_tests(change):
@@ -102,20 +134,113 @@ def attacks(port, out):
             "out, cache = x, None", "import os\nos._exit(0)"), ["q1", "q2"]),
         "hides-tracebacks": (added_cell("get_ipython().showtraceback = lambda *args, **kwargs: None\n"
                                         "get_ipython().set_custom_exc((BaseException,), lambda *args, **kwargs: None)",
-                                        after="q3_make_shortcut", base="stub"), ["q3", "q4", "q5"]),
-        "kills-the-kernel": (added_cell("import os\nos._exit(0)", after="q3_shortcut"), ["q4", "q5"]),
-        "edits-test-cells": (edit_tests(lambda nb, cell: setattr(cell, "source", "pass")), ["q3", "q4", "q5"]),
-        "deletes-test-cells": (edit_tests(lambda nb, cell: nb.cells.remove(cell)), ["q3", "q4", "q5"]),
+                                        after="q3_make_shortcut", base="stub"), NOTEBOOK_QUESTIONS),
+        "kills-the-kernel": (added_cell("import os\nos._exit(0)", after="q3_shortcut", base="stub"),
+                             NOTEBOOK_QUESTIONS),
+        "edits-test-cells": (edit_tests(lambda nb, cell: setattr(cell, "source", "pass")), NOTEBOOK_QUESTIONS),
+        "deletes-test-cells": (edit_tests(lambda nb, cell: nb.cells.remove(cell)), NOTEBOOK_QUESTIONS),
         "inflates-test-points": (edit_tests(lambda nb, cell: cell.metadata.nbgrader.update(points=1000)),
-                                 ["q3", "q4", "q5"]),
+                                 NOTEBOOK_QUESTIONS),
         "kernel-steals-the-source-notebook": (added_cell(
             f"import json\nfor cell in json.load(open({str(REPO / 'norm.ipynb')!r}))['cells']:\n"
             "    if cell['cell_type'] == 'code':\n        exec(''.join(cell['source']))", after="setup_header",
-            base="stub"), ["q3", "q4", "q5"]),
+            base="stub"), NOTEBOOK_QUESTIONS),
         "kernel-network-exfiltration": (added_cell(
             f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2).sendall(b'kernel')\n"
             "except OSError as error:\n    print('blocked', error)", after="setup_header", base="stub"),
-            ["q3", "q4", "q5"]),
+            NOTEBOOK_QUESTIONS),
+        # The checks run in the grader: whatever the kernel does to its own copy of them changes nothing.
+        "rebinds-checks-by-name": (added_cell(
+            "class PassEverything:\n    def __getattr__(self, name):\n        return lambda *args, **kwargs: None\n"
+            "checks = PassEverything()", **IDENTITY_NORMS), NORM_CELLS),
+        "replaces-a-check-through-importlib": (added_cell(
+            "import importlib\nmodule = importlib.import_module('normlab.checks')\n"
+            "for name in ('check_norm_layer', 'check_shortcut'):\n    setattr(module, name, lambda *args, **kwargs: None)",
+            q3_make_shortcut="return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)",
+            **IDENTITY_NORMS), NORM_CELLS + ["q3_shortcut"]),
+        "copies-the-checks-module-with-one-function-replaced": (added_cell(
+            "import sys, types\nimport normlab.checks as original\nfake = types.ModuleType('normlab.checks')\n"
+            "fake.__dict__.update(vars(original))\nfake.check_norm_layer = lambda *args, **kwargs: None\n"
+            "sys.modules['normlab.checks'] = fake\nchecks = fake", **IDENTITY_NORMS), NORM_CELLS),
+        "patches-torch-and-numpy": (added_cell(
+            "import numpy\ntorch.allclose = torch.equal = lambda *args, **kwargs: True\n"
+            "torch.Tensor.allclose = torch.Tensor.equal = lambda *args, **kwargs: True\n"
+            "numpy.allclose = numpy.array_equal = lambda *args, **kwargs: True\n"
+            "torch.Tensor.numpy = lambda self, *args, **kwargs: numpy.zeros(tuple(self.shape))",
+            q4_make_no_norm="return nn.BatchNorm2d(num_channels)", **IDENTITY_NORMS), NORM_CELLS + ["q4_no_norm"]),
+        "returns-objects-equal-to-anything": (Answers(base="reference", regions={"q3_make_norm": """
+class EqualToAnything:
+    __eq__ = lambda self, other: True
+    __array__ = lambda self, *args, **kwargs: __import__("numpy").zeros(1)
+    shape = property(lambda self: (4, 8, 5, 6))
+
+
+class Claims(nn.Module):
+    def forward(self, x):
+        return EqualToAnything()
+
+
+return Claims()
+"""}), NORM_CELLS),
+        "exits-the-kernel-when-probed": (Answers(base="reference", regions={"q3_make_norm": PROBED + """
+if probed():
+    import os
+    os._exit(0)
+return nn.Identity()
+"""}), NORM_CELLS),
+        "kills-the-kernel-every-time": (Answers(base="reference", regions={"q3_make_norm": """
+import os, signal
+os.kill(os.getpid(), signal.SIGKILL)
+"""}), NORM_CELLS),
+        "forges-replies-in-bad-formats": (Answers(base="stub", regions={"q3_make_norm": PROBED + FORGE + """
+import numpy
+if probed():
+    forge(**{"LN": dict(train=numpy.array([object()])), "IN": dict(train=numpy.full((4, 8, 5, 6), numpy.nan)),
+             "GN": dict(train=numpy.zeros((4, 8, 5, 6), dtype=numpy.float32))}[norm_type])
+return nn.Identity()
+"""}), NORM_CELLS),
+        "forges-reply-files": (Answers(base="stub", regions={"q3_make_norm": PROBED + FORGE + """
+import os
+if probed():
+    reply = sys._getframe(1).f_globals["REPLY"]
+    forge()
+    os.remove(reply)
+    if norm_type == "LN":
+        os.mkfifo(reply)
+    elif norm_type == "IN":
+        os.symlink("/dev/zero", reply)
+    else:
+        with open(reply, "wb") as big:
+            big.truncate(100 << 20)
+return nn.Identity()
+"""}), NORM_CELLS),
+        "reads-hidden-checks-from-the-kernel": (added_cell(
+            "import glob\nfound = []\n"
+            f"for pattern in [{str(REPO / 'grading/hidden/*.py')!r}, {str(out / 'course/gradebook.db')!r}, "
+            "'/proc/*/cwd/grading/hidden/*.py', '/tmp/*/*.npz', '/tmp/*/*/*.npz']:\n"
+            "    for path in glob.glob(pattern):\n        try:\n            found.append(open(path, 'rb').read())\n"
+            "        except OSError:\n            pass\nprint('found', len(found), 'files')", **IDENTITY_NORMS),
+            NORM_CELLS),
+        "sleeps-forever-when-probed": (Answers(base="reference", regions={"q3_make_norm": PROBED + """
+import time
+while probed():
+    time.sleep(1000)
+return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], num_channels)
+"""}), NORM_CELLS),
+        "ignores-interrupts-when-probed": (Answers(base="reference", regions={"q3_make_norm": PROBED + """
+import signal
+if probed():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            pass
+        except BaseException:
+            pass
+return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], num_channels)
+"""}), NORM_CELLS),
+        "rewrites-later-cells": (added_cell(
+            "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])", **IDENTITY_NORMS),
+            NORM_CELLS),
     }
 
 
@@ -129,30 +254,38 @@ def batch(bundle, release_dir, tmp_path_factory, listener):
                          | {"honest-reference": REFERENCE, "honest-stub": STUB})
     started = time.monotonic()
     completed = autograde(submissions, out, release_dir, "--jobs", "2", "--call-timeout", str(CALL_TIMEOUT),
-                          "--cell-timeout", "20", "--timeout", "120")
+                          "--cell-timeout", "20", "--probe-timeout", "5", "--timeout", "120")
     seconds = time.monotonic() - started
     assert completed.returncode == 0, completed.stderr[-3000:]
     return catalogue, results(out), grades(out), seconds, received, out
 
 
+def score_of(result, attacked):
+    """The points of a question, or of one grade cell."""
+    if attacked in result.questions:
+        return result.questions[attacked].score
+    return sum(t.score for q in result.questions.values() for t in q.tests if t.cell == attacked)
+
+
 def test_the_catalogue_is_large_enough(batch):
-    assert len(batch[0]) >= 15
+    notebook_attacks = [name for name, (_, attacked) in batch[0].items() if set(attacked) - {"q1", "q2"}]
+    assert len(batch[0]) >= 30 and len(notebook_attacks) >= 20
 
 
 def test_every_attack_scores_zero_on_what_it_attacks(batch):
     catalogue, graded, _, _, _, _ = batch
-    for name, (_, attacked) in catalogue.items():
-        for question in attacked:
-            assert graded[name].questions[question].score == 0, f"{name} scored on {question}"
+    scored = {name: [a for a in attacked if score_of(graded[name], a) != 0] for name, (_, attacked) in
+              catalogue.items()}
+    assert not {name: cells for name, cells in scored.items() if cells}
 
 
 def test_the_rest_of_the_batch_is_graded_correctly(batch):
     catalogue, graded, rows, _, _, _ = batch
     assert graded["honest-reference"].total == 80 and graded["honest-stub"].total == 0
     assert set(rows) == set(catalogue) | {"honest-reference", "honest-stub"}
-    # the notebook attackers answered Q1-Q2 honestly (untouched stubs) and the kernel killer Q3 too
-    assert graded["kills-the-kernel"].questions["q3"].score == 20
-    assert graded["kills-the-kernel"].questions["q1"].score == 20
+    # attacks on the norms leave the attacker's other answers graded as they are
+    assert graded["rebinds-checks-by-name"].questions["q4"].score == 10
+    assert graded["sleeps-forever-when-probed"].questions["q5"].score == 10
 
 
 def test_the_run_ends_within_its_time_bound(batch):
@@ -175,10 +308,13 @@ def test_no_hidden_test_and_no_forged_file_reaches_the_outputs(batch):
     assert "HACKED" not in (out / "grades.csv").read_text()
 
 
-def test_tampering_with_the_kernel_is_flagged_for_review(batch):
-    _, graded, _, _, _, _ = batch
-    assert "REVIEW" in graded["hides-tracebacks"].status
-    assert "REVIEW" in graded["kills-the-kernel"].status
+def test_tampering_with_the_kernel_is_flagged_for_review_as_information(batch):
+    _, graded, _, _, _, out = batch
+    assert "REVIEW" in graded["hides-tracebacks"].status and "REVIEW" in graded["kills-the-kernel"].status
+    with Gradebook(db_url(out / "course"), COURSE_ID) as gb:
+        notebook = gb.find_submission_notebook("norm", "norm", "hides-tracebacks")
+        assert notebook.flagged
+        assert "Flagged for review" in gb.find_comment("q3_make_norm", "norm", "norm", "hides-tracebacks").comment
 
 
 def test_restored_test_cells_are_noted(batch):

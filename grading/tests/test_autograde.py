@@ -16,7 +16,7 @@ from conftest import REFERENCE, REPO, STUB, autograde, grades, results, submit
 from grading.answers import Answers, BEGIN_HIDDEN, END_HIDDEN, region_code
 from grading.bonus import points_for
 from grading.course import db_url
-from grading.settings import COURSE_ID
+from grading.settings import COURSE_ID, PYFILE, QUESTIONS
 from normlab import data, train
 
 # Gradescope's documented fields of results.json (the autograder specification).
@@ -86,12 +86,15 @@ def test_the_gradebook_holds_all_five_questions_for_formgrader_and_export(graded
     course = out / "course"
     with Gradebook(db_url(course), COURSE_ID) as gb:
         assignment = gb.find_assignment("norm")
-        cells = {cell.name for notebook in assignment.notebooks for cell in notebook.grade_cells}
-        assert {"q1_forward", "q2_backward", "q3_layer_norm", "q4_analysis", "q5_cifar_stem", "bonus"} <= cells
+        assert [notebook.name for notebook in assignment.notebooks] == ["norm"]
+        cells = {cell.name: cell.max_score for cell in assignment.notebooks[0].grade_cells}
+        assert cells == {cell: points for q in QUESTIONS for cell, points in {**q.autograded, **q.written}.items()}
         assert gb.find_submission("norm", "ada").score == 80
-        assert gb.find_grade("q2_backward", "batchnormalization", "norm", "cy").score == 0
-    for name in ("norm.ipynb", "batchnormalization.ipynb", "bonus.ipynb"):
-        assert (course / "autograded" / "ada" / "norm" / name).is_file()
+        assert gb.find_grade("q2_backward", "norm", "norm", "cy").score == 0
+        assert gb.find_grade("q1_forward", "norm", "norm", "cy").score == 20
+    for student in ("ada", "bob", "cy"):
+        assert {p.name for p in (course / "submitted" / student / "norm").iterdir()} == {"norm.ipynb", PYFILE}
+        assert {p.name for p in (course / "autograded" / student / "norm").iterdir()} == {"norm.ipynb", PYFILE}
     exported = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(out / "export.csv")],
                               cwd=course, capture_output=True, text=True)
     assert exported.returncode == 0, exported.stderr
@@ -167,8 +170,8 @@ def test_the_bonus_is_scored_on_the_test_set_it_finds(bundle, release_dir, tmp_p
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten(), nn.Linear(16, 10))
-    train.train(model, data.load("cifar10", cifar_root), train.TrainConfig(epochs=6, batch_size=128), "cpu",
-                progress=False)
+    config = train.TrainConfig(epochs=10, batch_size=128, ema_epochs=0)
+    train.train(model, data.load("cifar10", cifar_root), config, "cpu", progress=False)
     model_file = tmp_path / "bonus_cifar10.pt2"
     train.export_model(model, model_file)
     files = {"bonus_cifar10.pt2": model_file.read_bytes(), "bonus_cifar100.pt2": model_file.read_bytes()}
@@ -182,3 +185,6 @@ def test_the_bonus_is_scored_on_the_test_set_it_finds(bundle, release_dir, tmp_p
     assert accuracy > 90 and bonus.score == pytest.approx(points_for("cifar10", accuracy / 100), abs=0.01)
     assert [points_for("cifar10", a) for a in (0.95, 0.925, 0.9)] == pytest.approx([5, 2.5, 0])
     assert not bonus.graded and "cifar100: NOT GRADED" in bonus.status and "NOT GRADED" in result.status
+    feedback = (out / "gus" / "feedback.html").read_text()
+    assert "the rest not graded yet" in feedback and "0.00 / 10" not in feedback and str(cifar_root) not in feedback
+    assert "ignored" not in " ".join(result.notes)  # both bonus files were taken, neither for the other

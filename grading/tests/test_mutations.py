@@ -3,7 +3,8 @@ reference and two differently written correct solutions keep full marks.
 
 A mutant of batchnormalization.py is graded on Q1 and Q2, a mutant of the notebook on Q3–Q5: the notebook's test
 cells never import batchnormalization.py and the hidden Q1/Q2 suite never reads the notebook, so a mutant cannot
-move the other file's questions. The reference and the alternatives are graded on everything.
+move the other file's questions. The reference and the alternatives are graded on everything. A mistake in one
+grade cell (a norm, the shortcut) must not cost its neighbours either.
 """
 import pytest
 
@@ -92,7 +93,34 @@ return Zero()
     "cifar-stem-5x5": (mutant("q5_make_cifar_stem", "kernel_size=3, stride=1, padding=1", "kernel_size=5, stride=1, padding=2"),
                        "q5"),
     "cifar-stem-stride-2": (mutant("q5_make_cifar_stem", "stride=1", "stride=2"), "q5"),
+    "cifar-stem-without-norm": (Answers(base="reference", regions={"q5_make_cifar_stem": """
+return nn.Sequential(nn.Conv2d(3, out_channels, 3, padding=1, bias=False), nn.ReLU())
+"""}), "q5"),
+    "cifar-stem-without-relu": (mutant("q5_make_cifar_stem", ", nn.ReLU(inplace=True))", ")"), "q5"),
+    "cifar-stem-always-batchnorm": (mutant("q5_make_cifar_stem", "make_norm(norm_type, out_channels, num_groups)",
+                                           "nn.BatchNorm2d(out_channels)"), "q5"),
+    "shortcut-with-bias": (mutant("q3_make_shortcut", "bias=False", "bias=True"), "q3"),
+    "shortcut-drops-num-groups": (mutant("q3_make_shortcut", "make_norm(norm_type, out_channels, num_groups)",
+                                         "make_norm(norm_type, out_channels)"), "q3"),
+    "ln-as-layernorm-over-channels": (Answers(base="reference", regions={"q3_make_norm": """
+if norm_type == "LN":
+    return nn.LayerNorm(num_channels)
+return nn.GroupNorm({"IN": num_channels, "GN": num_groups}[norm_type], num_channels)
+"""}), "q3"),
+    "ln-runs-for-minutes": (Answers(base="reference", regions={"q3_make_norm": """
+import time
+if norm_type == "LN":
+    time.sleep(600)
+return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], num_channels)
+"""}), "q3"),
 }
+# Mutants whose mistake sits in one grade cell: every other cell of their question keeps its points too, so a
+# mistake in a norm does not cost the shortcut (it would if the shortcut were checked with the student's norms).
+ONE_CELL = {"ln-as-batchnorm": "q3_layer_norm", "in-without-affine": "q3_instance_norm",
+            "gn-ignores-num-groups": "q3_group_norm", "shortcut-stride-one": "q3_shortcut",
+            "shortcut-without-norm": "q3_shortcut", "shortcut-with-bias": "q3_shortcut",
+            "shortcut-drops-num-groups": "q3_shortcut", "ln-as-layernorm-over-channels": "q3_layer_norm",
+            "ln-runs-for-minutes": "q3_layer_norm"}
 
 ALTERNATIVES = {
     "staged-and-layernorm": Answers(regions={
@@ -197,20 +225,28 @@ return CifarStem()
 }
 
 
+# A forward that returns a constant and a backward of zeros agree with each other, and with nothing else.
+DEGENERATE = Answers(regions={"forward_train": "out, cache = np.zeros_like(x) + beta, None",
+                              "forward_test": "out, cache = np.zeros_like(x) + beta, None",
+                              "backward": "dx, dgamma, dbeta = np.zeros_like(dout), np.zeros(dout.shape[1]), "
+                                          "np.zeros(dout.shape[1])"})
+
+
 @pytest.fixture(scope="module")
 def graded(bundle, release_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("mutations")
-    pyfile = submit(bundle, root / "pyfile", {name: answers for name, (answers, _) in PYFILE_MUTANTS.items()})
+    pyfile = submit(bundle, root / "pyfile", {name: answers for name, (answers, _) in PYFILE_MUTANTS.items()}
+                    | {"degenerate": DEGENERATE})
     notebook = submit(bundle, root / "notebook", {name: answers for name, (answers, _) in NOTEBOOK_MUTANTS.items()}
                       | {"reference": REFERENCE, **ALTERNATIVES})
     first = autograde(pyfile, root / "pyfile-out", release_dir, "--questions", "q1,q2", "--jobs", "2")
-    second = autograde(notebook, root / "notebook-out", release_dir, "--jobs", "2")
+    second = autograde(notebook, root / "notebook-out", release_dir, "--jobs", "2", "--cell-timeout", "10")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     return {**results(root / "pyfile-out"), **results(root / "notebook-out")}
 
 
 def test_there_are_enough_mutants():
-    assert len(PYFILE_MUTANTS) >= 12 and len(NOTEBOOK_MUTANTS) >= 6
+    assert len(PYFILE_MUTANTS) >= 12 and len(NOTEBOOK_MUTANTS) >= 17
 
 
 @pytest.mark.parametrize("name", ["reference", *ALTERNATIVES])
@@ -232,3 +268,15 @@ def test_each_bug_costs_points_on_its_question_only(graded, name):
         else:
             lost = [t.name for t in result.tests if not t.passed]
             assert result.score == result.max_score, f"the bug {name} in {question} also cost points on {other}: {lost}"
+
+
+@pytest.mark.parametrize("name", ONE_CELL)
+def test_a_bug_in_one_cell_costs_points_in_that_cell_only(graded, name):
+    question = NOTEBOOK_MUTANTS[name][1]
+    tests = graded[name].questions[question].tests
+    lost = {t.cell for t in tests if not t.passed}
+    assert lost == {ONE_CELL[name]}, [f"{t.cell} {t.name}: {t.message}" for t in tests if not t.passed]
+
+
+def test_a_degenerate_forward_earns_nothing_for_agreeing_with_its_own_backward(graded):
+    assert graded["degenerate"].questions["q2"].score == 0

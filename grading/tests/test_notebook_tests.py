@@ -1,9 +1,12 @@
-"""The notebook's autograder test cells credit any correct way of writing each norm, and no wrong-axis one.
+"""The notebook's visible test cells, students' quick feedback (the grader scores with its hidden suites): they pass
+for any correct way of writing each norm and fail for a wrong-axis one, and `nbgrader validate` (the Validate
+button) passes on the sources and fails while batchnormalization.py is not implemented.
 
 Each case swaps the solution region of make_norm for another implementation, executes the source notebook up to
-its last test cell in a real kernel, and scores every test cell with nbgrader's own determine_grade.
+its last test cell of Q1–Q5 in a real kernel, and reads every test cell with nbgrader's own determine_grade.
 """
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -35,10 +38,12 @@ def replace_solution(nb, grade_id, code):
     cell.source = pattern.sub(lambda m: textwrap.indent(code.strip("\n"), indent) + "\n", cell.source, count=1)
 
 
-def score_test_cells(nb):
-    """Execute nb up to its last test cell and return {grade_id: (score, max_score)} of its test cells."""
-    last_test = max(i for i, c in enumerate(nb.cells) if is_grade(c) and c.cell_type == "code")
-    nb.cells = nb.cells[:last_test + 1]
+def score_test_cells(nb, leave_out=()):
+    """Execute nb up to its last test cell of Q1–Q5 (without the cells leave_out) and return
+    {grade_id: (score, max_score)} of its test cells."""
+    last_test = max(i for i, c in enumerate(nb.cells) if is_grade(c) and c.cell_type == "code"
+                    and c.metadata.nbgrader.grade_id != "bonus")
+    nb.cells = [c for c in nb.cells[:last_test + 1] if c.metadata.get("nbgrader", {}).get("grade_id") not in leave_out]
     NotebookClient(nb, timeout=120, allow_errors=True, kernel_name="python3",
                    resources={"metadata": {"path": str(REPO)}}).execute()
     return {c.metadata.nbgrader.grade_id: determine_grade(c) for c in nb.cells if is_grade(c) and c.cell_type == "code"}
@@ -59,7 +64,7 @@ def test_correct_implementations_get_full_credit(make_norm_body):
 def test_wrong_axes_get_no_credit_and_cost_nothing_elsewhere(make_norm_body):
     nb = load_source()
     replace_solution(nb, "q3_make_norm", make_norm_body)
-    scores = score_test_cells(nb)
+    scores = score_test_cells(nb, leave_out=("q1_forward", "q2_backward"))
     for grade_id, (score, max_score) in scores.items():
         expected = 0 if grade_id in NORM_CELLS else max_score
         assert score == expected, f"{grade_id}: {score} of {max_score}, expected {expected}"
@@ -73,3 +78,13 @@ def test_nbgrader_validate_passes_on_the_source_within_two_minutes_on_a_cpu():
     assert result.returncode == 0 and "Success! Your notebook passes all the tests." in result.stdout, (
         result.stdout[-3000:] + result.stderr[-3000:])
     assert time.monotonic() - started < 120
+
+
+def test_nbgrader_validate_reports_the_unimplemented_pyfile(bundle, tmp_path):
+    """The Validate button of a student who has not started batchnormalization.py says so."""
+    student = tmp_path / "norm"
+    shutil.copytree(bundle, student)
+    result = subprocess.run([sys.executable, "-m", "nbgrader", "validate", "norm.ipynb"], cwd=student,
+                            capture_output=True, text=True, timeout=600)
+    assert "Success!" not in result.stdout, result.stdout[-2000:]
+    assert "batchnormalization.py fails the public tests of Q1" in result.stdout, result.stdout[-3000:]

@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 from grading import release
 from grading.answers import secret_lines
+from grading.course import student_readme
 from grading.settings import BONUS_THRESHOLDS, CODE_STUB, Settings
 
 EXPECTED = {"batchnormalization.py", "norm.ipynb", "README.md", "requirements.txt", "tests/conftest.py",
@@ -87,7 +88,7 @@ def test_the_check_refuses_sources_that_miss_points(released, tmp_path):
 
 
 def test_the_readme_states_the_bonus_thresholds_the_grader_uses():
-    readme = release.student_readme(REPO)
+    readme = student_readme(REPO)
     for dataset, (floor, target, points) in BONUS_THRESHOLDS.items():
         name = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[dataset]
         assert re.search(rf"{name} target {target:.0%}, floor {floor:.0%}", readme), dataset

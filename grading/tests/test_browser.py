@@ -1,0 +1,204 @@
+"""In a real browser: headless Chromium (Debian's chromium and chromium-driver, which .ci/run installs) driven by
+selenium, against one `jupyter lab` whose folder holds a course graded by `python -m grading autograde` (with a
+roster) and two student copies of the release, one filled in with the reference answers and one untouched.
+
+A failing test leaves a screenshot, its name in the failure message, in $BROWSER_SCREENSHOTS (default: pytest's
+temporary folder).
+"""
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import REFERENCE, REPO, autograde, grades, submit
+from grading.answers import Answers, build_submission
+from grading.course import db_url
+from grading.settings import ASSIGNMENT, COURSE_ID
+
+selenium = pytest.importorskip("selenium", reason="selenium comes from grading/requirements.txt")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+TOKEN = "browser-test"
+ROSTER = [("ada", "Ada", "Lovelace", "ada@example.org"), ("bob", "Bob", "Babbage", "bob@example.org"),
+          ("carl", "Carl", "Gauss", "carl@example.org")]
+STUDENTS = {"ada": REFERENCE, "bob": Answers(), "carl": Answers(base="reference", notebook_edits=[
+    lambda nb: nb.cells.insert(3, nbformat.v4.new_code_cell("get_ipython().showtraceback = lambda *a, **k: None"))])}
+pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+                                reason="needs Debian's chromium and chromium-driver: .ci/run installs them")
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def site(bundle, release_dir, tmp_path_factory):
+    """(root folder, course folder, base URL) of a running jupyter lab."""
+    root = tmp_path_factory.mktemp("site")
+    roster = root / "roster.csv"
+    with open(roster, "w", newline="") as f:
+        csv.writer(f).writerows([("id", "first_name", "last_name", "email"), *ROSTER])
+    submissions = submit(bundle, root / "submissions", STUDENTS)
+    graded = autograde(submissions, root / "graded", release_dir, "--jobs", "2", "--roster", str(roster))
+    assert graded.returncode == 0, graded.stderr[-3000:]
+    shutil.copytree(bundle, root / "students" / "untouched")
+    build_submission(REFERENCE, bundle, REPO, root / "students" / "reference")
+    for name in ("tests", "normlab", "data"):
+        shutil.copytree(bundle / name, root / "students" / "reference" / name)
+    port = free_port()
+    course = root / "graded" / "course"
+    server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+                               "--ip=127.0.0.1", f"--IdentityProvider.token={TOKEN}", "--allow-root",
+                               f"--ServerApp.root_dir={root}"], cwd=course, stdout=subprocess.DEVNULL,
+                              stderr=open(root / "lab.log", "w"), start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield root, course, base
+    os.killpg(server.pid, 15)
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def browser(request, tmp_path):
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        folder = Path(os.environ.get("BROWSER_SCREENSHOTS", tmp_path))
+        folder.mkdir(parents=True, exist_ok=True)
+        shot = folder / f"{request.node.name}.png"
+        driver.save_screenshot(str(shot))
+        report.sections.append(("screenshot", str(shot)))
+        print(f"screenshot of the failure: {shot}")
+    driver.quit()
+
+
+def wait_for(driver, script, timeout=90, what="the page"):
+    """Poll a JavaScript expression until it returns something truthy; return it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = driver.execute_script(f"return {script}")
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}: {script}")
+
+
+def rows(driver, table="table"):
+    return driver.execute_script(
+        f"return [...document.querySelectorAll('{table} tbody tr')].map(r => [...r.cells].map(c => c.innerText.trim()))")
+
+
+def test_the_formgrader_shows_the_submissions_with_names_and_the_graders_scores(site, browser):
+    root, course, base = site
+    browser.get(f"{base}/formgrader/manage_assignments?token={TOKEN}")
+    wait_for(browser, "document.querySelectorAll('table tbody tr td').length > 3", what="the assignments")
+    assignment = next(r for r in rows(browser) if r[0] == ASSIGNMENT)
+    assert "3" in assignment, assignment  # the # Submissions column
+    browser.get(f"{base}/formgrader/manage_students?token={TOKEN}")
+    wait_for(browser, "document.querySelectorAll('table tbody tr').length >= 3", what="the students")
+    shown = {r[1]: (r[0], r[3]) for r in rows(browser) if len(r) > 3}
+    expected = grades(root / "graded")
+    for student, first, last, _ in ROSTER:
+        name, score = shown[student]
+        assert name == f"{last}, {first}", shown
+        assert float(score.split("/")[0]) == pytest.approx(float(expected[student]["total"]) - float(
+            expected[student]["bonus"] or 0)), (student, score)
+
+
+def test_a_flagged_submission_shows_why(site, browser):
+    _, course, base = site
+    browser.get(f"{base}/formgrader/gradebook/{ASSIGNMENT}/norm?token={TOKEN}")
+    wait_for(browser, "document.querySelectorAll('table tbody tr').length >= 3", what="the submissions")
+    flagged = browser.execute_script(
+        "return [...document.querySelectorAll('table tbody tr')].filter(r => r.querySelector('.glyphicon-flag'))"
+        ".map(r => r.innerText)")
+    assert len(flagged) == 1, flagged
+    browser.find_element(By.XPATH, "//table//tr[.//*[contains(@class, 'glyphicon-flag')]]//a").click()
+    comment = wait_for(browser, "document.getElementById('q3_make_norm-comment') && "
+                                "document.getElementById('q3_make_norm-comment').value", what="the comment")
+    assert "Flagged for review" in comment and "get_ipython" in comment
+
+
+def test_a_manual_score_entered_in_the_formgrader_reaches_nbgrader_export(site, browser):
+    root, course, base = site
+    browser.get(f"{base}/formgrader/gradebook/{ASSIGNMENT}/norm?token={TOKEN}")
+    wait_for(browser, "document.querySelectorAll('table tbody tr a').length >= 3", what="the submissions")
+    browser.execute_script("document.querySelector('button#show-all-names, .show-all-names') && "
+                           "document.querySelector('button#show-all-names, .show-all-names').click()")
+    link = browser.find_element(By.XPATH, "//table//tr[contains(., 'Lovelace') or contains(., 'ada')]//a")
+    link.click()
+    wait_for(browser, "document.getElementById('q4_analysis') !== null", what="the manual grading view")
+    field = browser.find_element(By.ID, "q4_analysis")
+    field.clear()
+    field.send_keys("7", Keys.TAB)
+    wait_for(browser, "document.querySelector('#q4_analysis') && "
+                      "getComputedStyle(document.querySelector('.score-saved, .save-icon')).visibility !== 'hidden'",
+             timeout=30, what="the score to be saved")
+    export = root / "export.csv"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(export)], cwd=course,
+                       capture_output=True, check=True)
+        with open(export, newline="") as f:
+            score = {row["student_id"]: float(row["score"]) for row in csv.DictReader(f)}["ada"]
+        if score == 87:
+            break
+        time.sleep(1)
+    assert score == 87, "ada's 80 autograded points and the 7 entered by hand"
+
+
+def test_the_student_notebook_opens_unmodified_and_runs_to_its_last_cell(site, browser):
+    root, _, base = site
+    browser.get(f"{base}/lab/tree/students/reference/norm.ipynb?token={TOKEN}")
+    wait_for(browser, "[...document.querySelectorAll('.jp-Toolbar-kernelStatus')].some(e => "
+                      "(e.getAttribute('title') || e.textContent).includes('Idle'))", timeout=120, what="the kernel")
+    time.sleep(2)
+    assert not browser.execute_script("return [...document.querySelectorAll('.lm-TabBar-tab.jp-mod-dirty')]"
+                                      ".map(t => t.textContent)"), "the notebook shows as modified just by opening it"
+    browser.find_element(By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel') and text()='Run']").click()
+    browser.find_element(By.XPATH, "//div[contains(@class, 'lm-Menu-itemLabel') and text()='Run All Cells']").click()
+    wait_for(browser, "document.querySelectorAll('.jp-InputPrompt').length > 0 && [...document.querySelectorAll("
+                      "'.jp-InputPrompt')].every(p => !p.textContent.includes('*'))", timeout=300, what="Run All")
+    browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").send_keys(Keys.CONTROL, "s")
+    time.sleep(2)
+    nb = nbformat.read(root / "students" / "reference" / "norm.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    errors = [o.get("ename") for c in code for o in c.outputs if o.output_type == "error"]
+    assert not errors and all(c.execution_count for c in code), (errors, [c.execution_count for c in code])
+
+
+def test_validate_says_batchnormalization_py_is_not_done(site, browser):
+    _, _, base = site
+    browser.get(f"{base}/lab/tree/students/untouched/norm.ipynb?token={TOKEN}")
+    wait_for(browser, "document.querySelector('.validate-button') !== null", timeout=120, what="the Validate button")
+    browser.find_element(By.CSS_SELECTOR, ".validate-button").click()
+    message = wait_for(browser, "[...document.querySelectorAll('.jp-Dialog-body')].map(d => d.innerText).join(' ')",
+                       timeout=300, what="the validation result")
+    assert "batchnormalization.py fails the public tests of Q1" in message, message[:2000]
