@@ -122,13 +122,16 @@ def autocast_dtype(setting, device):
 
 
 def crop_at(images, rows, cols, padding):
-    """Crop each zero-padded image at its own offset: images (N, C, H, W), rows/cols (N,) in [0, 2 * padding]."""
-    n, _, height, width = images.shape
-    padded = F.pad(images, (padding, padding, padding, padding)).permute(0, 2, 3, 1)
-    row_index = rows[:, None, None] + torch.arange(height, device=images.device)[None, :, None]
-    col_index = cols[:, None, None] + torch.arange(width, device=images.device)[None, None, :]
-    batch_index = torch.arange(n, device=images.device)[:, None, None]
-    return padded[batch_index, row_index, col_index].permute(0, 3, 1, 2)
+    """Crop each zero-padded image at its own offset: images (N, C, H, W), rows/cols (N,) in [0, 2 * padding].
+
+    One gather over the flattened padded images: a crop's pixel (i, j) is padded pixel (row + i, col + j)."""
+    n, channels, height, width = images.shape
+    padded_width = width + 2 * padding
+    padded = F.pad(images, (padding, padding, padding, padding)).flatten(2)
+    pixels = (torch.arange(height, device=images.device)[:, None] * padded_width
+              + torch.arange(width, device=images.device)).flatten()
+    index = (rows * padded_width + cols)[:, None] + pixels
+    return padded.gather(2, index[:, None, :].expand(n, channels, height * width)).view(n, channels, height, width)
 
 
 def flip_where(images, flips):
@@ -362,8 +365,10 @@ class WeightAverage:
             self.average[name].copy_(self.current[name])
         self.updates += 1
 
-    def copy_to(self, model):
-        model.load_state_dict(self.average)
+    @torch.no_grad()
+    def copy_into_model(self):
+        """Overwrite the model's state with the averages."""
+        torch._foreach_copy_(list(self.current.values()), list(self.average.values()))
 
 
 @torch.no_grad()
@@ -428,12 +433,13 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
     """Train model on data (a normlab.data.Cifar) and return the history as a dict. When it returns, model holds
     the final weights: their moving average over the last config.ema_epochs epochs.
 
-    The history holds the config, the device, the data's origin, the execution and how it was chosen, one record
-    per epoch (train_loss, train_accuracy, test_loss, test_accuracy, train_seconds, eval_seconds, lr, and with
-    torch.compile compiled_graphs, the graphs compiled during the epoch) and "final": test_loss, test_accuracy and
-    tta_test_accuracy (with flip test-time augmentation) of the final weights. With out_dir it is written to
-    out_dir/history.json after every epoch, and the final weights to out_dir/checkpoint.pt. A run whose loss stops
-    being finite ends early with status "diverged" and no "final". metadata (a dict) is stored in the history.
+    The history holds the config, the device, the data's origin, the execution and how it was chosen, and one
+    record per epoch: train_loss, train_accuracy, test_loss, test_accuracy, train_seconds, eval_seconds, lr, and
+    with torch.compile compiled_graphs, the graphs compiled during the epoch. The last epoch's test figures are
+    those of the final weights, which "final" repeats with tta_test_accuracy, their accuracy with flip test-time
+    augmentation. With out_dir the history is written to out_dir/history.json after every epoch, and the final
+    weights to out_dir/checkpoint.pt. A run whose loss stops being finite ends early with status "diverged" and no
+    "final". metadata (a dict) is stored in the history as it is.
     """
     device = torch.device(device) if device is not None else best_device()
     seed_everything(config.seed)
@@ -456,15 +462,20 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
                  "test_size": len(data.test_labels), "num_classes": data.num_classes},
         "parameters": sum(p.numel() for p in model.parameters()), **(metadata or {}), "epochs": [],
     }
-    first_averaged_epoch = max(1, config.epochs - config.ema_epochs + 1) if config.ema_epochs > 0 else None
+    averaged_epochs = min(config.ema_epochs, config.epochs)
     average = None
     epochs = tqdm(range(1, config.epochs + 1), desc=label or "training", disable=not progress, leave=True)
     for epoch in epochs:
         graphs_before = compiled_graphs() if execution.compile else 0
-        if epoch == first_averaged_epoch:
+        if averaged_epochs and epoch == config.epochs - averaged_epochs + 1:
             average = WeightAverage(session.model, config.ema_decay)
-        record = {"epoch": epoch, **train_epoch(session, train_batches, average, progress, f"epoch {epoch}"),
-                  **timed_evaluation(session, test_batches)}
+        record = {"epoch": epoch, **train_epoch(session, train_batches, average, progress, f"epoch {epoch}")}
+        last = epoch == config.epochs
+        if last and average is not None:
+            average.copy_into_model()
+        evaluation = timed_evaluation(session, test_batches, tta=last)
+        tta_test_accuracy = evaluation.pop("tta_test_accuracy", None)
+        record.update(evaluation)
         if execution.compile:
             record["compiled_graphs"] = compiled_graphs() - graphs_before
         history["epochs"].append(record)
@@ -472,10 +483,12 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
         if not math.isfinite(record["train_loss"]):
             history["status"] = "diverged"
             break
+        if last:
+            history["status"] = "complete"
+            weights = f"moving average over the last {averaged_epochs} epoch(s)" if average else "last"
+            history["final"] = {"weights": weights, "test_loss": record["test_loss"],
+                                "test_accuracy": record["test_accuracy"], "tta_test_accuracy": tta_test_accuracy}
         _write_history(history, out_dir)
-    if history["status"] == "running":
-        history["status"] = "complete"
-        history["final"] = final_evaluation(session, test_batches, average, execution, config)
     if execution.compile:
         history["compile_check"] = compare_with_eager(session.model, session.step_model, test_batches,
                                                       session.autocast)
@@ -483,18 +496,6 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
     if out_dir is not None:
         torch.save({"model": session.model.state_dict(), "config": asdict(config)}, Path(out_dir) / "checkpoint.pt")
     return history
-
-
-def final_evaluation(session, test_batches, average, execution, config):
-    """Put the averaged weights into the model, and evaluate them plainly and with flip TTA."""
-    graphs_before = compiled_graphs() if execution.compile else 0
-    if average is not None:
-        average.copy_to(session.model)
-    weights = f"moving average over the last {min(config.ema_epochs, config.epochs)} epochs" if average else "last"
-    final = {"weights": weights, **timed_evaluation(session, test_batches, tta=True)}
-    if execution.compile:
-        final["compiled_graphs"] = compiled_graphs() - graphs_before
-    return final
 
 
 @torch.no_grad()

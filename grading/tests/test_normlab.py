@@ -91,7 +91,6 @@ def test_the_loop_learns_a_learnable_dataset_and_records_it(synthetic_root, tmp_
                           progress=False)
     assert history["status"] == "complete" and history["data"]["synthetic"]
     assert history["epochs"][-1]["test_accuracy"] > 0.9
-    assert sum(e["train_seconds"] for e in history["epochs"]) < 10
     saved = json.loads((tmp_path / "history.json").read_text())
     assert [e["epoch"] for e in saved["epochs"]] == [1, 2, 3, 4, 5, 6]
     assert set(torch.load(tmp_path / "checkpoint.pt", weights_only=True)) == {"model", "config"}
