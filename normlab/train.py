@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import statistics
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -274,26 +275,38 @@ def candidate_executions(config, device):
     return [Execution(layout, compiled) for compiled in compiling for layout in layouts]
 
 
-def time_execution(model, config, device, images, labels, execution, steps):
-    """Seconds per training step of a copy of model executed as given, on one batch repeated, and the extra
-    seconds its first TUNE_WARMUP_STEPS steps took (compiling, autotuning)."""
-    trial = Session(copy.deepcopy(model), config, device, TUNE_WARMUP_STEPS + steps, execution)
-    batches = DeviceBatches(images[:config.batch_size], labels[:config.batch_size], device, config.batch_size,
-                            execution.memory_format)
-    x, y = next(batches.epoch(shuffle=False))
-    trial.model.train()
-    synchronize(device)
+def time_executions(model, config, device, images, labels, executions, steps):
+    """For each execution, a copy of model's median seconds per training step on one batch, and the extra seconds
+    its first TUNE_WARMUP_STEPS steps took (compiling, autotuning). The timed steps alternate between the
+    executions, so that all of them meet the same load on a shared machine."""
+    trials, batches, timings = [], [], []
+    for execution in executions:
+        trial = Session(copy.deepcopy(model), config, device, TUNE_WARMUP_STEPS + steps, execution)
+        trial.model.train()
+        batch = next(DeviceBatches(images[:config.batch_size], labels[:config.batch_size], device,
+                                   config.batch_size, execution.memory_format).epoch(shuffle=False))
+        trials.append(trial)
+        batches.append(batch)
+        timings.append({**asdict(execution), "warmup_seconds": timed_steps(trial, batch, TUNE_WARMUP_STEPS),
+                        "step_times": []})
+    for round_index in range(steps):
+        order = range(len(trials)) if round_index % 2 == 0 else reversed(range(len(trials)))
+        for index in order:
+            timings[index]["step_times"].append(timed_steps(trials[index], batches[index], 1))
+    for timing in timings:
+        timing["step_seconds"] = statistics.median(timing.pop("step_times"))
+        timing["setup_seconds"] = max(0.0, timing.pop("warmup_seconds") - TUNE_WARMUP_STEPS * timing["step_seconds"])
+    return timings
+
+
+def timed_steps(session, batch, steps):
+    """Seconds that `steps` training steps of session on batch take."""
+    synchronize(session.device)
     started = time.perf_counter()
-    for _ in range(TUNE_WARMUP_STEPS):
-        trial.step(x, y)
-    synchronize(device)
-    warm = time.perf_counter()
     for _ in range(steps):
-        trial.step(x, y)
-    synchronize(device)
-    step_seconds = (time.perf_counter() - warm) / steps
-    return {**asdict(execution), "step_seconds": step_seconds,
-            "setup_seconds": max(0.0, warm - started - TUNE_WARMUP_STEPS * step_seconds)}
+        session.step(*batch)
+    synchronize(session.device)
+    return time.perf_counter() - started
 
 
 _timed = {}  # what choose_execution measured, per architecture: the runs of a grid time each variant once
@@ -303,7 +316,7 @@ def choose_execution(model, config, device, images, labels, total_steps, force=F
     """The candidate execution of model with the shortest predicted run, and a record of how it was chosen.
 
     candidates defaults to candidate_executions(config, device). Each trains a copy of model for
-    config.tune_steps timed steps (time_execution), and a run of total_steps steps is predicted to take
+    config.tune_steps timed steps (time_executions), and a run of total_steps steps is predicted to take
     setup_seconds + total_steps x step_seconds. torch.compile is timed in the faster eager layout only. Timings are
     kept per architecture, device, batch size and precision for the rest of the process. Unless force, a run too
     short to pay for new timings (more than config.tune_share of its steps) takes the default instead: eager and
@@ -321,10 +334,11 @@ def choose_execution(model, config, device, images, labels, total_steps, force=F
             default = Execution(bool(config.channels_last), bool(config.compile))
             return default, {**asdict(default), "chosen_by": "default: the run is too short to time candidates"}
         chosen_by = "timing"
-        timings = [time_execution(model, config, device, images, labels, c, config.tune_steps) for c in first]
+        timings = time_executions(model, config, device, images, labels, first, config.tune_steps)
         fastest = min(timings, key=lambda t: t["step_seconds"])
-        timings += [time_execution(model, config, device, images, labels, c, config.tune_steps)
-                    for c in candidates if c not in first and c.channels_last == fastest["channels_last"]]
+        compiled = [c for c in candidates if c not in first and c.channels_last == fastest["channels_last"]]
+        if compiled:
+            timings += time_executions(model, config, device, images, labels, compiled, config.tune_steps)
         _timed[key] = timings
     timings = [{**t, "predicted_seconds": t["setup_seconds"] + total_steps * t["step_seconds"]} for t in _timed[key]]
     best = min(timings, key=lambda t: t["predicted_seconds"])

@@ -177,19 +177,19 @@ def test_train_leaves_the_average_of_its_last_epochs_in_the_model(synthetic, mon
 
 
 def fake_timings(step_seconds, setup_seconds=None):
-    """time_execution's stand-in: fixed seconds per step (and setup) per (channels_last, compile)."""
-    def time_execution(model, config, device, images, labels, execution, steps):
-        key = (execution.channels_last, execution.compile)
-        return {"channels_last": key[0], "compile": key[1], "step_seconds": step_seconds[key],
-                "setup_seconds": (setup_seconds or {}).get(key, 0.0)}
-    return time_execution
+    """time_executions' stand-in: fixed seconds per step (and setup) per (channels_last, compile)."""
+    def time_executions(model, config, device, images, labels, executions, steps):
+        keys = [(execution.channels_last, execution.compile) for execution in executions]
+        return [{"channels_last": key[0], "compile": key[1], "step_seconds": step_seconds[key],
+                 "setup_seconds": (setup_seconds or {}).get(key, 0.0)} for key in keys]
+    return time_executions
 
 
 def test_the_execution_is_the_one_with_the_shortest_predicted_run(synthetic, monkeypatch):
     monkeypatch.setattr(train, "_timed", {})
     images, labels, cuda = synthetic.train_images, synthetic.train_labels, torch.device("cuda")
     steps = {(True, False): 2.0, (False, False): 1.0, (False, True): 0.5, (True, True): 0.1}
-    monkeypatch.setattr(train, "time_execution", fake_timings(steps, {(False, True): 60.0}))
+    monkeypatch.setattr(train, "time_executions", fake_timings(steps, {(False, True): 60.0}))
     config = train.TrainConfig()
     # compiling halves a step in the faster eager layout but takes 60 s: worth it for 2,000 steps, not for 100
     execution, record = train.choose_execution(small_cnn(), config, cuda, images, labels, total_steps=2000)
