@@ -38,6 +38,9 @@ c.Autograde.autograde_preprocessors = pipeline.JUDGE + pipeline.RECORD
 c.JudgedExecute.settings = {settings!r}
 # Plain nbgrader would replace every student's {pyfile} with the course's copy.
 c.Autograde.exclude_overwriting = {{{assignment!r}: [{pyfile!r}]}}
+# The late policy of python -m grading autograde (the due date is the gradebook's).
+c.AssignLatePenalties.plugin_class = "grading.late.LatePenaltyPlugin"
+c.LatePenaltyPlugin.policy = {late_policy!r}
 """
 
 
@@ -99,9 +102,10 @@ def write_source(folder, source_dir=REPO):
 
 def write_config(root, settings=None):
     """The course's nbgrader_config.py, with the settings nbgrader's autograde there should grade with."""
+    settings = settings or Settings()
     Path(root, "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(
         repo=str(REPO), course_id=COURSE_ID, code_stub=CODE_STUB, text_stub=TEXT_STUB, assignment=ASSIGNMENT,
-        pyfile=PYFILE, settings=(settings or Settings()).to_json()))
+        pyfile=PYFILE, settings=settings.to_json(), late_policy=settings.late_policy))
 
 
 def build_course(root, source_dir=REPO):

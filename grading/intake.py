@@ -10,8 +10,10 @@ status; nothing here raises for bad input.
 import hashlib
 import re
 import stat
+import struct
 import zipfile
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from grading.settings import ASSIGNMENT, BONUS_FILES, NOTEBOOK, PYFILE
@@ -37,7 +39,7 @@ class Submission:
     student_id: str
     path: Path
     kind: str  # "folder", "zip" or "nbgrader"
-    timestamp: str = None
+    timestamp: str = None  # when it was handed in, as found (grading/late.py reads it)
     notes: list = field(default_factory=list)
 
 
@@ -84,10 +86,7 @@ def discover(root):
             rejected.append(Rejected(entry.name, f"{student_id!r} is not a usable student id (letters, digits, "
                                                  "'.', '_', '@' and '-', at most 64)"))
             continue
-        submission = Submission(student_id, path, kind)
-        stamp = path / "timestamp.txt" if kind == "nbgrader" else None
-        if stamp is not None and stamp.is_file() and not stamp.is_symlink():
-            submission.timestamp = stamp.read_text(errors="replace").strip()[:64]
+        submission = Submission(student_id, path, kind, timestamp=submitted_at(path, kind))
         if student_id in found:
             kept, dropped = sorted([found[student_id], submission],
                                    key=lambda s: (s.path.stat().st_mtime, s.kind == "folder"), reverse=True)
@@ -97,6 +96,40 @@ def discover(root):
         else:
             found[student_id] = submission
     return [found[k] for k in sorted(found)], rejected
+
+
+def submitted_at(path, kind):
+    """When the submission was handed in, as written: nbgrader's timestamp.txt, else (for a zip) the time of its
+    newest entry, in UTC where the zip recorded one; None when there is neither."""
+    if kind != "zip":
+        stamp = path / "timestamp.txt"
+        if stamp.is_file() and not stamp.is_symlink():
+            return stamp.read_text(errors="replace").strip()[:64]
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [info for info in archive.infolist()[:MAX_ZIP_ENTRIES] if not info.is_dir()]
+            stamps = [info for info in infos if PurePosixPath(info.filename).name == "timestamp.txt"
+                      and info.file_size < 100]
+            if stamps:
+                return archive.read(stamps[0]).decode(errors="replace").strip()[:64]
+            times = [_entry_time(info) for info in infos]
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
+        return None
+    return max(times) if times else None
+
+
+def _entry_time(info):
+    """A zip entry's modification time: UTC from the extended-timestamp field (0x5455) where the zip has one, else
+    the DOS time the zip format always carries, which has no time zone."""
+    extra = info.extra
+    while len(extra) >= 4:
+        kind, size = struct.unpack("<HH", extra[:4])
+        if kind == 0x5455 and size >= 5 and extra[4] & 1:
+            (mtime,) = struct.unpack("<i", extra[5:9])
+            return datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        extra = extra[4 + size:]
+    return "%04d-%02d-%02d %02d:%02d:%02d" % info.date_time
 
 
 def _folder_members(folder):

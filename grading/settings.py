@@ -97,6 +97,10 @@ class Settings:
     file_size_mb: int = _setting(256, "largest file a sandboxed process may write, in MiB")
     open_files: int = _setting(1024, "most files a sandboxed process may hold open")
     output_kb: int = _setting(256, "captured output kept per notebook cell and per process, in KiB")
+    due: str = _setting("", "due date and time with its time zone, ISO 8601 (for example 2026-12-01T23:59:00+08:00); "
+                            "empty: no due date")
+    late_policy: str = _setting("none", "late penalty: none (record lateness only), zero (a late submission scores "
+                                        "0) or per-day:P[:MAX] (P points off per started day late, at most MAX)")
     force: bool = _setting(False, "regrade students whose submission was already graded")
     require_sandbox: bool = _setting(False, "stop with an error, instead of a warning, when bubblewrap (bwrap) "
                                             "is missing")

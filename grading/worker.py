@@ -15,6 +15,7 @@ import nbformat
 from grading import pipeline
 from grading.intake import unpack
 from grading.judge import SCRATCH_PREFIX
+from grading.late import submission_time
 from grading.settings import ASSIGNMENT, NOTEBOOK_ID, Settings
 
 
@@ -29,6 +30,8 @@ class Context:
     config: object  # the course's nbgrader configuration
     use_bwrap: bool
     grader_pid: int
+    due: object = None  # aware datetime, or None for no due date
+    late_policy: object = None  # grading.late.LatePolicy
 
 
 class _ChangedSettings(logging.Handler):
@@ -77,7 +80,9 @@ def grade(submission, context, slot):
         shutil.rmtree(incoming, ignore_errors=True)
     from grading.results import StudentResult
     result = StudentResult.from_json(dict(resources["normlab"]["result"]))
-    result.kind, result.timestamp = submission.kind, submission.timestamp
+    result.kind = submission.kind
+    result.timestamp, when = submission_time(submission.timestamp, context.due)
+    intake.notes += [when] if when else []
     result.fingerprint, result.submission = context.fingerprint, intake.digest
     result.notes = intake.notes + notes + changed.notes + result.notes
     result.status = status_line(result, intake.problems, problem)

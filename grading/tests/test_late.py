@@ -1,0 +1,134 @@
+"""Due dates and late penalties: the policies at their boundaries, submission times from nbgrader's timestamp.txt
+and from zip entries, and the same penalty in grades.csv as in nbgrader's gradebook and export."""
+import csv
+import io
+import shutil
+import subprocess
+import sys
+import zipfile
+from datetime import datetime, timezone
+
+import pytest
+
+from conftest import REFERENCE, autograde, grades, submit
+from grading.late import LatePolicy, parse_due, seconds_late, submission_time
+
+DUE = "2026-12-01T23:59:00+08:00"
+DAY = 86400
+
+
+@pytest.mark.parametrize("policy,late,score,penalty", [
+    ("per-day:10:25", 1, 40, 10),  # one second late: one started day
+    ("per-day:10:25", DAY, 40, 10),  # exactly one day late
+    ("per-day:10:25", DAY + 1, 40, 20),
+    ("per-day:10:25", 5 * DAY, 40, 25),  # past the cap
+    ("per-day:10", 5 * DAY, 40, 40),  # no cap, and never below 0
+    ("per-day:10:25", 0, 40, 0),
+    ("zero", 1, 40, 40),
+    ("none", 9 * DAY, 40, 0),
+])
+def test_the_policies_take_off_what_they_say(policy, late, score, penalty):
+    assert LatePolicy.parse(policy).penalty(score, late) == penalty
+
+
+@pytest.mark.parametrize("bad", ["per-day", "per-day:ten", "per-day:1:2:3", "per-day:-5", "weekly", ""])
+def test_a_malformed_policy_says_what_to_write(bad):
+    with pytest.raises(ValueError, match="per-day:P"):
+        LatePolicy.parse(bad)
+
+
+@pytest.mark.parametrize("text,late", [
+    ("2026-12-01 15:59:00.000000 UTC", 0),  # nbgrader's own format, on the dot
+    ("2026-12-01 15:59:01.000000 UTC", 1),
+    ("2026-12-02T23:59:00+08:00", DAY),
+    ("2026-12-01T10:59:01-05:00", 1),  # another zone, the same instant as a second late
+    ("2026-12-01 23:59:30", 30),  # no zone: the due date's
+])
+def test_submission_times_in_any_zone(text, late):
+    due = parse_due(DUE)
+    assert seconds_late(submission_time(text, due)[0], due) == late
+
+
+def test_missing_and_unreadable_times_count_as_on_time_with_a_note():
+    due = parse_due(DUE)
+    for text in (None, "", "next tuesday-ish", "2026-13-45 99:99"):
+        when, note = submission_time(text, due)
+        assert when is None and "counted as on time" in note
+
+
+def test_a_due_date_needs_its_time_zone():
+    with pytest.raises(ValueError, match="no time zone"):
+        parse_due("2026-12-01T23:59:00")
+
+
+def zipped(folder, when, utc=False):
+    """The files of folder as a zip whose entries carry the time when, as DOS time or as UTC (extra field 0x5455)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                info = zipfile.ZipInfo(path.name, date_time=when.timetuple()[:6])
+                if utc:
+                    info.extra = b"\x55\x54\x05\x00\x01" + int(when.timestamp()).to_bytes(4, "little")
+                archive.writestr(info, path.read_bytes())
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def graded(bundle, release_dir, tmp_path_factory):
+    """Q1 and Q2 (40 points, quick to grade) of students handed in at various times, per-day:10:25 from DUE."""
+    root = tmp_path_factory.mktemp("late")
+    built = submit(bundle, root / "built", {"template": REFERENCE}) / "template"
+    submissions = root / "submissions"
+    stamps = {"on-time": "2026-12-01 15:59:00.000000 UTC", "one-second": "2026-12-01 15:59:01.000000 UTC",
+              "one-day": "2026-12-02 15:59:00.000000 UTC", "capped": "2026-12-09 15:59:00.000000 UTC",
+              "zoned": "2026-12-02T00:00:00+08:00", "unreadable": "sometime in December", "untimed": None}
+    for student, stamp in stamps.items():
+        shutil.copytree(built, submissions / student)
+        if stamp:
+            (submissions / student / "timestamp.txt").write_text(stamp)
+    # zip entries: DOS time in the due date's zone, and UTC from the extended-timestamp field
+    (submissions / "zip-dos-time.zip").write_bytes(zipped(built, datetime(2026, 12, 3, 23, 59, 30)))
+    (submissions / "zip-utc-time.zip").write_bytes(
+        zipped(built, datetime(2026, 12, 1, 16, 0, 0, tzinfo=timezone.utc), utc=True))
+    out = root / "out"
+    completed = autograde(submissions, out, release_dir, "--questions", "q1,q2", "--due", DUE, "--late-policy",
+                          "per-day:10:25")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return out
+
+
+EXPECTED = {  # student: (late minutes, penalty, total)
+    "on-time": ("0.0", "0.00", "40.00"), "one-second": ("0.0", "10.00", "30.00"),
+    "one-day": ("1440.0", "10.00", "30.00"), "capped": ("11520.0", "25.00", "15.00"),
+    "zoned": ("1.0", "10.00", "30.00"), "unreadable": ("0.0", "0.00", "40.00"), "untimed": ("0.0", "0.00", "40.00"),
+    "zip-dos-time": ("2880.5", "25.00", "15.00"), "zip-utc-time": ("1.0", "10.00", "30.00"),
+}
+
+
+def test_grades_csv_records_lateness_and_takes_the_penalty_off_the_total(graded):
+    rows = grades(graded)
+    assert {s: (rows[s]["late_minutes"], rows[s]["late_penalty"], rows[s]["total"]) for s in EXPECTED} == EXPECTED
+    assert "could not be read; counted as on time" in rows["unreadable"]["notes"]
+    assert "no submission time was found" in rows["untimed"]["notes"]
+
+
+def test_nbgrader_records_the_same_due_date_and_penalties(graded):
+    export = graded / "export.csv"
+    completed = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(export)],
+                               cwd=graded / "course", capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    with open(export, newline="") as f:
+        rows = {row["student_id"]: row for row in csv.DictReader(f)}
+    assert all(row["duedate"].startswith("2026-12-01 15:59:00") for row in rows.values())
+    assert {s: float(rows[s]["late_submission_penalty"]) for s in EXPECTED} == \
+        {s: float(penalty) for s, (_, penalty, _) in EXPECTED.items()}
+    assert {s: float(rows[s]["score"]) for s in EXPECTED} == {s: float(total) for s, (_, _, total) in EXPECTED.items()}
+
+
+def test_a_bad_due_date_or_policy_stops_the_grader_with_status_2(release_dir, tmp_path):
+    (tmp_path / "submissions").mkdir()
+    for option, message in ((["--due", "2026-12-01 23:59"], "no time zone"),
+                            (["--late-policy", "weekly"], "per-day:P")):
+        completed = autograde(tmp_path / "submissions", tmp_path / "out", release_dir, *option)
+        assert completed.returncode == 2 and message in completed.stderr
