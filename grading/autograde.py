@@ -17,20 +17,24 @@ import signal
 import sys
 import time
 import traceback
+from datetime import timezone
 from pathlib import Path
 
 from tqdm import tqdm
 
 import nbformat
+from nbgrader.api import Gradebook
 
 from grading import gradebook
-from grading.course import build_course, grading_fingerprint, import_roster, write_config
+from grading.course import build_course, db_url, grading_fingerprint, import_roster, write_config
 from grading.intake import discover
+from grading.late import LatePolicy, parse_due, seconds_late
 from grading.pipeline import course_config
 from grading.results import (Question, StudentResult, grades_csv, load_result, mark_done, table, write_atomic,
                              write_student)
 from grading.sandbox import MISSING_SANDBOX, bwrap_works
-from grading.settings import ASSIGNMENT, BONUS_THRESHOLDS, NOTEBOOK, QUESTION_IDS
+from grading.settings import ASSIGNMENT, BONUS_THRESHOLDS, COURSE_ID, NOTEBOOK, QUESTION_IDS
+from grading.shards import in_shard, write_rejected
 from grading.suite import warm_up
 from grading.worker import Context, clear_stale_scratch, grade
 
@@ -57,6 +61,11 @@ def prepare(out_dir, settings, log, roster=None):
         raise ConfigurationError(str(error)) from None
     if roster is not None and not Path(roster).is_file():
         raise ConfigurationError(f"the roster {roster} is not a file")
+    try:
+        due = parse_due(settings.due) if settings.due else None
+        policy = LatePolicy.parse(settings.late_policy)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
     if not bwrap_works():
         if settings.require_sandbox:
             raise ConfigurationError("bubblewrap (bwrap) is missing or cannot create namespaces here, and "
@@ -65,6 +74,9 @@ def prepare(out_dir, settings, log, roster=None):
     course = out_dir / "course"
     build_course(course)
     write_config(course, settings)
+    with Gradebook(db_url(course), COURSE_ID) as gb:  # nbgrader's autograde and export see the same due date
+        gb.update_or_create_assignment(ASSIGNMENT, duedate=due.astimezone(timezone.utc).replace(tzinfo=None)
+                                       if due else None)
     if roster is not None:
         try:
             import_roster(course, roster)
@@ -79,17 +91,23 @@ def prepare(out_dir, settings, log, roster=None):
     warm_up()
     released = nbformat.read(course / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
     return course, Context(snapshot, fingerprint, settings, released, course_config(course), bwrap_works(),
-                           os.getpid())
+                           os.getpid(), due, policy)
 
 
-def autograde(submissions_dir, out_dir, settings, log=print, progress=True, roster=None):
-    """Grade the submissions in submissions_dir into out_dir; return every student's StudentResult."""
+def autograde(submissions_dir, out_dir, settings, log=print, progress=True, roster=None, shard=(1, 1)):
+    """Grade the submissions in submissions_dir (those of shard (I, N): grading/shards.py) into out_dir; return
+    every student's StudentResult."""
     submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
     if not submissions_dir.is_dir():
         raise ConfigurationError(f"{submissions_dir} is not a folder of submissions")
     out_dir.mkdir(parents=True, exist_ok=True)
     course, context = prepare(out_dir, settings, log, roster)
     submissions, rejected = discover(submissions_dir)
+    if shard != (1, 1):
+        submissions = [s for s in submissions if in_shard(s.student_id, shard)]
+        rejected = [entry for entry in rejected if in_shard(entry.name, shard)]
+        log(f"shard {shard[0]}/{shard[1]}: {len(submissions)} submissions")
+    write_rejected(out_dir, rejected)
     full_run = set(settings.question_list) == set(QUESTION_IDS)
     results, pending = {}, []
     for submission in submissions:
@@ -115,6 +133,8 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
                 result.notes.append(f"the submission changed since {', '.join(kept)} were graded; they keep their "
                                     "earlier scores until regraded")
         result.stamp = stamp
+        result.late_seconds = seconds_late(result.timestamp, context.due)
+        result.late_penalty = context.late_policy.penalty(result.raw_total, result.late_seconds)
         write_student(out_dir, result)
         gradebook.record(course, submission, result, judged, settings.question_list, context.config,
                          context.released)

@@ -1,0 +1,106 @@
+"""Grading in shards, as a cluster does (grading/cluster/autograde.sbatch): three shards run at the same time on
+one machine, one of them killed midway and run again, then `python -m grading collect`. The merge equals one
+unsharded run: byte for byte in grades.csv, and cell by cell in the gradebook."""
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REFERENCE, REPO, STUB, autograde, submit
+from grading.shards import in_shard, parse_shard
+
+SHARDS = 3
+STUDENTS = {f"student{i:02d}": REFERENCE if i % 3 == 0 else STUB for i in range(8)}
+GRADEBOOK_QUERY = """
+SELECT student.id, student.first_name, base_cell.name, grade.auto_score, grade.manual_score, grade.extra_credit,
+       grade.needs_manual_grade, submitted_notebook.flagged, submitted_notebook.late_submission_penalty,
+       submitted_assignment.timestamp
+FROM grade
+JOIN submitted_notebook ON grade.notebook_id = submitted_notebook.id
+JOIN submitted_assignment ON submitted_notebook.assignment_id = submitted_assignment.id
+JOIN student ON submitted_assignment.student_id = student.id
+JOIN base_cell ON grade.cell_id = base_cell.id
+ORDER BY student.id, base_cell.name
+"""
+
+
+def gradebook_cells(out):
+    database = sqlite3.connect(out / "course" / "gradebook.db")
+    try:
+        return database.execute(GRADEBOOK_QUERY).fetchall()
+    finally:
+        database.close()
+
+
+def shard_command(submissions, out, index):
+    return [sys.executable, "-m", "grading", "autograde", str(submissions), "--out", str(out / f"shard-{index}"),
+            "--shard", f"{index}/{SHARDS}", "--jobs", "1"]
+
+
+@pytest.fixture(scope="module")
+def runs(bundle, release_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    submissions = submit(bundle, root / "submissions", STUDENTS)
+    (submissions / "notes.txt").write_text("not a submission")
+    whole = autograde(submissions, root / "whole", release_dir, "--jobs", "2")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    sizes = {i: sum(in_shard(s, (i, SHARDS)) for s in STUDENTS) for i in range(1, SHARDS + 1)}
+    killed = max(sizes, key=sizes.get)
+    for index in sizes:
+        shutil.copytree(release_dir / "course", root / "sharded" / f"shard-{index}" / "course")
+    running = {index: subprocess.Popen(shard_command(submissions, root / "sharded", index), cwd=REPO,
+                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+               for index in sizes}
+    victim = root / "sharded" / f"shard-{killed}"
+    deadline = time.monotonic() + 300
+    while not list(victim.glob("*/grade.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(running[killed].pid, signal.SIGKILL)
+    for process in running.values():
+        process.wait(timeout=600)
+    finished = {p.parent.name: p.read_bytes() for p in victim.glob("*/grade.json")}
+    for index, process in running.items():
+        assert index == killed or process.returncode == 0, process.stderr.read()[-3000:]
+    again = subprocess.run(shard_command(submissions, root / "sharded", killed), cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    merged = subprocess.run([sys.executable, "-m", "grading", "collect",
+                             *(str(root / "sharded" / f"shard-{i}") for i in sizes), "--out", str(root / "merged")],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    return root, sizes, killed, finished, again
+
+
+def test_every_student_is_in_exactly_one_shard_whoever_else_submitted():
+    for student in [*STUDENTS, "someone-added-later"]:
+        assert sum(in_shard(student, (i, SHARDS)) for i in range(1, SHARDS + 1)) == 1
+    with pytest.raises(ValueError, match="I/N"):
+        parse_shard("two")
+
+
+def test_the_killed_shard_lost_nothing_when_run_again(runs):
+    root, sizes, killed, finished, again = runs
+    assert 1 <= len(finished) < sizes[killed], "the shard was not killed midway"
+    assert f"{len(finished)} of {sizes[killed]} submissions already graded" in again.stdout
+    victim = root / "sharded" / f"shard-{killed}"
+    assert {name: (victim / name / "grade.json").read_bytes() for name in finished} == finished
+
+
+def test_the_merge_equals_one_unsharded_run(runs):
+    root = runs[0]
+    assert (root / "merged" / "grades.csv").read_bytes() == (root / "whole" / "grades.csv").read_bytes()
+    assert gradebook_cells(root / "merged") == gradebook_cells(root / "whole")
+    assert {p.parent.name for p in (root / "merged").glob("*/feedback.html")} == set(STUDENTS)
+
+
+def test_collect_resumes_without_recording_anyone_twice(runs):
+    root = runs[0]
+    again = subprocess.run([sys.executable, "-m", "grading", "collect", *map(str, sorted((root / "sharded").iterdir())),
+                            "--out", str(root / "merged")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and f"{len(STUDENTS)} of {len(STUDENTS)} students already collected" in again.stdout
+    assert (root / "merged" / "grades.csv").read_bytes() == (root / "whole" / "grades.csv").read_bytes()
