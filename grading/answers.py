@@ -78,14 +78,16 @@ def secret_lines(source_dir):
     return lines
 
 
+def hidden_test_lines():
+    """The lines of the hidden suites, but for short generic ones (imports, brackets)."""
+    return {line.strip() for path in sorted(HIDDEN.glob("*.py"))
+            for line in path.read_text(encoding="utf-8").splitlines() if len(line.strip()) > 20}
+
+
 @functools.lru_cache(maxsize=1)
 def unreadable_lines():
-    """What no feedback may quote: the lines of the solutions and, but for short generic ones, of the hidden
-    suites."""
-    lines = secret_lines(REPO)
-    for path in sorted(HIDDEN.glob("*.py")):
-        lines.update(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if len(line.strip()) > 20)
-    return frozenset(lines)
+    """What the grader's own messages may never quote: a line of a solution or of a hidden suite."""
+    return frozenset(secret_lines(REPO) | hidden_test_lines())
 
 
 def stub_pyfile(text):

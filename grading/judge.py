@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from grading.suite import KernelProbes, run_hidden_suite
 SCRATCH_PREFIX = "nl-"
 MESSAGE_CHARS = 400
 KERNEL_OUTPUT_CHARS = 600
+LINE_WIDTH = 110
 # Code that changes how the kernel runs or reports. The checks no longer run in the kernel, so this cannot change a
 # score; a TA may still want to look (grading/SECURITY.md).
 TAMPERING = {
@@ -175,8 +177,8 @@ def verdict_lines(cell_id, question):
         return [f"Not graded: {question.status}"]
     if cell_id == "bonus":
         return question.status.split("; ") if question.status else ["no bonus models were submitted"]
-    return [f"{t.score:5.2f} / {t.max_score:5.2f}  {t.name}: " + ("passed" if t.passed else t.message or "failed")
-            for t in tests]
+    return [textwrap.fill(f"{t.score:5.2f} / {t.max_score:5.2f}  {t.name}: " + (
+        "passed" if t.passed else t.message or "failed"), LINE_WIDTH, subsequent_indent=" " * 15) for t in tests]
 
 
 def write_verdicts(nb, result):

@@ -4,6 +4,7 @@ release_assignment; three students fetch, fill in and submit (one late, one twic
 release_feedback, and each student's fetch_feedback. The feedback a student fetches carries the Q1/Q2 checks and
 the TA's points and comment, and no line of a hidden test; the scores equal `python -m grading autograde`'s on
 the same files."""
+import os
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from nbgrader.api import Gradebook
 
 from conftest import REFERENCE, REPO, autograde, results
-from grading.answers import Answers, build_submission, reference_answers, unreadable_lines
+from grading.answers import Answers, build_submission, hidden_test_lines, reference_answers
 from grading.course import db_url
 from grading.settings import ASSIGNMENT, COURSE_ID, PYFILE, QUESTION_IDS, question_of
 
@@ -29,8 +30,10 @@ MANUAL = (7.0, "Cite your own numbers next time.")
 
 
 def nbgrader(*arguments, cwd, exchange, check=True):
+    """Run nbgrader in cwd; each student's folder is also their home, where nbgrader keeps their own cache."""
     completed = subprocess.run([sys.executable, "-m", "nbgrader", *arguments, f"--Exchange.root={exchange}"],
-                               cwd=cwd, capture_output=True, text=True, timeout=900)
+                               cwd=cwd, capture_output=True, text=True, timeout=900,
+                               env=dict(os.environ, HOME=str(cwd)))
     if check:
         assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed
@@ -49,7 +52,7 @@ def workflow(release_dir, tmp_path_factory):
         nbgrader("fetch_assignment", ASSIGNMENT, f"--course={COURSE_ID}", cwd=home, exchange=exchange)
         for answers in submissions:
             if student == LATE:
-                due = datetime.now(timezone.utc) - timedelta(minutes=5)
+                due = datetime.now(timezone.utc) - timedelta(seconds=0.5)  # after everyone else submitted
                 nbgrader("db", "assignment", "add", ASSIGNMENT, f"--duedate={due.isoformat()}", cwd=course,
                          exchange=exchange)
             build_submission(answers, home / ASSIGNMENT, REPO, home / ASSIGNMENT)
@@ -78,7 +81,7 @@ def workflow(release_dir, tmp_path_factory):
 
 def test_each_student_fetches_feedback_without_hidden_tests(workflow):
     _, fetched, _ = workflow
-    secrets = unreadable_lines()
+    secrets = hidden_test_lines()
     for student, pages in fetched.items():
         assert len(pages) == 1, f"{student} fetched {len(pages)} feedback pages"
         leaked = [line for line in secrets if line in pages[0]]
