@@ -102,22 +102,41 @@ def points_line(name, question):
     return line
 
 
+VERDICT_CHARS = 300  # of a failed check's message, in results.json
+
+
+def verdict(test):
+    """What a student sees of one check: "passed", or the first line of why it failed, at most VERDICT_CHARS."""
+    if test.passed:
+        return "passed"
+    first = next((line.strip() for line in test.message.splitlines() if line.strip()), "failed")
+    return first if len(first) <= VERDICT_CHARS else first[:VERDICT_CHARS - 1] + "\u2026"
+
+
 def gradescope(result):
-    """results.json in Gradescope's schema: autograded parts only; written answers are graded elsewhere."""
+    """results.json in Gradescope's schema, visible to the student at once: every check of the hidden suites as a
+    test showing only its name, score and verdict; then a summary of notes and of what could not be graded. The
+    written answers are graded by hand (on Gradescope, or in nbgrader's formgrader) and never scored here. No
+    leaderboard; stdout, which may name the grading machine's paths, stays with the instructors."""
     tests = []
     for name, question in result.questions.items():
         for test in question.tests:
             tests.append({"name": f"{BY_ID[name].title}: {test.name}", "score": round(test.score, 6),
                           "max_score": round(test.max_score, 6), "status": "passed" if test.passed else "failed",
-                          "output": test.message, "visibility": "after_published" if test.hidden else "visible"})
-    pending = [BY_ID[n].title for n, q in result.questions.items() if q.manual_pending]
+                          "output": verdict(test), "visibility": "visible"})
     output = [f"Autograded points: {result.total:.2f}.", *(f"Note: {n}" for n in result.notes)]
     output += [f"{BY_ID[n].title}: {points_line(n, q)}. {q.status}".strip() for n, q in result.questions.items()
                if q.status or not q.graded]
-    if pending:
-        output.append("Written answers still to be graded by hand: " + "; ".join(pending) + ".")
+    written = []
+    for n, q in result.questions.items():
+        if q.manual_max:
+            # An answer cell left as handed out already scores 0 (nbgrader's rule); the others await a person.
+            unanswered = q.graded and not q.manual_pending
+            written.append(f"{BY_ID[n].title} ({q.manual_max:g} points{', unanswered' if unanswered else ''})")
+    if written:
+        output.append("Graded by hand, not part of this score: the written answers of " + "; ".join(written) + ".")
     return {"score": round(result.total, 6), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
-            "visibility": "after_published", "stdout_visibility": "hidden", "tests": tests}
+            "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
 
 
 def feedback_html(result):
