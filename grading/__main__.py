@@ -1,9 +1,10 @@
-"""python -m grading release | autograde | demo | similarity"""
+"""python -m grading release | autograde | demo | gradescope | similarity"""
 import argparse
 import sys
 from pathlib import Path
 
 from grading import settings as config
+from grading.gradescope import BUILD_SETTINGS
 
 
 def main(argv=None):
@@ -28,6 +29,11 @@ def main(argv=None):
     demo.add_argument("--out", type=Path, default=Path("grading-out/demo"), help="(default: %(default)s)")
     config.add_arguments(demo, only={"jobs", "require_sandbox"})
 
+    gradescope = commands.add_parser("gradescope", help="write autograder.zip, a Gradescope autograder that grades "
+                                                        "each upload as autograde does")
+    gradescope.add_argument("--out", type=Path, required=True, help="folder for autograder.zip")
+    config.add_arguments(gradescope, only=set(BUILD_SETTINGS))
+
     similarity = commands.add_parser("similarity", help="rank pairs of students by the answers they share, as "
                                                         "evidence for a person to read (it accuses no one)")
     similarity.add_argument("submissions", type=Path, help="folder with <student_id>/ folders, <student_id>.zip "
@@ -40,6 +46,10 @@ def main(argv=None):
     if args.command == "similarity":
         from grading.similarity import similarity as run
         return run(args.submissions, args.out, args.top)
+    if args.command == "gradescope":
+        from grading.gradescope import build_autograder
+        build_autograder(args.out, config.from_arguments(args))
+        return 0
     settings = config.from_arguments(args)
     from grading.autograde import ConfigurationError
     from grading.release import ReleaseCheckFailed
