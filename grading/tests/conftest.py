@@ -17,6 +17,35 @@ from grading.release import build_bundle  # noqa: E402
 from grading.results import load_result  # noqa: E402
 
 
+# Gradescope's documented fields of results.json (the autograder specification).
+GRADESCOPE_SCHEMA = {
+    "type": "object",
+    "required": ["score", "tests"],
+    "properties": {
+        "score": {"type": "number"}, "execution_time": {"type": "number"}, "output": {"type": "string"},
+        "visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
+        "stdout_visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
+        "tests": {"type": "array", "items": {
+            "type": "object", "required": ["score", "max_score"], "additionalProperties": False,
+            "properties": {"name": {"type": "string"}, "score": {"type": "number"}, "max_score": {"type": "number"},
+                           "status": {"enum": ["passed", "failed"]}, "output": {"type": "string"},
+                           "visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
+                           "number": {"type": "string"}, "tags": {"type": "array"}}}},
+    },
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """`python -m grading demo` run once per session (it grades the sample students, which takes minutes):
+    (its --out folder, the completed process)."""
+    out = tmp_path_factory.mktemp("demo")
+    completed = subprocess.run([sys.executable, "-m", "grading", "demo", "--out", str(out), "--jobs", "2"],
+                               cwd=REPO, capture_output=True, text=True, timeout=900)
+    return out, completed
+
+
 @pytest.fixture(scope="session")
 def release_dir(tmp_path_factory):
     """A release (bundle and nbgrader course) built once per session, without its self-check."""

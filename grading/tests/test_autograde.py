@@ -12,30 +12,13 @@ import torch
 from nbgrader.api import Gradebook
 from torch import nn
 
-from conftest import REFERENCE, REPO, STUB, autograde, grades, results, submit
+from conftest import GRADESCOPE_SCHEMA, REFERENCE, REPO, STUB, autograde, grades, results, submit
 from grading.answers import Answers, BEGIN_HIDDEN, END_HIDDEN, region_code
 from grading.bonus import points_for
 from grading.course import db_url
 from grading.settings import COURSE_ID, PYFILE, QUESTIONS
 from normlab import data, train
 
-# Gradescope's documented fields of results.json (the autograder specification).
-GRADESCOPE_SCHEMA = {
-    "type": "object",
-    "required": ["score", "tests"],
-    "properties": {
-        "score": {"type": "number"}, "execution_time": {"type": "number"}, "output": {"type": "string"},
-        "visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
-        "stdout_visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
-        "tests": {"type": "array", "items": {
-            "type": "object", "required": ["score", "max_score"], "additionalProperties": False,
-            "properties": {"name": {"type": "string"}, "score": {"type": "number"}, "max_score": {"type": "number"},
-                           "status": {"enum": ["passed", "failed"]}, "output": {"type": "string"},
-                           "visibility": {"enum": ["hidden", "after_due_date", "after_published", "visible"]},
-                           "number": {"type": "string"}, "tags": {"type": "array"}}}},
-    },
-    "additionalProperties": False,
-}
 LOOPING_BACKWARD = Answers(base="reference", regions={"backward": "while True:\n    pass"})
 
 

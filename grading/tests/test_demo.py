@@ -1,8 +1,5 @@
 """`python -m grading demo`, the README's main command: each sample student scores what its description says."""
-import subprocess
-import sys
-
-from conftest import REPO, grades
+from conftest import grades
 
 EXPECTED = {  # student: (q1, q2, q3, q4, q5, total)
     "full_marks": ("20.00", "20.00", "20.00", "10.00", "10.00", "80.00"),
@@ -14,12 +11,11 @@ EXPECTED = {  # student: (q1, q2, q3, q4, q5, total)
 }
 
 
-def test_the_demo_releases_and_grades_the_sample_students(tmp_path):
-    completed = subprocess.run([sys.executable, "-m", "grading", "demo", "--out", str(tmp_path), "--jobs", "2"],
-                               cwd=REPO, capture_output=True, text=True, timeout=900)
+def test_the_demo_releases_and_grades_the_sample_students(demo):
+    out, completed = demo
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "release check passed" in completed.stdout and "SYNTHETIC" in completed.stdout
-    rows = grades(tmp_path / "graded")
+    rows = grades(out / "graded")
     assert {s: tuple(rows[s][c] for c in ("q1", "q2", "q3", "q4", "q5", "total")) for s in EXPECTED} == EXPECTED
     assert "REVIEW" in rows["hostile"]["status"] and "NOT GRADED" in rows["full_marks"]["status"]
     assert "used 'batchnormalization (1).py' as batchnormalization.py" in rows["zipped_resubmission"]["notes"]

@@ -1,0 +1,194 @@
+"""`python -m grading gradescope`: autograder.zip, unpacked into a folder that stands in for /autograder (source/,
+submission/, results/), grades each sample student of the demo through run_autograder exactly as
+`python -m grading autograde` graded them, in Gradescope's schema; without bubblewrap it warns, or refuses.
+
+setup.sh's installs need Gradescope's Ubuntu image as root, so source/.venv links to the environment running these
+tests instead, and only setup.sh's last step (prepare) runs here."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from conftest import GRADESCOPE_SCHEMA, REPO, grades
+from grading.demo import EXAMPLES
+from grading.gradescope import BUILD_SETTINGS
+from grading.results import VERDICT_CHARS
+
+STUDENTS = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir())
+NO_BWRAP = {"GRADING_BWRAP": "/nonexistent/bwrap"}  # how grading/sandbox.py is told bubblewrap is not there
+UNSANDBOXED = "untouched"
+NOTHING = "(nothing uploaded)"
+
+
+def build(out, *options):
+    """autograder.zip, built as the README says."""
+    completed = subprocess.run([sys.executable, "-m", "grading", "gradescope", "--out", str(out), *options],
+                               cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return out / "autograder.zip"
+
+
+def unpack(archive, source):
+    """Unzip as Gradescope does, keeping the modes the zip records; link source/.venv to the environment running
+    these tests, where setup.sh would have created it."""
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            mode = info.external_attr >> 16 & 0o777
+            path = Path(zf.extract(info, source))
+            if mode:
+                path.chmod(mode)
+    (source / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    return source
+
+
+def run_autograder(source, root, upload=None, env=None):
+    """(completed process, results.json or None) of one run in a fresh root: source/ (a link to the unpacked zip),
+    submission/ holding upload (a folder's contents, or one file), results/, and run_autograder copied to the root
+    as Gradescope copies it."""
+    root.mkdir(parents=True)
+    (root / "source").symlink_to(source, target_is_directory=True)
+    if upload is not None and upload.is_dir():
+        shutil.copytree(upload, root / "submission")
+    else:
+        (root / "submission").mkdir()
+        if upload is not None:
+            shutil.copy(upload, root / "submission")
+    (root / "results").mkdir()
+    shutil.copy2(source / "run_autograder", root / "run_autograder")
+    completed = subprocess.run([str(root / "run_autograder")], cwd=root, capture_output=True, text=True,
+                               env={**os.environ, "AUTOGRADER_ROOT": str(root), **(env or {})}, timeout=600)
+    results = root / "results" / "results.json"
+    return completed, json.loads(results.read_text()) if results.is_file() else None
+
+
+def build_and_prepare(out):
+    """autograder.zip unpacked, after setup.sh's last step, run as setup.sh runs it."""
+    source = unpack(build(out), out / "source")
+    prepared = subprocess.run([".venv/bin/python", "-m", "grading.gradescope", "prepare"], cwd=source,
+                              capture_output=True, text=True, timeout=300)
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    return source
+
+
+@pytest.fixture(scope="module")
+def autograders(tmp_path_factory):
+    """{"plain": source/, "strict": source/}: the zip as built by default, unpacked and prepared, and as built with
+    --require-sandbox, only unpacked (it never gets as far as grading here). Built side by side."""
+    out = tmp_path_factory.mktemp("gradescope")
+    with ThreadPoolExecutor(2) as pool:
+        plain = pool.submit(build_and_prepare, out / "plain")
+        strict = pool.submit(lambda: unpack(build(out / "strict", "--require-sandbox"), out / "strict" / "source"))
+        return {"plain": plain.result(), "strict": strict.result()}
+
+
+@pytest.fixture(scope="module")
+def runs(autograders, demo, tmp_path_factory):
+    """{student: (completed, results.json)} of run_autograder on every sample student, uploaded as the demo submitted
+    them (a folder's files, or one zip), and on an empty upload (NOTHING), two at a time; UNSANDBOXED (the untouched
+    release: harmless) without bubblewrap."""
+    demo_out, completed = demo
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    roots = tmp_path_factory.mktemp("roots")
+    with ThreadPoolExecutor(2) as pool:
+        futures = {name: pool.submit(run_autograder, autograders["plain"], roots / name,
+                                     next(demo_out.glob(f"submissions/{name}*")),
+                                     NO_BWRAP if name == UNSANDBOXED else None) for name in STUDENTS}
+        futures[NOTHING] = pool.submit(run_autograder, autograders["plain"], roots / "nothing")
+        return {name: future.result() for name, future in futures.items()}
+
+
+def test_the_zip_has_gradescopes_layout(autograders):
+    source = autograders["plain"]
+    with zipfile.ZipFile(source.parent / "autograder.zip") as zf:
+        names = set(zf.namelist())
+        modes = {info.filename: info.external_attr >> 16 & 0o777 for info in zf.infolist()}
+    assert {"setup.sh", "run_autograder", "constraints.txt", "gradescope-settings.json"} <= names
+    assert modes["setup.sh"] & modes["run_autograder"] & 0o111 == 0o111
+    # the sources with solutions and the hidden suites travel; the grader's own tests and local leftovers do not
+    assert {"batchnormalization.py", "norm.ipynb", "grading/autograde.py", "grading/hidden/check_q1_forward.py",
+            "normlab/checks.py", "tests/test_batchnorm.py"} <= names
+    assert not [n for n in names if n.startswith(("grading/tests/", "grading/examples/", ".venv", "runs/",
+                                                  "data/synthetic")) or "__pycache__" in n]
+    settings = json.loads((source / "gradescope-settings.json").read_text())
+    assert set(settings) == set(BUILD_SETTINGS) and settings["require_sandbox"] is False
+
+
+def test_setup_sh_installs_the_tested_versions_and_prepares_the_course(autograders):
+    source = autograders["plain"]
+    for script in ("setup.sh", "run_autograder"):
+        checked = subprocess.run(["bash", "-n", str(source / script)], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
+    setup = (source / "setup.sh").read_text()
+    assert "apt-get install -y --no-install-recommends bubblewrap" in setup
+    assert f"python={'python%d.%d' % sys.version_info[:2]}" in setup
+    for name in ("torch", "torchvision"):
+        assert f'"{name}=={metadata.version(name).split("+")[0]}"' in setup
+    assert "--index-url https://download.pytorch.org/whl/cpu" in setup
+    assert '-r "$source_dir/requirements.txt" -c "$source_dir/constraints.txt"' in setup
+    assert setup.rstrip().endswith(".venv/bin/python -m grading.gradescope prepare")  # as the fixture ran it
+    pins = set((source / "constraints.txt").read_text().splitlines())
+    for name in ("numpy", "nbgrader", "jupyter-client", "ipykernel", "jsonschema"):
+        assert f"{name}=={metadata.version(name).split('+')[0]}" in pins
+    assert (source / "gradescope-course" / "release" / "norm" / "norm.ipynb").is_file()
+
+
+@pytest.mark.parametrize("student", STUDENTS)
+def test_each_sample_student_gets_the_results_json_autograde_gives_them(runs, demo, student):
+    completed, results = runs[student]
+    assert completed.returncode == 0 and results is not None, completed.stdout[-3000:] + completed.stderr[-3000:]
+    jsonschema.validate(results, GRADESCOPE_SCHEMA)
+    demo_out, _ = demo
+    autograded = json.loads((demo_out / "graded" / student / "results.json").read_text())
+    assert {k: v for k, v in results.items() if k != "execution_time"} == \
+        {k: v for k, v in autograded.items() if k != "execution_time"}
+    assert f"{results['score']:.2f}" == grades(demo_out / "graded")[student]["total"]
+    assert ("WARNING: bubblewrap (bwrap) is missing" in completed.stdout) == (student == UNSANDBOXED)
+
+
+def test_students_see_each_checks_name_score_and_verdict_only(runs):
+    for student in STUDENTS:
+        results = runs[student][1]
+        assert results["visibility"] == "visible" and results["stdout_visibility"] == "hidden"
+        assert "leaderboard" not in results
+        for test in results["tests"]:
+            assert set(test) == {"name", "score", "max_score", "status", "output", "visibility"}
+            assert test["visibility"] == "visible" and "\n" not in test["output"]
+            assert len(test["output"]) <= VERDICT_CHARS and (test["output"] == "passed") == (test["status"] == "passed")
+        assert ("Graded by hand, not part of this score: the written answers of Q4 no normalization (10 points"
+                in results["output"]) and "Q5 ResNet for CIFAR (10 points" in results["output"]
+        assert sum(t["max_score"] for t in results["tests"]) == pytest.approx(80)
+
+
+def test_without_bubblewrap_it_grades_as_usual_with_a_loud_warning_for_instructors(runs):
+    completed, results = runs[UNSANDBOXED]
+    assert "WARNING: bubblewrap (bwrap) is missing" in completed.stdout  # stdout: for instructors only
+    assert "Build the autograder with --require-sandbox to refuse grading instead" in completed.stdout
+    assert "sandbox" not in results["output"]  # the machine's set-up is the instructors' business
+
+
+def test_built_with_require_sandbox_it_refuses_to_grade_and_tells_the_student(autograders, demo, tmp_path):
+    source = autograders["strict"]
+    assert json.loads((source / "gradescope-settings.json").read_text())["require_sandbox"] is True
+    completed, results = run_autograder(source, tmp_path / "root", demo[0] / "submissions" / "full_marks", NO_BWRAP)
+    assert completed.returncode == 0 and results is not None, completed.stdout[-3000:] + completed.stderr[-3000:]
+    jsonschema.validate(results, GRADESCOPE_SCHEMA)
+    assert results["score"] == 0 and results["tests"] == [] and results["visibility"] == "visible"
+    assert results["output"].startswith("Your submission could not be graded: the grading machine cannot start the "
+                                        "sandbox")
+    assert "built with --require-sandbox: not grading" in completed.stdout
+
+
+def test_an_upload_of_nothing_is_graded_as_nothing_submitted(runs):
+    completed, results = runs[NOTHING]
+    assert completed.returncode == 0 and results is not None, completed.stdout[-3000:] + completed.stderr[-3000:]
+    jsonschema.validate(results, GRADESCOPE_SCHEMA)
+    assert "the upload holds nothing" in completed.stdout
+    assert results["score"] == 0 and "no batchnormalization.py was submitted" in results["output"]
