@@ -1,4 +1,4 @@
-"""python -m grading release | autograde | demo | gradescope | similarity"""
+"""python -m grading release | autograde | collect | demo | gradescope | similarity"""
 import argparse
 import sys
 from pathlib import Path
@@ -23,7 +23,14 @@ def main(argv=None):
                                                                    "and the nbgrader course with its gradebook")
     autograde.add_argument("--roster", type=Path, help="CSV of students (id, first_name, last_name, email) for the "
                                                        "gradebook, loaded with nbgrader's student import")
+    autograde.add_argument("--shard", default="1/1", help="grade shard I of N (I/N): a fixed 1/N of the students, "
+                                                          "to merge with `collect` (default: %(default)s, all)")
     config.add_arguments(autograde)
+
+    collect = commands.add_parser("collect", help="merge the outputs of sharded autograde runs into one")
+    collect.add_argument("shards", type=Path, nargs="+", help="the --out folders of the shards")
+    collect.add_argument("--out", type=Path, required=True, help="folder for the merged grades.csv, per-student "
+                                                                 "results and the nbgrader course")
 
     demo = commands.add_parser("demo", help="release, then autograde the sample submissions in grading/examples/")
     demo.add_argument("--out", type=Path, default=Path("grading-out/demo"), help="(default: %(default)s)")
@@ -53,17 +60,22 @@ def main(argv=None):
     settings = config.from_arguments(args)
     from grading.autograde import ConfigurationError
     from grading.release import ReleaseCheckFailed
+    from grading.shards import ShardError
     try:
         if args.command == "autograde":
             from grading.autograde import autograde as run
-            run(args.submissions, args.out, settings, roster=args.roster)
+            from grading.shards import parse_shard
+            run(args.submissions, args.out, settings, roster=args.roster, shard=parse_shard(args.shard))
+        elif args.command == "collect":
+            from grading.shards import collect as run
+            run(args.shards, args.out)
         elif args.command == "release":
             from grading.release import release as run
             run(args.out, settings)
         else:
             from grading.demo import demo as run
             run(args.out, settings)
-    except ConfigurationError as error:
+    except (ConfigurationError, ShardError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ReleaseCheckFailed as error:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from grading.settings import BY_ID, QUESTION_IDS
 
-CSV_COLUMNS = ["student_id", *QUESTION_IDS, "total", "status", "manual_pending", "notes"]
+CSV_COLUMNS = ["student_id", *QUESTION_IDS, "late_minutes", "late_penalty", "total", "status", "manual_pending",
+               "notes"]
 
 
 @dataclass
@@ -52,13 +53,20 @@ class StudentResult:
     stamp: str = ""  # names, sizes and times of the submitted files, to notice a resubmission cheaply
     fingerprint: str = ""
     kind: str = ""
-    timestamp: str = None
+    timestamp: str = None  # when it was handed in, UTC, in nbgrader's format
+    late_seconds: float = 0.0
+    late_penalty: float = 0.0
     sandboxed: bool = True
     seconds: float = 0.0
 
     @property
-    def total(self):
+    def raw_total(self):
         return sum(q.score for q in self.questions.values())
+
+    @property
+    def total(self):
+        """Points after the late penalty."""
+        return self.raw_total - self.late_penalty
 
     def to_json(self):
         return asdict(self)
@@ -162,11 +170,18 @@ def feedback_html(result):
 td,th{{border:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}}.pass td:last-child{{color:#060}}
 .fail td:last-child{{color:#a00}}.status{{color:#555}}</style></head><body>
 <h1>Normalization layers: feedback for {e(result.student_id)}</h1>
-<p><b>Autograded points: {result.total:.2f}</b></p>
+<p><b>Autograded points: {result.total:.2f}</b>{late_line(result)}</p>
 {"<ul>" + notes + "</ul>" if notes else ""}
 {''.join(rows)}
 </body></html>
 """
+
+
+def late_line(result):
+    if not result.late_seconds:
+        return ""
+    return html.escape(f" (handed in {result.late_seconds / 3600:.1f} hours late: {result.late_penalty:.2f} points "
+                       "off)")
 
 
 def manual_pending(result):
@@ -179,7 +194,8 @@ def grades_csv(results, rejected=()):
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for r in sorted(results, key=lambda r: r.student_id):
-        row = {"student_id": r.student_id, "total": f"{r.total:.2f}", "status": r.status,
+        row = {"student_id": r.student_id, "late_minutes": f"{r.late_seconds / 60:.1f}",
+               "late_penalty": f"{r.late_penalty:.2f}", "total": f"{r.total:.2f}", "status": r.status,
                "manual_pending": manual_pending(r), "notes": " | ".join(r.notes + r.ta_notes)}
         row.update({q: f"{r.questions[q].score:.2f}" if q in r.questions else "" for q in QUESTION_IDS})
         writer.writerow(row)

@@ -35,7 +35,8 @@ def graded(bundle, release_dir, tmp_path_factory):
 def test_grades_csv_has_the_promised_columns_and_scores(graded):
     _, out, completed = graded
     header = (out / "grades.csv").read_text().splitlines()[0].split(",")
-    assert header[:9] == ["student_id", "q1", "q2", "q3", "q4", "q5", "bonus", "total", "status"]
+    assert header == ["student_id", "q1", "q2", "q3", "q4", "q5", "bonus", "late_minutes", "late_penalty", "total",
+                      "status", "manual_pending", "notes"]
     rows = grades(out)
     assert rows["ada"]["total"] == "80.00" and rows["ada"]["manual_pending"] == "q4 (10), q5 (10)"
     assert rows["bob"]["total"] == "0.00"
