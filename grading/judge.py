@@ -114,30 +114,34 @@ def judge(executor, nb, folder, student_id, settings, deadline, slot, notebook_p
         if kernel is not None:
             executor.stop()
         shutil.rmtree(scratch, ignore_errors=True)
-    missing = {"pyfile": taken.problems.get("pyfile") or f"no {PYFILE} was submitted",
-               "notebook": notebook_problem}
+    problems = {q: taken.problems.get("pyfile") or f"no {PYFILE} was submitted" for q in PYFILE_QUESTIONS
+                if student is None}
+    problems.update({q: notebook_problem for q in KERNEL_QUESTIONS if kernel is None})
     for q in questions:
-        spec = BY_ID[q]
-        written = [c for c in nb.cells if question_of(c.metadata.get("nbgrader", {}).get("grade_id")) == q
-                   and is_grade(c) and is_solution(c)]
-        pending = any(determine_grade(c)[0] is None for c in written)
-        if q == "bonus":
-            result.questions[q] = Question(bonus.score, 0.0, graded=not bonus.not_graded, status="; ".join(
-                filter(None, [taken.problems.get("bonus", ""), *bonus.lines])), extra_max=spec.extra)
-            if bonus.not_graded:
-                result.ta_notes.append(f"bonus not graded: {bonus.not_graded}")
-            continue
-        problem = missing["pyfile"] if q in PYFILE_QUESTIONS and student is None else \
-            missing["notebook"] if q in KERNEL_QUESTIONS and kernel is None else ""
-        cell_tests = [t for cell in spec.autograded for t in tests.get(cell, [])]
-        for test in cell_tests:
-            test.message = clean(test.message)
-        result.questions[q] = Question(points(t.score for t in cell_tests), spec.points, manual_max=spec.written_points,
-                                       manual_pending=pending and not problem, graded=not problem, status=problem,
-                                       tests=cell_tests)
+        result.questions[q] = bonus_question(bonus, taken) if q == "bonus" else \
+            question(q, nb, tests, problems.get(q, ""))
+    if "bonus" in questions and bonus.not_graded:
+        result.ta_notes.append(f"bonus not graded: {bonus.not_graded}")
     result.notes += taken.notes
     write_verdicts(nb, result)
     return result
+
+
+def question(q, nb, tests, problem):
+    """A question's Question from its cells' tests; problem says why it could not be graded ("" if it was)."""
+    spec = BY_ID[q]
+    written = [c for c in nb.cells if is_grade(c) and is_solution(c) and question_of(c.metadata.nbgrader.grade_id) == q]
+    cell_tests = [t for cell in spec.autograded for t in tests.get(cell, [])]
+    for test in cell_tests:
+        test.message = clean(test.message)
+    return Question(points(t.score for t in cell_tests), spec.points, manual_max=spec.written_points,
+                    manual_pending=not problem and any(determine_grade(c)[0] is None for c in written),
+                    graded=not problem, status=problem, tests=cell_tests)
+
+
+def bonus_question(bonus, taken):
+    status = "; ".join(filter(None, [taken.problems.get("bonus", ""), *bonus.lines]))
+    return Question(bonus.score, 0.0, graded=not bonus.not_graded, status=status, extra_max=BY_ID["bonus"].extra)
 
 
 def points(scores):

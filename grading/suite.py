@@ -48,8 +48,9 @@ class KernelProbes:
 
 
 def warm_up():
-    """Pay once, in the process that forks the workers, what torch's first calls cost (about 0.9 s: lazy imports,
-    kernel registration), instead of once per submission. One thread, so forked children inherit no thread pool."""
+    """Pay once, in the process that forks the workers, what torch's first calls in the hidden suites cost (about
+    1.2 s: lazy imports such as sympy's, kernel registration), instead of once per submission. One thread, so forked
+    children inherit no thread pool."""
     import torch
     import torch.nn.functional as F
 
@@ -57,7 +58,7 @@ def warm_up():
     x = torch.ones(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
     out = F.batch_norm(x, None, None, training=True) + F.group_norm(x, 1) + F.conv2d(x, torch.ones(3, 3, 1, 1,
                                                                                                   dtype=torch.float64))
-    out.sum().backward()
+    out.backward(torch.ones_like(out))  # with a gradient given, as the Q2 oracle calls it: that imports sympy
 
 
 def files_for(cells):

@@ -2,8 +2,8 @@
 released.
 
 - 3 points: make_no_norm(C) returns its input unchanged, exactly, on three shapes.
-- 1 point: ResNet-18 built with norm_type='none' holds no torch normalization layer (by the class names of every
-  module, bases included).
+- 1 point: ResNet-18 (width 16) built with norm_type='none' holds no torch normalization layer (by the class names
+  of every module, bases included).
 - 2 points: ResNet-18 with norm_type='none' does not normalize: sample 0's logits do not change when the other
   samples of the batch change (no batch statistics), and the logits change when the input is scaled by 3 (no
   per-sample normalization), within layers.CLOSE.
@@ -16,7 +16,7 @@ import pytest
 from layers import CLOSE, NORMALIZATION_CLASSES, close, probe_input
 
 SHAPES = [(2, 16, 4, 4), (3, 5, 7, 2), (1, 64, 8, 8)]
-NETWORK = {"depth": "resnet18", "classes": 10, "width": 64, "seed": 0}
+NETWORK = {"depth": "resnet18", "classes": 10, "width": 16, "seed": 0}  # the width changes nothing checked here
 
 
 def network(replies, batch=4):

@@ -4,7 +4,7 @@ The kernel builds ResNet-18 (width 8) with norm_type='none' (make_norm building 
 1x1 convolution and norm, so Q3 costs nothing here), trains it with Adam and gradient clipping on one batch of the
 grader's images and labels, and returns its logits on that batch before and after. The grader computes the
 cross-entropy itself: it must stay finite and end below FACTOR = 0.5 of where it started (over 12 initializations
-and batches of correct no-norm networks it ended at most at 0.013 of its start, with these STEPS and BATCH).
+and batches of correct no-norm networks it ended at most at 0.17 of its start, with these STEPS and BATCH).
 """
 import numpy as np
 import pytest
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from layers import probe_input
 
 FACTOR = 0.5
-STEPS = 40
+STEPS = 30
 BATCH = 16
 
 

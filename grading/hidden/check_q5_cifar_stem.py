@@ -6,9 +6,9 @@
   make_norm(norm_type, C, G): a 3x3 stride-1 convolution that keeps the resolution, the chosen norm, a ReLU, no
   pooling. A stem that builds its norm itself passes when it computes relu(definition of norm_type(conv(x, W))).
   Inputs of odd and even sizes; tolerance layers.CLOSE.
-- 4 points: ResNet-18 with stem='cifar' (make_norm building BatchNorm2d, make_shortcut a plain 1x1 convolution
-  and norm, so Q3 costs nothing here) feeds layer1 with 32x32 maps of 64 channels, pools 4x4 maps of 512, and
-  returns (N, 100) logits for CIFAR-100.
+- 4 points: ResNet-18 (width 16) with stem='cifar' (make_norm building BatchNorm2d, make_shortcut a plain 1x1
+  convolution and norm, so Q3 costs nothing here) feeds layer1 with 32x32 maps, pools 4x4 maps, and returns
+  (N, 100) logits for CIFAR-100.
 """
 import pytest
 import torch
@@ -64,10 +64,10 @@ def test_the_stem_is_a_3x3_stride_1_convolution_then_the_norm_and_a_relu(replies
 
 @pytest.mark.points(4)
 def test_resnet18_with_the_cifar_stem_keeps_32x32_until_layer1_and_4x4_before_pooling(replies):
-    meta, _ = replies.ask("cifar_resnet", {"depth": "resnet18", "classes": 100},
+    meta, _ = replies.ask("cifar_resnet", {"depth": "resnet18", "classes": 100, "width": 16},
                           x=probe_input((2, 3, 32, 32), seed=5))
     shapes = meta.get("shapes") if isinstance(meta.get("shapes"), dict) else {}
-    expected = {"layer1": [2, 64, 32, 32], "avgpool": [2, 512, 4, 4], "output": [2, 100]}
+    expected = {"layer1": [2, 16, 32, 32], "avgpool": [2, 128, 4, 4], "output": [2, 100]}
     found = {part: shapes.get(part) for part in expected}
-    assert found == expected, (f"resnet18(stem='cifar', num_classes=100) on 32x32 images should give {expected}; "
-                               f"it gives {found}")
+    assert found == expected, (f"resnet18(stem='cifar', num_classes=100, base_width=16) on 32x32 images should give "
+                               f"{expected}; it gives {found}")

@@ -185,7 +185,7 @@ def trains(args, arrays):
 def cifar_resnet(args, arrays):
     torch.manual_seed(0)
     with stand_ins(make_norm=batchnorm_only, make_shortcut=projection):
-        model = STUDENT[args["depth"]](stem="cifar", num_classes=args["classes"])
+        model = STUDENT[args["depth"]](stem="cifar", num_classes=args["classes"], base_width=args["width"])
     seen = {}
 
     def record(name):

@@ -1,6 +1,7 @@
 """Shared fixtures of the repository's own tests: a release bundle, submissions built onto it, and the real CLI."""
 import csv
 import shutil
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -80,6 +81,28 @@ def grades(out):
     """{student_id: row} of OUT/grades.csv."""
     with open(Path(out) / "grades.csv", newline="", encoding="utf-8") as f:
         return {row["student_id"]: row for row in csv.DictReader(f)}
+
+
+GRADEBOOK_CELLS = """
+SELECT student.id, student.first_name, base_cell.name, grade.auto_score, grade.manual_score, grade.extra_credit,
+       grade.needs_manual_grade, submitted_notebook.flagged, submitted_notebook.late_submission_penalty,
+       submitted_assignment.timestamp
+FROM grade
+JOIN submitted_notebook ON grade.notebook_id = submitted_notebook.id
+JOIN submitted_assignment ON submitted_notebook.assignment_id = submitted_assignment.id
+JOIN student ON submitted_assignment.student_id = student.id
+JOIN base_cell ON grade.cell_id = base_cell.id
+ORDER BY student.id, base_cell.name
+"""
+
+
+def gradebook_cells(course):
+    """Every grade of an nbgrader course's gradebook, a row per student and cell, with what decides it."""
+    database = sqlite3.connect(Path(course) / "gradebook.db")
+    try:
+        return database.execute(GRADEBOOK_CELLS).fetchall()
+    finally:
+        database.close()
 
 
 def results(out):

@@ -7,7 +7,7 @@ import pytest
 from conftest import autograde, results, submit
 from grading.answers import Answers
 from grading.settings import BY_ID
-from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS
+from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, MODULE_CLASSES
 
 AUTOGRADED = {q.id: q.points for q in BY_ID.values() if q.points}
 
@@ -50,61 +50,6 @@ print("building", norm_type, num_channels)
 groups_for = {"LN": 1, "IN": num_channels, "GN": num_groups}
 return nn.GroupNorm(groups_for[norm_type], num_channels)
 """
-
-MODULE_CLASSES = {
-    "q3_make_norm": """
-class OwnGroupNorm(nn.Module):
-    def __init__(self, groups, channels):
-        super().__init__()
-        self.groups = groups
-        self.gamma = nn.Parameter(torch.ones(1, channels, 1, 1))
-        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
-
-    def forward(self, x):
-        n = x.shape[0]
-        grouped = x.reshape(n, self.groups, -1)
-        mean = grouped.mean(-1, keepdim=True)
-        var = ((grouped - mean) ** 2).mean(-1, keepdim=True)
-        return ((grouped - mean) / (var + 1e-5).sqrt()).reshape(x.shape) * self.gamma + self.beta
-
-
-return OwnGroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], num_channels)
-""",
-    "q3_make_shortcut": """
-class Projection(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
-        self.norm = make_norm(norm_type, out_channels, num_groups)
-
-    def forward(self, x):
-        return self.norm(self.conv(x))
-
-
-return Projection()
-""",
-    "q4_make_no_norm": """
-class NoNorm(nn.Module):
-    def forward(self, x):
-        return x
-
-
-return NoNorm()
-""",
-    "q5_make_cifar_stem": """
-class CifarStem(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, out_channels, 3, padding=1, bias=False)
-        self.norm = make_norm(norm_type, out_channels, num_groups=num_groups)
-
-    def forward(self, x):
-        return nn.functional.relu(self.norm(self.conv(x)))
-
-
-return CifarStem()
-""",
-}
 
 HONEST = {  # name: what the student did
     "warnings-and-stderr": Answers(base="reference", regions={"q3_make_norm": NOISY_MAKE_NORM}),

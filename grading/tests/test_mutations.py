@@ -9,7 +9,7 @@ grade cell (a norm, the shortcut) must not cost its neighbours either.
 import pytest
 
 from conftest import REFERENCE, autograde, results, submit
-from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS
+from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, MODULE_CLASSES
 from grading.answers import Answers, reference_answers
 from grading.settings import NOTEBOOK, PYFILE, REPO
 
@@ -194,33 +194,9 @@ dx = inverse * (g - g.mean(0) - normalized * (g * normalized).mean(0))
 groups = num_channels if norm_type == "IN" else (1 if norm_type == "LN" else num_groups)
 return nn.GroupNorm(num_groups=groups, num_channels=num_channels, eps=1e-5, affine=True)
 """,
-        "q3_make_shortcut": """
-class Projection(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
-        self.norm = make_norm(norm_type, out_channels, num_groups)
-
-    def forward(self, x):
-        return self.norm(self.conv(x))
-
-
-return Projection()
-""",
+        "q3_make_shortcut": MODULE_CLASSES["q3_make_shortcut"],
         "q4_make_no_norm": "return nn.Sequential()",
-        "q5_make_cifar_stem": """
-class CifarStem(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, out_channels, kernel_size=3, stride=1, padding=1, bias=False)
-        self.norm = make_norm(norm_type, out_channels, num_groups)
-
-    def forward(self, x):
-        return torch.relu(self.norm(self.conv(x)))
-
-
-return CifarStem()
-""",
+        "q5_make_cifar_stem": MODULE_CLASSES["q5_make_cifar_stem"],
     }),
 }
 

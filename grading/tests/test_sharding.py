@@ -4,39 +4,17 @@ unsharded run: byte for byte in grades.csv, and cell by cell in the gradebook.""
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import REFERENCE, REPO, STUB, autograde, submit
+from conftest import REFERENCE, REPO, STUB, autograde, gradebook_cells, submit
 from grading.shards import in_shard, parse_shard
 
 SHARDS = 3
 STUDENTS = {f"student{i:02d}": REFERENCE if i % 3 == 0 else STUB for i in range(8)}
-GRADEBOOK_QUERY = """
-SELECT student.id, student.first_name, base_cell.name, grade.auto_score, grade.manual_score, grade.extra_credit,
-       grade.needs_manual_grade, submitted_notebook.flagged, submitted_notebook.late_submission_penalty,
-       submitted_assignment.timestamp
-FROM grade
-JOIN submitted_notebook ON grade.notebook_id = submitted_notebook.id
-JOIN submitted_assignment ON submitted_notebook.assignment_id = submitted_assignment.id
-JOIN student ON submitted_assignment.student_id = student.id
-JOIN base_cell ON grade.cell_id = base_cell.id
-ORDER BY student.id, base_cell.name
-"""
-
-
-def gradebook_cells(out):
-    database = sqlite3.connect(out / "course" / "gradebook.db")
-    try:
-        return database.execute(GRADEBOOK_QUERY).fetchall()
-    finally:
-        database.close()
-
-
 def shard_command(submissions, out, index):
     return [sys.executable, "-m", "grading", "autograde", str(submissions), "--out", str(out / f"shard-{index}"),
             "--shard", f"{index}/{SHARDS}", "--jobs", "1"]
@@ -94,7 +72,7 @@ def test_the_killed_shard_lost_nothing_when_run_again(runs):
 def test_the_merge_equals_one_unsharded_run(runs):
     root = runs[0]
     assert (root / "merged" / "grades.csv").read_bytes() == (root / "whole" / "grades.csv").read_bytes()
-    assert gradebook_cells(root / "merged") == gradebook_cells(root / "whole")
+    assert gradebook_cells(root / "merged" / "course") == gradebook_cells(root / "whole" / "course")
     assert {p.parent.name for p in (root / "merged").glob("*/feedback.html")} == set(STUDENTS)
 
 

@@ -1,4 +1,4 @@
-"""Other ways of writing make_norm's BLOCK 1.1 region, shared by the notebook tests and the mutation tests."""
+"""Other ways of writing the notebook's answers, shared by the notebook, mutation and honest-student tests."""
 
 LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS = """
 if norm_type == "IN":
@@ -50,3 +50,59 @@ if norm_type == "IN":
     return nn.InstanceNorm2d(num_channels)
 return nn.GroupNorm(num_groups, num_channels, affine=False)
 """
+
+# Every code answer of the notebook as a module class of its own.
+MODULE_CLASSES = {
+    "q3_make_norm": """
+class OwnGroupNorm(nn.Module):
+    def __init__(self, groups, channels):
+        super().__init__()
+        self.groups = groups
+        self.gamma = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x):
+        n = x.shape[0]
+        grouped = x.reshape(n, self.groups, -1)
+        mean = grouped.mean(-1, keepdim=True)
+        var = ((grouped - mean) ** 2).mean(-1, keepdim=True)
+        return ((grouped - mean) / (var + 1e-5).sqrt()).reshape(x.shape) * self.gamma + self.beta
+
+
+return OwnGroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], num_channels)
+""",
+    "q3_make_shortcut": """
+class Projection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False)
+        self.norm = make_norm(norm_type, out_channels, num_groups)
+
+    def forward(self, x):
+        return self.norm(self.conv(x))
+
+
+return Projection()
+""",
+    "q4_make_no_norm": """
+class NoNorm(nn.Module):
+    def forward(self, x):
+        return x
+
+
+return NoNorm()
+""",
+    "q5_make_cifar_stem": """
+class CifarStem(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, out_channels, 3, padding=1, bias=False)
+        self.norm = make_norm(norm_type, out_channels, num_groups=num_groups)
+
+    def forward(self, x):
+        return nn.functional.relu(self.norm(self.conv(x)))
+
+
+return CifarStem()
+""",
+}
