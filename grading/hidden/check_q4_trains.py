@@ -2,9 +2,9 @@
 
 The kernel builds ResNet-18 (width 8) with norm_type='none' (make_norm building make_no_norm, make_shortcut a plain
 1x1 convolution and norm, so Q3 costs nothing here), trains it with Adam and gradient clipping on one batch of the
-grader's images and labels, and returns its logits on that batch before and after. The grader computes the
+grader's 16x16 images and labels, and returns its logits on that batch before and after. The grader computes the
 cross-entropy itself: it must stay finite and end below FACTOR = 0.5 of where it started (over 12 initializations
-and batches of correct no-norm networks it ended at most at 0.17 of its start, with these STEPS and BATCH).
+and batches of correct no-norm networks it ended at most at 0.09 of its start, with these STEPS, BATCH and SIZE).
 """
 import numpy as np
 import pytest
@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from layers import probe_input
 
 FACTOR = 0.5
-STEPS = 30
+STEPS = 15
 BATCH = 16
+SIZE = 16  # pixels: the network pools to 1x1 from 16 as from 32, at half the cost
 
 
 def cross_entropy(logits, labels):
@@ -24,7 +25,7 @@ def cross_entropy(logits, labels):
 
 @pytest.mark.points(4)
 def test_the_network_without_normalization_learns_a_fixed_batch(replies):
-    x = probe_input((BATCH, 3, 32, 32), seed=11)
+    x = probe_input((BATCH, 3, SIZE, SIZE), seed=11)
     labels = np.random.default_rng(12).integers(0, 10, BATCH).astype(np.float64)
     meta, reply = replies.ask("trains", {"depth": "resnet18", "classes": 10, "width": 8, "seed": 2, "steps": STEPS,
                                          "lr": 3e-3}, x=x, labels=labels)

@@ -12,7 +12,7 @@ from grading.answers import Answers
 from grading.course import db_url
 from grading.settings import COURSE_ID, PYFILE
 
-CALL_TIMEOUT = 3
+CALL_TIMEOUT = 2
 RUN_BOUND = 600  # seconds for the whole batch on two cores
 STUDENT_BOUND = 90  # seconds for any one submission
 
@@ -253,8 +253,9 @@ def batch(bundle, release_dir, tmp_path_factory, listener):
     submissions = submit(bundle, root / "submissions", {name: answers for name, (answers, _) in catalogue.items()}
                          | {"honest-reference": REFERENCE, "honest-stub": STUB})
     started = time.monotonic()
-    completed = autograde(submissions, out, release_dir, "--jobs", "2", "--call-timeout", str(CALL_TIMEOUT),
-                          "--cell-timeout", "20", "--probe-timeout", "5", "--timeout", "120")
+    # three jobs on two cores: most attacks spend their time waiting for a timeout
+    completed = autograde(submissions, out, release_dir, "--jobs", "3", "--call-timeout", str(CALL_TIMEOUT),
+                          "--cell-timeout", "20", "--probe-timeout", "3", "--timeout", "120")
     seconds = time.monotonic() - started
     assert completed.returncode == 0, completed.stderr[-3000:]
     return catalogue, results(out), grades(out), seconds, received, out
