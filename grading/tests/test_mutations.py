@@ -216,7 +216,7 @@ def graded(bundle, release_dir, tmp_path_factory):
     notebook = submit(bundle, root / "notebook", {name: answers for name, (answers, _) in NOTEBOOK_MUTANTS.items()}
                       | {"reference": REFERENCE, **ALTERNATIVES})
     first = autograde(pyfile, root / "pyfile-out", release_dir, "--questions", "q1,q2", "--jobs", "2")
-    second = autograde(notebook, root / "notebook-out", release_dir, "--jobs", "2", "--cell-timeout", "10")
+    second = autograde(notebook, root / "notebook-out", release_dir, "--jobs", "2", "--cell-timeout", "30")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     return {**results(root / "pyfile-out"), **results(root / "notebook-out")}
 
