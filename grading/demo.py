@@ -61,5 +61,6 @@ def demo(out_dir, settings, log=print):
                                                                   require_sandbox=settings.require_sandbox),
                         log=log)
     log(f"\nPer-student feedback: {graded}/<student>/feedback.html; Gradescope files: {graded}/<student>/results.json"
-        f"\nManual grading of the written answers: cd {graded / 'course'} && nbgrader formgrader")
+        f"\nManual grading of the written answers: cd {graded / 'course'} && jupyter lab, then open "
+        "http://localhost:8888/formgrader")
     return results
