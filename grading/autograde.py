@@ -32,11 +32,12 @@ from grading.late import LatePolicy, parse_due, seconds_late
 from grading.pipeline import course_config
 from grading.results import (Question, StudentResult, grades_csv, load_result, mark_done, table, write_atomic,
                              write_student)
-from grading.sandbox import MISSING_SANDBOX, bwrap_works
-from grading.settings import ASSIGNMENT, BONUS_THRESHOLDS, COURSE_ID, NOTEBOOK, QUESTION_IDS
+from grading.sandbox import MISSING_SANDBOX, Limits, bwrap_works
+from grading.settings import ASSIGNMENT, BONUS_THRESHOLDS, COURSE_ID, KERNEL_QUESTIONS, NOTEBOOK, QUESTION_IDS
 from grading.shards import in_shard, write_rejected
 from grading.suite import warm_up
 from grading.worker import Context, clear_stale_scratch, grade
+from grading.zygote import zygote_for
 
 WATCHDOG_GRACE = 120
 
@@ -159,6 +160,11 @@ def run_children(pending, context, work, settings, finish):
     """Grade pending submissions in forked children, at most settings.jobs at a time, and call finish for each."""
     context_fork = multiprocessing.get_context("fork")
     free_slots = list(range(max(1, settings.jobs)))
+    limits = Limits.from_settings(settings)
+    uses_kernel = any(q in KERNEL_QUESTIONS for q in settings.question_list)
+    if uses_kernel:
+        for slot in free_slots:
+            zygote_for(slot, limits)  # started here, so that they outlive the children that fork kernels from them
     queue = list(pending)
     running = {}
     while queue or running:
@@ -181,6 +187,9 @@ def run_children(pending, context, work, settings, finish):
                 child.kill()
             child.join()
             del running[sentinel]
+            zygote = zygote_for(slot, limits) if uses_kernel else None
+            if zygote is not None:
+                zygote.sweep()  # a child killed as overdue leaves its kernel running: it goes now
             free_slots.append(slot)
             result, judged = collect(folder, submission, context, overdue)
             finish(submission, stamp, previous, result, judged)

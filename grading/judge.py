@@ -26,11 +26,11 @@ from grading.intake import Submission, unpack
 from grading.kernel import SandboxedExecute
 from grading.pyfile import StudentModule
 from grading.results import Question, StudentResult
-from grading.sandbox import Limits, Sandbox, bwrap_works
+from grading.sandbox import SCRATCH_PREFIX, Limits, Sandbox, bwrap_works
 from grading.settings import (BY_ID, KERNEL_QUESTIONS, PYFILE, PYFILE_QUESTIONS, Settings, question_of)
 from grading.suite import KernelProbes, run_hidden_suite
+from grading.zygote import zygote_for
 
-SCRATCH_PREFIX = "nl-"
 MESSAGE_CHARS = 400
 KERNEL_OUTPUT_CHARS = 600
 LINE_WIDTH = 110
@@ -79,9 +79,10 @@ def judge(executor, nb, folder, student_id, settings, deadline, slot, notebook_p
     scratch.chmod(0o711)  # sandboxed users must reach their folders inside
     limits = Limits.from_settings(settings)
 
-    def sandbox(name, files):
-        box = scratch / name
-        box.mkdir()
+    def sandbox(name, files, box=None):
+        if box is None:
+            box = scratch / name
+            box.mkdir()
         for source, target in files:
             (box / target).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, box / target)
@@ -99,7 +100,8 @@ def judge(executor, nb, folder, student_id, settings, deadline, slot, notebook_p
         if kernel_cells and not notebook_problem:
             result.flags = tampering_flags(nb)
             histories = [(p, p.relative_to(scratch / "in")) for p in (scratch / "in" / "runs").rglob("*.json")]
-            executor.sandbox = sandbox("nb", pyfile + histories)
+            executor.zygote = zygote_for(slot, limits)
+            executor.sandbox = sandbox("nb", pyfile + histories, executor.zygote and executor.zygote.new_folder())
             result.notes += executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, deadline,
                                            settings.cell_timeout)
             kernel = KernelProbes(executor, settings.probe_timeout)
@@ -113,6 +115,8 @@ def judge(executor, nb, folder, student_id, settings, deadline, slot, notebook_p
             student.close()
         if kernel is not None:
             executor.stop()
+            if executor.zygote is not None:
+                shutil.rmtree(executor.sandbox.workdir, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
     problems = {q: taken.problems.get("pyfile") or f"no {PYFILE} was submitted" for q in PYFILE_QUESTIONS
                 if student is None}

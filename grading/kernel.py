@@ -38,14 +38,28 @@ class StudentFailure(Exception):
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """Starts the kernel inside a grading.sandbox.Sandbox; it is interrupted by message, not by signal."""
+    """Starts the kernel inside a grading.sandbox.Sandbox, forked from the slot's zygote where there is one; it is
+    interrupted by message, not by signal."""
 
     sandbox = Any(help="the grading.sandbox.Sandbox the kernel runs in")
+    zygote = Any(None, allow_none=True, help="the grading.zygote.Zygote whose sandbox holds sandbox.workdir, to "
+                                             "fork the kernel from; None, or a zygote that fails, starts it cold")
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        process = None
+        if self.zygote is not None:
+            process = self.zygote.fork_kernel(self.sandbox.workdir, kw["env"], self._kernel_argv)
+        if process is None:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        provisioner = self.provisioner
+        provisioner.process, provisioner.pid, provisioner.pgid = process, process.pid, process.pid
+        provisioner.cwd = str(self.sandbox.workdir)
+        self._reconcile_connection_info(provisioner.connection_info)
 
     def format_kernel_cmd(self, extra_arguments=None):
-        return self.sandbox.wrap([sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file,
-                                  # the grader is outside the kernel's PID namespace: don't poll for it
-                                  "--IPKernelApp.parent_handle=1", *(extra_arguments or [])])
+        # the grader is outside the kernel's PID namespace: don't poll for it
+        self._kernel_argv = ["-f", self.connection_file, "--IPKernelApp.parent_handle=1", *(extra_arguments or [])]
+        return self.sandbox.wrap([sys.executable, "-m", "ipykernel_launcher", *self._kernel_argv])
 
     def write_connection_file(self, **kwargs):
         super().write_connection_file(**kwargs)
@@ -67,6 +81,7 @@ class SandboxedExecute(Execute):
                                 ).tag(config=True)
     output_limit = Integer(256 << 10, help="bytes of output kept per cell").tag(config=True)
     sandbox = Any(help="the grading.sandbox.Sandbox of the submission being graded")
+    zygote = Any(None, allow_none=True, help="the grading.zygote.Zygote the kernel is forked from (None: cold)")
 
     def __init__(self, **kwargs):
         # nbgrader's Execute would otherwise put its plain AsyncKernelManager in, outside the sandbox
@@ -80,7 +95,8 @@ class SandboxedExecute(Execute):
             raise TypeError(f"{self.kernel_manager_class.__name__} would start the student's kernel outside the "
                             "sandbox; a kernel manager for grading must subclass SandboxedKernelManager")
         work = self.sandbox.workdir
-        self.km = self.kernel_manager_class(sandbox=self.sandbox, transport="ipc", ip=str(work / ".k"),
+        self.km = self.kernel_manager_class(sandbox=self.sandbox, zygote=self.zygote, transport="ipc",
+                                            ip=str(work / ".k"),
                                             connection_file=str(work / ".kernel.json"))
         return self.km
 
@@ -143,6 +159,8 @@ class SandboxedExecute(Execute):
     def stop(self):
         if self.km is not None:
             self._cleanup_kernel()
+            if self.zygote is not None:
+                self.zygote.sweep(keep=self.sandbox.workdir)  # what the kernel left running goes with it
 
     @property
     def alive(self):

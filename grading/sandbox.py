@@ -20,6 +20,7 @@ from pathlib import Path
 from grading.settings import REPO
 
 SANDBOX_UID_BASE = 61000
+SCRATCH_PREFIX = "nl-"  # /tmp/nl-<grader PID>-...: scratch folders, short because socket paths are limited
 # Where bubblewrap is (a name on PATH or a path); pointing it at nothing simulates a machine without it.
 BWRAP = os.environ.get("GRADING_BWRAP", "bwrap")
 NORMLAB = REPO / "normlab"

@@ -14,8 +14,8 @@ import nbformat
 
 from grading import pipeline
 from grading.intake import unpack
-from grading.judge import SCRATCH_PREFIX
 from grading.late import submission_time
+from grading.sandbox import SCRATCH_PREFIX
 from grading.settings import ASSIGNMENT, NOTEBOOK_ID, Settings
 
 

@@ -1,0 +1,164 @@
+"""Kernels forked from a slot's zygote (grading/zygote.py): each looks like a fresh kernel, nothing one submission
+leaves behind reaches the next on the same slot, and a zygote that a student stops or kills costs the next student
+nothing."""
+import json
+import signal
+import time
+
+import nbformat
+import pytest
+
+from conftest import REFERENCE, autograde, results, submit
+from grading.answers import Answers
+from grading.kernel import SandboxedExecute
+from grading.sandbox import Limits, Sandbox, bwrap_works
+from grading.settings import Settings
+from grading.zygote import ForkedKernel, Zygote, zygote_for
+
+pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
+
+LIMITS = Limits.from_settings(Settings())
+SLOT = 5  # slots of their own, apart from those of other tests in this process
+LEAVES_A_KILLER = """
+import os, subprocess, sys
+daemon = '''
+import os, signal, sys, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+spared = {os.getpid(), 1, 2, int(sys.argv[1])}
+while True:
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) not in spared:
+            try:
+                os.kill(int(name), signal.SIGKILL)
+            except OSError:
+                pass
+    time.sleep(0.01)
+'''
+subprocess.Popen([sys.executable, "-c", daemon, str(os.getpid())], start_new_session=True).wait()
+for path in ("/tmp/left-in-tmp", "/dev/shm/left-in-shm", "../left-in-the-slot"):
+    try:
+        open(path, "w").write("for the next student")
+    except PermissionError:  # /dev/shm is not writable in every sandbox
+        pass
+os.makedirs("/tmp/locked/inside")
+os.chmod("/tmp/locked", 0o500)
+print("planted")
+"""
+LOOKS_AROUND = """
+import json, os
+print(json.dumps({"tmp": sorted(os.listdir("/tmp")), "shm": sorted(os.listdir("/dev/shm")),
+                  "slot": sorted(os.listdir("..")), "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+                  "me": os.getpid()}))
+"""
+
+
+def run_kernel(zygote, *cells, slot=SLOT):
+    """Run cells in a notebook kernel the way the grader does, forked from zygote when it can be: (what each cell
+    printed, whether the kernel was forked)."""
+    executor = SandboxedExecute(zygote=zygote)
+    executor.sandbox = Sandbox(zygote.new_folder(), LIMITS, slot)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
+    notes = executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 120, 60)
+    forked = isinstance(executor.km.provisioner.process, ForkedKernel)
+    executor.stop()
+    assert notes == []
+    printed = ["".join(o.get("text", "") for o in c.outputs if o.output_type == "stream") for c in nb.cells]
+    errors = [o for c in nb.cells for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors
+    return printed, forked
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    return zygote_for(SLOT, LIMITS)
+
+
+def test_a_forked_kernel_is_set_up_like_a_fresh_one(zygote):
+    seen = []
+    for _ in range(2):
+        printed, forked = run_kernel(zygote, """
+import json, os, sys
+import numpy
+print(json.dumps({"cwd": os.getcwd(), "home": os.environ["HOME"], "mode": os.environ.get("NBGRADER_EXECUTION"),
+                  "data": os.environ["NORMLAB_DATA"], "path": sys.path, "ppid": os.getppid(),
+                  "threads": os.environ["OMP_NUM_THREADS"], "draw": numpy.random.rand()}))
+""", "open('mine.py', 'w').write('ANSWER = 42')\nimport mine\nprint(mine.ANSWER)")
+        assert forked and printed[1].strip() == "42"
+        seen.append(json.loads(printed[0]))
+    for kernel in seen:
+        assert kernel["home"] == kernel["cwd"] and kernel["data"] == kernel["cwd"] + "/data"
+        assert kernel["mode"] == "autograde" and kernel["threads"] == "1" and kernel["ppid"] == 2
+        assert kernel["cwd"] in kernel["path"] or "" in kernel["path"]
+    assert seen[0]["cwd"] != seen[1]["cwd"]
+    assert seen[0]["draw"] != seen[1]["draw"]  # each kernel seeds numpy afresh, as a new process would
+
+
+def test_nothing_a_kernel_leaves_behind_reaches_the_next(zygote):
+    printed, forked = run_kernel(zygote, LEAVES_A_KILLER)
+    assert forked and printed[0].strip() == "planted"
+    printed, forked = run_kernel(zygote, LOOKS_AROUND)
+    seen = json.loads(printed[0])
+    assert forked
+    assert seen["tmp"] == [zygote.stage.name] and seen["shm"] == [] and len(seen["slot"]) == 1
+    assert seen["pids"] == sorted({1, 2, seen["me"]})  # bwrap's init, the zygote and this kernel: the killer is gone
+
+
+def test_the_zygote_is_out_of_the_kernels_reach(zygote):
+    printed, forked = run_kernel(zygote, """
+import os
+for part in ("mem", "environ", "maps", "fd", "cwd"):
+    path = f"/proc/{os.getppid()}/{part}"
+    try:
+        os.listdir(path) if part in ("fd", "cwd") else open(path, "rb").read(1)
+        print(part, "read")
+    except OSError:
+        print(part, "denied")
+""")
+    assert forked
+    assert printed[0].split() == ["mem", "denied", "environ", "denied", "maps", "denied", "fd", "denied", "cwd",
+                                  "denied"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGSTOP, signal.SIGKILL], ids=["stops", "kills"])
+def test_a_kernel_that_stops_or_kills_its_zygote_costs_the_next_nothing(signum):
+    slot = SLOT + 1
+    zygote = zygote_for(slot, LIMITS)
+    printed, forked = run_kernel(zygote, f"import os\nos.kill(os.getppid(), {int(signum)})", "print('still here')",
+                                 slot=slot)
+    assert forked and printed[1].strip() == "still here"
+    started = time.monotonic()
+    printed, forked = run_kernel(zygote, "print('graded')", slot=slot)
+    assert printed[0].strip() == "graded" and not forked and time.monotonic() - started < 30
+    assert zygote.failure
+    fresh = zygote_for(slot, LIMITS)  # the owner replaces it
+    assert fresh is not zygote
+    printed, forked = run_kernel(fresh, "print('graded')", slot=slot)
+    assert printed[0].strip() == "graded" and forked
+    fresh.close()
+
+
+def added_cell(code):
+    def edit(nb):
+        index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id")
+                     == "q3_make_shortcut")
+        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
+    return Answers(base="reference", notebook_edits=[edit])
+
+
+def test_attackers_on_a_slot_cost_the_students_after_them_nothing(bundle, release_dir, tmp_path):
+    """One slot, so each honest student's kernel is forked from the zygote the attacker before had."""
+    students = {"a1-leaves-a-killer": added_cell(LEAVES_A_KILLER), "a2-honest": REFERENCE,
+                "a3-stops-its-zygote": added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)"),
+                "a4-honest": REFERENCE,
+                "a5-kills-its-zygote": added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
+                "a6-honest": REFERENCE}
+    submissions = submit(bundle, tmp_path / "submissions", students)
+    completed = autograde(submissions, tmp_path / "out", release_dir, "--jobs", "1")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    graded = results(tmp_path / "out")
+    honest = [name for name in students if name.endswith("honest")]
+    assert {name: graded[name].total for name in honest} == {name: 80 for name in honest}
+    # the attackers hurt no one but themselves: taking the zygote down takes their own kernel with it
+    assert graded["a1-leaves-a-killer"].total == 80 and graded["a3-stops-its-zygote"].total == 80
