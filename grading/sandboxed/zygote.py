@@ -52,8 +52,12 @@ def become_kernel(control, request):
         if sys.path and sys.path[0] == "":
             del sys.path[0]  # as ipykernel_launcher does; the kernel puts the working folder back
         import numpy
-        numpy.random.seed()  # a fresh process would draw its own seed
+        import torch
+        numpy.random.seed()  # a fresh process draws its own seeds
+        torch.seed()
         from ipykernel import kernelapp
+        import ipykernel_launcher
+        sys.argv = [ipykernel_launcher.__file__, *request["argv"]]
         kernelapp.launch_new_instance(argv=request["argv"])
     finally:
         os._exit(0)

@@ -83,7 +83,8 @@ import json, os, sys
 import numpy
 print(json.dumps({"cwd": os.getcwd(), "home": os.environ["HOME"], "mode": os.environ.get("NBGRADER_EXECUTION"),
                   "data": os.environ["NORMLAB_DATA"], "path": sys.path, "ppid": os.getppid(),
-                  "threads": os.environ["OMP_NUM_THREADS"], "draw": numpy.random.rand()}))
+                  "threads": os.environ["OMP_NUM_THREADS"], "draw": numpy.random.rand(), "argv": sys.argv,
+                  "torch": __import__("torch").rand(1).item()}))
 """, "open('mine.py', 'w').write('ANSWER = 42')\nimport mine\nprint(mine.ANSWER)")
         assert forked and printed[1].strip() == "42"
         seen.append(json.loads(printed[0]))
@@ -92,7 +93,9 @@ print(json.dumps({"cwd": os.getcwd(), "home": os.environ["HOME"], "mode": os.env
         assert kernel["mode"] == "autograde" and kernel["threads"] == "1" and kernel["ppid"] == 2
         assert kernel["cwd"] in kernel["path"] or "" in kernel["path"]
     assert seen[0]["cwd"] != seen[1]["cwd"]
-    assert seen[0]["draw"] != seen[1]["draw"]  # each kernel seeds numpy afresh, as a new process would
+    # each kernel seeds numpy and torch afresh, as a new process would
+    assert seen[0]["draw"] != seen[1]["draw"] and seen[0]["torch"] != seen[1]["torch"]
+    assert seen[0]["argv"][0].endswith("ipykernel_launcher.py")
 
 
 def test_nothing_a_kernel_leaves_behind_reaches_the_next(zygote):
