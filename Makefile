@@ -17,4 +17,4 @@ demo: $(VENV)/installed
 	$(BIN)/python -m grading demo
 
 test: $(VENV)/installed
-	$(BIN)/python -m pytest -q tests grading/tests
+	$(BIN)/python -m pytest -q -n 2 tests grading/tests

@@ -109,6 +109,39 @@ def results(out):
     return {p.parent.name: load_result(p) for p in Path(out).glob("*/grade.json")}
 
 
+# Modules that share the session's `demo` run: under pytest-xdist (`make test`) they go to the same worker.
+SHARE_THE_DEMO = {"test_demo", "test_gradescope", "test_nbgrader_native", "test_readme", "test_release"}
+# The groups that take longest (several minutes each on two cores), started first so that no worker is left with a
+# long one at the end.
+LONGEST_FIRST = ["demo", "test_nbgrader_exchange", "test_attacks", "test_mutations", "test_sharding",
+                 "test_bad_inputs", "test_honest_students", "test_browser", "test_fault_tolerance", "test_autograde"]
+
+
+def group_of(path):
+    return "demo" if Path(path).stem in SHARE_THE_DEMO else str(path)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        group = group_of(item.path)
+        name = "demo" if group == "demo" else Path(group).stem
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: each module's tests stay together and in order
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist, each module runs on one worker, so that its module-scoped batch is graded once, and the
+    modules that share the demo run on one worker, so that it runs once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return group_of(nodeid.split("::", 1)[0])
+
+    return ByModule(config, log)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the test item, so fixtures can see in their teardown whether the test failed."""

@@ -2,6 +2,7 @@
 without regrading finished students, without duplicate rows, with the scores of a clean run, and with a
 consistent gradebook."""
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -13,16 +14,26 @@ from pathlib import Path
 from conftest import REFERENCE, STUB, autograde, grades, submit
 
 
-def processes_mentioning(text):
-    found = []
+def command_lines():
+    found = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if text in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(entry.name))
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
     return found
+
+
+def processes_mentioning(text):
+    return [pid for pid, line in command_lines().items() if text in line]
+
+
+def orphans_of_dead_graders():
+    """Processes working in a scratch folder (/tmp/nl-<grader PID>-...) whose grader is gone; those of graders
+    still running (other tests, in parallel) are theirs."""
+    return [pid for pid, line in command_lines().items()
+            if any(not Path(f"/proc/{owner}").exists() for owner in re.findall(r"/tmp/nl-(\d+)-", line))]
 
 
 def test_sigkill_mid_run_then_restart(bundle, release_dir, tmp_path):
@@ -44,7 +55,7 @@ def test_sigkill_mid_run_then_restart(bundle, release_dir, tmp_path):
     finished = {p.parent.name: p.read_bytes() for p in out.glob("*/grade.json")}
     assert 2 <= len(finished) < 5, "the grader was not killed mid-run"
     time.sleep(1)
-    assert processes_mentioning(str(out)) == [] and processes_mentioning("/tmp/nl-") == [], "something survived"
+    assert processes_mentioning(str(out)) == [] and orphans_of_dead_graders() == [], "something survived"
 
     again = autograde(submissions, out, release_dir, "--jobs", "2")
     assert again.returncode == 0 and f"{len(finished)} of 5 submissions already graded" in again.stdout
