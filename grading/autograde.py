@@ -188,8 +188,9 @@ def run_children(pending, context, work, settings, finish):
             child.join()
             del running[sentinel]
             zygote = zygote_for(slot, limits) if uses_kernel else None
-            if zygote is not None:
-                zygote.sweep()  # a child killed as overdue leaves its kernel running: it goes now
+            # a child killed as overdue leaves its kernel running: it goes now; a zygote that fails is replaced
+            if zygote is not None and not zygote.sweep():
+                zygote_for(slot, limits)
             free_slots.append(slot)
             result, judged = collect(folder, submission, context, overdue)
             finish(submission, stamp, previous, result, judged)

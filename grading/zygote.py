@@ -37,7 +37,6 @@ READY_TIMEOUT = 180.0  # seconds a zygote may take to import torch on a busy mac
 REPLY_TIMEOUT = 10.0  # seconds a ready zygote may take to fork or clean
 START_GRACE = 10.0  # seconds bwrap may take to start the zygote's process
 SWEEP_ROUNDS = 50  # rounds of killing before processes that keep appearing retire the zygote
-TICKS_APART = os.sysconf("SC_CLK_TCK") // 2  # the zygote is forked within half a second of bwrap's init
 
 _zygotes = {}  # (slot, limits) -> Zygote, in the process that started them
 
@@ -189,19 +188,19 @@ class Zygote:
     def _members(self):
         """Host PIDs of bwrap's init in the sandbox and of the zygote, or None when the sandbox is gone.
 
-        bwrap (self.process) has one child, the init of the sandbox's PID namespace; the zygote is the child the
-        init forked as it started. Orphans in the sandbox become the init's children too, but they were forked
-        after the zygote's imports, seconds later."""
+        bwrap (self.process) has one child, the init of the sandbox's PID namespace; the zygote is the init's
+        first child. Orphans in the sandbox become the init's children too, but every one of them was forked after
+        the zygote (by a kernel it forked), so the zygote is the child started first. Once the zygote is dead, that
+        is an orphan instead; but then the control socket, which only the zygote holds, is closed, and the first
+        request retires the sandbox before anything is forked or spared for long."""
         if _stat(self.process.pid)[0] in (None, "Z", "X"):
             return None
         tree = _children()
         inits = tree.get(self.process.pid, [])
-        if len(inits) != 1:
+        if len(inits) != 1 or not tree.get(inits[0]):
             return None
-        init_started = _stat(inits[0])[1]
-        zygotes = [pid for pid in tree.get(inits[0], [])
-                   if init_started is not None and abs((_stat(pid)[1] or -1 << 40) - init_started) <= TICKS_APART]
-        return [inits[0], zygotes[0]] if len(zygotes) == 1 else None
+        zygote = min(tree[inits[0]], key=lambda pid: (_stat(pid)[1] or 1 << 62, pid))
+        return [inits[0], zygote]
 
     def _strays(self):
         members, end = self._members(), time.monotonic() + START_GRACE

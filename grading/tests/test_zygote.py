@@ -70,9 +70,9 @@ def run_kernel(zygote, *cells, slot=SLOT):
     return printed, forked
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def zygote():
-    return zygote_for(SLOT, LIMITS)
+    return zygote_for(SLOT, LIMITS)  # the same one from test to test, unless a test left it retired
 
 
 def test_a_forked_kernel_is_set_up_like_a_fresh_one(zygote):
