@@ -59,9 +59,11 @@ def zygote_for(slot, limits):
 
 
 def close_all():
-    for zygote in _zygotes.values():
-        zygote.close()
-    _zygotes.clear()
+    """Close the zygotes this process started (a forked child that exits normally leaves its parent's alone)."""
+    for key, zygote in list(_zygotes.items()):
+        if zygote.owner == os.getpid():
+            zygote.close()
+            del _zygotes[key]
 
 
 atexit.register(close_all)
@@ -116,6 +118,7 @@ class Zygote:
             self.sandbox.wrap([sys.executable, "-c", SOURCE, str(theirs.fileno())]), cwd=self.stage,
             env=self.sandbox.environment(), pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.launched = time.monotonic()
         theirs.close()
         self.channel = ours
         self._buffer = b""
@@ -167,8 +170,13 @@ class Zygote:
             return False
 
     def alive(self):
+        """Whether the zygote runs (or is still being started) and is not stopped."""
+        if _stat(self.process.pid)[0] in (None, "Z", "X"):
+            return False
         members = self._members()
-        return members is not None and _stat(members[-1])[0] not in (None, "T", "t", "Z", "X")
+        if members is None:  # bwrap has not forked it yet
+            return time.monotonic() - self.launched < START_GRACE
+        return _stat(members[-1])[0] not in (None, "T", "t", "Z", "X")
 
     def retire(self, reason=""):
         """Kill the whole sandbox; its owner starts a new zygote for the slot's next submission."""
