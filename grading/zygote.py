@@ -161,7 +161,7 @@ class Zygote:
             for entry in self.stage.iterdir():
                 if entry != keep:
                     _remove(entry)
-            left = self._request({"op": "clean", "keep": str(self.stage)}).get("left")
+            left = self._request({"op": "clean"}).get("left")
             if left:
                 raise ZygoteFailed(f"could not remove {left[:3]}")
             return True

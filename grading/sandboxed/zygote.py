@@ -5,8 +5,9 @@ The grader runs `python -c <this file> CONTROL`, CONTROL being a socket inherite
 replies are JSON lines, each carrying the request's "id":
 - {"op": "fork", "cwd", "env", "argv"}: fork a kernel (argv as ipykernel_launcher's); reply {"pid"}, its PID in
   the sandbox;
-- {"op": "clean", "keep"}: delete everything in /tmp and /dev/shm but the folder keep; reply {"left"}, what could
-  not be deleted.
+- {"op": "clean"}: delete what the kernels left in /tmp and /dev/shm; reply {"left"}, what could not be deleted.
+  What the grader mounted there (the slot's folder, and the course and Python environment when they live under
+  /tmp) is spared, with every folder on the way to it: those are the sandbox's, not the students'.
 The zygote judges nothing and holds nothing secret. It is not dumpable, so the kernels it forks (same user) cannot
 read its memory or file descriptors, and each kernel closes the control socket before it runs a line of the
 student's code.
@@ -14,6 +15,7 @@ student's code.
 import ctypes
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,7 +65,15 @@ def become_kernel(control, request):
         os._exit(0)
 
 
-def clean(keep):
+def mount_points():
+    """The mount points of the sandbox (its own mount namespace), from /proc/self/mountinfo."""
+    with open("/proc/self/mountinfo") as mountinfo:
+        escaped = [line.split()[4] for line in mountinfo]
+    return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point) for point in escaped]
+
+
+def clean():
+    mounted = mount_points()
     left = []
     for folder in ("/tmp", "/dev/shm"):
         try:
@@ -72,7 +82,7 @@ def clean(keep):
             continue
         for name in entries:
             path = os.path.join(folder, name)
-            if keep == path or keep.startswith(path + os.sep):
+            if any(point == path or point.startswith(path + os.sep) for point in mounted):
                 continue
             try:
                 if os.path.isdir(path) and not os.path.islink(path):
@@ -115,7 +125,7 @@ def serve(control):
                     become_kernel(control, request)
                 reply["pid"] = pid
             elif request.get("op") == "clean":
-                reply["left"] = clean(request["keep"])
+                reply["left"] = clean()
             control.sendall(json.dumps(reply).encode() + b"\n")
 
 

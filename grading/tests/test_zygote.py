@@ -2,8 +2,11 @@
 leaves behind reaches the next on the same slot, and a zygote that a student stops or kills costs the next student
 nothing."""
 import json
+import shutil
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -11,8 +14,9 @@ import pytest
 from conftest import REFERENCE, autograde, results, submit
 from grading.answers import Answers
 from grading.kernel import SandboxedExecute
-from grading.sandbox import Limits, Sandbox, bwrap_works
-from grading.settings import Settings
+import grading.sandbox
+from grading.sandbox import Limits, Sandbox, bwrap_works, python_roots
+from grading.settings import REPO, Settings
 from grading.zygote import ForkedKernel, Zygote, zygote_for
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
@@ -70,6 +74,13 @@ def run_kernel(zygote, *cells, slot=SLOT):
     return printed, forked
 
 
+def mounted_under_tmp(zygote):
+    """The entries of the sandbox's /tmp that the grader mounts things through: the slot's folder, and the course
+    and the Python environment where they live under /tmp (as in a fresh clone there)."""
+    mounted = [*python_roots(), grading.sandbox.NORMLAB, zygote.stage]
+    return sorted({Path(path).parts[2] for path in mounted if Path(path).parts[1:2] == ("tmp",)})
+
+
 @pytest.fixture
 def zygote():
     return zygote_for(SLOT, LIMITS)  # the same one from test to test, unless a test left it retired
@@ -104,7 +115,7 @@ def test_nothing_a_kernel_leaves_behind_reaches_the_next(zygote):
     printed, forked = run_kernel(zygote, LOOKS_AROUND)
     seen = json.loads(printed[0])
     assert forked
-    assert seen["tmp"] == [zygote.stage.name] and seen["shm"] == [] and len(seen["slot"]) == 1
+    assert seen["tmp"] == mounted_under_tmp(zygote) and seen["shm"] == [] and len(seen["slot"]) == 1
     assert seen["pids"] == sorted({1, 2, seen["me"]})  # bwrap's init, the zygote and this kernel: the killer is gone
 
 
@@ -122,6 +133,25 @@ for part in ("mem", "environ", "maps", "fd", "cwd"):
     assert forked
     assert printed[0].split() == ["mem", "denied", "environ", "denied", "maps", "denied", "fd", "denied", "cwd",
                                   "denied"]
+
+
+def test_a_course_kept_under_tmp_is_mounted_there_and_spared(monkeypatch):
+    """A course cloned under /tmp is mounted into the sandbox's /tmp: cleaning after a kernel spares it (and did
+    not, so every kernel started cold), and kernels are still forked."""
+    home = Path(tempfile.mkdtemp(prefix="course-", dir="/tmp"))
+    shutil.copytree(REPO / "normlab", home / "normlab")
+    monkeypatch.setattr(grading.sandbox, "NORMLAB", home / "normlab")
+    slot = SLOT + 2
+    zygote = Zygote(slot, LIMITS)
+    try:
+        for _ in range(2):
+            printed, forked = run_kernel(zygote, LOOKS_AROUND, slot=slot)
+            assert forked and zygote.failure is None
+            assert home.name in json.loads(printed[0])["tmp"]
+        assert (home / "normlab" / "checks.py").read_bytes() == (REPO / "normlab" / "checks.py").read_bytes()
+    finally:
+        zygote.close()
+        shutil.rmtree(home)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGSTOP, signal.SIGKILL], ids=["stops", "kills"])
