@@ -26,11 +26,19 @@ PR_SET_DUMPABLE = 4
 
 def preload():
     """Import and exercise once what each kernel would otherwise pay for: torch's import, its lazily loaded parts,
-    and the Jupyter kernel's own modules. Nothing here may start a thread: a fork keeps only the calling one."""
+    and the modules the Jupyter kernel imports when it starts (about 0.15 s a kernel). Not torch.optim's
+    optimizers: the first one imports torch._dynamo (about 2 s), and nothing the notebook runs under autograde
+    builds one. Nothing here may start a thread: a fork keeps only the calling one."""
     import numpy  # noqa: F401
     import torch
     import torch.nn.functional as F
     from torch import nn
+    import IPython.core.completerlib  # noqa: F401
+    import IPython.core.debugger  # noqa: F401
+    import IPython.core.oinspect  # noqa: F401
+    import ipykernel.debugger  # noqa: F401
+    import psutil  # noqa: F401
+    import tornado.platform.asyncio  # noqa: F401
     from ipykernel import kernelapp  # noqa: F401
 
     x = torch.ones(2, 4, 3, 3, requires_grad=True)
@@ -39,7 +47,6 @@ def preload():
                           nn.Flatten(), nn.Linear(4, 2))
     loss = F.cross_entropy(model(x) + F.layer_norm(x, x.shape[1:]).mean(), torch.tensor([0, 1]))
     loss.backward()
-    torch.optim.SGD(model.parameters(), lr=0.1).step()
 
 
 def become_kernel(control, request):
