@@ -7,7 +7,7 @@ replies are JSON lines, each carrying the request's "id":
   the sandbox;
 - {"op": "clean"}: delete what the kernels left in /tmp and /dev/shm; reply {"left"}, what could not be deleted.
   What the grader mounted there (the slot's folder, and the course and Python environment when they live under
-  /tmp) is spared, with every folder on the way to it: those are the sandbox's, not the students'.
+  /tmp) is spared, and a folder on the way to such a mount point is emptied around it.
 The zygote judges nothing and holds nothing secret. It is not dumpable, so the kernels it forks (same user) cannot
 read its memory or file descriptors, and each kernel closes the control socket before it runs a line of the
 student's code.
@@ -80,27 +80,36 @@ def mount_points():
 
 
 def clean():
-    mounted = mount_points()
+    mounted = set(mount_points())
     left = []
     for folder in ("/tmp", "/dev/shm"):
-        try:
-            entries = os.listdir(folder)
-        except OSError:
-            continue
-        for name in entries:
-            path = os.path.join(folder, name)
-            if any(point == path or point.startswith(path + os.sep) for point in mounted):
-                continue
-            try:
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, onerror=_make_removable)
-                else:
-                    os.unlink(path)
-            except OSError:
-                pass
-            if os.path.lexists(path):
-                left.append(path)
+        empty(folder, mounted, left)
     return left
+
+
+def empty(folder, mounted, left):
+    """Delete what is in folder but the mount points in mounted; a folder on the way to one is emptied around it
+    (where the grader is not root, the sandbox's user owns such folders and could leave files in them)."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    for name in entries:
+        path = os.path.join(folder, name)
+        if path in mounted:
+            continue
+        if any(point.startswith(path + os.sep) for point in mounted):
+            empty(path, mounted, left)
+            continue
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, onerror=_make_removable)
+            else:
+                os.unlink(path)
+        except OSError:
+            pass
+        if os.path.lexists(path):
+            left.append(path)
 
 
 def _make_removable(function, path, error):

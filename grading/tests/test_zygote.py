@@ -17,7 +17,7 @@ from grading.kernel import SandboxedExecute
 import grading.sandbox
 from grading.sandbox import Limits, Sandbox, bwrap_works, python_roots
 from grading.settings import REPO, Settings
-from grading.zygote import ForkedKernel, Zygote, zygote_for
+from grading.zygote import SOURCE, ForkedKernel, Zygote, zygote_for
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
 
@@ -152,6 +152,25 @@ def test_a_course_kept_under_tmp_is_mounted_there_and_spared(monkeypatch):
     finally:
         zygote.close()
         shutil.rmtree(home)
+
+
+def test_cleaning_spares_mount_points_and_empties_the_folders_around_them(tmp_path):
+    """The zygote's cleaning, on a folder where two paths stand for mount points: they keep what is in them, and
+    the folder on the way to one of them loses what a student left there (a grader that is not root lets the
+    sandbox's user write to it)."""
+    zygote_code = {}
+    exec(compile(SOURCE.rsplit("\nmain()", 1)[0], "zygote", "exec"), zygote_code)
+    course, slot = tmp_path / "course", tmp_path / "slot"
+    for path in (course / "normlab" / "checks.py", course / "planted.py", slot / "norm.ipynb",
+                 tmp_path / "stray" / "inside"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    left = []
+    zygote_code["empty"](str(tmp_path), {str(course / "normlab"), str(slot)}, left)
+    assert left == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["course", "slot"]
+    assert [p.name for p in course.iterdir()] == ["normlab"]
+    assert (course / "normlab" / "checks.py").is_file() and (slot / "norm.ipynb").is_file()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGSTOP, signal.SIGKILL], ids=["stops", "kills"])
