@@ -3,8 +3,8 @@
     python -m grading.bench [--submissions K] [--jobs N] [--out DIR]
 
 The submissions cycle through the sample students of grading/examples/ (but the hostile one, whose timeouts
-measure the limits, not the grader). Three ways, each from a copy of the same course, built beforehand and not
-timed:
+measure the limits, not the grader). They carry no bonus models (only the demo exports them), so the bonus costs
+nothing here. Three ways, each from a copy of the same course, built beforehand and not timed:
 - this pipeline: `python -m grading autograde --jobs N`;
 - nbgrader autograde: nbgrader's own autograde in that course, whose nbgrader_config.py plugs in the same
   judgement (sandbox, probes, hidden suites, bonus), one submission after another: the speed-up is the last line,
@@ -78,7 +78,7 @@ def main(argv=None):
 
     count, cores = args.submissions, os.cpu_count()
     print(f"{count} submissions on {cores} cores")
-    print(f"this pipeline (--jobs {args.jobs}, sandboxed, Q1-Q5 and bonus): {ours:7.1f} s, "
+    print(f"this pipeline (--jobs {args.jobs}, sandboxed, Q1-Q5, no bonus models): {ours:7.1f} s, "
           f"{ours / count:5.2f} s per submission, {ours * cores / count:5.2f} s per submission per core")
     print(f"nbgrader autograde (sequential, the same judgement):       {theirs:7.1f} s, "
           f"{theirs / count:5.2f} s per submission")
