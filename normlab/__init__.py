@@ -3,11 +3,19 @@
 - normlab.gradcheck: CS231n-style relative error and centred-difference gradients (Q1–Q2 checks).
 - normlab.checks: behavioural checks of normalization layers, shortcuts and stems (Q3–Q5 checks).
 - normlab.data: CIFAR-10/100 download, loading, caching, and a synthetic stand-in in the same on-disk format.
-- normlab.train: the GPU-resident CIFAR training loop.
+- normlab.train: the GPU-resident CIFAR training loop, resumable after every epoch; its parts are normlab.devices
+  (device and precision), normlab.batches (data on the device), normlab.session (one step), normlab.execution
+  (memory layout and torch.compile, timed) and normlab.checkpoint (the state a run resumes from).
 - normlab.experiments: the norm x stem comparison grid, its plots and summary.
 - normlab.evaluate: scores an exported .pt2 model on the CIFAR test set (the bonus).
 - normlab.bench: training-throughput benchmark against a naive DataLoader loop.
 """
+import os
+from pathlib import Path
 
 # What students submit for the bonus, by dataset.
 BONUS_FILES = {"cifar10": "bonus_cifar10.pt2", "cifar100": "bonus_cifar100.pt2"}
+
+# Where training runs are written (runs/grid is submitted). NORMLAB_RUNS moves them, for example onto a mounted
+# Google Drive where a recycled Colab machine cannot take them along; NORMLAB_DATA (normlab.data) moves the data.
+RUNS_ROOT = Path(os.environ.get("NORMLAB_RUNS") or "runs")

@@ -7,9 +7,10 @@ All loops run in this process, on the same device, with the notebook's ResNet-18
 optimizer settings, on synthetic CIFAR-shaped data (random uint8 images):
 - naive: a torchvision DataLoader whose CPU workers turn each image into a PIL image and apply RandomCrop(32,
   padding=4), RandomHorizontalFlip, ToTensor and Normalize; float32, NCHW; the loss is read back every step.
-- normlab: normlab.train's loop (data and augmentation on the device, bf16 autocast where the device supports it,
-  fused SGD) in the execution that normlab.train.choose_execution picks for each norm by timing the candidates
-  (channels_last or NCHW; torch.compile too on CUDA, or with --compile). Those timings are printed first.
+- normlab: normlab.train's loop (data and augmentation on the device, autocast in the precision normlab.devices
+  picks: bf16 where native, fp16 with loss scaling on older GPUs; fused SGD) in the execution that
+  normlab.execution.choose_execution picks for each norm by timing the candidates (channels_last or NCHW;
+  torch.compile too on CUDA, or with --compile). Those timings are printed first.
 Then every loop runs W untimed steps, and R rounds time S steps of each loop, in alternating order, so that all
 loops meet the same machine. Each loop's time relative to normlab BN is taken within a round; the table shows the
 median over rounds. Seconds per epoch are for 50,000 images. The last line is speedup_vs_naive=<x>: the normlab
@@ -33,10 +34,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 from tqdm.auto import tqdm
 
+from normlab.batches import DeviceBatches
 from normlab.data import MEAN, STD
+from normlab.devices import best_device, device_name, synchronize
+from normlab.execution import TUNE_WARMUP_STEPS, choose_execution
 from normlab.notebook import load_models
-from normlab.train import (TUNE_WARMUP_STEPS, DeviceBatches, Execution, Session, TrainConfig, best_device,
-                           choose_execution, device_name, evaluate, synchronize)
+from normlab.session import Execution, Session, keep_compiled_graphs
+from normlab.train import TrainConfig, evaluate
 
 EPOCH_IMAGES = 50_000
 TEST_IMAGES = 10_000
@@ -219,11 +223,7 @@ def main(argv=None):
     candidates = [Execution(layout, compiled) for compiled in (False, True) for layout in (True, False)] \
         if args.compile else None
     if args.compile or device.type == "cuda":
-        from torch._dynamo import config as dynamo_config
-
-        # All loops live in this process: every architecture and mode is one more compiled graph of ResNet.forward,
-        # beyond which dynamo would silently run the rest eagerly.
-        dynamo_config.cache_size_limit = 64
+        keep_compiled_graphs()  # all loops live in this process: each architecture is one more graph of forward
     models = load_models()
     torch.manual_seed(0)
     count = max(2048, 2 * args.batch_size)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision import datasets
 
-from normlab import data, evaluate, experiments, train
+from normlab import batches, data, evaluate, experiments, session, train
 from normlab.notebook import load_models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,12 +75,12 @@ def test_a_missing_dataset_says_how_to_get_it(tmp_path):
 def test_crop_and_flip_match_a_reference_on_a_known_image():
     images = torch.arange(2 * 3 * 32 * 32, dtype=torch.int32).reshape(2, 3, 32, 32).to(torch.uint8)
     rows, cols = torch.tensor([0, 8]), torch.tensor([5, 3])
-    cropped = train.crop_at(images, rows, cols, padding=4)
+    cropped = batches.crop_at(images, rows, cols, padding=4)
     padded = np.pad(images.numpy(), ((0, 0), (0, 0), (4, 4), (4, 4)))
     for i in range(2):
         expected = padded[i, :, rows[i]:rows[i] + 32, cols[i]:cols[i] + 32]
         assert np.array_equal(cropped[i].numpy(), expected)
-    flipped = train.flip_where(images, torch.tensor([True, False]))
+    flipped = batches.flip_where(images, torch.tensor([True, False]))
     assert np.array_equal(flipped[0].numpy(), images[0].numpy()[:, :, ::-1])
     assert torch.equal(flipped[1], images[1])
 
@@ -98,7 +98,7 @@ def test_the_loop_learns_a_learnable_dataset_and_records_it(synthetic_root, tmp_
 
 def test_one_cycle_schedule_warms_up_then_decays_to_zero():
     config = train.TrainConfig(warmup_fraction=0.2)
-    factors = [train.learning_rate_factor(step, 100, config) for step in range(101)]
+    factors = [session.learning_rate_factor(step, 100, config) for step in range(101)]
     assert factors[0] == pytest.approx(0.1) and max(factors) == pytest.approx(1.0)
     assert factors.index(max(factors)) == 20 and factors[-1] == pytest.approx(0.0, abs=1e-9)
 

@@ -4,13 +4,16 @@ import copy
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from normlab import data, train
+from normlab import checkpoint, data, devices, execution, train
+from normlab.batches import DeviceBatches, eval_batch_size
+from normlab.session import Execution, Session, WeightAverage
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +44,7 @@ def plain(**changes):
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_every_batch_is_full_and_distinct(synthetic, memory_format):
-    batches = train.DeviceBatches(synthetic.train_images, synthetic.train_labels, torch.device("cpu"), 128,
+    batches = DeviceBatches(synthetic.train_images, synthetic.train_labels, torch.device("cpu"), 128,
                                   memory_format, seed=0, padding=4, flip=True)
     assert len(batches) == 3  # 400 images: 3 full batches, 16 left out
     shapes, seen = set(), []
@@ -53,36 +56,43 @@ def test_every_batch_is_full_and_distinct(synthetic, memory_format):
 
 
 def test_the_eval_batch_divides_the_test_set():
-    assert train.eval_batch_size(10_000, 1000) == 1000 and train.eval_batch_size(10_000, 1024) == 1000
-    assert train.eval_batch_size(64, 1000) == 64 and train.eval_batch_size(150, 64) == 50
-    assert train.eval_batch_size(97, 64) == 1
+    assert eval_batch_size(10_000, 1000) == 1000 and eval_batch_size(10_000, 1024) == 1000
+    assert eval_batch_size(64, 1000) == 64 and eval_batch_size(150, 64) == 50
+    assert eval_batch_size(97, 64) == 1
 
 
 def compiled_run(root):
-    """Train small_cnn compiled on the synthetic data in root; return its history and the eager evaluation of the
-    final weights. 400 / 64 leaves a partial training batch and 150 / 64 a partial eval batch: both left out."""
+    """Train small_cnn compiled on the synthetic data in root, then a second small_cnn in the same process; return
+    both histories and the eager evaluation of the first's final weights. 400 / 64 leaves a partial training batch
+    and 150 / 64 a partial eval batch: both left out."""
     loaded = data.load("cifar10", root)
     model = small_cnn()
     config = plain(epochs=3, batch_size=64, eval_batch_size=64, compile=True, ema_epochs=2)
     history = train.train(model, loaded, config, "cpu", progress=False)
-    test_batches = train.DeviceBatches(loaded.test_images, loaded.test_labels, torch.device("cpu"), 50)
+    test_batches = DeviceBatches(loaded.test_images, loaded.test_labels, torch.device("cpu"), 50)
     eager = train.evaluate(model, test_batches.epoch(shuffle=False), torch.autocast("cpu", enabled=False), tta=True)
-    return {"history": history, "eager": eager}
+    again = train.train(small_cnn(), loaded, config.replace(epochs=1, seed=1), "cpu", progress=False)
+    return {"history": history, "eager": eager, "again": again}
 
 
-def test_compiled_training_compiles_in_the_first_epoch_only_and_agrees_with_eager(synthetic_root):
-    # In a process of its own: after torch.compile has run a backward pass, forked processes (the grid's device
-    # workers) can no longer use autograd.
+def test_compiled_training_compiles_once_per_process_reports_it_apart_and_agrees_with_eager(synthetic_root):
+    # In a process of its own: after torch.compile has run a backward pass, forked processes can no longer use
+    # autograd, and the compiled graphs stay in the process.
     code = (f"import json, sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
             f"from test_train_engine import compiled_run; print(json.dumps(compiled_run({str(synthetic_root)!r})))")
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout.splitlines()[-1])
-    history, eager = result["history"], result["eager"]
+    history, eager, again = result["history"], result["eager"], result["again"]
     assert history["execution"]["compile"] and history["execution"]["chosen_by"] == "config"
     compiled = [e["compiled_graphs"] for e in history["epochs"]]
-    # the training and the eval graph, then nothing: not for the averaged weights or mirrored images either
-    assert compiled[0] >= 2 and compiled[1:] == [0, 0]
+    # the training and the eval graph, then nothing: not for the averaged weights or mirrored images either, nor
+    # for another model of the same architecture later in the process
+    assert compiled[0] >= 2 and compiled[1:] == [0, 0] and again["epochs"][0]["compiled_graphs"] == 0
+    # compiling happens in the first step of epoch 1 (and its first evaluation batch): counted apart
+    warmups = [e["warmup_seconds"] for e in history["epochs"]]
+    assert warmups[0] > 0 and warmups[1:] == [0.0, 0.0]
+    assert train.warmup_seconds(history) == pytest.approx(warmups[0], rel=1e-3)
     assert history["compile_check"]["ok"] and history["compile_check"]["max_relative_difference"] < 1e-3
     for key in ("test_accuracy", "tta_test_accuracy"):
         assert abs(eager[key] - history["final"][key]) <= 2 / 150
@@ -113,7 +123,7 @@ class LeftHalf(nn.Module):
 
 def test_flip_tta_equals_the_plain_result_for_a_mirror_symmetric_model_and_a_hand_computation_otherwise(synthetic):
     torch.manual_seed(0)
-    batches = train.DeviceBatches(synthetic.test_images, synthetic.test_labels, torch.device("cpu"), 50)
+    batches = DeviceBatches(synthetic.test_images, synthetic.test_labels, torch.device("cpu"), 50)
     no_autocast = torch.autocast("cpu", enabled=False)
     symmetric = train.evaluate(MirrorSymmetric(), batches.epoch(shuffle=False), no_autocast, tta=True)
     assert symmetric["tta_test_accuracy"] == symmetric["test_accuracy"]
@@ -130,7 +140,7 @@ def test_the_weight_average_equals_a_hand_computation():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
     states = [copy.deepcopy(model.state_dict())]
-    average = train.WeightAverage(model, decay=0.5)
+    average = WeightAverage(model, decay=0.5)
     for _ in range(4):
         with torch.no_grad():
             model[0].weight.add_(torch.randn_like(model[0].weight))
@@ -151,14 +161,14 @@ def test_the_weight_average_equals_a_hand_computation():
 
 def test_train_leaves_the_average_of_its_last_epochs_in_the_model(synthetic, monkeypatch):
     states = []
-    step = train.Session.step
+    step = Session.step
 
     def recording_step(session, x, y):
         result = step(session, x, y)
         states.append(copy.deepcopy(session.model.state_dict()))
         return result
 
-    monkeypatch.setattr(train.Session, "step", recording_step)
+    monkeypatch.setattr(Session, "step", recording_step)
     torch.manual_seed(0)
     model = small_cnn()
     config = plain(epochs=3, batch_size=128, ema_epochs=2, ema_decay=0.9)
@@ -171,39 +181,146 @@ def test_train_leaves_the_average_of_its_last_epochs_in_the_model(synthetic, mon
                     for k, v in state.items()}
     for name, value in model.state_dict().items():
         assert torch.allclose(value, expected[name], atol=1e-5), name
-    batches = train.DeviceBatches(synthetic.test_images, synthetic.test_labels, torch.device("cpu"), 50)
+    batches = DeviceBatches(synthetic.test_images, synthetic.test_labels, torch.device("cpu"), 50)
     again = train.evaluate(model, batches.epoch(shuffle=False), torch.autocast("cpu", enabled=False))
     assert again["test_accuracy"] == history["final"]["test_accuracy"]
 
 
+def fake_gpu(monkeypatch, capability, name="a fake GPU"):
+    """Make torch report a CUDA GPU of the given compute capability, as far as choosing a precision and an
+    execution asks (nothing here runs on it)."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    return torch.device("cuda")
+
+
+@pytest.mark.parametrize("capability,dtype,compiles", [
+    ((6, 1), None, False),             # GTX 10 series: fp16 at 1/64 of the float32 rate, no Triton
+    ((6, 0), torch.float16, False),    # P100: double-rate fp16
+    ((7, 5), torch.float16, True),     # T4, RTX 20: tensor cores, bf16 only emulated
+    ((8, 0), torch.bfloat16, True),    # A100
+    ((8, 9), torch.bfloat16, True),    # RTX 40
+    ((9, 0), torch.bfloat16, True)])   # H100
+def test_each_gpu_generation_trains_in_the_precision_it_runs_fast(monkeypatch, capability, dtype, compiles):
+    cuda = fake_gpu(monkeypatch, capability)
+    assert devices.autocast_dtype("auto", cuda) == dtype
+    assert any(c.compile for c in execution.candidate_executions(train.TrainConfig(), cuda)) == compiles
+    assert devices.autocast_dtype("bf16", cuda) == torch.bfloat16  # asked for, it is obeyed
+    assert devices.autocast_dtype("off", cuda) is None
+
+
+def test_an_fp16_step_that_overflows_is_skipped_and_halves_the_loss_scale(synthetic):
+    torch.manual_seed(0)
+    session = Session(small_cnn(), plain(amp="fp16"), torch.device("cpu"), total_steps=10)
+    x, y = next(DeviceBatches(synthetic.train_images, synthetic.train_labels, torch.device("cpu"), 64).epoch())
+    session.step(x, y)
+    assert session.precision == "float16" and session.scaler.get_scale() == 2.0 ** 16
+    state = copy.deepcopy(session.optimizer.state_dict())
+    weights = copy.deepcopy(session.model.state_dict())
+    session.step(x * 1e6, y)  # activations beyond fp16's largest number (65504): infinite gradients
+    assert session.scaler.get_scale() == 2.0 ** 15
+    assert all(torch.equal(value, weights[name]) for name, value in session.model.named_parameters())
+    momentum = [s["momentum_buffer"] for s in session.optimizer.state_dict()["state"].values()]
+    assert all(torch.equal(a, s["momentum_buffer"]) for a, s in zip(momentum, state["state"].values()))
+    session.step(x, y)
+    assert not all(torch.equal(value, weights[name]) for name, value in session.model.named_parameters())
+
+
+def test_warm_up_is_reported_apart_from_the_epoch_times(synthetic, monkeypatch):
+    # a clock that only the steps move: the first step of each session takes 100 s (compiling), the others 1 s
+    clock = types.SimpleNamespace(now=0.0, steps=0)
+    monkeypatch.setattr(train, "time", types.SimpleNamespace(perf_counter=lambda: clock.now))
+    step = Session.step
+
+    def timed_step(session, x, y):
+        clock.now += 100.0 + 1.0 if clock.steps == 0 else 1.0
+        clock.steps += 1
+        return step(session, x, y)
+
+    monkeypatch.setattr(Session, "step", timed_step)
+    history = train.train(small_cnn(), synthetic, plain(epochs=2, batch_size=64, ema_epochs=0), "cpu",
+                          progress=False)
+    assert [e["train_seconds"] for e in history["epochs"]] == [6.0, 6.0]  # 400 images: 6 steps of 64
+    assert [e["warmup_seconds"] for e in history["epochs"]] == [100.0, 0.0]
+    assert train.steady_epoch_seconds(history) == 6.0 and train.warmup_seconds(history) == 100.0
+
+
 def fake_timings(step_seconds, setup_seconds=None):
-    """time_executions' stand-in: fixed seconds per step (and setup) per (channels_last, compile)."""
+    """time_executions' stand-in: fixed seconds per step (and setup) per (channels_last, compile); it records
+    which executions it was asked to time."""
+    asked = []
+
     def time_executions(model, config, device, images, labels, executions, steps):
-        keys = [(execution.channels_last, execution.compile) for execution in executions]
+        keys = [(e.channels_last, e.compile) for e in executions]
+        asked.extend(keys)
         return [{"channels_last": key[0], "compile": key[1], "step_seconds": step_seconds[key],
                  "setup_seconds": (setup_seconds or {}).get(key, 0.0)} for key in keys]
+    time_executions.asked = asked
     return time_executions
 
 
-def test_the_execution_is_the_one_with_the_shortest_predicted_run(synthetic, monkeypatch):
-    monkeypatch.setattr(train, "_timed", {})
-    images, labels, cuda = synthetic.train_images, synthetic.train_labels, torch.device("cuda")
+@pytest.fixture
+def fresh_process(monkeypatch):
+    """No timings and no compiled models yet, as in a new process."""
+    monkeypatch.setattr(execution, "_timed", {})
+    monkeypatch.setattr(execution, "_compiled", set())
+
+
+def test_the_execution_is_the_one_with_the_shortest_predicted_run(synthetic, monkeypatch, fresh_process):
+    cuda = fake_gpu(monkeypatch, (9, 0))
+    images, labels = synthetic.train_images, synthetic.train_labels
     steps = {(True, False): 2.0, (False, False): 1.0, (False, True): 0.5, (True, True): 0.1}
-    monkeypatch.setattr(train, "time_executions", fake_timings(steps, {(False, True): 60.0}))
+    monkeypatch.setattr(execution, "time_executions", fake_timings(steps, {(False, True): 60.0}))
     config = train.TrainConfig()
-    # compiling halves a step in the faster eager layout but takes 60 s: worth it for 2,000 steps, not for 100
-    execution, record = train.choose_execution(small_cnn(), config, cuda, images, labels, total_steps=2000)
-    assert execution == train.Execution(channels_last=False, compile=True) and record["chosen_by"] == "timing"
+    # compiling halves a step in the faster eager layout but takes 60 s: worth it for 2,000 steps
+    chosen, record = execution.choose_execution(small_cnn(), config, cuda, images, labels, remaining_steps=2000)
+    assert chosen == Execution(channels_last=False, compile=True) and record["chosen_by"] == "timing"
     assert [(t["channels_last"], t["compile"]) for t in record["timings"]] == [(True, False), (False, False),
                                                                               (False, True)]
-    execution, record = train.choose_execution(small_cnn(100), config, cuda, images, labels, total_steps=100)
-    assert execution == train.Execution(channels_last=False, compile=False) and "cached" in record["chosen_by"]
+    # not for 100 steps of the CIFAR-100 variant, whose classifier needs a compile of its own
+    chosen, record = execution.choose_execution(small_cnn(100), config, cuda, images, labels, remaining_steps=100)
+    assert chosen == Execution(channels_last=False, compile=False) and "cached" in record["chosen_by"]
     # 3 candidates x 7 steps to time would be more than 2% of 1,000 steps
-    execution, record = train.choose_execution(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten()), config, cuda, images,
-                                               labels, total_steps=1000)
-    assert execution == train.Execution() and record["chosen_by"].startswith("default")
-    cpu_candidates = train.candidate_executions(config, torch.device("cpu"))
-    assert cpu_candidates == [train.Execution(True, False), train.Execution(False, False)]
+    chosen, record = execution.choose_execution(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten()), config, cuda,
+                                                images, labels, remaining_steps=1000)
+    assert chosen == Execution() and record["chosen_by"].startswith("default")
+    cpu_candidates = execution.candidate_executions(config, torch.device("cpu"))
+    assert cpu_candidates == [Execution(True, False), Execution(False, False)]
+
+
+def test_a_compile_is_counted_once_per_model_and_process_against_the_remaining_steps(synthetic, monkeypatch,
+                                                                                    fresh_process):
+    cuda = fake_gpu(monkeypatch, (7, 5))
+    images, labels = synthetic.train_images, synthetic.train_labels
+    timer = fake_timings({(True, False): 1.0, (False, False): 1.2, (True, True): 0.8}, {(True, True): 100.0})
+    monkeypatch.setattr(execution, "time_executions", timer)
+    config = train.TrainConfig()
+    choose = execution.choose_execution
+    # a run of 2,000 steps: 400 s saved for a 100 s compile; its trial compiles the model for this process
+    assert choose(small_cnn(), config, cuda, images, labels, remaining_steps=2000)[0].compile
+    # a run of the same model resumed with 100 steps left: the compile is done, 20 s saved for nothing
+    assert choose(small_cnn(), config, cuda, images, labels, remaining_steps=100)[0].compile
+    # the CIFAR-100 variant still needs its compile: 100 s for 100 steps does not pay, for 1,000 it does
+    assert not choose(small_cnn(100), config, cuda, images, labels, remaining_steps=100)[0].compile
+    assert choose(small_cnn(100), config, cuda, images, labels, remaining_steps=1000)[0].compile
+    assert timer.asked == [(True, False), (False, False), (True, True)]  # each timed once
+
+
+def test_compile_is_not_even_timed_where_earlier_models_show_it_cannot_pay(synthetic, monkeypatch, fresh_process):
+    cuda = fake_gpu(monkeypatch, (7, 5))
+    images, labels = synthetic.train_images, synthetic.train_labels
+    steps = {(True, False): 1.0, (False, False): 1.5, (True, True): 0.95}
+    timer = fake_timings(steps, {(True, True): 100.0})
+    monkeypatch.setattr(execution, "time_executions", timer)
+    config = train.TrainConfig()
+    execution.choose_execution(small_cnn(), config, cuda, images, labels, remaining_steps=2000)
+    # another architecture with 1,100 steps left: at the 5% saving measured, 55 s against a 100 s compile
+    other = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten())
+    chosen, record = execution.choose_execution(other, config, cuda, images, labels, remaining_steps=1100)
+    assert chosen == Execution(channels_last=True, compile=False) and "not timed" in record["chosen_by"]
+    assert timer.asked.count((True, True)) == 1
 
 
 def test_a_long_cpu_run_times_both_layouts_and_records_its_choice(synthetic):
@@ -211,9 +328,66 @@ def test_a_long_cpu_run_times_both_layouts_and_records_its_choice(synthetic):
     config = train.TrainConfig(epochs=100, batch_size=128, amp="off", tune_steps=1, ema_epochs=0)
     model = small_cnn()
     before = copy.deepcopy(model.state_dict())
-    execution, record = train.choose_execution(model, config, torch.device("cpu"), synthetic.train_images,
-                                               synthetic.train_labels, total_steps=300)
+    chosen, record = execution.choose_execution(model, config, torch.device("cpu"), synthetic.train_images,
+                                                synthetic.train_labels, remaining_steps=300)
     assert record["chosen_by"] == "timing" and len(record["timings"]) == 2
     fastest = min(record["timings"], key=lambda t: t["step_seconds"])
-    assert execution.channels_last == fastest["channels_last"] and not execution.compile
+    assert chosen.channels_last == fastest["channels_last"] and not chosen.compile
     assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())  # copies trained
+
+
+def comparable(history):
+    """A history without what differs between equal runs: times, and the record of resuming."""
+    timing = {"train_seconds", "eval_seconds", "warmup_seconds"}
+    epochs = [{k: v for k, v in e.items() if k not in timing} for e in history["epochs"]]
+    return {**{k: v for k, v in history.items() if k not in ("execution", "resumed", "epochs")}, "epochs": epochs}
+
+
+def stop_at_step(monkeypatch, step):
+    """Make the step-th training step from now raise KeyboardInterrupt, as the notebook's stop button does."""
+    steps, take_step = [0], Session.step
+
+    def step_or_stop(session, x, y):
+        steps[0] += 1
+        if steps[0] == step:
+            raise KeyboardInterrupt
+        return take_step(session, x, y)
+
+    monkeypatch.setattr(Session, "step", step_or_stop)
+
+
+def test_an_interrupted_run_resumes_where_it_stopped_and_a_changed_one_starts_over(synthetic, tmp_path, monkeypatch):
+    config = plain(epochs=2, batch_size=64, ema_epochs=1)  # 6 steps per epoch
+    torch.manual_seed(0)
+    initial = small_cnn().state_dict()
+    uninterrupted_model = small_cnn()
+    uninterrupted_model.load_state_dict(initial)
+    uninterrupted = train.train(uninterrupted_model, synthetic, config, "cpu", progress=False)
+
+    stopped = small_cnn()
+    stopped.load_state_dict(initial)
+    with monkeypatch.context() as patch:
+        stop_at_step(patch, 8)
+        with pytest.raises(KeyboardInterrupt):
+            train.train(stopped, synthetic, config, "cpu", out_dir=tmp_path, progress=False)
+    assert torch.load(tmp_path / checkpoint.RESUME_FILE, weights_only=True)["epoch"] == 1
+    resumed_model = small_cnn()  # other initial weights: the saved state replaces them
+    resumed = train.train(resumed_model, synthetic, config, "cpu", out_dir=tmp_path, progress=False)
+    assert [r["epoch"] for r in resumed["resumed"]] == [2] and comparable(resumed) == comparable(uninterrupted)
+    assert all(torch.equal(value, uninterrupted_model.state_dict()[name])
+               for name, value in resumed_model.state_dict().items())
+    assert not (tmp_path / checkpoint.RESUME_FILE).exists()
+
+    with monkeypatch.context() as patch:  # a state saved with another learning rate is not resumed from
+        stop_at_step(patch, 8)
+        with pytest.raises(KeyboardInterrupt):
+            train.train(small_cnn(), synthetic, config, "cpu", out_dir=tmp_path / "other", progress=False)
+    changed = train.train(small_cnn(), synthetic, config.replace(lr=0.1), "cpu", out_dir=tmp_path / "other",
+                          progress=False)
+    assert changed["resumed"] == [] and [e["epoch"] for e in changed["epochs"]] == [1, 2]
+
+    with monkeypatch.context() as patch:  # a finished run is not trained again: its final weights are loaded
+        stop_at_step(patch, 1)
+        loaded = small_cnn()
+        assert train.train(loaded, synthetic, config, "cpu", out_dir=tmp_path, progress=False) == resumed
+    assert all(torch.equal(value, resumed_model.state_dict()[name]) for name, value in loaded.state_dict().items())
