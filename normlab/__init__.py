@@ -6,7 +6,7 @@
 - normlab.train: the GPU-resident CIFAR training loop, resumable after every epoch; its parts are normlab.devices
   (device and precision), normlab.batches (data on the device), normlab.session (one step), normlab.execution
   (memory layout and torch.compile, timed) and normlab.checkpoint (the state a run resumes from).
-- normlab.experiments: the norm x stem comparison grid, its plots and summary.
+- normlab.experiments: the norm x stem comparison grid, its summary, and its plots (normlab.plots).
 - normlab.evaluate: scores an exported .pt2 model on the CIFAR test set (the bonus).
 - normlab.bench: training-throughput benchmark against a naive DataLoader loop.
 """

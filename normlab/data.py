@@ -50,6 +50,8 @@ LAYOUTS = {
                        b"fine_labels"),
 }
 PRETTY_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+TRAIN_SIZE, TEST_SIZE = 50_000, 10_000  # images of the official training and test sets, for either dataset
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SHAPE = (3, 32, 32)
@@ -167,7 +169,7 @@ def synthetic_images(labels, num_classes, seed):
 def write_synthetic(name, root=SYNTHETIC_ROOT, train_size=2000, test_size=500, seed=0):
     """Write a synthetic dataset in the exact on-disk format of the official python version, into root."""
     layout = check_name(name)
-    num_classes = 10 if name == "cifar10" else 100
+    num_classes = NUM_CLASSES[name]
     folder = dataset_folder(name, root)
     folder.mkdir(parents=True, exist_ok=True)
     generator = np.random.default_rng(seed)

@@ -1,33 +1,43 @@
 """The comparison grid: datasets x normalization types x stems, trained with normlab.train.
 
-Each run writes runs/<grid>/<dataset>-<norm>-<stem>/history.json; a run whose history is complete for the same
-settings is skipped, so an interrupted grid resumes where it stopped. With several GPUs, one process per GPU
-takes runs from a shared queue. `show` plots the results and prints a markdown summary.
+Each run writes <grid folder>/<dataset>-<norm>-<stem>/history.json, and its state after every epoch: a stopped grid,
+run again, skips the finished runs and resumes the others after their last finished epoch. The grid folder is
+GRID_DIR (runs/grid, under NORMLAB_RUNS if set) unless given. With several GPUs, one spawned process per GPU takes
+runs from a shared queue. `show` prints a markdown summary and shows the plots (normlab.plots).
 """
 import hashlib
 import json
 import multiprocessing
-import queue
+import os
+import pickle
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
+from tqdm.auto import tqdm
 
+from normlab import RUNS_ROOT
 from normlab import data as cifar
-from normlab.train import TrainConfig, best_device, train
+from normlab.notebook import NotebookFunction
+from normlab.train import TrainConfig, best_device, seed_everything, steady_epoch_seconds, train, warmup_seconds
 
-NORM_COLOURS = {"BN": "tab:blue", "LN": "tab:orange", "IN": "tab:green", "GN": "tab:red", "none": "tab:gray"}
-STEM_STYLES = {"cifar": "-", "imagenet": "--"}
+GRID_DIR = RUNS_ROOT / "grid"  # the real grid: submitted with the notebook
+FOLLOW_SECONDS = 5  # how often the progress bar of the grid's processes reads their histories
+DATASET_ORDER = ("cifar10", "cifar100")
+NORM_ORDER = ("BN", "LN", "IN", "GN", "none")
+STEM_ORDER = ("imagenet", "cifar")
 
 
 @dataclass(frozen=True)
 class Grid:
-    """What to compare and how to train each variant. `Grid.smoke()` is the tiny CPU configuration."""
+    """What to compare and how to train each variant. `Grid.smoke()` is the tiny CPU configuration. To train less,
+    take one dataset (`Grid(datasets=("cifar10",))`) or fewer epochs (`Grid(train=TrainConfig(epochs=15))`)."""
 
-    datasets: tuple = ("cifar10", "cifar100")
-    norms: tuple = ("BN", "LN", "IN", "GN", "none")
-    stems: tuple = ("imagenet", "cifar")
+    datasets: tuple = DATASET_ORDER
+    norms: tuple = NORM_ORDER
+    stems: tuple = STEM_ORDER
     base_width: int = 64
     num_groups: int = 4
     synthetic: bool = False
@@ -65,6 +75,7 @@ class Run:
 
 
 def available_devices():
+    """Every CUDA GPU, else the best device there is."""
     if torch.cuda.is_available() and torch.cuda.device_count() > 1:
         return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
     return [str(best_device())]
@@ -87,10 +98,13 @@ def read_history(run_dir):
         return None
 
 
-def run_grid(build_model, grid, out_dir, devices=None, progress=True):
+def run_grid(build_model, grid, out_dir=GRID_DIR, devices=None, progress=True):
     """Train every run of grid that is not finished yet, and return the histories of all its runs.
 
     build_model(norm_type=..., stem=..., num_classes=..., base_width=..., num_groups=...) returns a fresh model.
+    devices defaults to every CUDA GPU; with more than one, the runs are shared among spawned processes, one per
+    device (run_in_processes), if they can rebuild build_model (builder_for_processes), else they train here on the
+    first device, one after another.
     """
     out_dir = Path(out_dir)
     runs = grid.runs()
@@ -100,18 +114,23 @@ def run_grid(build_model, grid, out_dir, devices=None, progress=True):
               "accuracies show that the code runs, not how the normalizations compare on CIFAR.")
     print(f"{len(runs) - len(pending)} of {len(runs)} runs already finished in {out_dir}; {len(pending)} to train")
     devices = devices or available_devices()
-    if len(devices) > 1 and len(pending) > 1 and torch.cuda.is_initialized():
-        print("CUDA is already initialized in this process, so the runs share one GPU, one after another. "
-              "Restart the kernel and run the grid first to use every GPU.")
-        devices = devices[:1]
+    builder = build_model
+    if len(devices) > 1 and len(pending) > 1:
+        builder = builder_for_processes(build_model, grid, pending)
+        if builder is None:
+            print(f"Training on {devices[0]} only, one run after another. The processes that would train on the "
+                  f"other GPUs can only rebuild your model from norm.ipynb as saved on disk, and that does not build "
+                  f"the same models as {getattr(build_model, '__name__', 'build_model')} here (or could not be "
+                  f"read). Save the notebook (Ctrl+S) and run this cell again to train on all {len(devices)} GPUs.")
+            devices, builder = devices[:1], build_model
     if len(devices) == 1 or len(pending) <= 1:
         datasets = {}  # each dataset is loaded once for all its runs
         for run in pending:
             if run.dataset not in datasets:
                 datasets[run.dataset] = grid_data(grid, run.dataset)
-            train_run(build_model, grid, run, out_dir, devices[0], progress, datasets[run.dataset])
+            train_run(builder, grid, run, out_dir, devices[0], progress, datasets[run.dataset])
     else:
-        run_in_processes(build_model, grid, pending, out_dir, devices, progress)
+        run_in_processes(builder, grid, pending, out_dir, devices, progress)
     return [history for run in runs if (history := read_history(out_dir / run.name)) is not None]
 
 
@@ -120,8 +139,10 @@ def grid_data(grid, dataset):
 
 
 def train_run(build_model, grid, run, out_dir, device, progress, data=None):
-    """Train one run of grid on data (grid_data(grid, run.dataset) unless given)."""
+    """Train one run of grid on data (grid_data(grid, run.dataset) unless given); it resumes if it was stopped.
+    Its model starts from the same weights whichever process builds it, and whatever ran before."""
     data = data if data is not None else grid_data(grid, run.dataset)
+    seed_everything(grid.train.seed)
     model = build_model(norm_type=run.norm_type, stem=run.stem, num_classes=data.num_classes,
                         base_width=grid.base_width, num_groups=grid.num_groups)
     run_dir = Path(out_dir) / run.name
@@ -130,41 +151,116 @@ def train_run(build_model, grid, run, out_dir, device, progress, data=None):
                  metadata=metadata)
 
 
+def importable(function):
+    """Whether function pickles as a reference that another (spawned) process can import: not one defined in a
+    notebook or an interactive session, nor one executed from a notebook's cells."""
+    module = sys.modules.get(getattr(function, "__module__", None) or "")
+    if module is None or (module.__name__ == "__main__" and not getattr(module, "__file__", None)):
+        return False
+    try:
+        pickle.dumps(function)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return False
+    return True
+
+
+def builder_for_processes(build_model, grid, runs):
+    """build_model in a form that spawned processes can rebuild: itself where it is importable; else the function
+    of the same name in the saved norm.ipynb (normlab.notebook), provided that it builds the same models for
+    the runs: the same parameters and buffers and, given the same weights, the same outputs. None otherwise."""
+    if importable(build_model):
+        return build_model
+    saved = NotebookFunction(getattr(build_model, "__name__", ""))
+    try:
+        return saved if builds_alike(build_model, saved, grid, runs) else None
+    except Exception:  # a notebook that does not load, or lacks the function: nothing another process could use
+        return None
+
+
+def builds_alike(build_model, other, grid, runs):
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for norm_type, stem in sorted({(run.norm_type, run.stem) for run in runs}):
+        options = dict(norm_type=norm_type, stem=stem, num_classes=cifar.NUM_CLASSES[runs[0].dataset],
+                       base_width=grid.base_width, num_groups=grid.num_groups)
+        with torch.random.fork_rng(devices=[]):  # leave the caller's random numbers as they were
+            ours, theirs = build_model(**options).eval(), other(**options).eval()
+        state = ours.state_dict()
+        if {k: v.shape for k, v in state.items()} != {k: v.shape for k, v in theirs.state_dict().items()}:
+            return False
+        theirs.load_state_dict(state)
+        with torch.no_grad():
+            if not torch.allclose(ours(images), theirs(images), rtol=1e-4, atol=1e-5):
+                return False
+    return True
+
+
 def run_in_processes(build_model, grid, pending, out_dir, devices, progress):
-    """One process per device; each takes runs from a shared queue. Fork keeps build_model usable even when it
-    was defined in a notebook."""
-    context = multiprocessing.get_context("fork")
+    """One spawned process per device; each takes runs from a shared queue until it is empty. Spawned processes
+    start afresh, so they can use CUDA whatever this process has done with it (a forked one cannot, once CUDA is
+    initialized here); build_model must therefore pickle (builder_for_processes)."""
+    context = multiprocessing.get_context("spawn")
     work = context.Queue()
+    workers = devices[:len(pending)]
     for run in pending:
         work.put(run)
-    workers = [context.Process(target=_worker, args=(build_model, grid, work, out_dir, device, progress))
-               for device in devices[:len(pending)]]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    failed = [worker.exitcode for worker in workers if worker.exitcode != 0]
+    for _ in workers:
+        work.put(None)  # one stop sign per process
+    threads = max(1, (os.cpu_count() or 1) // len(workers))  # processes on CPU devices share the cores
+    processes = [context.Process(target=_worker, args=(build_model, grid, work, out_dir, device, threads))
+                 for device in workers]
+    for process in processes:
+        process.start()
+    try:
+        _follow(processes, grid, pending, out_dir, progress, f"{len(pending)} runs on {len(workers)} devices")
+    finally:  # a stopped cell stops its processes too; their runs resume after the last epoch each finished
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+    failed = [process.exitcode for process in processes if process.exitcode != 0]
     if failed:
         raise RuntimeError(f"{len(failed)} training process(es) failed (exit codes {failed}); see their output above")
 
 
-def _worker(build_model, grid, work, out_dir, device, progress):
-    # A forked child that uses the parent's OpenMP thread pool hangs; the work is on the device anyway.
-    torch.set_num_threads(1)
+def _follow(processes, grid, pending, out_dir, progress, description):
+    """Wait for processes, with a progress bar of the epochs their runs have finished."""
+    def finished_epochs():
+        return sum(len((read_history(Path(out_dir) / run.name) or {}).get("epochs", [])) for run in pending)
+
+    bar = tqdm(total=len(pending) * grid.train.epochs, initial=finished_epochs(), desc=description, unit="epoch",
+               disable=not progress)
+    while any(process.is_alive() for process in processes):
+        next(process for process in processes if process.is_alive()).join(timeout=FOLLOW_SECONDS)
+        bar.update(finished_epochs() - bar.n)
+    bar.update(finished_epochs() - bar.n)
+    bar.close()
+
+
+def _worker(build_model, grid, work, out_dir, device, threads):
+    torch.set_num_threads(threads)
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    while True:
-        try:
-            run = work.get(timeout=1)
-        except queue.Empty:
-            return
-        train_run(build_model, grid, run, out_dir, device, progress)
+    datasets = {}
+    while (run := work.get()) is not None:
+        if run.dataset not in datasets:
+            datasets[run.dataset] = grid_data(grid, run.dataset)
+        train_run(build_model, grid, run, out_dir, device, False, datasets[run.dataset])
 
 
-def load_results(out_dir):
+def load_results(out_dir=GRID_DIR):
     """Histories of every run under out_dir (for example the runs/grid folder you submit)."""
     paths = sorted(Path(out_dir).glob("*/history.json"))
     return [history for path in paths if (history := read_history(path.parent)) is not None]
+
+
+def in_table_order(results):
+    """The histories by dataset, then norm and stem in the grid's order: the order of the table and the plots."""
+    def place(order, value):
+        return order.index(value) if value in order else len(order)
+
+    return sorted(results, key=lambda h: (place(DATASET_ORDER, h["dataset"]), h["dataset"],
+                                          place(NORM_ORDER, h["norm_type"]), h["norm_type"],
+                                          place(STEM_ORDER, h["stem"]), h["stem"]))
 
 
 def final_accuracies(history):
@@ -178,74 +274,23 @@ def final_accuracies(history):
 
 def summary_table(results):
     """A markdown table per run: test accuracy of the final (averaged) weights, plainly and with flip TTA, the
-    best accuracy after an epoch, seconds per epoch, and the execution that was chosen."""
-    rows = ["| dataset | norm | stem | final test acc | with flip TTA | best epoch | s / epoch | execution | epochs "
-            "| status | data |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for h in sorted(results, key=lambda h: (h["dataset"], h["norm_type"], h["stem"])):
+    best accuracy after an epoch, the steady seconds per epoch (the median; warm-up left out), the seconds spent
+    choosing the execution, compiling and autotuning, and the execution that was chosen."""
+    rows = ["| dataset | norm | stem | final test acc | with flip TTA | best epoch | s / epoch | warm-up s | execution "
+            "| epochs | status | data |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for h in in_table_order(results):
         epochs = h["epochs"]
         final, tta = (f"{a:.2%}" if a is not None else "-" for a in final_accuracies(h))
         best = f"{max(e['test_accuracy'] for e in epochs):.2%}" if epochs else "-"
-        seconds = f"{sum(e['train_seconds'] for e in epochs) / len(epochs):.2f}" if epochs else "-"
+        seconds = f"{steady_epoch_seconds(h):.2f}" if epochs else "-"
         execution = h.get("execution", {})
         layout = ("channels_last" if execution.get("channels_last") else "NCHW") + \
             (", compiled" if execution.get("compile") else "")
         origin = "SYNTHETIC" if h["data"]["synthetic"] else "CIFAR"
         rows.append(f"| {h['dataset']} | {h['norm_type']} | {h['stem']} | {final} | {tta} | {best} | {seconds} | "
-                    f"{layout} | {len(epochs)} | {h['status']} | {origin} |")
+                    f"{warmup_seconds(h):.1f} | {layout} | {len(epochs)} | {h['status']} | {origin} |")
     return "\n".join(rows)
-
-
-def plot_results(results, out_dir):
-    """Save the figures under out_dir and return their paths: test accuracy per epoch; and the final weights' test
-    accuracy, plainly and with flip TTA, next to seconds per epoch, for every variant."""
-    import matplotlib.pyplot as plt
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    datasets = sorted({h["dataset"] for h in results})
-    synthetic = any(h["data"]["synthetic"] for h in results)
-    note = " (SYNTHETIC data: smoke test only)" if synthetic else ""
-    paths = []
-
-    figure, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4), squeeze=False)
-    for axis, dataset in zip(axes[0], datasets):
-        for h in (h for h in results if h["dataset"] == dataset):
-            epochs = [e["epoch"] for e in h["epochs"]]
-            accuracy = [e["test_accuracy"] for e in h["epochs"]]
-            axis.plot(epochs, accuracy, STEM_STYLES.get(h["stem"], ":"), color=NORM_COLOURS.get(h["norm_type"]),
-                      label=f"{h['norm_type']}, {h['stem']} stem")
-        axis.set(title=f"{dataset}: test accuracy{note}", xlabel="epoch", ylabel="test accuracy")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=7, ncol=2)
-    paths.append(_save(figure, out_dir / "accuracy_vs_epoch.png"))
-
-    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
-    labels = [f"{h['dataset']}\n{h['norm_type']}/{h['stem']}" for h in results]
-    colours = [NORM_COLOURS.get(h["norm_type"]) for h in results]
-    places = range(len(results))
-    plain, tta = zip(*(final_accuracies(h) for h in results))
-    axes[0].bar([x - 0.2 for x in places], [a or 0 for a in plain], width=0.4, color=colours, label="plain")
-    axes[0].bar([x + 0.2 for x in places], [a or 0 for a in tta], width=0.4, color=colours, alpha=0.5, hatch="//",
-                label="flip TTA")
-    axes[0].legend(fontsize=7)
-    seconds = [sum(e["train_seconds"] for e in h["epochs"]) / max(1, len(h["epochs"])) for h in results]
-    axes[1].bar(places, seconds, color=colours)
-    for axis, title in ((axes[0], "final test accuracy (averaged weights)"), (axes[1], "seconds per epoch")):
-        axis.set_xticks(places, labels, rotation=90, fontsize=6)
-        axis.set_title(title + note)
-        axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    paths.append(_save(figure, out_dir / "final_accuracy_and_speed.png"))
-    return paths
-
-
-def _save(figure, path):
-    import matplotlib.pyplot as plt
-
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return path
 
 
 def show(results, out_dir, plot=True):
@@ -254,7 +299,9 @@ def show(results, out_dir, plot=True):
     if not results:
         print(f"no finished runs to show in {out_dir}")
         return
-    paths = plot_results(results, out_dir) if plot else []
+    from normlab.plots import plot_results
+
+    paths = plot_results(in_table_order(results), out_dir) if plot else []
     table = summary_table(results)
     devices = sorted({h["device"] for h in results})
     try:

@@ -3,8 +3,10 @@
 The model lives in one place, the notebook: this module executes its model-building cells, found by their
 nbgrader ids. In the instructors' repository that is the reference solution; in a student's copy it is their code.
 """
+import functools
 import json
 import types
+from dataclasses import dataclass
 from pathlib import Path
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "norm.ipynb"
@@ -24,3 +26,21 @@ def load_models(path=NOTEBOOK):
         source = "".join(cells[grade_id]["source"])
         exec(compile(source, f"{path}:{grade_id}", "exec"), namespace)
     return types.SimpleNamespace(**{k: v for k, v in namespace.items() if not k.startswith("__")})
+
+
+@functools.lru_cache(maxsize=None)
+def _loaded(path):
+    return load_models(path)
+
+
+@dataclass(frozen=True)
+class NotebookFunction:
+    """A function of the notebook's model cells, by name and notebook. Unlike a function defined in a running
+    notebook, it can be sent to another process (experiments' GPU workers), which executes the cells of the notebook
+    as saved, once per process, to call it."""
+
+    name: str
+    path: Path = NOTEBOOK
+
+    def __call__(self, *args, **kwargs):
+        return getattr(_loaded(Path(self.path)), self.name)(*args, **kwargs)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision import datasets
 
-from normlab import batches, data, evaluate, experiments, session, train
+from normlab import batches, data, evaluate, experiments, plots, session, train
 from normlab.notebook import load_models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,17 +130,42 @@ def test_the_grid_resumes_finished_runs_and_plots(synthetic_data_root, tmp_path,
     experiments.run_grid(models.resnet18, tiny_grid(train_size=64), tmp_path, progress=False)
     assert sorted(trained) == ["cifar10-BN-imagenet", "cifar10-none-imagenet"]
 
-    paths = experiments.plot_results(results, tmp_path / "plots")
+    paths = plots.plot_results(results, tmp_path / "plots")
     assert [p.name for p in paths] == ["accuracy_vs_epoch.png", "final_accuracy_and_speed.png"]
     assert all(p.read_bytes().startswith(b"\x89PNG") and p.stat().st_size > 10_000 for p in paths)
     table = experiments.summary_table(results)
     assert table.count("SYNTHETIC") == 2 and "| cifar10 | none | imagenet |" in table
 
 
-def test_the_grid_shares_runs_among_device_processes(synthetic_data_root, tmp_path):
-    models = load_models()
-    results = experiments.run_grid(models.resnet18, tiny_grid(), tmp_path, devices=["cpu", "cpu"], progress=False)
-    assert len(results) == 2 and all(h["status"] == "complete" for h in results)
+def finished_history(dataset, norm_type, stem, accuracies, seconds):
+    """The history of a finished run, as far as the summary and the plots read it."""
+    epochs = [{"epoch": number, "test_accuracy": accuracy, "train_seconds": seconds, "warmup_seconds": 0.0}
+              for number, accuracy in enumerate(accuracies, 1)]
+    return {"run": f"{dataset}-{norm_type}-{stem}", "dataset": dataset, "norm_type": norm_type, "stem": stem,
+            "status": "complete", "device": "cpu", "data": {"synthetic": False}, "execution": {"seconds": 0.0},
+            "resumed": [], "epochs": epochs,
+            "final": {"test_accuracy": accuracies[-1], "tta_test_accuracy": accuracies[-1] + 0.01}}
+
+
+def test_the_plots_show_every_run_on_whole_epochs_with_readable_labels_in_the_tables_order():
+    # twenty runs in no particular order, all with the same accuracies, so that their lines coincide
+    results = [finished_history(dataset, norm_type, stem, [0.3, 0.5, 0.6], 2.0)
+               for dataset in ("cifar100", "cifar10") for norm_type in ("none", "GN", "IN", "LN", "BN")
+               for stem in ("cifar", "imagenet")]
+    ordered = experiments.in_table_order(results)
+    figure = plots.accuracy_figure(ordered)
+    assert len(figure.axes) == 4 and all(len(axis.get_lines()) == 5 for axis in figure.axes)
+    for axis in figure.axes:
+        assert all(float(tick).is_integer() for tick in axis.get_xticks())
+        # coinciding runs stay visible: each later one thinner, with a smaller marker, than the one before
+        widths = [(line.get_linewidth(), line.get_markersize()) for line in axis.get_lines()]
+        assert all(a[0] > b[0] and a[1] > b[1] for a, b in zip(widths, widths[1:]))
+    figure = plots.final_figure(ordered)
+    labels = figure.axes[0].get_yticklabels()
+    rows = [row.split(" | ")[:3] for row in experiments.summary_table(results).splitlines()[2:]]
+    assert [label.get_text().replace(" stem", "").replace(",", "").split() for label in labels] == \
+        [[row[0].lstrip("| "), row[1], row[2]] for row in rows]
+    assert all(label.get_rotation() == 0 and label.get_fontsize() >= 9 for label in labels)
 
 
 def test_export_and_evaluate_agree_with_the_model(synthetic_root, tmp_path):
@@ -175,3 +200,4 @@ def test_the_recipe_command_trains_exports_and_says_synthetic(synthetic_data_roo
     printed = capsys.readouterr().out
     assert "SYNTHETIC" in printed and "cifar10-BN-cifar" in printed and (tmp_path / "model.pt2").is_file()
     assert json.loads((tmp_path / "cifar10-BN-cifar" / "history.json").read_text())["status"] == "complete"
+

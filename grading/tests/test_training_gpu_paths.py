@@ -1,0 +1,137 @@
+"""What training on students' GPUs depends on, tested on the CPU: a run killed mid-epoch resumes at the next epoch
+and ends as if never stopped, with its runs and data folders placed anywhere; and the grid's processes for several
+GPUs start afresh (spawned), rebuilding a model defined in the notebook from the saved notebook.
+
+Spawned processes import this module to build their models, so it imports little.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from normlab import checkpoint, data, experiments, train
+from normlab.notebook import NotebookFunction, load_models
+from normlab.session import Session
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS_PER_EPOCH = 4  # 128 training images in batches of 32
+
+
+def resume_grid():
+    """One narrow ResNet for 3 epochs, its weights averaged over the last 2."""
+    return experiments.Grid(datasets=("cifar10",), norms=("BN",), stems=("imagenet",), base_width=8, synthetic=True,
+                            train_size=128, test_size=64,
+                            train=train.TrainConfig(epochs=3, batch_size=32, amp="off", channels_last=False,
+                                                    ema_epochs=2))
+
+
+def train_until_killed(step):
+    """Train resume_grid into GRID_DIR (NORMLAB_RUNS decides where), and SIGKILL this process in its step-th
+    training step: nothing gets to clean up, as when a Colab machine is recycled."""
+    torch.set_num_threads(1)
+    steps, take_step = [0], Session.step
+
+    def step_or_die(session, x, y):
+        steps[0] += 1
+        if steps[0] == step:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return take_step(session, x, y)
+
+    Session.step = step_or_die
+    experiments.run_grid(NotebookFunction("resnet18"), resume_grid(), progress=False)
+
+
+def comparable(history):
+    """A history without what differs between equal runs: times, and the record of resuming."""
+    timing = {"train_seconds", "eval_seconds", "warmup_seconds"}
+    epochs = [{k: v for k, v in e.items() if k not in timing} for e in history["epochs"]]
+    return {**{k: v for k, v in history.items() if k not in ("execution", "resumed", "epochs")}, "epochs": epochs}
+
+
+@pytest.fixture
+def drive(tmp_path, monkeypatch):
+    """A folder standing in for a mounted Google Drive, with the synthetic data in its data/ folder; this process
+    loads the grid's data from there too."""
+    root = tmp_path / "drive"
+    data.write_synthetic("cifar10", root / "data" / "synthetic", train_size=200, test_size=100)
+    monkeypatch.setattr(experiments, "load_dataset",
+                        lambda name, synthetic: data.load(name, root / "data" / "synthetic"))
+    return root
+
+
+def test_a_run_killed_mid_epoch_resumes_at_the_next_epoch_and_ends_as_if_never_stopped(drive, tmp_path):
+    environment = {**os.environ, "NORMLAB_RUNS": str(drive / "runs"), "NORMLAB_DATA": str(drive / "data"),
+                   "PYTHONPATH": str(REPO)}
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+            f"from test_training_gpu_paths import train_until_killed; train_until_killed({2 * STEPS_PER_EPOCH + 2})")
+    killed = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=environment, capture_output=True,
+                            text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    run_dir = drive / "runs" / "grid" / "cifar10-BN-imagenet"  # placed by NORMLAB_RUNS, not under the cwd
+    stopped = json.loads((run_dir / "history.json").read_text())
+    assert stopped["status"] == "running" and len(stopped["epochs"]) == 2 and (run_dir / "resume.pt").is_file()
+    assert not (tmp_path / "runs").exists()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the killed process: one thread computes the same sums in the same order
+    try:
+        models = load_models()
+        resumed, = experiments.run_grid(models.resnet18, resume_grid(), drive / "runs" / "grid", progress=False)
+        uninterrupted, = experiments.run_grid(models.resnet18, resume_grid(), tmp_path / "reference", progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["epoch"] for r in resumed["resumed"]] == [3] and resumed["status"] == "complete"
+    # bit for bit: the CPU is deterministic with one thread
+    assert comparable(resumed) == comparable(uninterrupted)
+    weights = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    reference = torch.load(tmp_path / "reference" / "cifar10-BN-imagenet" / "checkpoint.pt", weights_only=True)["model"]
+    assert weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k]) for k in weights)
+    assert not (run_dir / checkpoint.RESUME_FILE).exists()
+
+
+def builds_and_notes_its_process(**options):
+    """A model builder that spawned processes can import; it notes which process built which model, and whether
+    that process had inherited this one's modules (a forked one would have)."""
+    note = Path(os.environ["NORMLAB_TEST_NOTES"]) / f"{os.getpid()}-{options['norm_type']}.json"
+    note.write_text(json.dumps({"inherited": "normlab_test_parent_only" in sys.modules}))
+    return NotebookFunction("resnet18")(**options)
+
+
+def two_run_grid():
+    return experiments.Grid(datasets=("cifar10",), norms=("BN", "GN"), stems=("imagenet",), base_width=8,
+                            synthetic=True, train_size=64, test_size=32,
+                            train=train.TrainConfig(epochs=1, batch_size=32, amp="off", channels_last=False))
+
+
+def test_the_grid_shares_its_runs_among_fresh_spawned_processes(drive, tmp_path, monkeypatch):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    monkeypatch.setenv("NORMLAB_TEST_NOTES", str(notes))
+    monkeypatch.setenv("NORMLAB_DATA", str(drive / "data"))  # where the processes find the synthetic data
+    monkeypatch.setitem(sys.modules, "normlab_test_parent_only", sys)
+    results = experiments.run_grid(builds_and_notes_its_process, two_run_grid(), tmp_path / "grid",
+                                   devices=["cpu", "cpu"], progress=False)
+    assert sorted(h["run"] for h in results) == ["cifar10-BN-imagenet", "cifar10-GN-imagenet"]
+    assert all(h["status"] == "complete" for h in results)
+    processes = {path.name.split("-")[0] for path in notes.glob("*.json")}
+    assert len(processes) == 2 and str(os.getpid()) not in processes
+    assert not any(json.loads(path.read_text())["inherited"] for path in notes.glob("*.json"))
+
+
+def test_a_model_only_this_notebook_kernel_knows_is_trained_here_with_a_reason(drive, tmp_path, capsys):
+    models = load_models()
+
+    def resnet18(**options):  # a kernel whose GN has 2 groups, unlike the saved notebook's 4
+        return models.resnet18(**{**options, "num_groups": 2})
+
+    grid = two_run_grid()
+    assert experiments.builder_for_processes(models.resnet18, grid, grid.runs()) == NotebookFunction("resnet18")
+    assert experiments.builder_for_processes(resnet18, grid, grid.runs()) is None
+    results = experiments.run_grid(resnet18, grid, tmp_path / "grid", devices=["cpu", "cpu"], progress=False)
+    assert all(h["status"] == "complete" for h in results)
+    assert "Save the notebook (Ctrl+S) and run this cell again to train on all 2 GPUs" in capsys.readouterr().out
