@@ -7,6 +7,7 @@
   (device and precision), normlab.batches (data on the device), normlab.session (one step), normlab.execution
   (memory layout and torch.compile, timed) and normlab.checkpoint (the state a run resumes from).
 - normlab.experiments: the norm x stem comparison grid, its summary, and its plots (normlab.plots).
+- normlab.estimate: how long the grid and the bonus will take on this machine's GPU.
 - normlab.evaluate: scores an exported .pt2 model on the CIFAR test set (the bonus).
 - normlab.bench: training-throughput benchmark against a naive DataLoader loop.
 """

@@ -18,7 +18,8 @@ loop's images per second over the naive loop's, for BN. This is a benchmark, not
 want figures for.
 
 --grid-estimate also times the ImageNet stem and evaluation, and predicts the time of the notebook's full grid
-(2 datasets x 5 norms x 2 stems, TrainConfig's recipe) from the measured step times.
+(2 datasets x 5 norms x 2 stems, TrainConfig's recipe) from the measured step times, as normlab.estimate does for
+the notebook's time-estimate cell.
 """
 import argparse
 import itertools
@@ -37,10 +38,11 @@ from tqdm.auto import tqdm
 from normlab.batches import DeviceBatches
 from normlab.data import MEAN, STD
 from normlab.devices import best_device, device_name, synchronize
+from normlab.estimate import Timing, eval_image_seconds, run_seconds
 from normlab.execution import TUNE_WARMUP_STEPS, choose_execution
 from normlab.notebook import load_models
 from normlab.session import Execution, Session, keep_compiled_graphs
-from normlab.train import TrainConfig, evaluate
+from normlab.train import TrainConfig
 
 EPOCH_IMAGES = 50_000
 TEST_IMAGES = 10_000
@@ -157,42 +159,27 @@ def print_table(loops, seconds, bn, batch_size):
               f"{EPOCH_IMAGES / rate:>8.2f} {relative:>26}")
 
 
-def eval_seconds_per_image(loop, images, labels, device, batch_size):
-    """Eval-mode seconds per test image of a loop's model; the first, untimed pass also compiles if it must."""
-    batches = DeviceBatches(images, labels, device, batch_size, loop.execution.memory_format)
-    one_batch = list(itertools.islice(batches.epoch(shuffle=False), 1))
-    evaluate(loop.session.step_model, one_batch, loop.session.autocast)
-    synchronize(device)
-    started = time.perf_counter()
-    evaluate(loop.session.step_model, one_batch * 2, loop.session.autocast)
-    synchronize(device)
-    return (time.perf_counter() - started) / (2 * batch_size)
-
-
 def grid_estimate(loops, seconds, images, labels, device, config, args):
-    """Predicted minutes of the notebook's full grid: per variant and dataset, the epochs' training steps and
-    evaluations, the final evaluation with flip TTA, the setup of its execution (compiling) and, once per
-    architecture, the timing of the candidates."""
-    recipe = TrainConfig()
-    steps_per_epoch = EPOCH_IMAGES // args.batch_size
-    training = evaluation = setup = 0.0
+    """Predicted minutes of the notebook's full grid (normlab.estimate.run_seconds) from the steps timed here:
+    per variant and dataset, the epochs' training steps and evaluations, the final evaluation with flip TTA; and
+    per architecture the timing of the candidates (compiling included), and compiling once more for the other
+    dataset's classifier where the execution compiles."""
+    recipe = TrainConfig().replace(batch_size=args.batch_size)
+    evaluation = config.replace(eval_batch_size=args.eval_batch_size)
+    total = setup = 0.0
     for loop in loops:
         if loop.name != "normlab":
             continue
-        step = statistics.median(seconds[id(loop)])
-        per_image = eval_seconds_per_image(loop, images, labels, device, args.eval_batch_size)
+        per_image = eval_image_seconds(loop.session.step_model, evaluation, device, images, labels,
+                                       loop.execution.memory_format)
+        timing = Timing(statistics.median(seconds[id(loop)]), per_image)
         chosen = next(t for t in loop.timings if Execution(t["channels_last"], t["compile"]) == loop.execution)
-        timing_cost = sum(t["setup_seconds"] + (TUNE_WARMUP_STEPS + config.tune_steps) * t["step_seconds"]
-                          for t in loop.timings)
-        for _ in ("cifar10", "cifar100"):
-            training += recipe.epochs * steps_per_epoch * step
-            evaluation += (recipe.epochs + 2) * TEST_IMAGES * per_image
-            setup += chosen["setup_seconds"]
-        setup += timing_cost
+        total += 2 * run_seconds(timing, recipe)  # CIFAR-10 and CIFAR-100
+        setup += chosen["setup_seconds"] * chosen["compile"] + sum(
+            t["setup_seconds"] + (TUNE_WARMUP_STEPS + config.tune_steps) * t["step_seconds"] for t in loop.timings)
     variants = 2 * sum(loop.name == "normlab" for loop in loops)
-    print(f"grid estimate: {variants} runs x {recipe.epochs} epochs, batch {args.batch_size}: training "
-          f"{training / 60:.1f} min + evaluation {evaluation / 60:.1f} min + setup and timing {setup / 60:.1f} min = "
-          f"{(training + evaluation + setup) / 60:.1f} min")
+    print(f"grid estimate: {variants} runs x {recipe.epochs} epochs, batch {args.batch_size}: training and evaluation "
+          f"{total / 60:.1f} min + setup and timing {setup / 60:.1f} min = {(total + setup) / 60:.1f} min")
 
 
 def main(argv=None):

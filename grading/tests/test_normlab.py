@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torchvision import datasets
 
-from normlab import batches, data, evaluate, experiments, plots, session, train
+from normlab import batches, data, estimate, evaluate, experiments, plots, session, train
 from normlab.notebook import load_models
 
 REPO = Path(__file__).resolve().parents[2]
@@ -201,3 +201,28 @@ def test_the_recipe_command_trains_exports_and_says_synthetic(synthetic_data_roo
     assert "SYNTHETIC" in printed and "cifar10-BN-cifar" in printed and (tmp_path / "model.pt2").is_file()
     assert json.loads((tmp_path / "cifar10-BN-cifar" / "history.json").read_text())["status"] == "complete"
 
+
+def test_the_estimate_adds_up_every_runs_steps_and_evaluations():
+    timing = estimate.Timing(step_seconds=0.1, eval_image_seconds=1e-4)
+    config = train.TrainConfig(epochs=30, batch_size=512)
+    # 97 full batches per epoch; 31 passes over the 10,000 test images (the last evaluation adds flip TTA)
+    assert estimate.run_seconds(timing, config) == pytest.approx(30 * 97 * 0.1 + 31 * 10_000 * 1e-4)
+    grid = experiments.Grid()
+    timings = {(norm_type, stem): timing for norm_type in grid.norms for stem in grid.stems}
+    assert estimate.grid_seconds(timings, grid) == pytest.approx(20 * estimate.run_seconds(timing, config))
+
+
+def test_the_estimate_times_this_machines_models_and_says_how_to_train_less(capsys):
+    models = load_models()
+
+    def narrow_resnet18(**options):  # the bonus's ResNet-18 too, for speed
+        return models.resnet18(**{**options, "base_width": 8})
+
+    recipe = train.TrainConfig(batch_size=32, eval_batch_size=50, tune_steps=1, amp="off", channels_last=False)
+    grid = experiments.Grid(norms=("BN", "GN"), stems=("cifar",), base_width=8, train=recipe)
+    estimate.print_estimate(narrow_resnet18, grid, recipe.replace(epochs=60), torch.device("cpu"), devices=2)
+    printed = capsys.readouterr().out
+    for expected in ("the grid, 4 runs x 30 epochs: about", "shared among 2 GPUs", "the bonus, 2 runs x 60 epochs",
+                     "Run All trains the grid, then the bonus", "experiments.Grid(datasets=('cifar10',))",
+                     "experiments.Grid(train=train.TrainConfig(epochs=15))"):
+        assert expected in printed, printed
