@@ -101,7 +101,8 @@ def print_estimate(build_model, grid, bonus_config, device, devices=1):
           "without torch.compile, which the runs use only where it is predicted to pay:")
     print(f"- the grid, {len(grid.runs())} runs x {grid.train.epochs} epochs: about {duration(total)}{shared}")
     print(f"- the bonus, {len(NUM_CLASSES)} runs x {bonus_config.epochs} epochs: about {duration(bonus_total)}")
-    print(f"Run All trains the grid, then the bonus. To train less, set full_grid above to "
+    print(f"Run All trains the grid, then the bonus: about {duration(total / devices + bonus_total)} in all. "
+          f"To train less, set full_grid above to "
           f"experiments.Grid(datasets={one_dataset.datasets!r}) (about {duration(grid_seconds(timings, one_dataset))})"
           f" or experiments.Grid(train=train.TrainConfig(epochs={fewer_epochs.train.epochs})) "
           f"(about {duration(grid_seconds(timings, fewer_epochs))}), and bonus_config to fewer epochs.")
