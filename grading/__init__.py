@@ -1,42 +1,16 @@
-"""The grader: `python -m grading release | autograde | demo` (see README, "For TAs" and "For instructors")."""
-import os
-import sys
-from pathlib import Path
+"""The grader. A submission flows through the folders in this order:
 
-# nbgrader runs the `alembic` command when it creates a gradebook; from an unactivated virtual environment it is
-# not on PATH, so put the interpreter's own bin/ first.
-_BIN = str(Path(sys.executable).parent)
-if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
-    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+- commands/   what people run: `python -m grading autograde | collect | release | demo | gradescope | similarity
+              | bench` (autograde.py is the main job);
+- pipeline/   one submission, step by step: intake.py takes its files, grade.py runs nbgrader's chains on it in a
+              child process (restore_cells.py, then judged_execute.py), judge.py judges it with the hidden suites,
+              the bonus and the verdicts written into the notebook;
+- isolation/  where student code runs: the sandbox, the zygote that forks kernels, the kernel, the .py child, and
+              the protocol that reads what they hand back;
+- sandboxed/  the code that runs inside the sandbox;
+- records/    what is kept: the typed result, lateness, results.json, feedback.html, grades.csv, the gradebook.
 
-# jsonschema, which nbformat imports, loads rfc3987_syntax where it is installed (jupyter-events pulls it in), and
-# that compiles 38 grammars on import: 2.5 s for every grader command. Notebook validation never checks the IRI
-# formats it serves, so the grader's processes go without it.
-sys.modules.setdefault("rfc3987_syntax", None)
-
-# nbgrader validates every cell's metadata with jsonschema.validate, which checks the schema itself before each
-# cell: two thirds of a second per notebook, paid by every worker and by the process that records the grades. A
-# schema already checked is not checked again; the validation of each cell is unchanged.
-import json  # noqa: E402
-
-import jsonschema  # noqa: E402
-
-_validate = jsonschema.validate
-_checked = {}
-
-
-def _validate_with_checked_schemas(instance, schema, cls=None, *args, **kwargs):
-    if cls is not None or args or kwargs or not isinstance(schema, dict):
-        return _validate(instance, schema, cls, *args, **kwargs)
-    key = json.dumps(schema, sort_keys=True)
-    validator = _checked.get(key)
-    if validator is None:
-        validator_class = jsonschema.validators.validator_for(schema)
-        validator_class.check_schema(schema)
-        validator = _checked[key] = validator_class(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-    if error is not None:
-        raise error
-
-
-jsonschema.validate = _validate_with_checked_schemas
+Below them: assignment.py (the questions table), settings.py (every setting), authoring/ (the source's solution
+regions, the nbgrader course, sample submissions) and nbgrader_support.py. Importing any of it changes nothing
+outside it.
+"""

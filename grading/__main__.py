@@ -1,20 +1,23 @@
-"""python -m grading release | autograde | collect | demo | gradescope | similarity"""
+"""python -m grading release | autograde | collect | demo | gradescope | similarity | bench"""
 import argparse
 import sys
 from pathlib import Path
 
-from grading import settings as config
-from grading.gradescope import BUILD_SETTINGS
+from grading import settings
+from grading.nbgrader_support import prepare_nbgrader
 
 
 def main(argv=None):
+    prepare_nbgrader()  # before anything imports nbformat (see its docstring)
+    from grading.commands.gradescope import BUILD_SETTINGS
+
     parser = argparse.ArgumentParser(prog="python -m grading", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     release = commands.add_parser("release", help="build the student bundle from the sources, and check it")
     release.add_argument("--out", type=Path, default=Path("release"), help="where to write norm/ and norm.zip "
                                                                             "(default: %(default)s)")
-    config.add_arguments(release, only={"jobs", "require_sandbox"})
+    settings.add_arguments(release, only={"jobs", "require_sandbox"})
 
     autograde = commands.add_parser("autograde", help="grade a folder of submissions")
     autograde.add_argument("submissions", type=Path, help="folder with <student_id>/ folders, <student_id>.zip "
@@ -25,7 +28,7 @@ def main(argv=None):
                                                        "gradebook, loaded with nbgrader's student import")
     autograde.add_argument("--shard", default="1/1", help="grade shard I of N (I/N): a fixed 1/N of the students, "
                                                           "to merge with `collect` (default: %(default)s, all)")
-    config.add_arguments(autograde)
+    settings.add_arguments(autograde)
 
     collect = commands.add_parser("collect", help="merge the outputs of sharded autograde runs into one")
     collect.add_argument("shards", type=Path, nargs="+", help="the --out folders of the shards")
@@ -34,12 +37,12 @@ def main(argv=None):
 
     demo = commands.add_parser("demo", help="release, then autograde the sample submissions in grading/examples/")
     demo.add_argument("--out", type=Path, default=Path("grading-out/demo"), help="(default: %(default)s)")
-    config.add_arguments(demo, only={"jobs", "require_sandbox"})
+    settings.add_arguments(demo, only={"jobs", "require_sandbox"})
 
     gradescope = commands.add_parser("gradescope", help="write autograder.zip, a Gradescope autograder that grades "
                                                         "each upload as autograde does")
     gradescope.add_argument("--out", type=Path, required=True, help="folder for autograder.zip")
-    config.add_arguments(gradescope, only=set(BUILD_SETTINGS))
+    settings.add_arguments(gradescope, only=set(BUILD_SETTINGS))
 
     similarity = commands.add_parser("similarity", help="rank pairs of students by the answers they share, as "
                                                         "evidence for a person to read (it accuses no one)")
@@ -49,32 +52,42 @@ def main(argv=None):
     similarity.add_argument("--top", type=int, default=50, help="pairs shown side by side in similarity.html; the "
                                                                 "CSV lists every pair (default: %(default)s)")
 
+    bench = commands.add_parser("bench", help="time this pipeline against nbgrader's sequential autograde on the "
+                                              "sample students (a benchmark: see BENCHMARKS.md)")
+    bench.add_argument("--submissions", type=int, default=8, help="K, submissions to grade (default: %(default)s)")
+    settings.add_arguments(bench, only={"jobs"})
+    bench.add_argument("--out", type=Path, default=Path("bench-out"), help="scratch folder (default: %(default)s)")
+
     args = parser.parse_args(argv)
     if args.command == "similarity":
-        from grading.similarity import similarity as run
-        return run(args.submissions, args.out, args.top)
+        from grading.commands.similarity import similarity
+        return similarity(args.submissions, args.out, args.top)
     if args.command == "gradescope":
-        from grading.gradescope import build_autograder
-        build_autograder(args.out, config.from_arguments(args))
+        from grading.commands.gradescope import build_autograder
+        build_autograder(args.out, settings.from_arguments(args))
         return 0
-    settings = config.from_arguments(args)
-    from grading.autograde import ConfigurationError
-    from grading.release import ReleaseCheckFailed
-    from grading.shards import ShardError
+    if args.command == "bench":
+        from grading.commands.bench import bench
+        bench(args.submissions, args.jobs, args.out)
+        return 0
+    chosen = settings.from_arguments(args)
+    from grading.commands.autograde import ConfigurationError
+    from grading.commands.release import ReleaseCheckFailed
+    from grading.pipeline.shards import ShardError
     try:
         if args.command == "autograde":
-            from grading.autograde import autograde as run
-            from grading.shards import parse_shard
-            run(args.submissions, args.out, settings, roster=args.roster, shard=parse_shard(args.shard))
+            from grading.commands.autograde import autograde
+            from grading.pipeline.shards import parse_shard
+            autograde(args.submissions, args.out, chosen, roster=args.roster, shard=parse_shard(args.shard))
         elif args.command == "collect":
-            from grading.shards import collect as run
-            run(args.shards, args.out)
+            from grading.commands.collect import collect
+            collect(args.shards, args.out)
         elif args.command == "release":
-            from grading.release import release as run
-            run(args.out, settings)
+            from grading.commands.release import release
+            release(args.out, chosen)
         else:
-            from grading.demo import demo as run
-            run(args.out, settings)
+            from grading.commands.demo import demo
+            demo(args.out, chosen)
     except (ConfigurationError, ShardError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,111 +1,102 @@
-"""Every setting of the grader, declared once with its help text, and the table of questions that everything
-else (the gradebook, the hidden suites, grades.csv, feedback, release checks) derives from."""
+"""Every setting of the grader, declared once with its help text: the options of `python -m grading` (which the
+course's nbgrader_config.py, Gradescope's autograder and the Slurm script hand on), the fixed limits and caps the
+code reads, and the paths and formats it shares."""
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from normlab import BONUS_FILES  # noqa: F401 (part of the settings; students need it too)
+from grading.assignment import QUESTION_IDS
 
 REPO = Path(__file__).resolve().parent.parent
-ASSIGNMENT = "norm"
-COURSE_ID = "normlab"
-PYFILE = "batchnormalization.py"
-NOTEBOOK = "norm.ipynb"
-NOTEBOOK_ID = NOTEBOOK.removesuffix(".ipynb")  # what nbgrader's gradebook calls it
-# Bonus points per dataset: none below the floor, all at or above the target, linear in between.
-BONUS_THRESHOLDS = {"cifar10": (0.90, 0.95, 5.0), "cifar100": (0.70, 0.77, 5.0)}
-CODE_STUB = ("# 请在此段内填写代码(开始) / YOUR CODE BEGINS\n"
-             "raise NotImplementedError(\"not implemented yet / 尚未实现\")\n"
-             "# 请在此段内填写代码(结束) / YOUR CODE ENDS")
-TEXT_STUB = "请在此作答 / YOUR ANSWER HERE"
+GRADING = REPO / "grading"
+HIDDEN = GRADING / "hidden"  # the hidden suites, check_<grade cell>.py; never released
+SANDBOXED = GRADING / "sandboxed"  # code that runs inside the sandbox, sent there as source text
+EXAMPLES = GRADING / "examples"  # the demo's sample students
+NORMLAB = REPO / "normlab"  # the provided package, mounted read-only into every sandbox
+SCRATCH_PREFIX = "nl-"  # /tmp/nl-<grader PID>-...: scratch folders, short because socket paths are limited
+NBGRADER_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f UTC"  # submission times, as nbgrader writes timestamp.txt
+# Where bubblewrap is (a name on PATH or a path); pointing it at nothing simulates a machine without it.
+BWRAP = os.environ.get("GRADING_BWRAP", "bwrap")
 
 
-@dataclass(frozen=True)
-class Question:
-    """One question of the assignment.
-
-    autograded: {grade cell id of norm.ipynb: points}; the hidden suite grading/hidden/check_<cell>.py (or a
-        `cell` marker there) scores each cell, and its tests' points must add up to these.
-    written: {grade cell id: points} of answers graded by hand.
-    extra: extra credit on top of the 100 points (the bonus).
-    """
-
-    id: str
-    title: str
-    answered_in: str
-    autograded: dict
-    written: dict = field(default_factory=dict)
-    extra: float = 0.0
-
-    @property
-    def points(self):
-        return sum(self.autograded.values())
-
-    @property
-    def written_points(self):
-        return sum(self.written.values())
+def option(default, help):
+    """A setting with a command-line option of its own."""
+    return field(default=default, metadata={"help": help, "option": True})
 
 
-QUESTIONS = (
-    Question("q1", "Q1 batchnorm_forward", PYFILE, {"q1_forward": 20.0}),
-    Question("q2", "Q2 batchnorm_backward", PYFILE, {"q2_backward": 20.0}),
-    Question("q3", "Q3 normalization layers and shortcut", NOTEBOOK,
-             {"q3_layer_norm": 5.0, "q3_instance_norm": 5.0, "q3_group_norm": 5.0, "q3_shortcut": 5.0}),
-    Question("q4", "Q4 no normalization", NOTEBOOK, {"q4_no_norm": 6.0, "q4_trains": 4.0}, {"q4_analysis": 10.0}),
-    Question("q5", "Q5 ResNet for CIFAR", NOTEBOOK, {"q5_cifar_stem": 10.0}, {"q5_literature": 10.0}),
-    Question("bonus", "Bonus: exported models", " and ".join(BONUS_FILES.values()), {"bonus": 0.0},
-             extra=sum(points for _, _, points in BONUS_THRESHOLDS.values())),
-)
-QUESTION_IDS = tuple(q.id for q in QUESTIONS)
-BY_ID = {q.id: q for q in QUESTIONS}
-# {grade cell id: the Question it belongs to}, for autograded and written cells alike
-CELLS = {cell: q for q in QUESTIONS for cell in (*q.autograded, *q.written)}
-# Questions whose hidden checks need the notebook's kernel, and those that need batchnormalization.py
-KERNEL_QUESTIONS = tuple(q.id for q in QUESTIONS if q.answered_in == NOTEBOOK)
-PYFILE_QUESTIONS = tuple(q.id for q in QUESTIONS if q.answered_in == PYFILE)
-
-
-def question_of(grade_id):
-    """The id of the question a grade cell belongs to ("" for cells outside the table)."""
-    question = CELLS.get(grade_id)
-    return question.id if question else ""
-
-
-def _setting(default, help, **extra):
-    return field(default=default, metadata={"help": help, **extra})
+def fixed(default, help):
+    """A limit or cap the grader keeps fixed: declared here, read by the code, not an option."""
+    return field(default=default, init=False, metadata={"help": help, "option": False})
 
 
 @dataclass
 class Settings:
     """Settings of `python -m grading autograde`, of nbgrader's autograde in a course built here, and of
-    release's self-check, which grades too."""
+    release's self-check, which grades too. Fixed settings are read from the class (Settings.message_chars)."""
 
-    jobs: int = _setting(os.cpu_count() or 1, "submissions graded at the same time (default: the number of cores, "
-                                              "%(default)s here)")
-    questions: str = _setting(",".join(QUESTION_IDS), "comma-separated questions to (re)grade; the others keep "
-                                                      "their earlier scores")
-    timeout: float = _setting(600.0, "wall-clock seconds for grading one submission, all its parts together")
-    cell_timeout: float = _setting(60.0, "seconds one notebook cell may run before it is interrupted")
-    probe_timeout: float = _setting(20.0, "seconds one hidden check may wait for the notebook's kernel (correct code "
-                                          "answers within 2 s)")
-    call_timeout: float = _setting(10.0, "seconds one call into a student's batchnormalization.py may run "
-                                         "(correct code needs milliseconds)")
-    memory_mb: int = _setting(6144, "address-space limit of every sandboxed process, in MiB (torch alone maps "
-                                    "about 3.3 GiB)")
-    cpu_seconds: int = _setting(900, "CPU-time limit of every sandboxed process, in seconds")
-    processes: int = _setting(64, "most processes a submission may run at once")
-    file_size_mb: int = _setting(256, "largest file a sandboxed process may write, in MiB")
-    open_files: int = _setting(1024, "most files a sandboxed process may hold open")
-    output_kb: int = _setting(256, "captured output kept per notebook cell and per process, in KiB")
-    due: str = _setting("", "due date and time with its time zone, ISO 8601 (for example 2026-12-01T23:59:00+08:00); "
-                            "empty: no due date")
-    late_policy: str = _setting("none", "late penalty: none (record lateness only), zero (a late submission scores "
-                                        "0) or per-day:P[:MAX] (P points off per started day late, at most MAX)")
-    force: bool = _setting(False, "regrade students whose submission was already graded")
-    require_sandbox: bool = _setting(False, "stop with an error, instead of a warning, when bubblewrap (bwrap) "
-                                            "is missing")
-    cifar_root: Path = _setting(Path(os.environ.get("NORMLAB_DATA") or REPO / "data"),
-                                "folder with the CIFAR test sets for the bonus (default: %(default)s)")
+    # What to grade, and how much at once
+    jobs: int = option(os.cpu_count() or 1, "submissions graded at the same time (default: the number of cores, "
+                                            "%(default)s here)")
+    questions: str = option(",".join(QUESTION_IDS), "comma-separated questions to (re)grade; the others keep "
+                                                    "their earlier scores")
+    force: bool = option(False, "regrade students whose submission was already graded")
+    # Time
+    timeout: float = option(600.0, "wall-clock seconds for grading one submission, all its parts together")
+    cell_timeout: float = option(60.0, "seconds one notebook cell may run before it is interrupted")
+    probe_timeout: float = option(20.0, "seconds one hidden check may wait for the notebook's kernel (correct code "
+                                        "answers within 2 s)")
+    call_timeout: float = option(10.0, "seconds one call into a student's batchnormalization.py may run "
+                                       "(correct code needs milliseconds)")
+    # The sandbox
+    require_sandbox: bool = option(False, "stop with an error, instead of a warning, when bubblewrap (bwrap) "
+                                          "is missing")
+    memory_mb: int = option(6144, "address-space limit of every sandboxed process, in MiB (torch alone maps "
+                                  "about 3.3 GiB)")
+    cpu_seconds: int = option(900, "CPU-time limit of every sandboxed process, in seconds")
+    processes: int = option(64, "most processes a submission may run at once")
+    file_size_mb: int = option(256, "largest file a sandboxed process may write, in MiB")
+    open_files: int = option(1024, "most files a sandboxed process may hold open")
+    output_kb: int = option(256, "captured output kept per notebook cell and per process, in KiB")
+    # Late work
+    due: str = option("", "due date and time with its time zone, ISO 8601 (for example 2026-12-01T23:59:00+08:00); "
+                          "empty: no due date")
+    late_policy: str = option("none", "late penalty: none (record lateness only), zero (a late submission scores "
+                                      "0) or per-day:P[:MAX] (P points off per started day late, at most MAX)")
+    # The bonus
+    cifar_root: Path = option(Path(os.environ.get("NORMLAB_DATA") or REPO / "data"),
+                              "folder with the CIFAR test sets for the bonus (default: %(default)s)")
+
+    # Fixed: time
+    watchdog_grace: float = fixed(120.0, "seconds past --timeout after which a submission's grading process is "
+                                         "killed")
+    timeouts_per_cell: int = fixed(2, "calls into student code that may time out in one grade cell; its other "
+                                      "checks then fail at once")
+    kernel_restarts: int = fixed(2, "dead kernels restarted per submission; each restart replays the notebook")
+    kernel_start_timeout: float = fixed(120.0, "seconds a cold kernel may take to start (torch's first import in "
+                                               "a busy sandbox)")
+    interrupt_grace: float = fixed(5.0, "seconds an interrupted kernel has to answer again before it is killed")
+    # Fixed: what a student reads
+    message_chars: int = fixed(400, "characters of a message shown to a student: a failed check's, or what their "
+                                    "own code raised")
+    error_name_chars: int = fixed(80, "characters of the name of an exception raised by student code")
+    verdict_chars: int = fixed(300, "characters of a failed check's one-line verdict in results.json")
+    kernel_output_chars: int = fixed(600, "characters of what a test cell printed in the kernel, shown under the "
+                                          "grader's verdict")
+    line_width: int = fixed(110, "width of the verdict lines written into the graded notebook")
+    # Fixed: what the grader takes from a submission and from student code
+    reply_bytes: int = fixed(64 << 20, "largest reply a student's process may hand to the grader, in bytes")
+    pyfile_bytes: int = fixed(1 << 20, "largest batchnormalization.py taken from a submission, in bytes")
+    notebook_bytes: int = fixed(50 << 20, "largest norm.ipynb taken from a submission, in bytes")
+    history_bytes: int = fixed(1 << 20, "largest training history (runs/grid/*/history.json) taken, in bytes")
+    bonus_bytes: int = fixed(500 << 20, "largest bonus model taken from a submission, in bytes")
+    histories: int = fixed(100, "most training histories taken from one submission")
+    zip_entries: int = fixed(10_000, "most entries in a submitted zip")
+    zip_bytes: int = fixed(2 << 30, "most bytes a submitted zip may unpack to")
+    # Fixed: the zygotes and the sandbox's users
+    zygote_ready_timeout: float = fixed(180.0, "seconds a zygote may take to import torch on a busy machine")
+    zygote_reply_timeout: float = fixed(10.0, "seconds a ready zygote may take to fork a kernel or clean up")
+    zygote_start_grace: float = fixed(10.0, "seconds bubblewrap may take to start a zygote's process")
+    sandbox_uid_base: int = fixed(61000, "as root, sandboxed code of worker slot i runs as this uid + i")
 
     @property
     def question_list(self):
@@ -116,18 +107,27 @@ class Settings:
                              f"not {self.questions!r}")
         return tuple(q for q in QUESTION_IDS if q in chosen)
 
+    @property
+    def kernel_output_bytes(self):
+        return self.output_kb << 10
+
     def to_json(self):
-        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v for f in fields(self)}
+        return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v for f in options()}
 
     @classmethod
     def from_json(cls, data):
-        types = {f.name: f.type for f in fields(cls)}
+        types = {f.name: f.type for f in options()}
         return cls(**{k: types[k](v) for k, v in data.items() if k in types})
 
 
+def options():
+    """The settings that are command-line options."""
+    return [f for f in fields(Settings) if f.metadata["option"]]
+
+
 def add_arguments(parser, only=None):
-    """Add one command-line option per setting (or per setting named in only)."""
-    for setting in fields(Settings):
+    """Add one command-line option per option setting (or per setting named in only)."""
+    for setting in options():
         if only is not None and setting.name not in only:
             continue
         flag = "--" + setting.name.replace("_", "-")
@@ -140,4 +140,4 @@ def add_arguments(parser, only=None):
 
 
 def from_arguments(args):
-    return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)})
+    return Settings(**{f.name: getattr(args, f.name) for f in options() if hasattr(args, f.name)})

@@ -12,7 +12,7 @@ alone, unknown modes rejected) first require a correct output, so a function tha
 import numpy as np
 import pytest
 
-from conftest import EPS, case, differs, largest_error, reference_forward
+from conftest import EPS, assert_close, case, differs, largest_error, reference_forward
 
 FLOAT64 = 1e-9
 FLOAT32 = 1e-4
@@ -43,12 +43,10 @@ def test_one_train_step_updates_the_running_statistics(student):
     reply = train_step(student, x, gamma, beta, mean, var, momentum=0.8)
     _, expected_mean, expected_var = reference_forward(x, gamma, beta, "train", mean, var, momentum=0.8)
     assert "running_mean" in reply and "running_var" in reply, "bn_param's running statistics were not written back"
-    assert largest_error(reply["running_mean"], expected_mean) < FLOAT64, (
-        "running_mean should become momentum * running_mean + (1 - momentum) * batch mean: "
-        + differs("running_mean", reply["running_mean"], expected_mean, FLOAT64))
-    assert largest_error(reply["running_var"], expected_var) < FLOAT64, (
-        "running_var should become momentum * running_var + (1 - momentum) * biased batch variance: "
-        + differs("running_var", reply["running_var"], expected_var, FLOAT64))
+    assert_close("running_mean", reply["running_mean"], expected_mean, FLOAT64,
+                 "running_mean should become momentum * running_mean + (1 - momentum) * batch mean: ")
+    assert_close("running_var", reply["running_var"], expected_var, FLOAT64,
+                 "running_var should become momentum * running_var + (1 - momentum) * biased batch variance: ")
 
 
 @pytest.mark.points(2)
@@ -62,10 +60,8 @@ def test_running_statistics_over_several_steps(student):
         _, expected_mean, expected_var = reference_forward(x, gamma, beta, "train", expected_mean, expected_var)
         mean, var = reply.get("running_mean"), reply.get("running_var")
         assert mean is not None and var is not None, "bn_param's running statistics were not written back"
-    assert largest_error(mean, expected_mean) < FLOAT64, (
-        "after six train steps " + differs("running_mean", mean, expected_mean, FLOAT64))
-    assert largest_error(var, expected_var) < FLOAT64, (
-        "after six train steps " + differs("running_var", var, expected_var, FLOAT64))
+    assert_close("running_mean", mean, expected_mean, FLOAT64, "after six train steps ")
+    assert_close("running_var", var, expected_var, FLOAT64, "after six train steps ")
 
 
 @pytest.mark.points(1)
@@ -78,12 +74,11 @@ def test_running_statistics_default_to_zeros_in_the_input_dtype(student):
         "without running statistics in bn_param, they should start as zeros of shape (D,) and be written back")
     assert meta["dtypes"].get("running_mean") == "float32" and meta["dtypes"].get("running_var") == "float32", (
         f"for float32 inputs the running statistics should stay float32, not {meta['dtypes']}")
-    assert largest_error(reply["running_mean"], expected_mean) < FLOAT32, (
-        "starting from zeros, one train step should give running_mean = (1 - momentum) * batch mean: "
-        + differs("running_mean", reply["running_mean"], expected_mean, FLOAT32))
-    assert largest_error(reply["running_var"], expected_var) < FLOAT32, (
-        "starting from zeros, one train step should give running_var = (1 - momentum) * biased batch variance: "
-        + differs("running_var", reply["running_var"], expected_var, FLOAT32))
+    assert_close("running_mean", reply["running_mean"], expected_mean, FLOAT32,
+                 "starting from zeros, one train step should give running_mean = (1 - momentum) * batch mean: ")
+    assert_close("running_var", reply["running_var"], expected_var, FLOAT32,
+                 "starting from zeros, one train step should give running_var = (1 - momentum) * biased batch "
+                 "variance: ")
 
 
 @pytest.mark.points(3)

@@ -1,8 +1,8 @@
 """Oracles of the hidden Q1/Q2 suite, and what every hidden suite shares. Never released.
 
-The fixtures come from the plugin that runs the suite (grading/suite.py): `student` is the student's
-batchnormalization.py behind a sandboxed child (grading.pyfile.StudentModule) and `kernel` the notebook's sandboxed
-kernel (grading.suite.KernelProbes). Their calls return float64 arrays; everything is compared here, in the
+The fixtures come from the plugin that runs the suite (grading/pipeline/hidden_suites.py): `student` is the
+student's batchnormalization.py behind a sandboxed child (isolation/student_module.py) and `kernel` the notebook's
+sandboxed kernel (hidden_suites.KernelProbes). Their calls return float64 arrays; everything is compared here, in the
 grader. The oracle is PyTorch in float64 (F.batch_norm and autograd), independent of the course's reference.
 """
 import json
@@ -76,6 +76,11 @@ def largest_error(actual, expected):
         return np.inf
     return float(np.max(np.abs(actual - expected), initial=0.0) / max(1.0, float(np.max(np.abs(expected),
                                                                                     initial=0.0))))
+
+
+def assert_close(name, actual, expected, tolerance, why=""):
+    """Fail, saying why and what differs (differs), unless actual is within tolerance of expected."""
+    assert largest_error(actual, expected) < tolerance, why + differs(name, actual, expected, tolerance)
 
 
 def differs(name, actual, expected, tolerance):

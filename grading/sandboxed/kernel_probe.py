@@ -2,8 +2,9 @@
 student's definitions on the grader's inputs and writes what comes back, as float64 arrays, shapes and names, to
 the file REPLY. It judges nothing; the grader compares everything in its own process.
 
-The grader executes `exec(<wire.py><this file>, {"STUDENT": globals(), "REQUEST": <path>, "REPLY": <path>})`:
-STUDENT is the kernel's namespace, REQUEST a file the grader wrote, encoding {"op", "args"} and input arrays.
+The grader executes `exec(<wire.py><this file>, {"STUDENT": globals(), "REQUEST": <path>, "REPLY": <path>,
+"MESSAGE_CHARS": <int>})`: STUDENT is the kernel's namespace, REQUEST a file the grader wrote, encoding
+{"op", "args"} and input arrays, and MESSAGE_CHARS how much of an exception's message the grader keeps.
 
 Where a check must not depend on another question's answer, the grader asks for stand-ins: `make_norm` becomes a
 Marker (a per-channel affine map the grader knows) or plain BatchNorm2d, `make_shortcut` a 1x1 convolution and
@@ -212,7 +213,7 @@ def answer():
         meta, reply = OPERATIONS[request["op"]](request["args"], arrays)
         meta["ok"] = True
     except BaseException as error:  # the grader wants to know what happened, whatever it was
-        meta, reply = {"ok": False, "error": type(error).__name__, "message": str(error)[:500]}, {}
+        meta, reply = {"ok": False, "error": type(error).__name__, "message": str(error)[:MESSAGE_CHARS]}, {}
     with open(REPLY, "wb") as reply_file:
         reply_file.write(encode(meta, reply))
 

@@ -1,6 +1,6 @@
 """Runs inside the sandbox: calls a student's batchnormalization.py on request and sends back plain arrays.
 
-It is started as `python -I -c <wire.py><this file> <path to batchnormalization.py>`; the grader writes requests
+It is started as `python -I -c <wire.py><this file> <path to batchnormalization.py> <message chars>`; the grader writes requests
 to its stdin and reads replies from its stdout. Each message is an 8-byte big-endian length followed by a wire
 archive (encode/decode of wire.py). Everything the student's code prints goes to student_output.log instead. This
 process only computes: it never decides anything about a score.
@@ -76,7 +76,7 @@ def handle(module, meta, arrays):
     raise ValueError(f"unknown request {op!r}")
 
 
-def main(path):
+def main(path, message_chars):
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
     log = os.open("student_output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -104,8 +104,8 @@ def main(path):
             reply_meta, reply = handle(module, meta, arrays)
             reply_meta["ok"] = True
         except BaseException as error:
-            reply_meta, reply = {"ok": False, "error": type(error).__name__, "message": str(error)[:500]}, {}
+            reply_meta, reply = {"ok": False, "error": type(error).__name__, "message": str(error)[:message_chars]}, {}
         write_message(replies, reply_meta, reply)
 
 
-main(sys.argv[1])
+main(sys.argv[1], int(sys.argv[2]))

@@ -8,9 +8,9 @@ import pytest
 from nbgrader.api import Gradebook
 
 from conftest import REFERENCE, REPO, STUB, autograde, grades, results, submit
-from grading.answers import Answers
-from grading.course import db_url
-from grading.settings import COURSE_ID, PYFILE
+from grading.authoring.samples import Answers
+from grading.authoring.course import db_url
+from grading.assignment import COURSE_ID, PYFILE
 
 CALL_TIMEOUT = 2
 RUN_BOUND = 600  # seconds for the whole batch on two cores

@@ -13,10 +13,11 @@ from nbgrader.api import Gradebook
 from torch import nn
 
 from conftest import GRADESCOPE_SCHEMA, REFERENCE, REPO, STUB, autograde, grades, results, submit
-from grading.answers import Answers, BEGIN_HIDDEN, END_HIDDEN, region_code
-from grading.bonus import points_for
-from grading.course import db_url
-from grading.settings import COURSE_ID, PYFILE, QUESTIONS
+from grading.authoring.regions import BEGIN_HIDDEN, END_HIDDEN, region_code
+from grading.authoring.samples import Answers
+from grading.pipeline.bonus import points_for
+from grading.authoring.course import db_url
+from grading.assignment import COURSE_ID, PYFILE, QUESTIONS
 from normlab import data, train
 
 LOOPING_BACKWARD = Answers(base="reference", regions={"backward": "while True:\n    pass"})

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from conftest import REFERENCE, REPO, autograde, grades, results, submit
-from grading.settings import NOTEBOOK, PYFILE
+from grading.assignment import NOTEBOOK, PYFILE
 
 FULL = {"q1": 20, "q2": 20, "q3": 20, "q4": 10, "q5": 10}
 
@@ -102,7 +102,8 @@ def batch(bundle, release_dir, tmp_path_factory):
     (subs / "malformed-timestamp" / "timestamp.txt").write_text("handed in on Tuesday, I think")
     shutil.copytree(good, subs / "timestamp-in-another-zone")
     (subs / "timestamp-in-another-zone" / "timestamp.txt").write_text("2026-11-20T18:00:00+08:00")
-    completed = autograde(subs, root / "out", release_dir, "--jobs", "2", "--cell-timeout", "30")
+    completed = autograde(subs, root / "out", release_dir, "--jobs", "2", "--cell-timeout", "30",
+                          "--output-kb", "64")
     assert completed.returncode == 0, completed.stderr[-3000:]
     return results(root / "out"), grades(root / "out"), root
 
@@ -169,10 +170,13 @@ def test_path_traversal_writes_nothing_outside(batch):
     assert not os.path.exists("/absolute.py")
 
 
-def test_huge_outputs_are_capped(batch):
+def test_huge_outputs_are_capped_at_output_kb(batch):
+    """--output-kb caps a notebook cell's output (it once reached only the .py child's)."""
     expect(batch[0]["huge-output"])
     executed = batch[2] / "out" / "course" / "autograded" / "huge-output" / "norm" / NOTEBOOK
     assert executed.stat().st_size < 5 << 20
+    cell = next(c for c in nbformat.read(executed, as_version=4).cells if "500_000" in c.source)
+    assert "[output beyond 64 KiB dropped by the grader]" in "".join(o.get("text", "") for o in cell.outputs)
 
 
 @pytest.mark.parametrize("name,status", [

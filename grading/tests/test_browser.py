@@ -18,9 +18,9 @@ import nbformat
 import pytest
 
 from conftest import REFERENCE, REPO, autograde, grades, submit
-from grading.answers import Answers, build_submission
-from grading.course import db_url
-from grading.settings import ASSIGNMENT, COURSE_ID
+from grading.authoring.samples import Answers, build_submission
+from grading.authoring.course import db_url
+from grading.assignment import ASSIGNMENT, COURSE_ID
 
 selenium = pytest.importorskip("selenium", reason="selenium comes from grading/requirements.txt")
 from selenium import webdriver  # noqa: E402

@@ -18,12 +18,12 @@ import jsonschema
 import pytest
 
 from conftest import GRADESCOPE_SCHEMA, REPO, grades
-from grading.demo import EXAMPLES
-from grading.gradescope import BUILD_SETTINGS
-from grading.results import VERDICT_CHARS
+from grading.settings import EXAMPLES
+from grading.commands.gradescope import BUILD_SETTINGS
+from grading.settings import Settings
 
 STUDENTS = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir())
-NO_BWRAP = {"GRADING_BWRAP": "/nonexistent/bwrap"}  # how grading/sandbox.py is told bubblewrap is not there
+NO_BWRAP = {"GRADING_BWRAP": "/nonexistent/bwrap"}  # how the sandbox is told bubblewrap is not there (settings.BWRAP)
 UNSANDBOXED = "untouched"
 NOTHING = "(nothing uploaded)"
 
@@ -72,7 +72,7 @@ def run_autograder(source, root, upload=None, env=None):
 def build_and_prepare(out):
     """autograder.zip unpacked, after setup.sh's last step, run as setup.sh runs it."""
     source = unpack(build(out), out / "source")
-    prepared = subprocess.run([".venv/bin/python", "-m", "grading.gradescope", "prepare"], cwd=source,
+    prepared = subprocess.run([".venv/bin/python", "-m", "grading.commands.gradescope", "prepare"], cwd=source,
                               capture_output=True, text=True, timeout=300)
     assert prepared.returncode == 0, prepared.stderr[-3000:]
     return source
@@ -113,7 +113,7 @@ def test_the_zip_has_gradescopes_layout(autograders):
     assert {"setup.sh", "run_autograder", "constraints.txt", "gradescope-settings.json"} <= names
     assert modes["setup.sh"] & modes["run_autograder"] & 0o111 == 0o111
     # the sources with solutions and the hidden suites travel; the grader's own tests and local leftovers do not
-    assert {"batchnormalization.py", "norm.ipynb", "grading/autograde.py", "grading/hidden/check_q1_forward.py",
+    assert {"batchnormalization.py", "norm.ipynb", "grading/commands/autograde.py", "grading/hidden/check_q1_forward.py",
             "normlab/checks.py", "tests/test_batchnorm.py"} <= names
     assert not [n for n in names if n.startswith(("grading/tests/", "grading/examples/", ".venv", "runs/",
                                                   "data/synthetic")) or "__pycache__" in n]
@@ -133,7 +133,7 @@ def test_setup_sh_installs_the_tested_versions_and_prepares_the_course(autograde
         assert f'"{name}=={metadata.version(name).split("+")[0]}"' in setup
     assert "--index-url https://download.pytorch.org/whl/cpu" in setup
     assert '-r "$source_dir/requirements.txt" -c "$source_dir/constraints.txt"' in setup
-    assert setup.rstrip().endswith(".venv/bin/python -m grading.gradescope prepare")  # as the fixture ran it
+    assert setup.rstrip().endswith(".venv/bin/python -m grading.commands.gradescope prepare")  # as the fixture ran it
     pins = set((source / "constraints.txt").read_text().splitlines())
     for name in ("numpy", "nbgrader", "jupyter-client", "ipykernel", "jsonschema"):
         assert f"{name}=={metadata.version(name).split('+')[0]}" in pins
@@ -161,7 +161,7 @@ def test_students_see_each_checks_name_score_and_verdict_only(runs):
         for test in results["tests"]:
             assert set(test) == {"name", "score", "max_score", "status", "output", "visibility"}
             assert test["visibility"] == "visible" and "\n" not in test["output"]
-            assert len(test["output"]) <= VERDICT_CHARS and (test["output"] == "passed") == (test["status"] == "passed")
+            assert len(test["output"]) <= Settings.verdict_chars and (test["output"] == "passed") == (test["status"] == "passed")
         assert ("Graded by hand, not part of this score: the written answers of Q4 no normalization (10 points"
                 in results["output"]) and "Q5 ResNet for CIFAR (10 points" in results["output"]
         assert sum(t["max_score"] for t in results["tests"]) == pytest.approx(80)

@@ -5,8 +5,8 @@ import nbformat
 import pytest
 
 from conftest import autograde, results, submit
-from grading.answers import Answers
-from grading.settings import BY_ID
+from grading.authoring.samples import Answers
+from grading.assignment import BY_ID
 from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, MODULE_CLASSES
 
 AUTOGRADED = {q.id: q.points for q in BY_ID.values() if q.points}

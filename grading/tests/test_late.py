@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import pytest
 
 from conftest import REFERENCE, autograde, grades, submit
-from grading.late import LatePolicy, parse_due, seconds_late, submission_time
+from grading.records.late import LatePolicy, lateness, parse_due
 
 DUE = "2026-12-01T23:59:00+08:00"
 DAY = 86400
@@ -46,14 +46,14 @@ def test_a_malformed_policy_says_what_to_write(bad):
 ])
 def test_submission_times_in_any_zone(text, late):
     due = parse_due(DUE)
-    assert seconds_late(submission_time(text, due)[0], due) == late
+    assert lateness(text, due).seconds == late
 
 
 def test_missing_and_unreadable_times_count_as_on_time_with_a_note():
     due = parse_due(DUE)
     for text in (None, "", "next tuesday-ish", "2026-13-45 99:99"):
-        when, note = submission_time(text, due)
-        assert when is None and "counted as on time" in note
+        late = lateness(text, due)
+        assert late.timestamp is None and late.seconds == 0 and "counted as on time" in late.note
 
 
 def test_a_due_date_needs_its_time_zone():

@@ -10,8 +10,10 @@ import pytest
 
 from conftest import REFERENCE, autograde, results, submit
 from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, MODULE_CLASSES
-from grading.answers import Answers, reference_answers
-from grading.settings import NOTEBOOK, PYFILE, REPO
+from grading.authoring.regions import reference_answers
+from grading.authoring.samples import Answers
+from grading.assignment import NOTEBOOK, PYFILE
+from grading.settings import REPO
 
 REFERENCE_CODE = {**reference_answers(REPO)[PYFILE], **reference_answers(REPO)[NOTEBOOK]}
 

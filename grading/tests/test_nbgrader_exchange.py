@@ -15,9 +15,10 @@ import pytest
 from nbgrader.api import Gradebook
 
 from conftest import REFERENCE, REPO, autograde, results
-from grading.answers import Answers, build_submission, hidden_test_lines, reference_answers
-from grading.course import db_url
-from grading.settings import ASSIGNMENT, COURSE_ID, PYFILE, QUESTION_IDS, question_of
+from grading.authoring.regions import hidden_test_lines, reference_answers
+from grading.authoring.samples import Answers, build_submission
+from grading.authoring.course import db_url
+from grading.assignment import ASSIGNMENT, COURSE_ID, PYFILE, QUESTION_IDS, question_of
 
 STUDENTS = {  # id: answers of each submission, in order
     "alice": [REFERENCE],

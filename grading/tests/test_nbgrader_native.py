@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from conftest import REFERENCE, autograde, gradebook_cells, submit
-from grading.settings import NOTEBOOK, PYFILE
+from grading.assignment import NOTEBOOK, PYFILE
 
 def export(course, to):
     subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(to)], cwd=course, capture_output=True,

@@ -7,10 +7,11 @@ import zipfile
 import pytest
 
 from conftest import REPO
-from grading import release
-from grading.answers import secret_lines
-from grading.course import student_readme
-from grading.settings import BONUS_THRESHOLDS, CODE_STUB, Settings
+from grading.commands import release
+from grading.authoring.regions import secret_lines
+from grading.authoring.course import student_readme
+from grading.assignment import BONUS_THRESHOLDS, CODE_STUB
+from grading.settings import Settings
 
 EXPECTED = {"batchnormalization.py", "norm.ipynb", "README.md", "requirements.txt", "tests/conftest.py",
             "tests/test_batchnorm.py", "data/README.md", "data/download.py"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grading.sandbox import Limits, Sandbox, bwrap_works
+from grading.isolation.sandbox import Limits, Sandbox, bwrap_works
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = Limits(cpu_seconds=30, memory_mb=1024, processes=40, file_size_mb=8, open_files=128, output_kb=64)

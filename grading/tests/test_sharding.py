@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import REFERENCE, REPO, STUB, autograde, gradebook_cells, submit
-from grading.shards import in_shard, parse_shard
+from grading.pipeline.shards import in_shard, parse_shard
 
 SHARDS = 3
 STUDENTS = {f"student{i:02d}": REFERENCE if i % 3 == 0 else STUB for i in range(5)}

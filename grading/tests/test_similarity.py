@@ -16,9 +16,10 @@ import pytest
 
 from conftest import REPO, submit
 from test_mutations import ALTERNATIVES
-from grading.answers import STUDENT_BEGIN, STUDENT_END, Answers, cell_id, load_example, secret_lines
-from grading.settings import PYFILE
-from grading.similarity import similarity
+from grading.authoring.regions import STUDENT_BEGIN, STUDENT_END, cell_id, secret_lines
+from grading.authoring.samples import Answers, load_example
+from grading.assignment import PYFILE
+from grading.commands.similarity import similarity
 
 STAGED = ALTERNATIVES["staged-and-layernorm"].regions
 EINSUM = ALTERNATIVES["einsum-and-modules"].regions

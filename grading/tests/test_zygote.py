@@ -1,4 +1,4 @@
-"""Kernels forked from a slot's zygote (grading/zygote.py): each looks like a fresh kernel, nothing one submission
+"""Kernels forked from a slot's zygote (grading/isolation/zygote.py): each looks like a fresh kernel, nothing one submission
 leaves behind reaches the next on the same slot, and a zygote that a student stops or kills costs the next student
 nothing."""
 import json
@@ -12,12 +12,11 @@ import nbformat
 import pytest
 
 from conftest import REFERENCE, autograde, results, submit
-from grading.answers import Answers
-from grading.kernel import SandboxedExecute
-import grading.sandbox
-from grading.sandbox import Limits, Sandbox, bwrap_works, python_roots
-from grading.settings import REPO, Settings
-from grading.zygote import SOURCE, ForkedKernel, Zygote, zygote_for
+from grading.authoring.samples import Answers
+from grading.isolation.kernel import SandboxedExecute
+from grading.isolation.sandbox import Limits, Sandbox, bwrap_works, python_roots
+from grading.settings import NORMLAB, REPO, Settings
+from grading.isolation.zygote import SOURCE, ForkedKernel, Zygote, zygote_for
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
 
@@ -84,7 +83,7 @@ def run_kernel(zygote, *cells, slot=SLOT):
 def mounted_under_tmp(zygote):
     """The entries of the sandbox's /tmp that the grader mounts things through: the slot's folder, and the course
     and the Python environment where they live under /tmp (as in a fresh clone there)."""
-    mounted = [*python_roots(), grading.sandbox.NORMLAB, zygote.stage]
+    mounted = [*python_roots(), NORMLAB, zygote.stage]
     return sorted({Path(path).parts[2] for path in mounted if Path(path).parts[1:2] == ("tmp",)})
 
 
@@ -147,7 +146,7 @@ def test_a_course_kept_under_tmp_is_mounted_there_and_spared(monkeypatch):
     not, so every kernel started cold), and kernels are still forked."""
     home = Path(tempfile.mkdtemp(prefix="course-", dir="/tmp"))
     shutil.copytree(REPO / "normlab", home / "normlab")
-    monkeypatch.setattr(grading.sandbox, "NORMLAB", home / "normlab")
+    monkeypatch.setattr("grading.isolation.sandbox.NORMLAB", home / "normlab")
     slot = SLOT + 2
     zygote = Zygote(slot, LIMITS)
     try:

@@ -1,0 +1,139 @@
+"""The nbgrader course: source/norm/ holds the student bundle (the stubbed batchnormalization.py, the public tests,
+normlab/, data/, README.md, requirements.txt) and the source notebook; `nbgrader generate_assignment` turns it into
+release/norm/, which is exactly what students get, and the gradebook.
+
+Its nbgrader_config.py plugs this project's grading into nbgrader (grading/pipeline/chains.py), so `nbgrader
+autograde`, the formgrader's autograde button and nbgrader's exchange grade as `python -m grading autograde` does.
+"""
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ipykernel.ipkernel import IPythonKernel
+
+from grading.assignment import ASSIGNMENT, CODE_STUB, COURSE_ID, NOTEBOOK, PYFILE, TEXT_STUB
+from grading.authoring.regions import stub_pyfile
+from grading.settings import GRADING, REPO, Settings
+
+STUDENT_README = ("<!-- student-readme:start -->", "<!-- student-readme:end -->")
+# Besides the notebook and the stubbed .py, what students get (folders are copied whole, but caches).
+BUNDLED = ["tests/conftest.py", "tests/test_batchnorm.py", "data/README.md", "data/download.py", "requirements.txt",
+           "normlab"]
+NBGRADER_CONFIG = """\
+# Written by grading/authoring/course.py; change grading/settings.py or grading/pipeline/chains.py instead.
+import sys
+sys.path.insert(0, {repo!r})
+from grading.nbgrader_support import prepare_nbgrader
+prepare_nbgrader()
+from grading.pipeline import chains
+
+c = get_config()
+c.CourseDirectory.course_id = {course_id!r}
+c.ClearSolutions.code_stub = {{"python": {code_stub!r}}}
+c.ClearSolutions.text_stub = {text_stub!r}
+# Judged outside the student's process, in a sandbox, with deleted grade cells put back.
+c.Autograde.sanitize_preprocessors = chains.SANITIZE
+c.Autograde.autograde_preprocessors = chains.JUDGE + chains.RECORD
+c.JudgedExecute.settings = {settings!r}
+# Plain nbgrader would replace every student's {pyfile} with the course's copy.
+c.Autograde.exclude_overwriting = {{{assignment!r}: [{pyfile!r}]}}
+# The late policy of python -m grading autograde (the due date is the gradebook's).
+c.AssignLatePenalties.plugin_class = "grading.records.late.LatePenaltyPlugin"
+c.LatePenaltyPlugin.policy = {late_policy!r}
+"""
+
+
+def course_fingerprint(source_dir=REPO):
+    """What the course is built from: the sources, everything bundled, and this file."""
+    source_dir = Path(source_dir)
+    paths = [source_dir / NOTEBOOK, source_dir / PYFILE, source_dir / "README.md", Path(__file__),
+             GRADING / "assignment.py", GRADING / "settings.py"]
+    for entry in BUNDLED:
+        path = source_dir / entry
+        paths += sorted(path.rglob("*.py")) if path.is_dir() else [path]
+    return _digest(paths)
+
+
+def grading_fingerprint(source_dir=REPO):
+    """Everything that decides a score: the course, normlab/, the hidden suites and the grading code that scores.
+    A student graded under another fingerprint is regraded."""
+    code = [p for p in sorted(GRADING.rglob("*.py")) if "tests" not in p.relative_to(GRADING).parts
+            and "examples" not in p.relative_to(GRADING).parts]
+    return _digest([*code, *sorted((Path(source_dir) / "normlab").glob("*.py"))], course_fingerprint(source_dir))
+
+
+def _digest(paths, prefix=""):
+    digest = hashlib.sha256(prefix.encode())
+    for path in paths:
+        digest.update(str(path.name).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:20]
+
+
+def db_url(root):
+    return f"sqlite:///{Path(root).resolve() / 'gradebook.db'}"
+
+
+def student_readme(source_dir=REPO):
+    text = (Path(source_dir) / "README.md").read_text(encoding="utf-8")
+    start, end = (text.index(marker) for marker in STUDENT_README)
+    return text[start + len(STUDENT_README[0]):end].strip() + "\n"
+
+
+def write_source(folder, source_dir=REPO):
+    """The assignment's source folder of the course: the source notebook and the student bundle's other files."""
+    source_dir = Path(source_dir)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    notebook = json.loads((source_dir / NOTEBOOK).read_text(encoding="utf-8"))
+    # What the kernel will report, so that JupyterLab has nothing to change (and the notebook does not open modified)
+    notebook["metadata"]["language_info"] = IPythonKernel.language_info
+    (folder / NOTEBOOK).write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / PYFILE).write_text(stub_pyfile((source_dir / PYFILE).read_text(encoding="utf-8")), encoding="utf-8")
+    (folder / "README.md").write_text(student_readme(source_dir), encoding="utf-8")
+    for entry in BUNDLED:
+        origin, target = source_dir / entry, folder / entry
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_dir():
+            shutil.copytree(origin, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(origin, target)
+
+
+def write_config(root, settings=None):
+    """The course's nbgrader_config.py, with the settings nbgrader's autograde there should grade with."""
+    settings = settings or Settings()
+    Path(root, "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(
+        repo=str(REPO), course_id=COURSE_ID, code_stub=CODE_STUB, text_stub=TEXT_STUB, assignment=ASSIGNMENT,
+        pyfile=PYFILE, settings=settings.to_json(), late_policy=settings.late_policy))
+
+
+def build_course(root, source_dir=REPO):
+    """Create (or refresh, when what it is built from changed) the nbgrader course in root; return its
+    fingerprint."""
+    root = Path(root)
+    stamp = course_fingerprint(source_dir)
+    stamp_file = root / ".fingerprint"
+    if stamp_file.is_file() and stamp_file.read_text() == stamp and (root / "release" / ASSIGNMENT).is_dir():
+        return stamp
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / "nbgrader_config.py").is_file():
+        write_config(root)
+    write_source(root / "source" / ASSIGNMENT, source_dir)
+    completed = subprocess.run([sys.executable, "-m", "nbgrader", "generate_assignment", ASSIGNMENT, "--force",
+                                "--create"], cwd=root, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"nbgrader generate_assignment failed:\n{completed.stdout}\n{completed.stderr}")
+    stamp_file.write_text(stamp)
+    return stamp
+
+
+def import_roster(root, roster):
+    """Load student names and emails from a CSV (id, first_name, last_name, email) with nbgrader's student import."""
+    completed = subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "import", str(Path(roster).resolve())],
+                               cwd=root, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise ValueError(f"the roster {roster} could not be imported by nbgrader: "
+                         f"{(completed.stderr or completed.stdout).strip().splitlines()[-1:]}")

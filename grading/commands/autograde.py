@@ -1,0 +1,142 @@
+"""`python -m grading autograde`: grade every submission, in parallel, each in a child process of its own.
+
+The main process prepares the course once (prepare_run), finds the submissions (pipeline/intake.py) and grades the
+new or changed ones in children (pipeline/parallel.py). It is the only writer of outputs: when a child ends it
+writes that student's results.json and feedback.html, records the grades in the gradebook, and writes grade.json
+last, which marks the student as done; grades.csv is rewritten after every student. Killed at any moment (even with
+SIGKILL), a new run finds every student either done or not, regrades only the latter, and ends with the same files
+and gradebook as an uninterrupted run.
+"""
+import hashlib
+import json
+import os
+import shutil
+from datetime import timezone
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook
+from tqdm import tqdm
+
+from grading.assignment import ASSIGNMENT, BONUS_THRESHOLDS, COURSE_ID, NOTEBOOK, QUESTION_IDS
+from grading.authoring.course import build_course, db_url, grading_fingerprint, import_roster, write_config
+from grading.handoff import GradingRun
+from grading.isolation.sandbox import SandboxMissing, check_sandbox
+from grading.nbgrader_support import course_config
+from grading.pipeline.intake import discover
+from grading.pipeline.parallel import Job, clear_stale_scratch, grade_in_children
+from grading.pipeline.shards import in_shard
+from grading.records import gradebook
+from grading.records.late import LatePolicy, lateness, parse_due
+from grading.records.reports import grades_csv, table, write_student
+from grading.records.results import GRADE_FILE, load_result, mark_done, write_atomic, write_rejected
+
+
+class ConfigurationError(Exception):
+    """The grader itself cannot run as asked (as opposed to a submission that cannot be graded)."""
+
+
+def source_stamp(submission):
+    """Cheap fingerprint of what was submitted (names, sizes and times of its files), to skip unchanged work."""
+    path = submission.path
+    entries = [path] if path.is_file() else sorted(p for p in path.rglob("*") if not p.is_symlink())
+    return hashlib.sha256(repr([(str(p.relative_to(path.parent)), p.lstat().st_size, p.lstat().st_mtime_ns)
+                                for p in entries]).encode()).hexdigest()[:20]
+
+
+def prepare_run(out_dir, settings, log, roster=None):
+    """Build the course and the GradingRun every child shares; (course folder, GradingRun)."""
+    try:
+        settings.question_list
+        due = parse_due(settings.due) if settings.due else None
+        policy = LatePolicy.parse(settings.late_policy)
+        use_bwrap = check_sandbox(settings.require_sandbox, log)
+    except (ValueError, SandboxMissing) as error:
+        raise ConfigurationError(str(error)) from None
+    if roster is not None and not Path(roster).is_file():
+        raise ConfigurationError(f"the roster {roster} is not a file")
+    course = out_dir / "course"
+    build_course(course)
+    write_config(course, settings)
+    with Gradebook(db_url(course), COURSE_ID) as gb:  # nbgrader's autograde and export see the same due date
+        gb.update_or_create_assignment(ASSIGNMENT, duedate=due.astimezone(timezone.utc).replace(tzinfo=None)
+                                       if due else None)
+    if roster is not None:
+        try:
+            import_roster(course, roster)
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
+    fingerprint = hashlib.sha256(json.dumps([grading_fingerprint(), BONUS_THRESHOLDS]).encode()).hexdigest()[:20]
+    work = out_dir / ".work"
+    work.mkdir(parents=True, exist_ok=True)
+    snapshot = work / "gradebook-snapshot.db"
+    shutil.copy(course / "gradebook.db", snapshot)
+    clear_stale_scratch()
+    released = nbformat.read(course / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
+    return course, GradingRun(settings=settings, fingerprint=fingerprint, snapshot=snapshot, released=released,
+                              config=course_config(course), use_bwrap=use_bwrap, grader_pid=os.getpid(), due=due,
+                              late_policy=policy)
+
+
+def autograde(submissions_dir, out_dir, settings, log=print, progress=True, roster=None, shard=(1, 1)):
+    """Grade the submissions in submissions_dir (those of shard (I, N): pipeline/shards.py) into out_dir; return
+    every student's StudentResult."""
+    submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
+    if not submissions_dir.is_dir():
+        raise ConfigurationError(f"{submissions_dir} is not a folder of submissions")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    course, run = prepare_run(out_dir, settings, log, roster)
+    submissions, rejected = discover(submissions_dir)
+    if shard != (1, 1):
+        submissions = [s for s in submissions if in_shard(s.student_id, shard)]
+        rejected = [entry for entry in rejected if in_shard(entry.name, shard)]
+        log(f"shard {shard[0]}/{shard[1]}: {len(submissions)} submissions")
+    write_rejected(out_dir, rejected)
+    full_run = set(settings.question_list) == set(QUESTION_IDS)
+    results, jobs = {}, []
+    for submission in submissions:
+        previous = load_result(out_dir / submission.student_id / GRADE_FILE)
+        stamp = source_stamp(submission)
+        if previous is not None:
+            results[submission.student_id] = previous
+        unchanged = previous is not None and previous.fingerprint == run.fingerprint and previous.stamp == stamp
+        if settings.force or not full_run or not unchanged:
+            late = lateness(submission.timestamp, run.due)
+            submission.notes += [late.note] if late.note else []
+            jobs.append(Job(submission, (stamp, previous, late)))
+    skipped = len(submissions) - len(jobs)
+    if skipped:
+        log(f"{skipped} of {len(submissions)} submissions already graded and unchanged (use --force to regrade)")
+    bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress or not jobs)
+    tqdm.monitor_interval = 0  # no monitor thread: this process forks
+
+    def finish(job, result, judged):
+        stamp, previous, late = job.extra
+        if previous is not None and not full_run:
+            kept = [q for q in previous.questions if q not in result.questions]
+            merged = {**previous.questions, **result.questions}
+            result.questions = {q: merged[q] for q in QUESTION_IDS if q in merged}
+            if kept and previous.submission != result.submission:
+                result.notes.append(f"the submission changed since {', '.join(kept)} were graded; they keep their "
+                                    "earlier scores until regraded")
+        result.stamp = stamp
+        result.timestamp, result.late_seconds = late.timestamp, late.seconds
+        result.late_penalty = run.late_policy.penalty(result.raw_total, late.seconds)
+        write_student(out_dir, result)
+        gradebook.record(course, job.intake.folder, result, judged, settings.question_list, run.config,
+                         run.released)
+        mark_done(out_dir, result)
+        results[result.student_id] = result
+        write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
+        bar.update()
+        bar.set_postfix_str(f"{result.student_id}: {result.total:.1f}")
+
+    grade_in_children(jobs, run, out_dir / ".work", finish)
+    bar.close()
+    write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
+    log(table(results.values()))
+    for entry in rejected:
+        log(f"not graded: {entry.name}: {entry.status}")
+    log(f"wrote {out_dir / 'grades.csv'}, per-student results.json and feedback.html, and the gradebook "
+        f"{course / 'gradebook.db'}")
+    return [results[k] for k in sorted(results)]

@@ -1,0 +1,268 @@
+"""`python -m grading gradescope --out DIR`: DIR/autograder.zip, a Gradescope autograder that grades one submission
+with `python -m grading autograde`'s own code, and the two steps that run inside it.
+
+Gradescope unpacks the zip into /autograder/source (here: the repository's sources, solutions and hidden suites
+included), runs setup.sh once when it builds the image, and run_autograder for every submission, with the student's
+upload in /autograder/submission; whatever run_autograder writes to /autograder/results/results.json is the result,
+and its stdout is shown to instructors only. Inside the zip:
+
+    setup.sh                  apt: bubblewrap and the Python of the build; source/.venv from requirements.txt, pinned
+                              by constraints.txt (torch and torchvision as CPU builds); then `prepare`
+    run_autograder            source/.venv/bin/python -m grading.commands.gradescope run ROOT
+    constraints.txt           name==version of every package of the environment that built the zip
+    gradescope-settings.json  the grading settings given at build time (--require-sandbox, limits, timeouts)
+    batchnormalization.py, norm.ipynb, README.md, requirements.txt, tests/, data/README.md, data/download.py,
+    normlab/, grading/ (without its own tests and the sample students)
+
+Student code never sees source/: it runs in the same bubblewrap sandbox as under autograde, which mounts only the
+Python environment, normlab/ and the student's own files. Where the container cannot run bubblewrap, run_autograder
+says so on stdout and, if the zip was built with --require-sandbox, grades nothing and tells the student why.
+"""
+import json
+import os
+import re
+import shutil
+import stat
+import sys
+import time
+import traceback
+import zipfile
+from importlib import metadata
+from pathlib import Path
+
+from grading.assignment import NOTEBOOK, PYFILE
+from grading.isolation.sandbox import bwrap_works
+from grading.nbgrader_support import prepare_nbgrader
+from grading.records.results import write_atomic
+from grading.settings import REPO, Settings
+
+ZIP_NAME = "autograder.zip"
+SETTINGS_FILE = REPO / "gradescope-settings.json"
+# Built once by setup.sh; every run grades in a copy, so that generate_assignment (about 15 s) never runs per student.
+PREPARED_COURSE = REPO / "gradescope-course"
+STUDENT = "student"  # the id of the one student a run grades; Gradescope knows who it is
+# The settings fixed when the zip is built: how one submission is graded (parallelism, regrading and the bonus data
+# have no meaning inside Gradescope; its late policy replaces ours).
+BUILD_SETTINGS = ("require_sandbox", "timeout", "cell_timeout", "probe_timeout", "call_timeout", "memory_mb",
+                  "cpu_seconds", "processes", "file_size_mb", "open_files", "output_kb")
+# Folders left out: grading/tests/ and grading/examples/ (the grader's own tests, the sample students), caches.
+SKIPPED = {"__pycache__", ".ipynb_checkpoints", "tests", "examples"}
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+NOT_GRADED_NO_SANDBOX = (
+    "Your submission could not be graded: the grading machine cannot start the sandbox that every submission must "
+    "run in. Nothing is wrong with your files, and they were received. The course staff can see this message and "
+    "will regrade your submission once the grader is fixed.")
+NOT_GRADED_FAILURE = (
+    "Your submission could not be graded: the grader itself failed ({reason}). This is not a verdict on your work. "
+    "The course staff can see the details and will regrade your submission.")
+
+SETUP_SH = """\
+#!/usr/bin/env bash
+# Gradescope runs this once, as root and with internet access, when it builds the autograder image (Ubuntu).
+# Written by grading/gradescope.py.
+set -euxo pipefail
+source_dir=/autograder/source
+python=python{python_version}
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+# bwrap is the sandbox of student code; prlimit and setpriv (util-linux) apply its limits and drop root.
+apt-get install -y --no-install-recommends bubblewrap util-linux ca-certificates
+# The grader's tests ran on Python {python_version}; the image may lack it, have a release candidate (Ubuntu 22.04's),
+# or have it without venv: then take deadsnakes' build.
+if ! "$python" -c 'import sys; assert sys.version_info.releaselevel == "final"' \\
+        || ! "$python" -m venv "$source_dir/.venv"; then
+    rm -rf "$source_dir/.venv"
+    apt-get install -y --no-install-recommends software-properties-common gnupg
+    add-apt-repository -y ppa:deadsnakes/ppa
+    apt-get update
+    apt-get install -y --no-install-recommends "$python" "$python-venv"
+    "$python" -m venv "$source_dir/.venv"
+fi
+pip="$source_dir/.venv/bin/python -m pip"
+$pip install --upgrade pip
+# CPU builds: Gradescope has no GPU, and the CUDA builds are gigabytes larger. The versions are the tested ones.
+$pip install --no-deps --index-url {torch_index} {torch_pins}
+$pip install -r "$source_dir/requirements.txt" -c "$source_dir/constraints.txt"
+$pip check
+chmod +x "$source_dir/run_autograder"
+cd "$source_dir" && .venv/bin/python -m grading.commands.gradescope prepare
+"""
+
+RUN_AUTOGRADER = """\
+#!/usr/bin/env bash
+# Gradescope runs this for every submission, as /autograder/run_autograder (a copy of source/run_autograder).
+# Only tests set AUTOGRADER_ROOT, to stand a temporary folder in for /autograder. Written by grading/gradescope.py.
+set -eu
+root="${AUTOGRADER_ROOT:-/autograder}"
+cd "$root/source"
+# The sandbox mounts the Python environment where it really is: resolve .venv if it is a link (tests link theirs).
+venv="$(cd .venv && pwd -P)"
+exec "$venv/bin/python" -m grading.commands.gradescope run "$root"
+"""
+
+
+def source_files(source_dir=REPO):
+    """(path in the zip, file) of every source the autograder needs: the assignment with its solutions, what the
+    course bundles for students, normlab/ and the grader with its hidden suites."""
+    from grading.authoring.course import BUNDLED  # (imports the notebook machinery: only when needed)
+
+    source_dir = Path(source_dir)
+    found = []
+    for entry in [PYFILE, NOTEBOOK, "README.md", *BUNDLED, "grading"]:
+        path = source_dir / entry
+        if path.is_file():
+            found.append((entry, path))
+            continue
+        for file in sorted(path.rglob("*")):
+            relative = file.relative_to(path)
+            if file.is_file() and not SKIPPED & set(relative.parts[:-1]) and file.suffix != ".pyc":
+                found.append((f"{entry}/{relative.as_posix()}", file))
+    return found
+
+
+def constraints():
+    """constraints.txt: name==version of every distribution in the running environment (the one the grader's tests
+    ran in), without local labels such as +cu130, so that the CPU builds of torch satisfy them too."""
+    pins = {}
+    for dist in metadata.distributions():
+        name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
+        if name != "pip":  # setup.sh upgrades pip itself
+            pins.setdefault(name, dist.version.split("+")[0])  # the first on sys.path is the one imported
+    header = (f"# The environment grading/gradescope.py built this autograder in (Python "
+              f"{sys.version_info.major}.{sys.version_info.minor}).\n")
+    return header + "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
+
+
+def setup_script():
+    """setup.sh for this Python and these torch/torchvision versions."""
+    pins = " ".join(f'"{name}=={metadata.version(name).split("+")[0]}"' for name in ("torch", "torchvision"))
+    return SETUP_SH.format(python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
+                           torch_index=TORCH_CPU_INDEX, torch_pins=pins)
+
+
+def build_autograder(out_dir, settings, log=print):
+    """Write out_dir/autograder.zip, with settings' BUILD_SETTINGS fixed in it; return its path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fixed = {name: value for name, value in settings.to_json().items() if name in BUILD_SETTINGS}
+    generated = {"setup.sh": (setup_script(), 0o755), "run_autograder": (RUN_AUTOGRADER, 0o755),
+                 "constraints.txt": (constraints(), 0o644),
+                 SETTINGS_FILE.name: (json.dumps(fixed, indent=1) + "\n", 0o644)}
+    target = out_dir / ZIP_NAME
+    partial = out_dir / f".{ZIP_NAME}.partial"
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, (text, mode) in generated.items():
+            info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+            info.external_attr = (stat.S_IFREG | mode) << 16  # run_autograder must stay executable
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, text)
+        for name, path in source_files():
+            archive.write(path, name)
+    os.replace(partial, target)
+    log(f"wrote {target}: upload it as the autograder of a Gradescope programming assignment"
+        + (" (built with --require-sandbox)" if settings.require_sandbox else ""))
+    return target
+
+
+def build_settings():
+    """The Settings run_autograder grades with: those fixed at build time, the defaults for the rest."""
+    fixed = json.loads(SETTINGS_FILE.read_text()) if SETTINGS_FILE.is_file() else {}
+    return Settings.from_json({**fixed, "jobs": 1})
+
+
+def prepare_image():
+    """setup.sh's last step: build the nbgrader course once, for every run to copy."""
+    from grading.authoring.course import build_course
+
+    build_course(PREPARED_COURSE)
+    print(f"prepared the nbgrader course in {PREPARED_COURSE}")
+
+
+def stage_submission(uploaded, submissions):
+    """Make Gradescope's upload folder a one-student SUBMISSIONS folder for autograde: a lone .zip becomes
+    submissions/<STUDENT>.zip, anything else (the notebook, the .py, runs/, the bonus files, folders) the folder
+    submissions/<STUDENT>/. Files are hard-linked where possible, symbolic links copied as links and anything that is
+    not a regular file left out; intake then takes what it knows, as for any other submission. Returns what was
+    uploaded, in words for the instructors."""
+    uploaded = Path(uploaded)
+    submissions.mkdir(parents=True)
+    entries = sorted(p for p in uploaded.iterdir() if not p.name.startswith(".")) if uploaded.is_dir() else []
+    if len(entries) == 1 and entries[0].suffix.lower() == ".zip" and stat.S_ISREG(entries[0].lstat().st_mode):
+        _link_or_copy(entries[0], submissions / f"{STUDENT}.zip")
+        return f"the upload is one zip, {entries[0].name}"
+    if uploaded.is_dir():
+        shutil.copytree(uploaded, submissions / STUDENT, symlinks=True, copy_function=_link_or_copy)
+    else:
+        (submissions / STUDENT).mkdir()
+    return "the upload holds " + (", ".join(p.name + "/" * p.is_dir() for p in entries) or "nothing")
+
+
+def _link_or_copy(source, target):
+    if not stat.S_ISREG(os.lstat(source).st_mode):
+        return  # a FIFO or device would block or mislead a copy; intake would skip it anyway
+    try:
+        os.link(source, target)
+    except OSError:  # another file system
+        shutil.copy2(source, target)
+
+
+def not_graded(reason):
+    """results.json for a submission that could not be graded: no score, and why, in words for the student."""
+    return {"score": 0.0, "output": reason, "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
+
+
+def run_autograder(root):
+    """run_autograder: grade root/submission with autograde, in root/work, and write root/results/results.json.
+    Returns the exit status (0 whenever results.json was written)."""
+    root = Path(root)
+    results_file = root / "results" / "results.json"
+    settings = build_settings()
+    if not bwrap_works():
+        # autograde warns with MISSING_SANDBOX; this says what it means here, and what to do about it.
+        print("bubblewrap (bwrap) is missing or cannot run in this container: it needs user namespaces (or, as "
+              "root, CAP_SYS_ADMIN), which many containers do not allow. "
+              + ("The autograder was built with --require-sandbox: not grading." if settings.require_sandbox else
+                 "Student code runs WITHOUT a sandbox, as the grader's own user, and can read source/ with the "
+                 "solutions and hidden tests. Build the autograder with --require-sandbox to refuse grading "
+                 "instead."))
+        if settings.require_sandbox:
+            write_atomic(results_file, json.dumps(not_graded(NOT_GRADED_NO_SANDBOX), indent=1))
+            return 0
+    from grading.commands.autograde import ConfigurationError, autograde  # (seconds of imports: not before a refusal)
+
+    work = root / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    out = work / "graded"
+    try:
+        print(stage_submission(root / "submission", work / "submissions"))
+        if PREPARED_COURSE.is_dir():
+            shutil.copytree(PREPARED_COURSE, out / "course", symlinks=True)
+        else:
+            print(f"no prepared course in {PREPARED_COURSE} (did setup.sh finish?); building one now")
+        graded = autograde(work / "submissions", out, settings, log=print, progress=False)
+        if not graded:
+            raise RuntimeError(f"autograde found nothing to grade in {root / 'submission'}")
+        # The very results.json autograde writes for every student: Gradescope and autograde cannot disagree.
+        write_atomic(results_file, (out / STUDENT / "results.json").read_text(encoding="utf-8"))
+    except Exception as error:  # the student gets a result in any case; the traceback is for instructors
+        traceback.print_exc(file=sys.stdout)
+        reason = "it is misconfigured" if isinstance(error, ConfigurationError) else "an internal error"
+        write_atomic(results_file, json.dumps(not_graded(NOT_GRADED_FAILURE.format(reason=reason)), indent=1))
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    prepare_nbgrader()
+    if argv == ["prepare"]:
+        prepare_image()
+        return 0
+    if len(argv) == 2 and argv[0] == "run":
+        return run_autograder(argv[1])
+    print("usage: python -m grading.commands.gradescope prepare | run AUTOGRADER_ROOT   (inside the Gradescope "
+          "autograder; build it with python -m grading gradescope)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The notebook's kernel, in a sandbox: it runs the student's cells top to bottom, then answers the grader's probes.
+
+The executor (nbgrader's Execute, hence nbclient) stays in the grader; the kernel is started inside a
+isolation.sandbox.Sandbox and reached over IPC sockets in the submission's folder. Cells run one by one: a cell past
+its timeout is interrupted, each cell's output is capped, and a kernel that dies is restarted and the cells before
+the one that killed it are replayed, so the student's definitions are there for the probes. A probe is grader-written
+code (grading/sandboxed/kernel_probe.py) that calls the student's definitions on the grader's inputs and writes
+plain arrays to a reply file, which the grader reads without trusting it (isolation/protocol.py).
+"""
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import nbformat
+from jupyter_client.kernelspec import KernelSpec
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+from nbgrader.preprocessors import Execute
+from traitlets import Any, Integer, Type
+
+from grading.isolation.protocol import StudentFailure, parse_reply, read_regular_file
+from grading.sandboxed import program
+from grading.sandboxed.wire import encode
+from grading.settings import Settings
+
+PROBE_SOURCE = program("kernel_probe")
+
+
+class SandboxedKernelManager(AsyncKernelManager):
+    """Starts the kernel inside a grading.isolation.sandbox.Sandbox, forked from the slot's zygote where there is one; it is
+    interrupted by message, not by signal."""
+
+    sandbox = Any(help="the grading.isolation.sandbox.Sandbox the kernel runs in")
+    zygote = Any(None, allow_none=True, help="the grading.isolation.zygote.Zygote whose sandbox holds "
+                                             "sandbox.workdir, to fork the kernel from; None, or a zygote that "
+                                             "fails, starts it cold")
+
+    async def _async_launch_kernel(self, kernel_cmd, **kw):
+        process = None
+        if self.zygote is not None:
+            process = self.zygote.fork_kernel(self.sandbox.workdir, kw["env"], self._kernel_argv)
+        if process is None:
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+        provisioner = self.provisioner
+        provisioner.process, provisioner.pid, provisioner.pgid = process, process.pid, process.pid
+        provisioner.cwd = str(self.sandbox.workdir)
+        self._reconcile_connection_info(provisioner.connection_info)
+
+    def format_kernel_cmd(self, extra_arguments=None):
+        # the grader is outside the kernel's PID namespace: don't poll for it
+        self._kernel_argv = ["-f", self.connection_file, "--IPKernelApp.parent_handle=1", *(extra_arguments or [])]
+        return self.sandbox.wrap([sys.executable, "-m", "ipykernel_launcher", *self._kernel_argv])
+
+    def write_connection_file(self, **kwargs):
+        super().write_connection_file(**kwargs)
+        if self.sandbox.separate_user:
+            os.chown(self.connection_file, self.sandbox.uid, self.sandbox.uid)
+
+    @property
+    def kernel_spec(self):
+        return KernelSpec(argv=[], display_name="Python 3 (sandboxed)", language="python",
+                          interrupt_mode="message")
+
+
+class SandboxedExecute(Execute):
+    """nbgrader's Execute with the kernel in a sandbox, one cell at a time, each cell's output capped, and
+    probes into the same kernel once the cells have run."""
+
+    kernel_manager_class = Type(SandboxedKernelManager, klass=AsyncKernelManager,
+                                help="the kernel manager; the default starts kernels in the grader's sandbox"
+                                ).tag(config=True)
+    output_limit = Integer(Settings().kernel_output_bytes, help="bytes of output kept per cell (--output-kb)"
+                           ).tag(config=True)
+    sandbox = Any(help="the grading.isolation.sandbox.Sandbox of the submission being graded")
+    zygote = Any(None, allow_none=True, help="the grading.isolation.zygote.Zygote the kernel is forked from (None: "
+                                             "cold)")
+
+    def __init__(self, **kwargs):
+        # nbgrader's Execute would otherwise put its plain AsyncKernelManager in, outside the sandbox
+        kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
+        kwargs.setdefault("shutdown_kernel", "immediate")  # its state is of no use once the grader is done
+        kwargs.setdefault("startup_timeout", Settings.kernel_start_timeout)
+        super().__init__(**kwargs)
+
+    def create_kernel_manager(self):
+        if not issubclass(self.kernel_manager_class, SandboxedKernelManager):
+            raise TypeError(f"{self.kernel_manager_class.__name__} would start the student's kernel outside the "
+                            "sandbox; a kernel manager for grading must subclass SandboxedKernelManager")
+        work = self.sandbox.workdir
+        self.km = self.kernel_manager_class(sandbox=self.sandbox, zygote=self.zygote, transport="ipc",
+                                            ip=str(work / ".k"),
+                                            connection_file=str(work / ".kernel.json"))
+        return self.km
+
+    def output(self, outs, msg, display_id, cell_index):
+        size = len(json.dumps(msg.get("content", {}), default=str))
+        used = self._output_bytes.get(cell_index, 0)
+        self._output_bytes[cell_index] = used + size
+        if used + size > self.output_limit:
+            if used <= self.output_limit:
+                outs.append(nbformat.v4.new_output("stream", name="stdout",
+                                                   text=f"\n[output beyond {self.output_limit >> 10} KiB dropped "
+                                                        "by the grader]\n"))
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+    def start(self, nb, resources, deadline, cell_timeout):
+        """Start the kernel and run nb's code cells; returns notes about cells that could not run."""
+        NotebookClient.__init__(self, nb)  # the per-run state, as nbconvert's ExecutePreprocessor resets it
+        self.reset_execution_trackers()
+        self.resources = resources
+        self._output_bytes = {}
+        self._deadline = deadline
+        self._cell_timeout = cell_timeout
+        self._restarts_left = Settings.kernel_restarts
+        self._code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+        self._completed = 0  # code cells run so far
+        self._killers = set()  # positions of cells that killed the kernel: replays leave them out
+        notes = []
+        try:
+            self._start_kernel()
+        except Exception as error:
+            self.stop()
+            return [not_run([c for _, c in self._code], f"the kernel could not be started: "
+                                                        f"{type(error).__name__}: {error}")]
+        while self._completed < len(self._code):
+            position = self._completed
+            index, cell = self._code[position]
+            remaining = deadline - time.monotonic()
+            if remaining < 1:
+                notes.append(not_run([c for _, c in self._code[position:]], "the submission's time budget ran out"))
+                break
+            self.timeout = max(1, int(min(cell_timeout, remaining)))
+            try:
+                self.execute_cell(cell, index, store_history=True)
+            except DeadKernelError:
+                cell.outputs.append(error_output("DeadKernelError", "the kernel died while running this cell"))
+                notes.append(f"the kernel died while running cell {index + 1}")
+                self._killers.add(position)
+                self._completed += 1
+                if not self._restart():
+                    notes.append(not_run([c for _, c in self._code[position + 1:]],
+                                         "the kernel kept dying"))
+                    break
+                continue
+            except CellTimeoutError:
+                cell.outputs.append(error_output("CellTimeoutError", "no reply before the timeout"))
+            self._completed += 1
+        return notes
+
+    def stop(self):
+        if self.km is not None:
+            self._cleanup_kernel()
+            if self.zygote is not None:
+                self.zygote.sweep(keep=self.sandbox.workdir)  # what the kernel left running goes with it
+
+    @property
+    def alive(self):
+        return self.km is not None and self.kc is not None and run_sync(self.km.is_alive)()
+
+    def _start_kernel(self):
+        self.km = self.create_kernel_manager()
+        self.start_new_kernel(cwd=str(self.sandbox.workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env=self.sandbox.environment({"NBGRADER_EXECUTION": "autograde"}))
+        self.start_new_kernel_client()
+        self.wait_for_reply(self.kc.kernel_info())
+
+    def _restart(self):
+        """A fresh kernel with the cells that ran so far replayed (without keeping their output); False when no
+        restart is left or the time budget ran out."""
+        self.stop()
+        if self._restarts_left <= 0:
+            return False
+        self._restarts_left -= 1
+        try:
+            self._start_kernel()
+            for position, (_, cell) in enumerate(self._code[:self._completed]):
+                if position in self._killers:
+                    continue
+                if not self._quiet(cell.source, min(self._cell_timeout, self._deadline - time.monotonic())):
+                    return False
+        except Exception:
+            self.stop()
+            return False
+        return True
+
+    def _quiet(self, code, timeout):
+        """Execute code with nothing kept of its output; True when the kernel answered within timeout."""
+        if timeout < 1:
+            return False
+        message_id = self.kc.execute(code, store_history=False, allow_stdin=False)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self._drain_iopub()
+            try:
+                reply = run_sync(self.kc.get_shell_msg)(timeout=0.2)
+            except Exception:  # queue.Empty, or a kernel that went away
+                if not self.alive:
+                    return False
+                continue
+            if reply.get("parent_header", {}).get("msg_id") == message_id:
+                return True
+        return False
+
+    def _drain_iopub(self):
+        while True:
+            try:
+                run_sync(self.kc.get_iopub_msg)(timeout=0)
+            except Exception:
+                return
+
+    def probe(self, op, args, arrays, timeout):
+        """Ask the kernel for op on the grader's inputs; (meta, arrays) of its reply, or StudentFailure."""
+        timeout = min(timeout, self._deadline - time.monotonic())
+        if timeout < 1:
+            raise StudentFailure("not run: the submission's time budget ran out")
+        if not self.alive and not self._restart():
+            raise StudentFailure("not run: the notebook's kernel is gone")
+        nonce = secrets.token_hex(8)
+        request_name, reply_name = f".request-{nonce}.npz", f".reply-{nonce}.npz"
+        # a new name, created here and never through a link the student may have planted
+        descriptor = os.open(self.sandbox.workdir / request_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                             0o644)
+        with os.fdopen(descriptor, "wb") as request:
+            request.write(encode({"op": op, "args": args}, arrays))
+        code = (f"exec(compile({PROBE_SOURCE!r}, '<grader probe>', 'exec'), "
+                f"{{'STUDENT': globals(), 'REQUEST': {request_name!r}, 'REPLY': {reply_name!r}, "
+                f"'MESSAGE_CHARS': {Settings.message_chars}}})")
+        started = time.monotonic()
+        try:
+            answered = self._quiet(code, timeout)
+        finally:
+            (self.sandbox.workdir / request_name).unlink(missing_ok=True)
+        if not answered:
+            if self.alive:
+                run_sync(self.km.interrupt_kernel)()
+                if not self._quiet("None", Settings.interrupt_grace):
+                    self.stop()  # stuck for good: the next probe starts a fresh kernel
+                raise StudentFailure(f"timed out after {time.monotonic() - started:.0f} s")
+            self.stop()
+            raise StudentFailure("the kernel died while answering")
+        path = self.sandbox.workdir / reply_name
+        try:
+            return parse_reply(read_regular_file(path))
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def error_output(name, value):
+    return nbformat.v4.new_output("error", ename=name, evalue=value, traceback=[f"{name}: {value}"])
+
+
+def not_run(cells, reason):
+    for cell in cells:
+        cell.outputs = [error_output("NotRun", reason)]
+        cell.execution_count = None
+    return f"{reason}; {len(cells)} cell(s) from there on did not run"

@@ -1,0 +1,80 @@
+"""What the grader accepts from a student's process, and how it reads it without trusting it.
+
+Replies are grading/sandboxed/wire.py archives: JSON meta plus arrays, every array float64, read with
+allow_pickle=False and capped in size. A reply file is opened without following links and must be a regular
+file, so a student cannot point the grader at a FIFO, a device or someone else's file. Whatever goes wrong on the
+student's side is a StudentFailure, whose message is meant for the student.
+"""
+import os
+import stat
+
+import numpy as np
+
+from grading.sandboxed.wire import decode
+from grading.settings import Settings
+
+
+class StudentFailure(Exception):
+    """The student's code gave no usable answer: it raised, crashed, hung or replied something unusable. error is
+    the name of the exception it raised, where it raised one (data its process handed over, like any reply)."""
+
+    def __init__(self, message, error=None):
+        super().__init__(message)
+        self.error = error
+
+
+class BadReply(StudentFailure):
+    """What a student's process handed back is not data the grader accepts."""
+
+
+def parse_reply(raw, max_bytes=Settings.reply_bytes):
+    """(meta, arrays) of a reply; BadReply for anything but a wire archive of float64 arrays, and StudentFailure
+    with the student's own exception where their code raised."""
+    if len(raw) > max_bytes:
+        raise BadReply(f"the reply was too large ({len(raw)} bytes)")
+    try:
+        meta, arrays = decode(raw)
+    except Exception as error:
+        raise BadReply(f"the reply was not in the grader's format ({type(error).__name__})") from None
+    for name, value in arrays.items():
+        if value.dtype != np.float64:
+            raise BadReply(f"the reply's {name!r} was {value.dtype}, not float64")
+    if meta.get("ok") is not True:
+        error = str(meta.get("error", "Error"))[:Settings.error_name_chars]
+        message = str(meta.get("message", ""))[:Settings.message_chars]
+        raise StudentFailure(f"your code raised {error}: {message}" if message else f"your code raised {error}",
+                             error)
+    return meta, arrays
+
+
+def read_regular_file(path, max_bytes=Settings.reply_bytes):
+    """The bytes of path if it is a regular file of at most max_bytes; BadReply otherwise."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as error:
+        raise BadReply(f"no reply was written ({error.strerror})") from None
+    with os.fdopen(fd, "rb") as stream:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadReply("the reply was not a regular file")
+        data = stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise BadReply(f"the reply was larger than {max_bytes >> 20} MiB")
+    return data
+
+
+class TimeoutBudget:
+    """Calls into student code that timed out, per grade cell: after Settings.timeouts_per_cell of them, the rest
+    of the cell's calls fail at once, so a stuck submission costs seconds, not minutes. `cell` is the grade cell
+    whose checks are running; the hidden suite's plugin sets it."""
+
+    def __init__(self):
+        self.cell = None
+        self.timeouts = {}
+
+    def check(self):
+        if self.timeouts.get(self.cell, 0) >= Settings.timeouts_per_cell:
+            raise StudentFailure("not run: earlier calls of this check timed out")
+
+    def spend(self):
+        self.timeouts[self.cell] = self.timeouts.get(self.cell, 0) + 1

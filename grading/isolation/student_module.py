@@ -1,0 +1,82 @@
+"""Q1 and Q2: the student's batchnormalization.py behind a sandboxed child process.
+
+The child (grading/sandboxed/pyfile_server.py) only computes: each request and reply is a wire archive
+(grading/sandboxed/wire.py) of float64 arrays, and the hidden tests compare in the grader. The child's exit code
+and output are never evidence. A call that times out or kills the child fails its test, and the child is
+restarted for the next; the TimeoutBudget ends a grade cell whose calls keep timing out.
+"""
+import os
+import select
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from grading.isolation.protocol import BadReply, StudentFailure, TimeoutBudget, parse_reply
+from grading.isolation.sandbox import kill_group
+from grading.sandboxed import program
+from grading.sandboxed.wire import encode
+from grading.settings import Settings
+
+SERVER_SOURCE = program("pyfile_server")
+
+
+class StudentModule(TimeoutBudget):
+    """The student's batchnormalization.py, behind a sandboxed child process."""
+
+    def __init__(self, sandbox, path, call_timeout):
+        super().__init__()
+        self.sandbox = sandbox
+        self.path = Path(path)
+        self.call_timeout = call_timeout
+        self.process = None
+
+    def start(self):
+        self.process = self.sandbox.popen(
+            [sys.executable, "-I", "-c", SERVER_SOURCE, str(self.path), str(Settings.message_chars)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+    def close(self):
+        if self.process is not None:
+            kill_group(self.process)
+            self.process = None
+
+    def call(self, op, dtype="float64", bn_param=None, **arrays):
+        """Send one request; return (meta, arrays) of the reply, or raise StudentFailure."""
+        self.check()
+        if self.process is None:
+            self.start()
+        payload = encode({"op": op, "dtype": dtype, "bn_param": bn_param or {"mode": "train"}}, arrays)
+        deadline = time.monotonic() + self.call_timeout
+        try:
+            self.process.stdin.write(struct.pack(">Q", len(payload)) + payload)
+            self.process.stdin.flush()
+            (length,) = struct.unpack(">Q", self._read(8, deadline))
+            if length > Settings.reply_bytes:
+                raise BadReply(f"the reply was too large ({length} bytes)")
+            return parse_reply(self._read(length, deadline))
+        except TimeoutError:
+            self.spend()
+            self.close()
+            raise StudentFailure(f"timed out after {self.call_timeout:g} s") from None
+        except BadReply:
+            self.close()  # its unread bytes would answer the next call
+            raise
+        except (OSError, struct.error, EOFError) as error:
+            self.close()
+            raise StudentFailure(f"the process running batchnormalization.py stopped ({type(error).__name__})") \
+                from None
+
+    def _read(self, count, deadline):
+        chunks, received, fd = [], 0, self.process.stdout.fileno()
+        while received < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, min(count - received, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            received += len(chunk)
+        return b"".join(chunks)

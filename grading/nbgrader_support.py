@@ -1,0 +1,77 @@
+"""What the grader needs from nbgrader's side, applied explicitly: `prepare_nbgrader()` by every command that runs
+nbgrader's code (the CLI, and the course's nbgrader_config.py for nbgrader's own commands), and the two helpers that
+read a course's configuration and apply a chain of nbgrader preprocessors."""
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from traitlets.config import Config
+from traitlets.config.loader import PyFileConfigLoader
+
+_prepared = False
+
+
+def prepare_nbgrader():
+    """Make nbgrader's commands work and cost less in this process; idempotent.
+
+    - nbgrader runs the `alembic` command when it creates a gradebook; from an unactivated virtual environment it is
+      not on PATH, so the interpreter's own bin/ goes first.
+    - jsonschema, which nbformat imports, loads rfc3987_syntax where it is installed (jupyter-events pulls it in), and
+      that compiles 38 grammars on import: 2.5 s. Notebook validation never checks the IRI formats it serves.
+    - nbgrader validates every cell's metadata with jsonschema.validate, which checks the schema itself before each
+      cell: two thirds of a second per notebook. A schema already checked is not checked again; the validation of
+      each cell is unchanged.
+    - nbgrader 0.9 trips over SQLAlchemy 2's session rules in its own code (the rows it writes are right): its
+      warning is silenced.
+    """
+    global _prepared
+    if _prepared:
+        return
+    _prepared = True
+    interpreter_bin = str(Path(sys.executable).parent)
+    if interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = interpreter_bin + os.pathsep + os.environ.get("PATH", "")
+    sys.modules.setdefault("rfc3987_syntax", None)
+    import jsonschema
+
+    jsonschema.validate = _validate_with_checked_schemas(jsonschema.validate)
+    warnings.filterwarnings("ignore", message=".*not in session, add operation along.*")
+
+
+def _validate_with_checked_schemas(validate):
+    import jsonschema
+
+    checked = {}
+
+    def validate_once(instance, schema, cls=None, *args, **kwargs):
+        if cls is not None or args or kwargs or not isinstance(schema, dict):
+            return validate(instance, schema, cls, *args, **kwargs)
+        key = json.dumps(schema, sort_keys=True)
+        validator = checked.get(key)
+        if validator is None:
+            validator_class = jsonschema.validators.validator_for(schema)
+            validator_class.check_schema(schema)
+            validator = checked[key] = validator_class(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
+        if error is not None:
+            raise error
+
+    return validate_once
+
+
+def course_config(course):
+    """The course's nbgrader_config.py, so our chains are configured exactly as nbgrader's are."""
+    path = Path(course) / "nbgrader_config.py"
+    return PyFileConfigLoader(path.name, str(path.parent)).load_config() if path.is_file() else Config()
+
+
+def apply_chain(steps, nb, resources, config, log=None, **traits):
+    """Apply the preprocessors steps to nb, as nbgrader's converters do; traits go to those that declare them."""
+    for step in steps:
+        preprocessor = step(config=config, **{k: v for k, v in traits.items() if step.class_traits().get(k)})
+        if log is not None:
+            preprocessor.log = log
+        nb, resources = preprocessor.preprocess(nb, resources)
+    return nb, resources

@@ -1,0 +1,80 @@
+"""The bonus: each exported model is scored on its CIFAR test set in a sandbox that never sees the labels.
+
+A fresh sandbox folder holds only the submitted .pt2 and the test images; `python -m normlab.evaluate --predict`
+writes the predicted classes, and the grader compares them with the labels it kept. Points per dataset rise
+linearly from the floor to the target accuracy of assignment.BONUS_THRESHOLDS. A missing test set on the grading
+machine is a status, not a zero: the bonus is marked not graded.
+"""
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from grading.assignment import BONUS_THRESHOLDS
+from grading.settings import Settings
+from normlab import data as cifar
+
+
+@dataclass
+class BonusResult:
+    score: float = 0.0
+    lines: list = field(default_factory=list)
+    not_graded: str = ""  # why part of the bonus could not be graded, in a few words
+
+
+def points_for(dataset, accuracy):
+    floor, target, points = BONUS_THRESHOLDS[dataset]
+    return points * float(np.clip((accuracy - floor) / (target - floor), 0.0, 1.0))
+
+
+def grade_bonus(models, make_sandbox, workdir, cifar_root, timeout):
+    """Score the submitted models ({dataset: path}); make_sandbox(folder) returns a Sandbox for a folder."""
+    result = BonusResult()
+    if not models:
+        result.lines.append("no bonus models were submitted")
+        return result
+    for dataset in BONUS_THRESHOLDS:
+        floor, target, points = BONUS_THRESHOLDS[dataset]
+        if dataset not in models:
+            result.lines.append(f"{dataset}: no model was submitted (0 of {points:g})")
+            continue
+        try:
+            test_set = cifar.load(dataset, cifar_root)
+        except FileNotFoundError:
+            result.not_graded = (f"no CIFAR test set in {cifar_root}; download it there and regrade with "
+                                 "--questions bonus")
+            result.lines.append(f"{dataset}: NOT GRADED: the test set is not on the grading machine")
+            continue
+        folder = Path(workdir) / f"bonus-{dataset}"
+        folder.mkdir()
+        shutil.copy(models[dataset], folder / "model.pt2")
+        np.save(folder / "images.npy", test_set.test_images.numpy())
+        completed = make_sandbox(folder).run([sys.executable, "-m", "normlab.evaluate", "model.pt2", "--predict",
+                                              "images.npy", "--out", "predictions.npy"], timeout=timeout)
+        predictions = _predictions(folder / "predictions.npy", len(test_set.test_labels), test_set.num_classes)
+        if completed.timed_out or predictions is None:
+            reason = "timed out" if completed.timed_out else "gave no valid predictions"
+            tail = " ".join(completed.output.strip().splitlines()[-1:])[:Settings.message_chars]
+            result.lines.append(f"{dataset}: the model {reason} (0 of {points:g}) {tail}")
+            continue
+        accuracy = float((predictions == test_set.test_labels.numpy()).mean())
+        earned = points_for(dataset, accuracy)
+        result.score += earned
+        origin = " on a SYNTHETIC test set" if test_set.synthetic else ""
+        result.lines.append(f"{dataset}: test accuracy {accuracy:.2%}{origin}: {earned:.2f} of {points:g} "
+                            f"(full at {target:.0%}, none below {floor:.0%})")
+    return result
+
+
+def _predictions(path, count, num_classes):
+    try:
+        predictions = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    if predictions.shape != (count,) or predictions.dtype.kind not in "iu":
+        return None
+    if predictions.min(initial=0) < 0 or predictions.max(initial=0) >= num_classes:
+        return None
+    return predictions

@@ -1,0 +1,65 @@
+"""Grading one submission whose files intake already took: the SANITIZE and JUDGE chains of chains.py, exactly as
+nbgrader's autograde runs them in a course built here. It runs in a child process of its own (parallel.py), which
+only reads the gradebook (a snapshot copy); the main process records what it returns (RECORD).
+"""
+import logging
+import time
+
+from grading.assignment import ASSIGNMENT, NOTEBOOK_ID
+from grading.handoff import SubmissionContext
+from grading.nbgrader_support import apply_chain
+from grading.pipeline import chains
+from grading.pipeline.notebook import submitted_notebook
+
+
+class ChangedSettings(logging.Handler):
+    """Keeps nbgrader's warnings about cell settings it reset, as notes for the student and the TA."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.notes = []
+
+    def emit(self, record):
+        text = record.getMessage()
+        # Every released test cell differs from its gradebook copy by its checksum; edits are found by comparing
+        # with the release instead (notebook.test_cell_changes).
+        if "has changed" in text and "'checksum'" not in text:
+            self.notes.append(f"a changed cell setting was reset: {text}")
+
+
+def grade(submission, intake, run, slot):
+    """(StudentResult, judged notebook) of one submission (a handoff.Submission whose files intake took) in the
+    GradingRun run, on worker slot slot. A notebook that could not be graded is judged as the released one, so that
+    Q1, Q2 and the bonus are recorded."""
+    started = time.monotonic()
+    nb, problem, notes = submitted_notebook(intake, run.released)
+    context = SubmissionContext(settings=run.settings, intake=intake, deadline=started + run.settings.timeout,
+                                slot=slot, notebook_problem=problem)
+    resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": submission.student_id,
+                              "db_url": f"sqlite:///{run.snapshot}"},
+                 "metadata": {"path": str(intake.folder)}, "normlab": context}
+    changed = ChangedSettings()
+    log = logging.getLogger("grading.pipeline.submission")
+    log.handlers, log.propagate = [logging.NullHandler(), changed], False
+    nb, resources = apply_chain(chains.SANITIZE, nb, resources, run.config, log)
+    nb, resources = apply_chain(chains.JUDGE, nb, resources, run.config, log)
+    result = context.result
+    result.kind = submission.kind
+    result.fingerprint, result.submission = run.fingerprint, intake.digest
+    result.notes = intake.notes + notes + changed.notes + result.notes
+    result.status = status_line(result, intake.problems, problem)
+    result.seconds = time.monotonic() - started
+    return result, nb
+
+
+def status_line(result, problems, notebook_problem):
+    """"ok", or what kept parts from being graded, what a TA may want to look at, and how it was graded."""
+    parts = [f"pyfile: {problems['pyfile']}"] if "pyfile" in problems else []
+    parts += [f"notebook: {notebook_problem}"] if notebook_problem else []
+    if "bonus" in result.questions and not result.questions["bonus"].graded:
+        parts.append("bonus NOT GRADED (see notes)")
+    if result.flags:
+        parts.append("REVIEW: the notebook uses " + ", ".join(result.flags))
+    if not result.sandboxed:
+        parts.append("graded WITHOUT a sandbox")
+    return "; ".join(parts) or "ok"

@@ -1,0 +1,162 @@
+"""The hidden suites (grading/hidden/check_*.py), run with pytest in the grader's process.
+
+A plugin gives the tests the student: the fixture `student` is batchnormalization.py behind its sandboxed child
+(isolation/student_module.py), and `kernel` is the notebook's sandboxed kernel, which answers probes
+(isolation/kernel.py). Each test
+belongs to one grade cell of assignment.QUESTIONS: the one its `cell` marker names, else the one its file is named
+after (check_<cell>.py). A test earns its points if it passes and none otherwise; a test function's points are
+shared equally by its parametrized cases of the same cell; and the points of a cell's tests must add up to the
+cell's points in assignment.py, or the grader refuses to run.
+"""
+import contextlib
+import io
+import os
+import re
+import time
+
+import pytest
+
+from grading.assignment import AUTOGRADED_POINTS, CELLS
+from grading.isolation.protocol import StudentFailure, TimeoutBudget
+from grading.records.results import Test
+from grading.settings import HIDDEN, Settings
+
+PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "no:threadexception", "-p",
+               "no:logging", "--assert=plain", "--tb=native", "-q", "-o", "python_files=check_*.py", "--rootdir", str(HIDDEN)]
+
+
+class KernelProbes(TimeoutBudget):
+    """The notebook's kernel as the hidden tests see it: call(op, args, **arrays) -> (meta, arrays)."""
+
+    def __init__(self, executor, timeout):
+        super().__init__()
+        self.executor = executor
+        self.timeout = timeout
+
+    def call(self, op, args=None, **arrays):
+        self.check()
+        started = time.monotonic()
+        try:
+            return self.executor.probe(op, args or {}, arrays, self.timeout)
+        except StudentFailure as failure:
+            if "timed out" in str(failure) or time.monotonic() - started >= self.timeout:
+                self.spend()
+            raise
+
+
+def warm_up():
+    """Pay once, in the process that forks the workers, what torch's first calls in the hidden suites cost (about
+    1.2 s: lazy imports such as sympy's, kernel registration), instead of once per submission. One thread, so forked
+    children inherit no thread pool."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(1)
+    x = torch.ones(4, 3, 2, 2, dtype=torch.float64, requires_grad=True)
+    out = F.batch_norm(x, None, None, training=True) + F.group_norm(x, 1) + F.conv2d(x, torch.ones(3, 3, 1, 1,
+                                                                                                  dtype=torch.float64))
+    out.backward(torch.ones_like(out))  # with a gradient given, as the Q2 oracle calls it: that imports sympy
+
+
+def files_for(cells):
+    """The hidden test files that score any of cells."""
+    chosen = []
+    for path in sorted(HIDDEN.glob("check_*.py")):
+        named = path.stem.removeprefix("check_")
+        marked = set(re.findall(r"""mark\.cell\(["'](\w+)["']\)""", path.read_text()))
+        if named in cells or marked & set(cells):
+            chosen.append(path)
+    return chosen
+
+
+class Collector:
+    """A pytest plugin that provides the student to the tests and turns reports into points per grade cell."""
+
+    def __init__(self, student=None, kernel=None):
+        self._student = student
+        self._kernel = kernel
+        self.outcomes = {}
+        self.cell_of = {}
+
+    @pytest.fixture(scope="session")
+    def student(self):
+        if self._student is None:
+            pytest.fail("no batchnormalization.py to check")
+        return self._student
+
+    @pytest.fixture(scope="session")
+    def kernel(self):
+        if self._kernel is None:
+            pytest.fail("no notebook kernel to check")
+        return self._kernel
+
+    def pytest_configure(self, config):
+        config.addinivalue_line("markers", "points(n): what the test is worth")
+        config.addinivalue_line("markers", "cell(grade_id): the grade cell the test scores (default: from the file)")
+
+    def pytest_collection_modifyitems(self, items):
+        groups = {}
+        for item in items:
+            marker = item.get_closest_marker("cell")
+            cell = marker.args[0] if marker else item.path.stem.removeprefix("check_")
+            if cell not in CELLS:
+                raise RuntimeError(f"hidden test {item.nodeid} scores {cell!r}, which is not a grade cell")
+            self.cell_of[item.nodeid] = cell
+            groups.setdefault((item.path, item.originalname, cell), []).append(item)
+        for group in groups.values():
+            points = group[0].get_closest_marker("points")
+            if points is None:
+                raise RuntimeError(f"hidden test {group[0].nodeid} has no @pytest.mark.points")
+            for item in group:
+                item.user_properties.append(("points", float(points.args[0]) / len(group)))
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        for target in (self._student, self._kernel):
+            if target is not None:
+                target.cell = self.cell_of[item.nodeid]
+
+    def pytest_runtest_logreport(self, report):
+        if report.when == "call" or report.failed:
+            points = dict(report.user_properties).get("points", 0.0)
+            if report.failed and hasattr(report.longrepr, "reprcrash"):
+                message = report.longrepr.reprcrash.message
+            else:
+                message = "" if report.passed else str(report.longrepr)[-Settings.message_chars:]
+            message = re.sub(r"^(AssertionError|Failed|grading\.[\w.]+\.(StudentFailure|BadReply)): ", "",
+                             message).strip()
+            self.outcomes[report.nodeid] = Test(report.nodeid.split("::")[-1], points if report.passed else 0.0,
+                                                points, report.passed, message, hidden=True,
+                                                cell=self.cell_of.get(report.nodeid, ""))
+
+
+def run_hidden_suite(cells, student=None, kernel=None):
+    """{grade cell: [Test]} for the given autograded cells, from the hidden tests that score them."""
+    collector = Collector(student, kernel)
+    with only_named_plugins(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        pytest.main([*PYTEST_ARGS, *map(str, files_for(cells))], plugins=[collector])
+    tests = {cell: [] for cell in cells}
+    for test in collector.outcomes.values():
+        if test.cell in tests:
+            tests[test.cell].append(test)
+    for cell, found in tests.items():
+        available = sum(t.max_score for t in found)
+        if abs(available - AUTOGRADED_POINTS[cell]) > 1e-9:
+            raise RuntimeError(f"the hidden tests of {cell} are worth {available:g} points, not "
+                               f"{AUTOGRADED_POINTS[cell]:g}")
+    return tests
+
+
+@contextlib.contextmanager
+def only_named_plugins():
+    """Only the plugins the suite names take part in grading (faster, and no third-party plugin decides anything);
+    the environment is as it was afterwards."""
+    saved = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"]
+        else:
+            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = saved

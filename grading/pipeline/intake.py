@@ -1,0 +1,249 @@
+"""Finding submissions and copying what can be graded out of them, safely.
+
+SUBMISSIONS may hold, per student, a folder `<student_id>/`, a `<student_id>.zip`, or be an nbgrader `submitted/`
+tree (`<student_id>/norm/...`). Only known files are taken: batchnormalization.py, norm.ipynb, the training
+histories under runs/grid/, and the bonus models; names like `batchnormalization (1).py` are accepted with a note.
+Symbolic links are never followed, zip entries that would land outside the folder or are links are skipped, and
+sizes are capped while reading, so zip bombs and huge files cost nothing. Every problem becomes a note or a part's
+status; nothing here raises for bad input.
+"""
+import hashlib
+import re
+import stat
+import struct
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from grading.assignment import ASSIGNMENT, BONUS_FILES, NOTEBOOK, PYFILE
+from grading.handoff import Intake, Submission
+from grading.records.results import Rejected
+from grading.settings import Settings
+
+STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+MAX_BYTES = {"pyfile": Settings.pyfile_bytes, "notebook": Settings.notebook_bytes,
+             "history": Settings.history_bytes, "bonus": Settings.bonus_bytes}
+SKIPPED_FOLDERS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git"}
+PATTERNS = {
+    "pyfile": re.compile(r"^batch_?normalization.*\.py$", re.I),
+    "notebook": re.compile(r"^norm.*\.ipynb$", re.I),
+    # the stem and then no further digit: bonus_cifar10 (1).pt2 is CIFAR-10's, bonus_cifar100.pt2 is not
+    **{f"bonus_{name}": re.compile(rf"^{re.escape(Path(filename).stem)}(?!\d).*\.pt2$", re.I)
+       for name, filename in BONUS_FILES.items()},
+}
+HISTORY = re.compile(r"(^|/)runs/grid/([A-Za-z0-9._-]{1,80})/history\.json$")
+
+
+def discover(root):
+    """The submissions under root, and the entries that cannot be graded at all."""
+    root = Path(root)
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    nbgrader_tree = bool(entries) and all(p.is_dir() and not p.is_symlink() and (p / ASSIGNMENT).is_dir()
+                                          for p in entries if p.is_dir())
+    found, rejected = {}, []
+    for entry in entries:
+        if entry.is_symlink():
+            rejected.append(Rejected(entry.name, "a symbolic link; submissions must be folders or .zip files"))
+            continue
+        if entry.is_dir():
+            student_id, kind, path = entry.name, "folder", entry
+            if nbgrader_tree:
+                kind, path = "nbgrader", entry / ASSIGNMENT
+        elif entry.suffix.lower() == ".zip" and entry.is_file():
+            student_id, kind, path = entry.stem, "zip", entry
+        else:
+            rejected.append(Rejected(entry.name, "not a folder or a .zip file"))
+            continue
+        if not STUDENT_ID.match(student_id):
+            rejected.append(Rejected(entry.name, f"{student_id!r} is not a usable student id (letters, digits, "
+                                                 "'.', '_', '@' and '-', at most 64)"))
+            continue
+        submission = Submission(student_id, path, kind, timestamp=submitted_at(path, kind))
+        if student_id in found:
+            kept, dropped = sorted([found[student_id], submission],
+                                   key=lambda s: (s.path.stat().st_mtime, s.kind == "folder"), reverse=True)
+            kept.notes.append(f"{student_id} also submitted {dropped.path.name}; graded the newer "
+                              f"{kept.path.name} only")
+            found[student_id] = kept
+        else:
+            found[student_id] = submission
+    return [found[k] for k in sorted(found)], rejected
+
+
+def submitted_at(path, kind):
+    """When the submission was handed in, as written: nbgrader's timestamp.txt, else (for a zip) the time of its
+    newest entry, in UTC where the zip recorded one; None when there is neither."""
+    if kind != "zip":
+        stamp = path / "timestamp.txt"
+        if stamp.is_file() and not stamp.is_symlink():
+            return stamp.read_text(errors="replace").strip()[:64]
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [info for info in archive.infolist()[:Settings.zip_entries] if not info.is_dir()]
+            stamps = [info for info in infos if PurePosixPath(info.filename).name == "timestamp.txt"
+                      and info.file_size < 100]
+            if stamps:
+                return archive.read(stamps[0]).decode(errors="replace").strip()[:64]
+            times = [_entry_time(info) for info in infos]
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
+        return None
+    return max(times) if times else None
+
+
+def _entry_time(info):
+    """A zip entry's modification time: UTC from the extended-timestamp field (0x5455) where the zip has one, else
+    the DOS time the zip format always carries, which has no time zone."""
+    extra = info.extra
+    while len(extra) >= 4:
+        kind, size = struct.unpack("<HH", extra[:4])
+        if kind == 0x5455 and size >= 5 and extra[4] & 1:
+            (mtime,) = struct.unpack("<i", extra[5:9])
+            return datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        extra = extra[4 + size:]
+    return "%04d-%02d-%02d %02d:%02d:%02d" % info.date_time
+
+
+def _folder_members(folder):
+    """(relative posix path, size, opener) of the regular files under folder; links are not followed."""
+    members, notes = [], []
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        for entry in sorted(current.iterdir()):
+            mode = entry.lstat().st_mode
+            relative = entry.relative_to(folder).as_posix()
+            if stat.S_ISLNK(mode):
+                notes.append(f"skipped the symbolic link {relative}")
+            elif stat.S_ISDIR(mode):
+                if entry.name not in SKIPPED_FOLDERS and relative.count("/") < 6:
+                    stack.append(entry)
+            elif stat.S_ISREG(mode):
+                members.append((relative, entry.stat().st_size, lambda entry=entry: open(entry, "rb")))
+    return members, notes
+
+
+def _zip_members(archive):
+    members, notes = [], []
+    infos = archive.infolist()
+    if len(infos) > Settings.zip_entries:
+        raise ValueError(f"the zip holds {len(infos)} entries (at most {Settings.zip_entries})")
+    if sum(info.file_size for info in infos) > Settings.zip_bytes:
+        raise ValueError(f"the zip would unpack to more than {Settings.zip_bytes >> 30} GiB")
+    for info in infos:
+        name = info.filename.replace("\\", "/")
+        parts = PurePosixPath(name).parts
+        if info.is_dir():
+            continue
+        if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
+            notes.append(f"skipped {name!r}: it would be written outside the submission folder")
+        elif stat.S_ISLNK(info.external_attr >> 16):
+            notes.append(f"skipped {name!r}: a symbolic link")
+        elif not any(part in SKIPPED_FOLDERS for part in parts):
+            members.append((name, info.file_size, lambda info=info: archive.open(info)))
+    return members, notes
+
+
+def _read_capped(opener, limit):
+    """The member's bytes, or None if it holds more than limit bytes (whatever its declared size)."""
+    with opener() as stream:
+        data = stream.read(limit + 1)
+    return None if len(data) > limit else data
+
+
+def _choose(members, kind, expected, notes):
+    candidates = [m for m in members if PATTERNS[kind].match(PurePosixPath(m[0]).name)]
+    if not candidates:
+        return None
+    exact = [m for m in candidates if PurePosixPath(m[0]).name == expected]
+    chosen = min(exact or candidates, key=lambda m: (m[0].count("/"), m[0]))
+    if PurePosixPath(chosen[0]).name != expected:
+        notes.append(f"used {chosen[0]!r} as {expected}")
+    elif chosen[0] != expected:
+        notes.append(f"used {chosen[0]} (inside a folder)")
+    if len(candidates) > 1:
+        others = ", ".join(repr(m[0]) for m in candidates if m is not chosen)
+        notes.append(f"ignored {others}")
+    return chosen
+
+
+def unpack(submission, dest):
+    """Copy what can be graded from submission into dest (which must exist and be empty); its Intake."""
+    dest = Path(dest)
+    intake = Intake(folder=dest, notes=list(submission.notes))
+    try:
+        if submission.kind == "zip":
+            archive = zipfile.ZipFile(submission.path)
+            members, notes = _zip_members(archive)
+        else:
+            members, notes = _folder_members(submission.path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, OSError) as error:
+        message = f"the submission could not be opened: {error}"
+        intake.problems.update(pyfile=message, notebook=message, bonus=message)
+        return intake
+    intake.notes += notes
+    digest = hashlib.sha256()
+    wanted = [("pyfile", PYFILE, "pyfile"), ("notebook", NOTEBOOK, "notebook")]
+    wanted += [(f"bonus_{name}", filename, "bonus") for name, filename in BONUS_FILES.items()]
+    for kind, expected, limit in wanted:
+        try:
+            member = _choose(members, kind, expected, intake.notes)
+            data = None if member is None else _read_capped(member[2], MAX_BYTES[limit])
+        except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
+            intake.problems[limit if limit == "bonus" else kind] = f"{expected} could not be read: {error}"
+            continue
+        if member is None:
+            if kind in ("pyfile", "notebook"):
+                intake.problems[kind] = f"no {expected} was submitted"
+            continue
+        if data is None:
+            intake.problems[limit if limit == "bonus" else kind] = (
+                f"{expected} is larger than {MAX_BYTES[limit] >> 20} MiB; it was not graded")
+            continue
+        if kind == "pyfile":
+            data = _python_source(data, intake)
+            if data is None:
+                continue
+        path = dest / expected
+        path.write_bytes(data)
+        digest.update(expected.encode() + b"\0" + hashlib.sha256(data).digest())
+        if kind == "pyfile":
+            intake.pyfile = path
+        elif kind == "notebook":
+            intake.notebook = path
+        else:
+            intake.bonus[kind.removeprefix("bonus_")] = path
+    for name, size, opener in members:
+        match = HISTORY.search(name)
+        if match and intake.histories < Settings.histories and size <= MAX_BYTES["history"]:
+            data = _read_capped(opener, MAX_BYTES["history"])
+            if data is not None:
+                path = dest / "runs" / "grid" / match.group(2) / "history.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+                intake.histories += 1
+    intake.digest = digest.hexdigest()
+    return intake
+
+
+def _python_source(data, intake):
+    """UTF-8 source text of batchnormalization.py, converting GB18030 with a note; None (with a problem) if it is
+    empty or not text."""
+    if not data.strip():
+        intake.problems["pyfile"] = "batchnormalization.py is empty"
+        return None
+    if b"\0" in data:
+        intake.problems["pyfile"] = "batchnormalization.py is not text (it contains NUL bytes)"
+        return None
+    try:
+        data.decode("utf-8")
+        return data
+    except UnicodeDecodeError:
+        pass
+    try:
+        text = data.decode("gb18030")
+    except UnicodeDecodeError:
+        intake.problems["pyfile"] = "batchnormalization.py is neither UTF-8 nor GB18030 text"
+        return None
+    intake.notes.append("batchnormalization.py was not UTF-8; it was read as GB18030 and converted")
+    return text.encode("utf-8")

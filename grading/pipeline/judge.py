@@ -1,0 +1,103 @@
+"""The judgement of one submission: the student's cells run top to bottom in a sandboxed kernel, then the hidden
+suites judge in the grader's process (Q3–Q5 probe the kernel, Q1–Q2 call batchnormalization.py in a sandboxed
+child), and the bonus models are scored on the test sets. Student processes hand over only data; every comparison
+happens here. The verdicts replace the outputs of the grade cells (verdicts.py); what the cells printed in the
+kernel is kept as information only.
+"""
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from nbgrader.utils import determine_grade, is_grade, is_solution
+
+from grading.assignment import BY_ID, KERNEL_QUESTIONS, PYFILE, PYFILE_QUESTIONS, question_of
+from grading.isolation.sandbox import Limits, Sandbox
+from grading.isolation.student_module import StudentModule
+from grading.isolation.zygote import zygote_for
+from grading.pipeline.bonus import grade_bonus
+from grading.pipeline.hidden_suites import KernelProbes, run_hidden_suite
+from grading.pipeline.verdicts import clean, points, tampering_flags, write_verdicts
+from grading.records.results import QuestionScore, StudentResult
+from grading.settings import SCRATCH_PREFIX
+
+
+def judge(executor, nb, context, student_id, use_bwrap):
+    """StudentResult for the questions of context.settings, with nb's grade cells rewritten to carry the verdicts.
+    executor is the JudgedExecute that runs the kernel; context the SubmissionContext, whose intake holds the files
+    taken from the submission."""
+    settings, intake, slot, deadline = context.settings, context.intake, context.slot, context.deadline
+    questions = settings.question_list
+    result = StudentResult(student_id, sandboxed=use_bwrap)
+    if not use_bwrap:
+        result.ta_notes.append("graded WITHOUT a sandbox (bubblewrap is missing)")
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir="/tmp"))
+    scratch.chmod(0o711)  # sandboxed users must reach their folders inside
+    limits = Limits.from_settings(settings)
+
+    def sandbox(name, files, box=None):
+        if box is None:
+            box = scratch / name
+            box.mkdir()
+        for source, target in files:
+            (box / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, box / target)
+        return Sandbox(box, limits, slot, use_bwrap=use_bwrap)
+
+    pyfile_cells = [c for q in questions if q in PYFILE_QUESTIONS for c in BY_ID[q].autograded]
+    kernel_cells = [c for q in questions if q in KERNEL_QUESTIONS for c in BY_ID[q].autograded]
+    student = kernel = None
+    try:
+        pyfile = [(intake.pyfile, PYFILE)] if intake.pyfile else []
+        if pyfile_cells and intake.pyfile:
+            student = StudentModule(sandbox("py", pyfile), PYFILE, settings.call_timeout)
+        if kernel_cells and not context.notebook_problem:
+            result.flags = tampering_flags(nb)
+            histories = [(p, p.relative_to(intake.folder)) for p in (intake.folder / "runs").rglob("*.json")]
+            executor.zygote = zygote_for(slot, limits)
+            executor.sandbox = sandbox("nb", pyfile + histories, executor.zygote and executor.zygote.new_folder())
+            result.notes += executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, deadline,
+                                           settings.cell_timeout)
+            kernel = KernelProbes(executor, settings.probe_timeout)
+        judged = [c for c in pyfile_cells if student] + [c for c in kernel_cells if kernel]
+        tests = run_hidden_suite(judged, student, kernel) if judged else {}
+        if "bonus" in questions:
+            bonus = grade_bonus(intake.bonus, lambda box: Sandbox(box, limits, slot, use_bwrap=use_bwrap), scratch,
+                                settings.cifar_root, timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if student is not None:
+            student.close()
+        if kernel is not None:
+            executor.stop()
+            if executor.zygote is not None:
+                shutil.rmtree(executor.sandbox.workdir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    problems = {q: intake.problems.get("pyfile") or f"no {PYFILE} was submitted" for q in PYFILE_QUESTIONS
+                if student is None}
+    problems.update({q: context.notebook_problem for q in KERNEL_QUESTIONS if kernel is None})
+    for q in questions:
+        result.questions[q] = bonus_score(bonus, intake) if q == "bonus" else \
+            question_score(q, nb, tests, problems.get(q, ""))
+    if "bonus" in questions and bonus.not_graded:
+        result.ta_notes.append(f"bonus not graded: {bonus.not_graded}")
+    write_verdicts(nb, result)
+    return result
+
+
+def question_score(q, nb, tests, problem):
+    """A question's QuestionScore from its cells' tests; problem says why it could not be graded ("" if it was)."""
+    spec = BY_ID[q]
+    written = [c for c in nb.cells if is_grade(c) and is_solution(c) and question_of(c.metadata.nbgrader.grade_id) == q]
+    cell_tests = [t for cell in spec.autograded for t in tests.get(cell, [])]
+    for test in cell_tests:
+        test.message = clean(test.message)
+    return QuestionScore(points(t.score for t in cell_tests), spec.points, manual_max=spec.written_points,
+                         manual_pending=not problem and any(determine_grade(c)[0] is None for c in written),
+                         graded=not problem, status=problem, tests=cell_tests)
+
+
+def bonus_score(bonus, intake):
+    status = "; ".join(filter(None, [intake.problems.get("bonus", ""), *bonus.lines]))
+    return QuestionScore(bonus.score, 0.0, graded=not bonus.not_graded, status=status,
+                         extra_max=BY_ID["bonus"].extra)

@@ -1,0 +1,110 @@
+"""Recording a student's result in the nbgrader course, as nbgrader's autograde would. Only the main process writes.
+
+The course gets submitted/<student>/norm/ (the files that were graded, with timestamp.txt) and
+autograded/<student>/norm/ (the judged notebook beside them), and the gradebook gets its scores from the RECORD
+chain: nbgrader's own SaveAutoGrades, then SaveJudgement (below) and nbgrader's AssignLatePenalties, with the
+course's configuration. nbgrader's autograde runs the same chain (pipeline/chains.py). Only the cells of the
+questions being graded are recorded, so --questions keeps the others, and nbgrader keeps the manual scores a TA
+already gave. Each step is one transaction.
+"""
+import shutil
+from pathlib import Path
+
+import nbformat
+from nbgrader.api import Gradebook
+from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, NbGraderPreprocessor, SaveAutoGrades
+from nbgrader.utils import is_grade, is_solution
+
+from grading.assignment import (ASSIGNMENT, COURSE_ID, KERNEL_QUESTIONS, NOTEBOOK, NOTEBOOK_ID, PYFILE,
+                                 QUESTION_IDS, question_of)
+from grading.authoring.course import db_url
+from grading.handoff import SubmissionContext
+from grading.nbgrader_support import apply_chain
+
+
+class SaveJudgement(NbGraderPreprocessor):
+    """Records what SaveAutoGrades cannot: the bonus as extra credit (or as needing a TA where it could not be
+    graded), and a REVIEW flag on the submitted notebook with its reason as a comment."""
+
+    def preprocess(self, nb, resources):
+        context = resources.get("normlab")
+        if context is None or context.result is None:
+            return nb, resources
+        result = context.result
+        ids = resources["nbgrader"]
+        keys = (ids["notebook"], ids["assignment"], ids["student"])
+        with Gradebook(ids["db_url"]) as gb:
+            bonus = result.questions.get("bonus")
+            if bonus is not None:
+                grade = gb.find_grade("bonus", *keys)
+                grade.extra_credit = bonus.score if bonus.graded else None
+                grade.needs_manual_grade = not bonus.graded or grade.manual_score is not None
+            if result.flags:
+                gb.find_submission_notebook(*keys).flagged = True
+                first_answer = next(c.metadata.nbgrader.grade_id for c in nb.cells if is_solution(c))
+                gb.find_comment(first_answer, *keys).auto_comment = (
+                    "Flagged for review: the notebook uses " + ", ".join(result.flags) + ". Its checks ran outside "
+                    "the notebook, so this cannot change a score; a TA may want to look.")
+            gb.db.commit()
+        return nb, resources
+
+
+RECORD = [SaveAutoGrades, SaveJudgement, AssignLatePenalties, CheckCellMetadata]
+
+
+def record(course_root, taken, result, judged, questions, config, released):
+    """Store result (a StudentResult) and the judged notebook (None when grading failed: the questions score 0)
+    for the given questions. taken is the folder holding the files taken from the submission (Intake.folder);
+    released is the released notebook, recorded as submitted in place of a notebook that could not be graded."""
+    root = Path(course_root)
+    student = result.student_id
+    submitted = root / "submitted" / student / ASSIGNMENT
+    shutil.rmtree(submitted, ignore_errors=True)
+    shutil.copytree(taken, submitted)
+    if any(not q.graded for name, q in result.questions.items() if name in KERNEL_QUESTIONS):
+        nbformat.write(nbformat.from_dict(released), submitted / NOTEBOOK)
+    autograded = root / "autograded" / student / ASSIGNMENT
+    earlier = read_earlier(autograded / NOTEBOOK) if set(questions) != set(QUESTION_IDS) else None
+    shutil.rmtree(autograded, ignore_errors=True)  # nbgrader's autograde leaves its files read-only
+    autograded.mkdir(parents=True)
+    if (submitted / PYFILE).is_file():
+        shutil.copy(submitted / PYFILE, autograded / PYFILE)
+    for path in (submitted, autograded):
+        if result.timestamp:
+            (path / "timestamp.txt").write_text(result.timestamp)
+        else:
+            (path / "timestamp.txt").unlink(missing_ok=True)
+    with Gradebook(db_url(root), COURSE_ID) as gb:
+        gb.update_or_create_student(student)
+        gb.update_or_create_submission(ASSIGNMENT, student,
+                                       **({"timestamp": result.timestamp} if result.timestamp else {}))
+        if judged is None:
+            for grade in gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student).grades:
+                if question_of(grade.cell.name) in questions and grade.manual_score is None:
+                    grade.auto_score, grade.needs_manual_grade = 0.0, False
+            gb.db.commit()
+            return
+    nbformat.write(judged if earlier is None else merge(earlier, judged, questions), autograded / NOTEBOOK)
+    chosen = nbformat.from_dict(judged)
+    chosen.cells = [c for c in chosen.cells if not is_grade(c) or question_of(c.metadata.nbgrader.grade_id)
+                    in questions]
+    resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": student,
+                              "db_url": db_url(root)}, "normlab": SubmissionContext(result=result)}
+    apply_chain(RECORD, chosen, resources, config)
+
+
+def read_earlier(path):
+    try:
+        return nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return None
+
+
+def merge(earlier, judged, questions):
+    """The earlier judged notebook, with the outputs of the grade cells of questions taken from judged."""
+    fresh = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in judged.cells}
+    for cell in earlier.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if question_of(grade_id) in questions and grade_id in fresh and cell.cell_type == "code":
+            cell.outputs = fresh[grade_id].outputs
+    return earlier

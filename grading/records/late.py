@@ -1,0 +1,106 @@
+"""Due dates and late penalties, in one place: `python -m grading autograde` applies them to grades.csv, and the
+course's nbgrader_config.py hands the same policy to nbgrader's AssignLatePenalties as its plugin, so the
+gradebook, `nbgrader export` and the formgrader agree.
+
+Policies (--late-policy):
+- "none": record how late a submission was, take nothing off;
+- "zero": a late submission scores 0;
+- "per-day:P[:MAX]": P points off per started day late (1 second late is one day, exactly 24 hours late is one
+  day, a second more is two), at most MAX, and never below 0.
+Submission times come from nbgrader's timestamp.txt or, for zips, from the newest entry's time (see
+pipeline/intake.py). A time without a time zone is taken in the due date's zone; a submission whose time is
+missing or unreadable counts as on time, with a note. `lateness` reads the time and how late it is, once per
+submission; `LatePolicy.penalty` turns that into points, for grades.csv and, as nbgrader's plugin, the gradebook.
+"""
+import math
+from dataclasses import dataclass
+from datetime import timezone
+
+import dateutil.parser
+from nbgrader.plugins import LateSubmissionPlugin
+from traitlets import Unicode
+
+from grading.settings import NBGRADER_TIME_FORMAT
+
+
+@dataclass(frozen=True)
+class LatePolicy:
+    kind: str = "none"
+    points_per_day: float = 0.0
+    cap: float = math.inf
+
+    @classmethod
+    def parse(cls, text):
+        """The policy of a --late-policy value; ValueError with a message that says what to write instead."""
+        name, _, rest = text.strip().partition(":")
+        if name in ("none", "zero") and not rest:
+            return cls(name)
+        if name == "per-day" and rest:
+            try:
+                numbers = [float(part) for part in rest.split(":")]
+            except ValueError:
+                numbers = []
+            if len(numbers) in (1, 2) and all(n >= 0 for n in numbers):
+                return cls(name, numbers[0], numbers[1] if len(numbers) == 2 else math.inf)
+        raise ValueError(f"--late-policy takes none, zero or per-day:P[:MAX] (for example per-day:10:30), "
+                         f"not {text!r}")
+
+    def penalty(self, score, seconds_late):
+        """Points taken off a score for a submission seconds_late late (0 for an on-time one)."""
+        if seconds_late <= 0 or self.kind == "none":
+            return 0.0
+        if self.kind == "zero":
+            return max(score, 0.0)
+        days = math.ceil(seconds_late / 86400)
+        return max(0.0, min(self.points_per_day * days, self.cap, score))
+
+
+class LatePenaltyPlugin(LateSubmissionPlugin):
+    """nbgrader's late-submission plugin for this course: the policy of LatePolicy."""
+
+    policy = Unicode("none", help="the --late-policy of grading.settings.Settings").tag(config=True)
+
+    def late_submission_penalty(self, student_id, score, total_seconds_late):
+        return LatePolicy.parse(self.policy).penalty(score, total_seconds_late)
+
+
+def parse_due(text):
+    """The due date of --due as an aware datetime; ValueError unless it names its time zone."""
+    try:
+        due = dateutil.parser.isoparse(text)
+    except ValueError:
+        raise ValueError(f"--due takes an ISO 8601 date and time with its time zone, for example "
+                         f"2026-12-01T23:59:00+08:00, not {text!r}") from None
+    if due.tzinfo is None:
+        raise ValueError(f"--due {text} has no time zone: write it as, for example, {text}+08:00 or {text}Z")
+    return due
+
+
+@dataclass(frozen=True)
+class Lateness:
+    """When a submission was handed in (UTC, nbgrader's format, or None), how many seconds after the due date (0 if
+    on time or without one), and a note about the time as found ("" when there is nothing to say)."""
+
+    timestamp: str = None
+    seconds: float = 0.0
+    note: str = ""
+
+
+def lateness(text, due):
+    """The Lateness of a submission time as found (text, or None) against due (an aware datetime, or None). A time
+    without a zone is read in the due date's zone (UTC without a due date). Notes only matter, so are only made,
+    when there is a due date or the time cannot be read."""
+    if not text:
+        return Lateness(note="no submission time was found; counted as on time" if due else "")
+    try:
+        when = dateutil.parser.parse(text)
+    except (ValueError, OverflowError):
+        return Lateness(note=f"the submission time {text[:40]!r} could not be read; counted as on time")
+    note = ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=due.tzinfo if due else timezone.utc)
+        if due:
+            note = f"the submission time {text[:40]!r} names no time zone; it was read as {when.isoformat()}"
+    when = when.astimezone(timezone.utc)
+    late = max(0.0, (when - due).total_seconds()) if due else 0.0
+    return Lateness(when.strftime(NBGRADER_TIME_FORMAT), late, note)

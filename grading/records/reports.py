@@ -1,0 +1,138 @@
+"""What is made of a StudentResult for people: Gradescope's results.json, feedback.html for the student, the rows of
+grades.csv and the table that ends a run."""
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+from grading.assignment import BY_ID, QUESTION_IDS
+from grading.records.results import write_atomic
+from grading.settings import Settings
+
+CSV_COLUMNS = ["student_id", *QUESTION_IDS, "late_minutes", "late_penalty", "total", "status", "manual_pending",
+               "notes"]
+
+
+def points_line(name, question):
+    """How a question stands, in words: '12.50 / 20', with the written part, or 'not graded' for the bonus."""
+    if name == "bonus":
+        if question.graded:
+            return f"{question.score:.2f} of {question.extra_max:g} extra points"
+        if question.score:
+            return f"{question.score:.2f} of {question.extra_max:g} extra points so far, the rest not graded yet"
+        return f"not graded yet (up to {question.extra_max:g} extra points)"
+    line = f"{question.score:.2f} / {question.max_score:g}"
+    if question.manual_max:
+        line += f" + {question.manual_max:g} graded by hand{' (pending)' if question.manual_pending else ''}"
+    return line
+
+
+def verdict(test):
+    """What a student sees of one check: "passed", or the first line of why it failed, cut to
+    Settings.verdict_chars."""
+    if test.passed:
+        return "passed"
+    first = next((line.strip() for line in test.message.splitlines() if line.strip()), "failed")
+    cap = Settings.verdict_chars
+    return first if len(first) <= cap else first[:cap - 1] + "\u2026"
+
+
+def results_json(result):
+    """results.json in Gradescope's schema, visible to the student at once: every check of the hidden suites as a
+    test showing only its name, score and verdict; then a summary of notes and of what could not be graded. The
+    written answers are graded by hand (on Gradescope, or in nbgrader's formgrader) and never scored here. No
+    leaderboard; stdout, which may name the grading machine's paths, stays with the instructors."""
+    tests = []
+    for name, question in result.questions.items():
+        for test in question.tests:
+            tests.append({"name": f"{BY_ID[name].title}: {test.name}", "score": round(test.score, 6),
+                          "max_score": round(test.max_score, 6), "status": "passed" if test.passed else "failed",
+                          "output": verdict(test), "visibility": "visible"})
+    output = [f"Autograded points: {result.total:.2f}.", *(f"Note: {n}" for n in result.notes)]
+    output += [f"{BY_ID[n].title}: {points_line(n, q)}. {q.status}".strip() for n, q in result.questions.items()
+               if q.status or not q.graded]
+    written = []
+    for n, q in result.questions.items():
+        if q.manual_max:
+            # An answer cell left as handed out already scores 0 (nbgrader's rule); the others await a person.
+            unanswered = q.graded and not q.manual_pending
+            written.append(f"{BY_ID[n].title} ({q.manual_max:g} points{', unanswered' if unanswered else ''})")
+    if written:
+        output.append("Graded by hand, not part of this score: the written answers of " + "; ".join(written) + ".")
+    return {"score": round(result.total, 6), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
+            "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+
+
+def feedback_html(result):
+    """Per-question scores and the grader's messages for the student: nothing about the grading machine, and never
+    a line of hidden test source."""
+    e = html.escape
+    rows = []
+    for name, q in result.questions.items():
+        rows.append(f"<h2>{e(BY_ID[name].title)}: {e(points_line(name, q))}</h2>")
+        if q.status:
+            rows.append(f"<p class='status'>{e(q.status)}</p>")
+        if q.tests:
+            rows.append("<table><tr><th>check</th><th>points</th><th>result</th></tr>")
+            for t in q.tests:
+                shown = "passed" if t.passed else e(t.message or "failed")
+                rows.append(f"<tr class='{'pass' if t.passed else 'fail'}'><td>{e(t.name)}</td>"
+                            f"<td>{t.score:.2f} / {t.max_score:.2f}</td><td>{shown}</td></tr>")
+            rows.append("</table>")
+    notes = "".join(f"<li>{e(n)}</li>" for n in result.notes)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Feedback for {e(result.student_id)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;width:100%}}
+td,th{{border:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}}.pass td:last-child{{color:#060}}
+.fail td:last-child{{color:#a00}}.status{{color:#555}}</style></head><body>
+<h1>Normalization layers: feedback for {e(result.student_id)}</h1>
+<p><b>Autograded points: {result.total:.2f}</b>{late_line(result)}</p>
+{"<ul>" + notes + "</ul>" if notes else ""}
+{''.join(rows)}
+</body></html>
+"""
+
+
+def late_line(result):
+    if not result.late_seconds:
+        return ""
+    return html.escape(f" (handed in {result.late_seconds / 3600:.1f} hours late: {result.late_penalty:.2f} points "
+                       "off)")
+
+
+def manual_pending(result):
+    return ", ".join(f"{name} ({q.manual_max:g})" for name, q in result.questions.items() if q.manual_pending)
+
+
+def grades_csv(results, rejected=()):
+    """One row per student, then one per entry of SUBMISSIONS that could not be graded at all."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for r in sorted(results, key=lambda r: r.student_id):
+        row = {"student_id": r.student_id, "late_minutes": f"{r.late_seconds / 60:.1f}",
+               "late_penalty": f"{r.late_penalty:.2f}", "total": f"{r.total:.2f}", "status": r.status,
+               "manual_pending": manual_pending(r), "notes": " | ".join(r.notes + r.ta_notes)}
+        row.update({q: f"{r.questions[q].score:.2f}" if q in r.questions else "" for q in QUESTION_IDS})
+        writer.writerow(row)
+    for entry in rejected:
+        writer.writerow({"student_id": entry.name, "status": f"not graded: {entry.status}"})
+    return buffer.getvalue()
+
+
+def table(results):
+    """The final table, printed at the end of a run."""
+    header = f"{'student':<24}" + "".join(f"{q:>7}" for q in QUESTION_IDS) + f"{'total':>8}  status"
+    lines = [header, "-" * len(header)]
+    for r in sorted(results, key=lambda r: r.student_id):
+        cells = "".join(f"{r.questions[q].score:>7.2f}" if q in r.questions else f"{'-':>7}" for q in QUESTION_IDS)
+        lines.append(f"{r.student_id[:24]:<24}{cells}{r.total:>8.2f}  {r.status}")
+    return "\n".join(lines)
+
+
+def write_student(out_dir, result):
+    """results.json and feedback.html first, grade.json last: grade.json marks the student as done."""
+    folder = Path(out_dir) / result.student_id
+    write_atomic(folder / "results.json", json.dumps(results_json(result), indent=1, ensure_ascii=False))
+    write_atomic(folder / "feedback.html", feedback_html(result))

@@ -1,0 +1,119 @@
+"""The typed result of grading one student, handed from the judge to every writer, and the grader's own record of
+it: grade.json, written last, which marks the student as done. It goes through JSON only where it crosses a process
+boundary (the grading child's result.json, grade.json between runs and shards). Every file here is written
+atomically (a temporary file, then rename)."""
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+GRADE_FILE = "grade.json"  # per student: the grader's record, written last
+REJECTED_FILE = "rejected.json"  # per run: what could not be taken as a submission, for collect
+
+
+@dataclass
+class Test:
+    name: str
+    score: float
+    max_score: float
+    passed: bool
+    message: str = ""
+    hidden: bool = False
+    cell: str = ""  # the grade cell the test scores
+
+
+@dataclass
+class QuestionScore:
+    """How one question scored (assignment.Question is what it asks): autograded points; manual_max points are
+    graded by hand (pending until a TA does); extra_max is extra credit on top of the 100 points (the bonus)."""
+
+    score: float = 0.0
+    max_score: float = 0.0
+    manual_max: float = 0.0
+    extra_max: float = 0.0
+    manual_pending: bool = False
+    graded: bool = True
+    status: str = ""
+    tests: list = field(default_factory=list)
+
+
+@dataclass
+class StudentResult:
+    student_id: str
+    status: str = "ok"
+    questions: dict = field(default_factory=dict)  # {question id: QuestionScore}
+    notes: list = field(default_factory=list)  # for the student and the TA
+    ta_notes: list = field(default_factory=list)  # about the grading itself, for the TA only
+    flags: list = field(default_factory=list)
+    submission: str = ""  # digest of the files taken from the submission
+    stamp: str = ""  # names, sizes and times of the submitted files, to notice a resubmission cheaply
+    fingerprint: str = ""
+    kind: str = ""
+    timestamp: str = None  # when it was handed in, UTC, in nbgrader's format (settings.NBGRADER_TIME_FORMAT)
+    late_seconds: float = 0.0
+    late_penalty: float = 0.0
+    sandboxed: bool = True
+    seconds: float = 0.0
+
+    @property
+    def raw_total(self):
+        return sum(q.score for q in self.questions.values())
+
+    @property
+    def total(self):
+        """Points after the late penalty."""
+        return self.raw_total - self.late_penalty
+
+    def to_json(self):
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        data = dict(data)
+        questions = {name: QuestionScore(**{**q, "tests": [Test(**t) for t in q["tests"]]})
+                     for name, q in data.pop("questions").items()}
+        return cls(questions=questions, **data)
+
+
+@dataclass
+class Rejected:
+    """An entry of SUBMISSIONS that is not a submission at all, and why."""
+
+    name: str
+    status: str
+
+
+def write_atomic(path, text):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def save_result(path, result):
+    write_atomic(path, json.dumps(result.to_json(), indent=1, ensure_ascii=False))
+
+
+def load_result(path):
+    """The StudentResult saved in path, or None where there is none (or only a broken one)."""
+    try:
+        return StudentResult.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def mark_done(out_dir, result):
+    save_result(Path(out_dir) / result.student_id / GRADE_FILE, result)
+
+
+def write_rejected(out_dir, rejected):
+    write_atomic(Path(out_dir) / REJECTED_FILE, json.dumps([vars(entry) for entry in rejected], indent=1))
+
+
+def read_rejected(out_dir):
+    path = Path(out_dir) / REJECTED_FILE
+    return [Rejected(**entry) for entry in json.loads(path.read_text())] if path.is_file() else []

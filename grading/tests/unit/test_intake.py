@@ -1,0 +1,156 @@
+"""pipeline/intake.py on small fixtures: which entries are submissions, which files are taken from each and with
+which notes, and that nothing a submission holds is followed, unpacked or read beyond its caps."""
+import io
+import os
+import stat
+import zipfile
+
+import pytest
+
+from grading.assignment import NOTEBOOK, PYFILE
+from grading.handoff import Submission
+from grading.pipeline import intake
+from grading.pipeline.intake import discover, unpack
+
+SOURCE = b"def batchnorm_forward(x, gamma, beta, bn_param):\n    pass\n"
+NOTEBOOK_TEXT = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+
+
+def folder(root, name, files):
+    path = root / name
+    path.mkdir(parents=True)
+    for relative, data in files.items():
+        (path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (path / relative).write_bytes(data)
+    return path
+
+
+def zip_of(path, entries, links=()):
+    """A zip of entries ({name: bytes}) and of links (names of symbolic links to /etc)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        for name in links:
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, "/etc")
+    return path
+
+
+def take(tmp_path, submission):
+    dest = tmp_path / "taken"
+    dest.mkdir(parents=True)
+    return unpack(submission, dest)
+
+
+def test_folders_and_zips_are_submissions_and_anything_else_gets_a_reason(tmp_path):
+    root = tmp_path / "submissions"
+    folder(root, "alice", {PYFILE: SOURCE})
+    zip_of(root / "bob.zip", {PYFILE: SOURCE})
+    (root / "notes.txt").write_text("stray")
+    folder(root, "bad name!", {PYFILE: SOURCE})
+    os.symlink(root / "alice", root / "carol")
+    found, rejected = discover(root)
+    assert [(s.student_id, s.kind) for s in found] == [("alice", "folder"), ("bob", "zip")]
+    reasons = {entry.name: entry.status for entry in rejected}
+    assert "not a folder or a .zip" in reasons["notes.txt"]
+    assert "not a usable student id" in reasons["bad name!"]
+    assert "symbolic link" in reasons["carol"]
+
+
+def test_an_nbgrader_tree_is_read_with_its_timestamps(tmp_path):
+    root = tmp_path / "submitted"
+    folder(root, "alice", {f"norm/{PYFILE}": SOURCE, "norm/timestamp.txt": b"2026-11-20 10:00:00.000000 UTC"})
+    (found,), _ = discover(root)
+    assert found.kind == "nbgrader" and found.path == root / "alice" / "norm"
+    assert found.timestamp == "2026-11-20 10:00:00.000000 UTC"
+
+
+def test_a_student_with_a_folder_and_a_zip_is_graded_once_from_the_newer(tmp_path):
+    root = tmp_path / "submissions"
+    folder(root, "alice", {PYFILE: SOURCE})
+    zip_of(root / "alice.zip", {PYFILE: SOURCE})
+    os.utime(root / "alice.zip", (1, 1))
+    (found,), _ = discover(root)
+    assert found.kind == "folder" and "graded the newer alice only" in found.notes[0]
+
+
+def test_misnamed_and_nested_files_are_taken_with_a_note_and_unknown_files_are_not(tmp_path):
+    path = folder(tmp_path, "alice", {"final/batchnormalization (1).py": SOURCE, "norm-Copy1.ipynb": NOTEBOOK_TEXT,
+                                      "secret.txt": b"x", "runs/grid/bn/history.json": b"{}",
+                                      "runs/other/history.json": b"{}"})
+    taken = take(tmp_path, Submission("alice", path, "folder"))
+    assert sorted(p.relative_to(taken.folder).as_posix() for p in taken.folder.rglob("*") if p.is_file()) == \
+        [PYFILE, NOTEBOOK, "runs/grid/bn/history.json"]
+    assert taken.pyfile.read_bytes() == SOURCE and taken.histories == 1 and not taken.problems
+    assert "used 'final/batchnormalization (1).py' as batchnormalization.py" in taken.notes
+    assert "used 'norm-Copy1.ipynb' as norm.ipynb" in taken.notes
+
+
+def test_what_is_missing_or_unreadable_becomes_a_problem_of_that_part_only(tmp_path):
+    path = folder(tmp_path, "alice", {PYFILE: b"\n  \n"})
+    taken = take(tmp_path, Submission("alice", path, "folder"))
+    assert taken.problems == {"pyfile": "batchnormalization.py is empty", "notebook": "no norm.ipynb was submitted"}
+    assert taken.pyfile is None and taken.notebook is None
+
+
+@pytest.mark.parametrize("data,problem", [
+    (b"x = 1\0", "contains NUL bytes"),
+    (b"\xff\xfe\xfd\x80\x81", "neither UTF-8 nor GB18030"),
+])
+def test_a_pyfile_that_is_not_text_is_a_problem(tmp_path, data, problem):
+    taken = take(tmp_path, Submission("alice", folder(tmp_path, "alice", {PYFILE: data}), "folder"))
+    assert problem in taken.problems["pyfile"]
+
+
+def test_a_gb18030_pyfile_is_converted_to_utf8_with_a_note(tmp_path):
+    text = "# 批归一化\nx = 1\n"
+    taken = take(tmp_path, Submission("alice", folder(tmp_path, "alice", {PYFILE: text.encode("gb18030")}), "folder"))
+    assert taken.pyfile.read_text(encoding="utf-8") == text and any("GB18030" in n for n in taken.notes)
+
+
+def test_files_over_their_cap_are_not_taken_whatever_the_zip_declares(tmp_path, monkeypatch):
+    monkeypatch.setitem(intake.MAX_BYTES, "notebook", 1000)
+    archive = zip_of(tmp_path / "alice.zip", {PYFILE: SOURCE, NOTEBOOK: b" " * 5000})
+    taken = take(tmp_path, Submission("alice", archive, "zip"))
+    assert taken.pyfile is not None and taken.notebook is None
+    assert "larger than 0 MiB" in taken.problems["notebook"]
+
+
+def test_zip_entries_that_escape_or_are_links_are_skipped_with_a_note(tmp_path):
+    archive = zip_of(tmp_path / "alice.zip", {"../../escaped.py": b"x", "/absolute.py": b"x"}, links=[PYFILE])
+    taken = take(tmp_path, Submission("alice", archive, "zip"))
+    assert not (tmp_path / "escaped.py").exists() and taken.pyfile is None
+    assert sum("outside the submission folder" in n for n in taken.notes) == 2
+    assert any("a symbolic link" in n for n in taken.notes)
+
+
+def test_a_symlink_in_a_folder_is_never_followed(tmp_path):
+    (tmp_path / "solution.py").write_bytes(SOURCE)
+    path = folder(tmp_path, "alice", {})
+    os.symlink(tmp_path / "solution.py", path / PYFILE)
+    taken = take(tmp_path, Submission("alice", path, "folder"))
+    assert taken.pyfile is None and "skipped the symbolic link batchnormalization.py" in taken.notes
+
+
+def test_a_broken_zip_is_a_problem_of_every_part(tmp_path):
+    (tmp_path / "alice.zip").write_bytes(os.urandom(500))
+    taken = take(tmp_path, Submission("alice", tmp_path / "alice.zip", "zip"))
+    assert set(taken.problems) == {"pyfile", "notebook", "bonus"}
+    assert "could not be opened" in taken.problems["pyfile"]
+
+
+def test_the_digest_changes_with_the_content_only(tmp_path):
+    first = take(tmp_path / "a", Submission("a", folder(tmp_path / "a", "s", {PYFILE: SOURCE}), "folder"))
+    same = take(tmp_path / "b", Submission("b", zip_of(tmp_path / "b.zip", {PYFILE: SOURCE}), "zip"))
+    other = take(tmp_path / "c", Submission("c", folder(tmp_path / "c", "s", {PYFILE: SOURCE + b"#"}), "folder"))
+    assert first.digest == same.digest != other.digest
+
+
+def test_a_zips_time_is_its_newest_entry(tmp_path):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo(PYFILE, date_time=(2026, 11, 20, 9, 0, 0)), SOURCE)
+        archive.writestr(zipfile.ZipInfo(NOTEBOOK, date_time=(2026, 11, 21, 8, 30, 0)), NOTEBOOK_TEXT)
+    (tmp_path / "alice.zip").write_bytes(buffer.getvalue())
+    assert intake.submitted_at(tmp_path / "alice.zip", "zip") == "2026-11-21 08:30:00"

@@ -1,0 +1,67 @@
+"""isolation/kernel.py with one real sandboxed kernel: cells run one by one with their output capped and their time
+limited, a cell that kills the kernel is survived, and probes read back only data."""
+import time
+
+import nbformat
+import numpy as np
+import pytest
+
+from grading.isolation.kernel import SandboxedExecute
+from grading.isolation.protocol import StudentFailure
+from grading.isolation.sandbox import Limits, Sandbox
+from grading.settings import Settings
+
+CELLS = [
+    "from torch import nn\nprint('x' * 5000)",
+    "def make_norm(norm_type, num_channels, num_groups=4):\n    return nn.GroupNorm(1, num_channels)",
+    "import os\nos._exit(1)",
+    "import time\ntime.sleep(30)",
+    "def make_no_norm(num_channels):\n    raise ValueError('not done')",
+]
+
+
+@pytest.fixture(scope="module")
+def kernel(tmp_path_factory):
+    """The cells run in a cold kernel with a 2 KiB output cap and a 3 s cell timeout: (executor, notebook, notes)."""
+    executor = SandboxedExecute(output_limit=2 << 10)
+    executor.sandbox = Sandbox(tmp_path_factory.mktemp("kernel"), Limits.from_settings(Settings()))
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
+    notes = executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 120, 3)
+    yield executor, nb, notes
+    executor.stop()
+
+
+def outputs(cell, kind):
+    return [o for o in cell.outputs if o.output_type == kind]
+
+
+def test_a_cells_output_is_capped(kernel):
+    printed = "".join(o.text for o in outputs(kernel[1].cells[0], "stream"))
+    assert printed.endswith("[output beyond 2 KiB dropped by the grader]\n") and len(printed) < 3000
+
+
+def test_a_cell_past_its_timeout_is_interrupted_and_the_rest_run(kernel):
+    assert [o.ename for o in outputs(kernel[1].cells[3], "error")][-1] == "CellTimeoutError"
+
+
+def test_a_cell_that_kills_the_kernel_is_noted_and_the_cells_before_it_are_replayed(kernel):
+    executor, nb, notes = kernel
+    assert notes == ["the kernel died while running cell 3"]
+    assert executor.alive and outputs(nb.cells[2], "error")[-1].ename == "DeadKernelError"
+
+
+def test_a_probe_reads_back_the_students_layer_as_float64_arrays(kernel):
+    """(make_norm was defined before the kernel died: the replay brought it back)"""
+    executor = kernel[0]
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    meta, arrays = executor.probe("norm_layer", {"norm_type": "LN", "channels": 3, "groups": 1},
+                                  {"x": x, "x_other": x, "x_eval": x, "gamma": np.ones(3), "beta": np.zeros(3)}, 10)
+    assert meta["parameters"] == [["weight", [3]], ["bias", [3]]]
+    assert arrays["train"].dtype == np.float64 and arrays["train"].shape == x.shape
+    assert abs(arrays["train"].reshape(2, -1).mean(axis=1)).max() < 1e-5
+
+
+def test_what_the_students_code_raised_comes_back_as_their_failure(kernel):
+    with pytest.raises(StudentFailure, match="your code raised ValueError: not done") as failure:
+        kernel[0].probe("no_norm_layer", {"channels": 2}, {"x": np.ones((1, 2, 2, 2))}, 10)
+    assert failure.value.error == "ValueError"

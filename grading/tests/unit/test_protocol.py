@@ -1,0 +1,87 @@
+"""isolation/protocol.py: what the grader accepts back from a student's process, and what it refuses."""
+import io
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from grading.isolation.protocol import BadReply, StudentFailure, TimeoutBudget, parse_reply, read_regular_file
+from grading.sandboxed.wire import encode
+from grading.settings import Settings
+
+
+def test_a_wire_archive_of_float64_arrays_is_read_back_exactly():
+    x = np.random.default_rng(0).standard_normal((3, 4))
+    meta, arrays = parse_reply(encode({"ok": True, "shape": [3, 4]}, {"out": x}))
+    assert meta["shape"] == [3, 4] and np.array_equal(arrays["out"], x) and arrays["out"].dtype == np.float64
+
+
+@pytest.mark.parametrize("raw,words", [
+    (pickle.dumps({"ok": True}), "not in the grader's format"),
+    (b"PK\x03\x04 not really a zip", "not in the grader's format"),
+    (b"", "not in the grader's format"),
+])
+def test_anything_but_a_wire_archive_is_refused(raw, words):
+    with pytest.raises(BadReply, match=words):
+        parse_reply(raw)
+
+
+def test_an_array_that_is_not_float64_is_refused():
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(b'{"ok": true}', dtype=np.uint8), out=np.ones(3, dtype=np.float32))
+    with pytest.raises(BadReply, match="float32, not float64"):
+        parse_reply(buffer.getvalue())
+
+
+def test_a_pickled_array_is_never_unpickled():
+    buffer = io.BytesIO()
+    np.savez(buffer, meta=np.frombuffer(b'{"ok": true}', dtype=np.uint8), out=np.array([object()], dtype=object))
+    with pytest.raises(BadReply):
+        parse_reply(buffer.getvalue())
+
+
+def test_a_reply_over_the_cap_is_refused_before_it_is_read():
+    with pytest.raises(BadReply, match="too large"):
+        parse_reply(b"x" * 101, max_bytes=100)
+
+
+def test_what_the_students_code_raised_is_their_failure_with_its_name_and_a_capped_message():
+    with pytest.raises(StudentFailure) as failure:
+        parse_reply(encode({"ok": False, "error": "ValueError", "message": "m" * 5000}, {}))
+    assert failure.value.error == "ValueError" and not isinstance(failure.value, BadReply)
+    assert str(failure.value).startswith("your code raised ValueError: mmm")
+    assert len(str(failure.value)) <= len("your code raised ValueError: ") + Settings.message_chars
+
+
+def test_a_reply_without_ok_is_a_failure_even_with_arrays():
+    with pytest.raises(StudentFailure, match="your code raised Error"):
+        parse_reply(encode({}, {"out": np.zeros(2)}))
+
+
+def test_only_a_regular_file_is_read(tmp_path):
+    (tmp_path / "reply").write_bytes(b"data")
+    assert read_regular_file(tmp_path / "reply") == b"data"
+    os.symlink(tmp_path / "reply", tmp_path / "link")
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(BadReply, match="no reply was written"):
+        read_regular_file(tmp_path / "link")
+    with pytest.raises(BadReply, match="not a regular file"):
+        read_regular_file(tmp_path / "fifo")
+    with pytest.raises(BadReply, match="no reply was written"):
+        read_regular_file(tmp_path / "missing")
+    (tmp_path / "big").write_bytes(b"x" * (2 << 20))
+    with pytest.raises(BadReply, match="larger than 1 MiB"):
+        read_regular_file(tmp_path / "big", max_bytes=1 << 20)
+
+
+def test_a_grade_cell_stops_calling_after_its_timeouts_and_the_next_cell_starts_afresh():
+    budget = TimeoutBudget()
+    budget.cell = "q1_forward"
+    for _ in range(Settings.timeouts_per_cell):
+        budget.check()
+        budget.spend()
+    with pytest.raises(StudentFailure, match="earlier calls of this check timed out"):
+        budget.check()
+    budget.cell = "q2_backward"
+    budget.check()
