@@ -39,8 +39,13 @@ class QuestionScore:
 
 @dataclass
 class StudentResult:
+    """A student's grading. error, when not empty, says what of the grading machine failed (a grader error, as
+    opposed to a verdict on the student's work): such a result holds no points, is never taken as done, and the next
+    run grades the student again."""
+
     student_id: str
     status: str = "ok"
+    error: str = ""
     questions: dict = field(default_factory=dict)  # {question id: QuestionScore}
     notes: list = field(default_factory=list)  # for the student and the TA
     ta_notes: list = field(default_factory=list)  # about the grading itself, for the TA only
