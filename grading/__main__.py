@@ -6,6 +6,12 @@ from pathlib import Path
 from grading import settings
 from grading.nbgrader_support import prepare_nbgrader
 
+# Exit statuses a script can trust: 0, every student has a verdict; EXIT_GRADER_ERRORS, some students could not be
+# graded because the grading machine failed (they are listed, and a plain rerun grades them); EXIT_MISCONFIGURED,
+# the grader cannot run as asked and graded no one.
+EXIT_MISCONFIGURED = 2
+EXIT_GRADER_ERRORS = 3
+
 
 def main(argv=None):
     prepare_nbgrader()  # before anything imports nbformat (see its docstring)
@@ -78,23 +84,24 @@ def main(argv=None):
         if args.command == "autograde":
             from grading.commands.autograde import autograde
             from grading.pipeline.shards import parse_shard
-            autograde(args.submissions, args.out, chosen, roster=args.roster, shard=parse_shard(args.shard))
+            graded = autograde(args.submissions, args.out, chosen, roster=args.roster, shard=parse_shard(args.shard))
         elif args.command == "collect":
             from grading.commands.collect import collect
-            collect(args.shards, args.out)
+            graded = collect(args.shards, args.out)
         elif args.command == "release":
             from grading.commands.release import release
             release(args.out, chosen)
+            graded = []
         else:
             from grading.commands.demo import demo
-            demo(args.out, chosen)
+            graded = demo(args.out, chosen)
     except (ConfigurationError, ShardError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_MISCONFIGURED
     except ReleaseCheckFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    return 0
+    return EXIT_GRADER_ERRORS if any(result.error for result in graded) else 0
 
 
 if __name__ == "__main__":
