@@ -72,6 +72,8 @@ class Settings:
     timeouts_per_cell: int = fixed(2, "calls into student code that may time out in one grade cell; its other "
                                       "checks then fail at once")
     kernel_restarts: int = fixed(2, "dead kernels restarted per submission; each restart replays the notebook")
+    child_start_timeout: float = fixed(60.0, "seconds the sandboxed Python of batchnormalization.py may take to "
+                                             "say it is ready")
     kernel_start_timeout: float = fixed(120.0, "seconds a cold kernel may take to start (torch's first import in "
                                                "a busy sandbox)")
     interrupt_grace: float = fixed(5.0, "seconds an interrupted kernel has to answer again before it is killed")

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import time
 
 import nbformat
@@ -23,7 +22,8 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
 from traitlets import Any, Integer, Type
 
-from grading.isolation.protocol import StudentFailure, parse_reply, read_regular_file
+from grading.isolation.protocol import GraderError, StudentFailure, parse_reply, read_regular_file
+from grading.isolation.sandbox import PYTHON
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
@@ -54,7 +54,7 @@ class SandboxedKernelManager(AsyncKernelManager):
     def format_kernel_cmd(self, extra_arguments=None):
         # the grader is outside the kernel's PID namespace: don't poll for it
         self._kernel_argv = ["-f", self.connection_file, "--IPKernelApp.parent_handle=1", *(extra_arguments or [])]
-        return self.sandbox.wrap([sys.executable, "-m", "ipykernel_launcher", *self._kernel_argv])
+        return self.sandbox.wrap([PYTHON, "-m", "ipykernel_launcher", *self._kernel_argv])
 
     def write_connection_file(self, **kwargs):
         super().write_connection_file(**kwargs)
@@ -122,12 +122,7 @@ class SandboxedExecute(Execute):
         self._completed = 0  # code cells run so far
         self._killers = set()  # positions of cells that killed the kernel: replays leave them out
         notes = []
-        try:
-            self._start_kernel()
-        except Exception as error:
-            self.stop()
-            return [not_run([c for _, c in self._code], f"the kernel could not be started: "
-                                                        f"{type(error).__name__}: {error}")]
+        self._start_or_retry_cold()
         while self._completed < len(self._code):
             position = self._completed
             index, cell = self._code[position]
@@ -162,6 +157,22 @@ class SandboxedExecute(Execute):
     @property
     def alive(self):
         return self.km is not None and self.kc is not None and run_sync(self.km.is_alive)()
+
+    def _start_or_retry_cold(self):
+        """Start the kernel, and once more cold (in a sandbox of its own) if that fails: no student code has run yet,
+        so a kernel that does not start is the machine's failure, a GraderError, never the student's."""
+        try:
+            self._start_kernel()
+            return
+        except Exception:
+            self.stop()
+        self.zygote = None
+        try:
+            self._start_kernel()
+        except Exception as error:
+            self.stop()
+            raise GraderError(f"the notebook's kernel could not be started, twice: {type(error).__name__}: "
+                              f"{error}") from None
 
     def _start_kernel(self):
         self.km = self.create_kernel_manager()

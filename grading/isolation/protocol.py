@@ -3,7 +3,8 @@
 Replies are grading/sandboxed/wire.py archives: JSON meta plus arrays, every array float64, read with
 allow_pickle=False and capped in size. A reply file is opened without following links and must be a regular
 file, so a student cannot point the grader at a FIFO, a device or someone else's file. Whatever goes wrong on the
-student's side is a StudentFailure, whose message is meant for the student.
+student's side is a StudentFailure, whose message is meant for the student; what goes wrong on the grader's side (a
+kernel or a sandboxed Python that does not start) is a GraderError, which is never a verdict.
 """
 import os
 import stat
@@ -21,6 +22,11 @@ class StudentFailure(Exception):
     def __init__(self, message, error=None):
         super().__init__(message)
         self.error = error
+
+
+class GraderError(Exception):
+    """The grading machine failed, not the student's code: the submission gets no verdict, is flagged, and is graded
+    again on the next run. The message says what failed, for the TA."""
 
 
 class BadReply(StudentFailure):

@@ -80,9 +80,16 @@ def check_sandbox(required, log):
     return False
 
 
+# This interpreter, reached through its folder's real path: only real paths are mounted into the sandbox, so a
+# symbolically linked .venv (or $HOME) would leave sys.executable unreachable inside it. The folder is resolved, not
+# the file, so that a virtual environment stays one.
+PYTHON = str(Path(sys.executable).parent.resolve() / Path(sys.executable).name)
+
+
 def python_roots():
     """Folders the interpreter and its packages live in, to mount read-only."""
-    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(os.path.realpath(sys.executable)).parent.parent}
+    roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
+             Path(os.path.realpath(sys.executable)).parent.parent}
     return sorted({root.resolve() for root in roots})
 
 
@@ -109,7 +116,7 @@ class Sandbox:
     def environment(self, extra=None):
         """A minimal environment: nothing of the grader's own leaks in."""
         env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(self.workdir), "USER": "student",
+            "PATH": f"{Path(PYTHON).parent}:/usr/bin:/bin", "HOME": str(self.workdir), "USER": "student",
             "LANG": "C.UTF-8", "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1",
             "MPLCONFIGDIR": str(self.workdir / ".matplotlib"), "MPLBACKEND": "Agg",
             "NORMLAB_DATA": str(self.workdir / "data"),

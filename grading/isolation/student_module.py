@@ -3,18 +3,19 @@
 The child (grading/sandboxed/pyfile_server.py) only computes: each request and reply is a wire archive
 (grading/sandboxed/wire.py) of float64 arrays, and the hidden tests compare in the grader. The child's exit code
 and output are never evidence. A call that times out or kills the child fails its test, and the child is
-restarted for the next; the TimeoutBudget ends a grade cell whose calls keep timing out.
+restarted for the next; the TimeoutBudget ends a grade cell whose calls keep timing out. A child that does not
+say it is ready, before the student's module is imported, is started once more; then it is a GraderError.
 """
 import os
 import select
 import struct
 import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
-from grading.isolation.protocol import BadReply, StudentFailure, TimeoutBudget, parse_reply
-from grading.isolation.sandbox import kill_group
+from grading.isolation.protocol import BadReply, GraderError, StudentFailure, TimeoutBudget, parse_reply
+from grading.isolation.sandbox import PYTHON, kill_group
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
@@ -33,9 +34,21 @@ class StudentModule(TimeoutBudget):
         self.process = None
 
     def start(self):
-        self.process = self.sandbox.popen(
-            [sys.executable, "-I", "-c", SERVER_SOURCE, str(self.path), str(Settings.message_chars)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        """Start the child and wait until it is ready, twice at most; GraderError if it never is."""
+        for _ in range(2):
+            with tempfile.TemporaryFile() as errors:
+                self.process = self.sandbox.popen(
+                    [PYTHON, "-I", "-c", SERVER_SOURCE, str(self.path), str(Settings.message_chars)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+                try:
+                    self._reply(time.monotonic() + Settings.child_start_timeout)
+                    return
+                except (TimeoutError, EOFError, OSError, struct.error, BadReply):
+                    self.close()
+                    errors.seek(0)
+                    said = errors.read(Settings.message_chars).decode("utf-8", "replace").strip()
+        raise GraderError("the sandboxed Python for batchnormalization.py did not start, twice: "
+                          + (said or "it said nothing"))
 
     def close(self):
         if self.process is not None:
@@ -52,10 +65,7 @@ class StudentModule(TimeoutBudget):
         try:
             self.process.stdin.write(struct.pack(">Q", len(payload)) + payload)
             self.process.stdin.flush()
-            (length,) = struct.unpack(">Q", self._read(8, deadline))
-            if length > Settings.reply_bytes:
-                raise BadReply(f"the reply was too large ({length} bytes)")
-            return parse_reply(self._read(length, deadline))
+            return self._reply(deadline)
         except TimeoutError:
             self.spend()
             self.close()
@@ -67,6 +77,12 @@ class StudentModule(TimeoutBudget):
             self.close()
             raise StudentFailure(f"the process running batchnormalization.py stopped ({type(error).__name__})") \
                 from None
+
+    def _reply(self, deadline):
+        (length,) = struct.unpack(">Q", self._read(8, deadline))
+        if length > Settings.reply_bytes:
+            raise BadReply(f"the reply was too large ({length} bytes)")
+        return parse_reply(self._read(length, deadline))
 
     def _read(self, count, deadline):
         chunks, received, fd = [], 0, self.process.stdout.fileno()

@@ -25,12 +25,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from grading.isolation.sandbox import Sandbox, bwrap_works
+from grading.isolation.sandbox import PYTHON, Sandbox, bwrap_works
 from grading.sandboxed import program
 from grading.settings import SCRATCH_PREFIX, Settings
 
@@ -113,7 +112,7 @@ class Zygote:
         self.sandbox = Sandbox(self.stage, limits, slot)
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(
-            self.sandbox.wrap([sys.executable, "-c", SOURCE, str(theirs.fileno())]), cwd=self.stage,
+            self.sandbox.wrap([PYTHON, "-c", SOURCE, str(theirs.fileno())]), cwd=self.stage,
             env=self.sandbox.environment(), pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.launched = time.monotonic()

@@ -6,13 +6,13 @@ linearly from the floor to the target accuracy of assignment.BONUS_THRESHOLDS. A
 machine is a status, not a zero: the bonus is marked not graded.
 """
 import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from grading.assignment import BONUS_THRESHOLDS
+from grading.isolation.sandbox import PYTHON
 from grading.settings import Settings
 from normlab import data as cifar
 
@@ -51,7 +51,7 @@ def grade_bonus(models, make_sandbox, workdir, cifar_root, timeout):
         folder.mkdir()
         shutil.copy(models[dataset], folder / "model.pt2")
         np.save(folder / "images.npy", test_set.test_images.numpy())
-        completed = make_sandbox(folder).run([sys.executable, "-m", "normlab.evaluate", "model.pt2", "--predict",
+        completed = make_sandbox(folder).run([PYTHON, "-m", "normlab.evaluate", "model.pt2", "--predict",
                                               "images.npy", "--out", "predictions.npy"], timeout=timeout)
         predictions = _predictions(folder / "predictions.npy", len(test_set.test_labels), test_set.num_classes)
         if completed.timed_out or predictions is None:

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from grading.assignment import AUTOGRADED_POINTS, CELLS
-from grading.isolation.protocol import StudentFailure, TimeoutBudget
+from grading.isolation.protocol import GraderError, StudentFailure, TimeoutBudget
 from grading.records.results import Test
 from grading.settings import HIDDEN, Settings
 
@@ -77,6 +77,7 @@ class Collector:
         self._kernel = kernel
         self.outcomes = {}
         self.cell_of = {}
+        self.grader_error = None  # the first GraderError a test met: no test's outcome counts then
 
     @pytest.fixture(scope="session")
     def student(self):
@@ -116,6 +117,11 @@ class Collector:
             if target is not None:
                 target.cell = self.cell_of[item.nodeid]
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, item, call):
+        if call.excinfo is not None and call.excinfo.errisinstance(GraderError) and self.grader_error is None:
+            self.grader_error = call.excinfo.value
+
     def pytest_runtest_logreport(self, report):
         if report.when == "call" or report.failed:
             points = dict(report.user_properties).get("points", 0.0)
@@ -135,6 +141,8 @@ def run_hidden_suite(cells, student=None, kernel=None):
     collector = Collector(student, kernel)
     with only_named_plugins(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         pytest.main([*PYTEST_ARGS, *map(str, files_for(cells))], plugins=[collector])
+    if collector.grader_error is not None:
+        raise collector.grader_error
     tests = {cell: [] for cell in cells}
     for test in collector.outcomes.values():
         if test.cell in tests:

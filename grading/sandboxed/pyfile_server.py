@@ -2,7 +2,8 @@
 
 It is started as `python -I -c <wire.py><this file> <path to batchnormalization.py> <message chars>`; the grader writes requests
 to its stdin and reads replies from its stdout. Each message is an 8-byte big-endian length followed by a wire
-archive (encode/decode of wire.py). Everything the student's code prints goes to student_output.log instead. This
+archive (encode/decode of wire.py). The first reply, {"ok": true, "ready": true}, comes before the student's module is
+imported: it tells the grader that the sandboxed Python started, so that whatever follows is the student's doing. Everything the student's code prints goes to student_output.log instead. This
 process only computes: it never decides anything about a score.
 """
 import importlib.util
@@ -84,6 +85,7 @@ def main(path, message_chars):
     os.dup2(log, 1)
     os.dup2(log, 2)
     sys.stdin = open(os.devnull)
+    write_message(replies, {"ok": True, "ready": True}, {})
     try:
         spec = importlib.util.spec_from_file_location("batchnormalization", path)
         module = importlib.util.module_from_spec(spec)
