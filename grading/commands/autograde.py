@@ -25,7 +25,7 @@ from grading.isolation.sandbox import SandboxMissing, check_sandbox
 from grading.nbgrader_support import course_config
 from grading.pipeline.intake import discover
 from grading.pipeline.parallel import Job, clear_stale_scratch, grade_in_children
-from grading.pipeline.shards import in_shard
+from grading.pipeline.shards import in_shard, record_run
 from grading.records import gradebook
 from grading.records.late import LatePolicy, lateness, parse_due
 from grading.records.reports import grades_csv, table, write_student
@@ -86,6 +86,7 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
         raise ConfigurationError(f"{submissions_dir} is not a folder of submissions")
     out_dir.mkdir(parents=True, exist_ok=True)
     course, run = prepare_run(out_dir, settings, log, roster)
+    record_run(out_dir, submissions_dir, shard, run)  # what collect checks the shards against
     submissions, rejected = discover(submissions_dir)
     if shard != (1, 1):
         submissions = [s for s in submissions if in_shard(s.student_id, shard)]
