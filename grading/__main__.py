@@ -40,6 +40,8 @@ def main(argv=None):
     collect.add_argument("shards", type=Path, nargs="+", help="the --out folders of the shards")
     collect.add_argument("--out", type=Path, required=True, help="folder for the merged grades.csv, per-student "
                                                                  "results and the nbgrader course")
+    collect.add_argument("--partial", action="store_true", help="merge even shards that are not finished (students "
+                         "not graded yet, or with grader errors), and say who is missing; exits 3 then")
 
     demo = commands.add_parser("demo", help="release, then autograde the sample submissions in grading/examples/")
     demo.add_argument("--out", type=Path, default=Path("grading-out/demo"), help="(default: %(default)s)")
@@ -87,7 +89,9 @@ def main(argv=None):
             graded = autograde(args.submissions, args.out, chosen, roster=args.roster, shard=parse_shard(args.shard))
         elif args.command == "collect":
             from grading.commands.collect import collect
-            graded = collect(args.shards, args.out)
+            graded, missing = collect(args.shards, args.out, partial=args.partial)
+            if missing:  # a partial merge: not every student has a verdict, and rerunning their shards fixes it
+                return EXIT_GRADER_ERRORS
         elif args.command == "release":
             from grading.commands.release import release
             release(args.out, chosen)

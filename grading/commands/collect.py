@@ -1,13 +1,20 @@
-"""`python -m grading collect OUT1 OUT2 ... --out MERGED`: put the shards of `autograde --shard I/N` back together
-(pipeline/shards.py says who is in which shard).
+"""`python -m grading collect OUT1 OUT2 ... --out MERGED [--partial]`: put the shards of `autograde --shard I/N`
+back together (pipeline/shards.py says who is in which shard).
 
 collect gives what one unsharded run gives: one grades.csv, one gradebook, one set of per-student files. It
 records each student into MERGED/course from their shard's files (the judged notebook and the submitted files
 in the shard's course), through the same RECORD chain, so the gradebook matches cell by cell. Like autograde it
 resumes: a student whose grade.json in MERGED already equals their shard's is skipped, and grade.json is written
 last.
+
+It merges whole shards only. The shards must agree on what decides a score (their OUT/run.json), and every student
+in SUBMISSIONS must hold a verdict in their own shard: a grade.json from that shard's latest grader, of the files
+submitted now, without a grader error. That is, nobody a plain rerun of the shard would grade again. Otherwise it
+names who is missing and merges nothing; with --partial it merges what there is (grader errors as ERROR, without
+points) and names who is missing.
 """
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
@@ -16,64 +23,143 @@ from tqdm import tqdm
 
 from grading.assignment import ASSIGNMENT, COURSE_ID, NOTEBOOK, QUESTION_IDS
 from grading.authoring.course import db_url
+from grading.commands.autograde import source_stamp
 from grading.nbgrader_support import course_config
-from grading.pipeline.shards import ShardError
+from grading.pipeline.intake import discover
+from grading.pipeline.shards import ShardError, check_agreement, in_shard, read_run
 from grading.records import gradebook
 from grading.records.reports import grades_csv, table
 from grading.records.results import GRADE_FILE, load_result, mark_done, read_rejected, write_atomic, write_rejected
 
+NAMES_SHOWN = 10  # students named per shard and reason in a message; the rest are counted
 
-def collect(shard_dirs, merged, log=print, progress=True):
-    """Merge the autograde outputs shard_dirs into merged; return every student's StudentResult."""
-    shard_dirs, merged = [Path(d) for d in shard_dirs], Path(merged)
-    missing = [str(d) for d in shard_dirs if not (d / "course" / "gradebook.db").is_file()]
-    if missing:
-        raise ShardError(f"not the output of `python -m grading autograde`: {', '.join(missing)}")
-    chosen, duplicates = {}, []
-    for shard in shard_dirs:
-        for path in sorted(shard.glob(f"*/{GRADE_FILE}")):
-            student = path.parent.name
-            if student in chosen:
-                duplicates.append(student)
-                if path.stat().st_mtime <= chosen[student].stat().st_mtime:
-                    continue
-            chosen[student] = path
-    fingerprints = {load_result(path).fingerprint for path in chosen.values()}
-    if len(fingerprints) > 1:
-        raise ShardError("the shards were graded by different versions of the grader or the assignment; regrade "
-                         "them with the same one")
+
+@dataclass
+class Stock:
+    """Where each student of SUBMISSIONS stands: mergeable ({student: grade.json}, grader errors included, which
+    merge only with --partial), and the rest {student: (shard index, why it cannot be merged)}."""
+
+    mergeable: dict = field(default_factory=dict)
+    errors: dict = field(default_factory=dict)  # {student: (shard index, the grader error)}
+    ungraded: dict = field(default_factory=dict)  # {student: (shard index, why)}
+
+
+def collect(shard_dirs, merged, partial=False, log=print, progress=True):
+    """Merge the autograde outputs shard_dirs into merged; return (every merged student's StudentResult, {student:
+    why they are not in the merge}). ShardError, merging nothing, unless the shards are whole or partial is set."""
+    shards = read_shards([Path(d) for d in shard_dirs])
+    merged = Path(merged)
+    stock = take_stock(shards)
+    if (stock.errors or stock.ungraded) and not partial:
+        raise ShardError("the shards are not finished, so nothing was merged:\n" + shortfall(stock, shards)
+                         + "\nrun each shard named above again (the same autograde command grades only who is "
+                         "missing; on Slurm, the same command with --shards I,J), then collect again; or pass "
+                         "--partial to merge what is graded now")
+    if stock.errors or stock.ungraded:
+        log(f"--partial: merging {len(stock.mergeable)} of {len(stock.mergeable) + len(stock.ungraded)} students; "
+            "missing or not graded:\n" + shortfall(stock, shards))
     course = merged / "course"
     if not (course / "gradebook.db").is_file():
-        shutil.copytree(shard_dirs[0] / "course", course)
+        shutil.copytree(shards[min(shards)][0] / "course", course)
     released = nbformat.read(course / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
     config = course_config(course)
-    pending = [(student, path) for student, path in sorted(chosen.items())
+    pending = [(student, path) for student, path in sorted(stock.mergeable.items())
                if not same_file(merged / student / GRADE_FILE, path)]
-    if len(chosen) - len(pending):
-        log(f"{len(chosen) - len(pending)} of {len(chosen)} students already collected and unchanged")
-    for student in sorted(set(duplicates)):
-        log(f"{student} is in more than one shard; kept the newest result")
+    if len(stock.mergeable) - len(pending):
+        log(f"{len(stock.mergeable) - len(pending)} of {len(stock.mergeable)} students already collected and "
+            "unchanged")
     for student, path in tqdm(pending, desc="collecting", unit="student", disable=not progress or not pending):
-        shard_course = path.parent.parent / "course"
-        result = load_result(path)
-        (merged / student).mkdir(parents=True, exist_ok=True)
-        for name in ("results.json", "feedback.html"):
-            shutil.copy(path.parent / name, merged / student / name)
-        copy_student(shard_course, course, student)
-        judged = shard_course / "autograded" / student / ASSIGNMENT / NOTEBOOK
-        gradebook.record(course, shard_course / "submitted" / student / ASSIGNMENT, result,
-                         nbformat.read(judged, as_version=4) if judged.is_file() else None, QUESTION_IDS, config,
-                         released)
-        mark_done(merged, result)
-    results = [load_result(merged / student / GRADE_FILE) for student in sorted(chosen)]
-    rejected = {entry.name: entry for shard in shard_dirs for entry in read_rejected(shard)}
+        record_student(path, course, merged, released, config)
+    results = [load_result(merged / student / GRADE_FILE) for student in sorted(stock.mergeable)]
+    rejected = {entry.name: entry for folder, _ in shards.values() for entry in read_rejected(folder)}
     rejected = [rejected[name] for name in sorted(rejected)]
     write_rejected(merged, rejected)
     write_atomic(merged / "grades.csv", grades_csv(results, rejected))
     log(table(results))
-    log(f"collected {len(results)} students from {len(shard_dirs)} shards into {merged / 'grades.csv'} and the "
+    log(f"collected {len(results)} students from {len(shards)} shards into {merged / 'grades.csv'} and the "
         f"gradebook {course / 'gradebook.db'}")
-    return results
+    return results, stock.ungraded
+
+
+def read_shards(folders):
+    """{shard index: (folder, run record)} of autograde outputs that agree on what decides a score."""
+    unusable = [str(d) for d in folders if not (d / "course" / "gradebook.db").is_file() or read_run(d) is None]
+    if unusable:
+        raise ShardError(f"not the output of this grader's `python -m grading autograde` (no course/gradebook.db "
+                         f"or no run.json): {', '.join(unusable)}; run autograde on them again")
+    shards = {}
+    for folder in folders:
+        record = read_run(folder)
+        index, count = record["shard"]
+        if index in shards:
+            raise ShardError(f"{shards[index][0]} and {folder} are both shard {index}/{count}; pass only one")
+        shards[index] = (folder, record)
+    check_agreement({str(folder): record for folder, record in shards.values()})
+    return shards
+
+
+def take_stock(shards):
+    """Where every student of the shards' SUBMISSIONS stands (Stock): what a plain rerun of their shard would
+    grade again cannot be merged as graded."""
+    record = next(iter(shards.values()))[1]
+    count = record["shard"][1]
+    try:
+        submissions, _ = discover(record["submissions"])
+    except OSError as error:
+        raise ShardError(f"the shards graded {record['submissions']}, which cannot be read here ({error}); collect "
+                         "needs it, at the same path, to tell who is missing") from None
+    stock = Stock()
+    for submission in submissions:
+        student = submission.student_id
+        index = next(i for i in range(1, count + 1) if in_shard(student, (i, count)))
+        if index not in shards:
+            stock.ungraded[student] = (index, "shard not given")
+            continue
+        folder, record = shards[index]
+        result = load_result(folder / student / GRADE_FILE)
+        if result is None or result.fingerprint != record["fingerprint"]:
+            stock.ungraded[student] = (index, "not graded yet")
+        elif result.stamp != source_stamp(submission):
+            stock.ungraded[student] = (index, "resubmitted since graded")
+        else:
+            stock.mergeable[student] = folder / student / GRADE_FILE
+            if result.error:
+                stock.errors[student] = (index, result.error)
+    return stock
+
+
+def shortfall(stock, shards):
+    """One line per shard that is not whole: who is missing, by reason, and who holds a grader error."""
+    count = next(iter(shards.values()))[1]["shard"][1]
+    by_shard = {}
+    for student, (index, why) in stock.ungraded.items():
+        by_shard.setdefault(index, {}).setdefault(why, []).append(student)
+    for student, (index, error) in stock.errors.items():
+        by_shard.setdefault(index, {}).setdefault("grader error", []).append(f"{student}: {error}")
+    lines = []
+    for index in sorted(by_shard):
+        where = shards[index][0] if index in shards else "not given"
+        reasons = "; ".join(f"{len(names)} {why} ({', '.join(sorted(names)[:NAMES_SHOWN])}"
+                            f"{', ...' if len(names) > NAMES_SHOWN else ''})"
+                            for why, names in sorted(by_shard[index].items()))
+        lines.append(f"  shard {index}/{count} ({where}): {reasons}")
+    return "\n".join(lines)
+
+
+def record_student(grade_file, course, merged, released, config):
+    """Copy one student's files from their shard into merged, and record them in its gradebook; grade.json last."""
+    shard_course = grade_file.parent.parent / "course"
+    result = load_result(grade_file)
+    student = result.student_id
+    (merged / student).mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "feedback.html"):
+        shutil.copy(grade_file.parent / name, merged / student / name)
+    copy_student(shard_course, course, student)
+    judged = shard_course / "autograded" / student / ASSIGNMENT / NOTEBOOK
+    gradebook.record(course, shard_course / "submitted" / student / ASSIGNMENT, result,
+                     nbformat.read(judged, as_version=4) if judged.is_file() else None, QUESTION_IDS, config,
+                     released)
+    mark_done(merged, result)
 
 
 def same_file(path, other):

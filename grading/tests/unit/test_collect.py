@@ -1,0 +1,118 @@
+"""commands/collect.py on shard outputs written by hand: it merges nothing from shards that are not whole (students
+not graded yet, grader errors, resubmissions, a shard left out) or that were graded with different options, and
+says who and what. Merging whole shards, and --partial, are tested on real shards in test_sharding.py."""
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from grading.commands.autograde import source_stamp
+from grading.commands.collect import collect
+from grading.pipeline.intake import discover
+from grading.pipeline.shards import ShardError, in_shard, record_run
+from grading.records.results import GRADE_FILE, StudentResult, save_result
+from grading.settings import Settings
+
+SHARDS = 2
+STUDENTS = [f"student{i}" for i in range(6)]
+FINGERPRINT = "f" * 20
+
+
+def shard_of(student):
+    return next(i for i in range(1, SHARDS + 1) if in_shard(student, (i, SHARDS)))
+
+
+def shards(tmp_path, error=None, fingerprint=FINGERPRINT, **options):
+    """Submissions of STUDENTS and SHARDS autograde outputs in which every student is graded (the one named in error
+    with that grader error); options change the settings of shard 2. The shard folders, in order."""
+    submissions = tmp_path / "submissions"
+    for student in STUDENTS:
+        (submissions / student).mkdir(parents=True)
+        (submissions / student / "norm.ipynb").write_text("{}")
+    found, _ = discover(submissions)
+    folders = []
+    for index in range(1, SHARDS + 1):
+        out = tmp_path / f"shard-{index}"
+        (out / "course").mkdir(parents=True)
+        (out / "course" / "gradebook.db").touch()
+        settings = Settings(jobs=1, **(options if index == 2 else {}))
+        run = SimpleNamespace(settings=settings, fingerprint=fingerprint, use_bwrap=True)
+        record_run(out, submissions, (index, SHARDS), run)
+        for submission in found:
+            if in_shard(submission.student_id, (index, SHARDS)):
+                save_result(out / submission.student_id / GRADE_FILE, StudentResult(
+                    submission.student_id, fingerprint=fingerprint, stamp=source_stamp(submission),
+                    error="the kernel could not be started" if submission.student_id == error else ""))
+        folders.append(out)
+    return folders
+
+
+def refusal(folders, tmp_path):
+    with pytest.raises(ShardError) as refused:
+        collect(folders, tmp_path / "merged", log=lambda *_: None, progress=False)
+    assert not (tmp_path / "merged").exists(), "a refused merge wrote something"
+    return str(refused.value)
+
+
+def test_a_shard_still_being_graded_is_refused_and_its_missing_students_are_named(tmp_path):
+    folders = shards(tmp_path)
+    unfinished = [s for s in STUDENTS if shard_of(s) == 1][:2]
+    for student in unfinished:
+        (folders[0] / student / GRADE_FILE).unlink()
+    message = refusal(folders, tmp_path)
+    assert f"shard 1/{SHARDS}" in message and f"shard 2/{SHARDS}" not in message
+    assert all(student in message for student in unfinished) and "--partial" in message
+
+
+def test_a_student_graded_by_an_earlier_grader_counts_as_not_graded(tmp_path):
+    folders = shards(tmp_path)
+    stale = next(s for s in STUDENTS if shard_of(s) == 2)
+    save_result(folders[1] / stale / GRADE_FILE, StudentResult(stale, fingerprint="an older grader"))
+    assert f"1 not graded yet ({stale})" in refusal(folders, tmp_path)
+
+
+def test_a_grader_error_is_refused_with_its_message(tmp_path):
+    student = STUDENTS[3]
+    message = refusal(shards(tmp_path, error=student), tmp_path)
+    assert f"{student}: the kernel could not be started" in message and f"shard {shard_of(student)}/" in message
+
+
+def test_a_student_who_resubmitted_after_grading_is_not_merged_as_graded(tmp_path):
+    folders = shards(tmp_path)
+    (tmp_path / "submissions" / STUDENTS[0] / "norm.ipynb").write_text('{"cells": []}')
+    assert f"resubmitted since graded ({STUDENTS[0]})" in refusal(folders, tmp_path)
+
+
+def test_a_shard_left_out_names_its_students(tmp_path):
+    folders = shards(tmp_path)
+    message = refusal(folders[:1], tmp_path)
+    left_out = sorted(s for s in STUDENTS if shard_of(s) == 2)
+    assert f"shard 2/{SHARDS} (not given)" in message and all(s in message for s in left_out)
+
+
+@pytest.mark.parametrize("option, value", [("due", "2026-12-01T23:59:00+08:00"), ("late_policy", "zero"),
+                                           ("questions", "q1,q2")])
+def test_shards_graded_with_different_options_are_refused_whatever_partial_says(tmp_path, option, value):
+    folders = shards(tmp_path, **{option: value})
+    with pytest.raises(ShardError, match=f"(?s)different options.*{option.replace('_', ' ')}: .*{re.escape(value)}"):
+        collect(folders, tmp_path / "merged", partial=True, log=lambda *_: None, progress=False)
+
+
+def test_the_same_options_written_differently_agree(tmp_path):
+    """A due date in another time zone and per-day:5 for per-day:5.0 are the same options: only the students
+    left ungraded stop this merge."""
+    folders = shards(tmp_path, due="2026-12-01T15:59:00Z", late_policy="per-day:5.0")
+    record = (folders[0] / "run.json").read_text()
+    (folders[0] / "run.json").write_text(record.replace('"due": ""', '"due": "2026-12-01T23:59:00+08:00"')
+                                         .replace('"late_policy": "none"', '"late_policy": "per-day:5"'))
+    (folders[shard_of(STUDENTS[0]) - 1] / STUDENTS[0] / GRADE_FILE).unlink()
+    assert "different options" not in refusal(folders, tmp_path)
+
+
+def test_two_folders_of_one_shard_or_a_folder_without_a_run_record_are_refused(tmp_path):
+    folders = shards(tmp_path)
+    with pytest.raises(ShardError, match="both shard 1/2"):
+        collect([folders[0], folders[0]], tmp_path / "merged", log=lambda *_: None)
+    (folders[1] / "run.json").unlink()
+    with pytest.raises(ShardError, match="no run.json"):
+        collect(folders, tmp_path / "merged", log=lambda *_: None)
