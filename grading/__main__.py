@@ -5,12 +5,7 @@ from pathlib import Path
 
 from grading import settings
 from grading.nbgrader_support import prepare_nbgrader
-
-# Exit statuses a script can trust: 0, every student has a verdict; EXIT_GRADER_ERRORS, some students could not be
-# graded because the grading machine failed (they are listed, and a plain rerun grades them); EXIT_MISCONFIGURED,
-# the grader cannot run as asked and graded no one.
-EXIT_MISCONFIGURED = 2
-EXIT_GRADER_ERRORS = 3
+from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED
 
 
 def main(argv=None):
@@ -79,7 +74,7 @@ def main(argv=None):
         bench(args.submissions, args.jobs, args.out)
         return 0
     chosen = settings.from_arguments(args)
-    from grading.commands.autograde import ConfigurationError
+    from grading.settings import ConfigurationError
     from grading.commands.release import ReleaseCheckFailed
     from grading.pipeline.shards import ShardError
     try:

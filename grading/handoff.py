@@ -1,6 +1,7 @@
 """The typed objects handed from step to step (see grading/__init__.py for the order): a Submission found in
-SUBMISSIONS, the Intake taken from it, the GradingRun prepared once per run, and the SubmissionContext that
-nbgrader's preprocessors pass along as resources["normlab"], which ends up holding the StudentResult."""
+SUBMISSIONS, the Intake taken from it, the Job of grading it in a child, the GradingRun prepared once per run, and
+the SubmissionContext that nbgrader's preprocessors pass along as resources["normlab"], which ends up holding the
+StudentResult."""
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,16 @@ class Intake:
     notes: list = field(default_factory=list)
     problems: dict = field(default_factory=dict)
     digest: str = ""
+
+
+@dataclass
+class Job:
+    """A submission to grade in a child process, with what the caller wants back when it ends (anything: say, the
+    earlier result), and the Intake taken from it just before the child starts."""
+
+    submission: Submission
+    extra: object = None
+    intake: Intake = None
 
 
 @dataclass(kw_only=True)

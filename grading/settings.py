@@ -19,6 +19,17 @@ NBGRADER_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f UTC"  # submission times, as nbgrad
 BWRAP = os.environ.get("GRADING_BWRAP", "bwrap")
 
 
+# Exit statuses a script can trust: 0, every student has a verdict; EXIT_GRADER_ERRORS, some students could not be
+# graded because the grading machine failed (listed at the end; a plain rerun grades them); EXIT_MISCONFIGURED, the
+# grader cannot run as asked and graded no one.
+EXIT_MISCONFIGURED = 2
+EXIT_GRADER_ERRORS = 3
+
+
+class ConfigurationError(Exception):
+    """The grader itself cannot run as asked (as opposed to a submission that cannot be graded): it grades no one."""
+
+
 def option(default, help):
     """A setting with a command-line option of its own."""
     return field(default=default, metadata={"help": help, "option": True})

@@ -1,11 +1,13 @@
 """`python -m grading autograde`: grade every submission, in parallel, each in a child process of its own.
 
 The main process prepares the course once (prepare_run), finds the submissions (pipeline/intake.py) and grades the
-new or changed ones in children (pipeline/parallel.py). It is the only writer of outputs: when a child ends it
-writes that student's results.json and feedback.html, records the grades in the gradebook, and writes grade.json
-last, which marks the student as done; grades.csv is rewritten after every student. Killed at any moment (even with
-SIGKILL), a new run finds every student either done or not, regrades only the latter, and ends with the same files
-and gradebook as an uninterrupted run.
+new or changed ones in children (pipeline/parallel.py), after the reference solution has passed as the canary
+(pipeline/canary.py). It is the only writer of outputs: when a child ends it writes that student's results.json and
+feedback.html, records the grades in the gradebook, and writes grade.json last, which marks the student as done;
+grades.csv is rewritten after every student. Killed at any moment (even with SIGKILL), a new run finds every student
+either done or not, regrades only the latter, and ends with the same files and gradebook as an uninterrupted run.
+A student whose grading the machine failed (a grader error) is recorded without points, flagged, listed at the end,
+and graded again by the next run.
 """
 import hashlib
 import json
@@ -20,20 +22,18 @@ from tqdm import tqdm
 
 from grading.assignment import ASSIGNMENT, BONUS_THRESHOLDS, COURSE_ID, NOTEBOOK, QUESTION_IDS
 from grading.authoring.course import build_course, db_url, grading_fingerprint, import_roster, write_config
-from grading.handoff import GradingRun
 from grading.isolation.sandbox import SandboxMissing, check_sandbox
 from grading.nbgrader_support import course_config
+from grading.handoff import GradingRun, Job
+from grading.pipeline.canary import canary_job, check_canary
 from grading.pipeline.intake import discover
-from grading.pipeline.parallel import Job, clear_stale_scratch, grade_in_children
+from grading.pipeline.parallel import clear_stale_scratch, grade_in_children
 from grading.pipeline.shards import in_shard, record_run
 from grading.records import gradebook
 from grading.records.late import LatePolicy, lateness, parse_due
 from grading.records.reports import grades_csv, table, write_student
 from grading.records.results import GRADE_FILE, load_result, mark_done, write_atomic, write_rejected
-
-
-class ConfigurationError(Exception):
-    """The grader itself cannot run as asked (as opposed to a submission that cannot be graded)."""
+from grading.settings import ConfigurationError
 
 
 def source_stamp(submission):
@@ -100,7 +100,8 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
         stamp = source_stamp(submission)
         if previous is not None:
             results[submission.student_id] = previous
-        unchanged = previous is not None and previous.fingerprint == run.fingerprint and previous.stamp == stamp
+        unchanged = previous is not None and not previous.error and previous.fingerprint == run.fingerprint \
+            and previous.stamp == stamp
         if settings.force or not full_run or not unchanged:
             late = lateness(submission.timestamp, run.due)
             submission.notes += [late.note] if late.note else []
@@ -113,7 +114,12 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
 
     def finish(job, result, judged):
         stamp, previous, late = job.extra
-        if previous is not None and not full_run:
+        if result.error:
+            pass  # no points to merge or to take a penalty from
+        elif previous is not None and previous.error and not full_run:
+            result.error = previous.error
+            result.status = f"ERROR: {previous.error} (only {', '.join(result.questions)} were regraded)"
+        elif previous is not None and not full_run:
             kept = [q for q in previous.questions if q not in result.questions]
             merged = {**previous.questions, **result.questions}
             result.questions = {q: merged[q] for q in QUESTION_IDS if q in merged}
@@ -122,7 +128,7 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
                                     "earlier scores until regraded")
         result.stamp = stamp
         result.timestamp, result.late_seconds = late.timestamp, late.seconds
-        result.late_penalty = run.late_policy.penalty(result.raw_total, late.seconds)
+        result.late_penalty = 0.0 if result.error else run.late_policy.penalty(result.raw_total, late.seconds)
         write_student(out_dir, result)
         gradebook.record(course, job.intake.folder, result, judged, settings.question_list, run.config,
                          run.released)
@@ -132,12 +138,18 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
         bar.update()
         bar.set_postfix_str(f"{result.student_id}: {result.total:.1f}")
 
-    grade_in_children(jobs, run, out_dir / ".work", finish)
+    grade_in_children(jobs, run, out_dir / ".work", finish, canary=canary_job(out_dir / ".work") if jobs else None,
+                      check_canary=lambda result: check_canary(result, settings.question_list))
     bar.close()
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
     log(table(results.values()))
     for entry in rejected:
         log(f"not graded: {entry.name}: {entry.status}")
+    errors = sorted(r.student_id for r in results.values() if r.error)
+    if errors:
+        log(f"{len(errors)} student(s) could not be graded because the grading machine failed (ERROR in grades.csv, "
+            f"flagged in the gradebook, no points recorded): {', '.join(errors)}. Run the same command again to "
+            "grade them; if the error repeats, its message says what to fix.")
     log(f"wrote {out_dir / 'grades.csv'}, per-student results.json and feedback.html, and the gradebook "
         f"{course / 'gradebook.db'}")
     return [results[k] for k in sorted(results)]

@@ -16,7 +16,12 @@ and its stdout is shown to instructors only. Inside the zip:
 
 Student code never sees source/: it runs in the same bubblewrap sandbox as under autograde, which mounts only the
 Python environment, normlab/ and the student's own files. Where the container cannot run bubblewrap, run_autograder
-says so on stdout and, if the zip was built with --require-sandbox, grades nothing and tells the student why.
+says so on stdout and, if the zip was built with --require-sandbox, grades nothing.
+
+A submission the grader could not grade (a grader error, the canary failing, a missing sandbox that is required)
+gets no results.json at all, and run_autograder exits with autograde's status (3, or 2 when misconfigured):
+Gradescope then marks the run as failed, with no score, for the instructors to regrade once the machine is fixed,
+instead of a 0 that looks like a verdict. What failed is on stdout, which only instructors see.
 """
 import json
 import os
@@ -34,7 +39,7 @@ from grading.assignment import NOTEBOOK, PYFILE
 from grading.isolation.sandbox import bwrap_works
 from grading.nbgrader_support import prepare_nbgrader
 from grading.records.results import write_atomic
-from grading.settings import REPO, Settings
+from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED, REPO, ConfigurationError, Settings
 
 ZIP_NAME = "autograder.zip"
 SETTINGS_FILE = REPO / "gradescope-settings.json"
@@ -48,13 +53,6 @@ BUILD_SETTINGS = ("require_sandbox", "timeout", "cell_timeout", "probe_timeout",
 # Folders left out: grading/tests/ and grading/examples/ (the grader's own tests, the sample students), caches.
 SKIPPED = {"__pycache__", ".ipynb_checkpoints", "tests", "examples"}
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
-NOT_GRADED_NO_SANDBOX = (
-    "Your submission could not be graded: the grading machine cannot start the sandbox that every submission must "
-    "run in. Nothing is wrong with your files, and they were received. The course staff can see this message and "
-    "will regrade your submission once the grader is fixed.")
-NOT_GRADED_FAILURE = (
-    "Your submission could not be graded: the grader itself failed ({reason}). This is not a verdict on your work. "
-    "The course staff can see the details and will regrade your submission.")
 
 SETUP_SH = """\
 #!/usr/bin/env bash
@@ -206,16 +204,12 @@ def _link_or_copy(source, target):
         shutil.copy2(source, target)
 
 
-def not_graded(reason):
-    """results.json for a submission that could not be graded: no score, and why, in words for the student."""
-    return {"score": 0.0, "output": reason, "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
-
-
 def run_autograder(root):
-    """run_autograder: grade root/submission with autograde, in root/work, and write root/results/results.json.
-    Returns the exit status (0 whenever results.json was written)."""
+    """run_autograder: grade root/submission with autograde, in root/work, and write root/results/results.json;
+    returns autograde's exit status, and writes no results.json unless it is 0 (see the module's docstring)."""
     root = Path(root)
     results_file = root / "results" / "results.json"
+    results_file.unlink(missing_ok=True)
     settings = build_settings()
     if not bwrap_works():
         # autograde warns with MISSING_SANDBOX; this says what it means here, and what to do about it.
@@ -226,9 +220,8 @@ def run_autograder(root):
                  "solutions and hidden tests. Build the autograder with --require-sandbox to refuse grading "
                  "instead."))
         if settings.require_sandbox:
-            write_atomic(results_file, json.dumps(not_graded(NOT_GRADED_NO_SANDBOX), indent=1))
-            return 0
-    from grading.commands.autograde import ConfigurationError, autograde  # (seconds of imports: not before a refusal)
+            return EXIT_MISCONFIGURED
+    from grading.commands.autograde import autograde  # (seconds of imports: not before a refusal)
 
     work = root / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -240,14 +233,17 @@ def run_autograder(root):
         else:
             print(f"no prepared course in {PREPARED_COURSE} (did setup.sh finish?); building one now")
         graded = autograde(work / "submissions", out, settings, log=print, progress=False)
-        if not graded:
-            raise RuntimeError(f"autograde found nothing to grade in {root / 'submission'}")
-        # The very results.json autograde writes for every student: Gradescope and autograde cannot disagree.
-        write_atomic(results_file, (out / STUDENT / "results.json").read_text(encoding="utf-8"))
-    except Exception as error:  # the student gets a result in any case; the traceback is for instructors
+    except ConfigurationError as error:
+        print(f"error: {error}")
+        return EXIT_MISCONFIGURED
+    except Exception:  # the grader's own failure: the traceback is for the instructors
         traceback.print_exc(file=sys.stdout)
-        reason = "it is misconfigured" if isinstance(error, ConfigurationError) else "an internal error"
-        write_atomic(results_file, json.dumps(not_graded(NOT_GRADED_FAILURE.format(reason=reason)), indent=1))
+        return EXIT_GRADER_ERRORS
+    if not graded or graded[0].error:
+        print("ERROR: " + (graded[0].error if graded else f"nothing to grade was found in {root / 'submission'}"))
+        return EXIT_GRADER_ERRORS
+    # The very results.json autograde writes for every student: Gradescope and autograde cannot disagree.
+    write_atomic(results_file, (out / STUDENT / "results.json").read_text(encoding="utf-8"))
     return 0
 
 

@@ -3,7 +3,8 @@
 A fresh sandbox folder holds only the submitted .pt2 and the test images; `python -m normlab.evaluate --predict`
 writes the predicted classes, and the grader compares them with the labels it kept. Points per dataset rise
 linearly from the floor to the target accuracy of assignment.BONUS_THRESHOLDS. A missing test set on the grading
-machine is a status, not a zero: the bonus is marked not graded.
+machine is a status, not a zero: the bonus is marked not graded. A model that gives no valid predictions scores
+nothing, unless the sandbox cannot run Python at all: that is the machine's failure, a GraderError.
 """
 import shutil
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from grading.assignment import BONUS_THRESHOLDS
+from grading.isolation.protocol import GraderError
 from grading.isolation.sandbox import PYTHON
 from grading.settings import Settings
 from normlab import data as cifar
@@ -55,6 +57,7 @@ def grade_bonus(models, make_sandbox, workdir, cifar_root, timeout):
                                               "images.npy", "--out", "predictions.npy"], timeout=timeout)
         predictions = _predictions(folder / "predictions.npy", len(test_set.test_labels), test_set.num_classes)
         if completed.timed_out or predictions is None:
+            check_python_runs(make_sandbox, Path(workdir) / f"check-{dataset}")
             reason = "timed out" if completed.timed_out else "gave no valid predictions"
             tail = " ".join(completed.output.strip().splitlines()[-1:])[:Settings.message_chars]
             result.lines.append(f"{dataset}: the model {reason} (0 of {points:g}) {tail}")
@@ -66,6 +69,15 @@ def grade_bonus(models, make_sandbox, workdir, cifar_root, timeout):
         result.lines.append(f"{dataset}: test accuracy {accuracy:.2%}{origin}: {earned:.2f} of {points:g} "
                             f"(full at {target:.0%}, none below {floor:.0%})")
     return result
+
+
+def check_python_runs(make_sandbox, folder):
+    """GraderError unless a sandbox made as the model's was can run Python with numpy."""
+    folder.mkdir()
+    completed = make_sandbox(folder).run([PYTHON, "-c", "import numpy"], timeout=Settings.child_start_timeout)
+    if completed.returncode != 0:
+        raise GraderError("the sandboxed Python for the bonus models did not start: "
+                          + (completed.output.strip()[:Settings.message_chars] or "it said nothing"))
 
 
 def _predictions(path, count, num_classes):

@@ -2,9 +2,10 @@
 
 It runs the student's notebook in a sandboxed kernel and judges every autograded cell outside it (judge.py). Under
 `python -m grading autograde` the submission's SubmissionContext comes in resources["normlab"], its files already
-taken; under nbgrader's own autograde this step is the front door: it takes the files from the folder nbgrader
-hands it, as autograde's intake does. Either way the StudentResult goes on in resources["normlab"].result, for
-SaveJudgement and for our result files.
+taken; under nbgrader's own autograde this step is the front door: before its first student it grades the canary
+(canary.py), and it takes the files from the folder nbgrader hands it, as autograde's intake does. Either way the
+StudentResult goes on in resources["normlab"].result, for SaveJudgement and for our result files. What the machine
+fails at (GraderError, a failed canary) raises, so that nbgrader records no grade for that student.
 """
 import os
 import tempfile
@@ -28,12 +29,14 @@ class JudgedExecute(SandboxedExecute):
                     ).tag(config=True)
     slot = Integer(0, help="worker slot: sandboxed code of different slots runs as different users").tag(config=True)
     require_sandbox = Bool(False, help="refuse to grade without bubblewrap").tag(config=True)
+    canary_failure = None  # in this process: "" once the canary passed, why it failed, or None before it ran
 
     def preprocess(self, nb, resources):
         context = resources.get("normlab")
         if context is not None:
             return self._judge(nb, resources, context)
         settings = Settings.from_json(self.settings) if self.settings else Settings()
+        self._check_canary(settings, resources["nbgrader"]["db_url"])
         context = resources["normlab"] = SubmissionContext(settings=settings, slot=self.slot,
                                                            deadline=time.monotonic() + settings.timeout)
         student = resources["nbgrader"]["student"]
@@ -42,6 +45,18 @@ class JudgedExecute(SandboxedExecute):
             nb, resources = self._judge(nb, resources, context)
         context.result.notes[:0] = context.intake.notes
         return nb, resources
+
+    def _check_canary(self, settings, db_url):
+        if JudgedExecute.canary_failure is None:
+            # Imported here: the canary grades through the chains, which import this module.
+            from grading.pipeline.canary import CanaryFailed, grade_canary_here
+            try:
+                grade_canary_here(settings, self.config, Path(db_url.removeprefix("sqlite:///")), self.slot)
+                JudgedExecute.canary_failure = ""
+            except CanaryFailed as failure:
+                JudgedExecute.canary_failure = str(failure)
+        if JudgedExecute.canary_failure:
+            raise RuntimeError(JudgedExecute.canary_failure)
 
     def _judge(self, nb, resources, context):
         try:

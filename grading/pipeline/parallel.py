@@ -4,7 +4,8 @@ on a worker slot whose zygote forks its kernel (isolation/zygote.py).
 The parent takes each submission's files (intake) before it forks the child, so that a submission is unpacked
 once and the parent holds the files it records, whatever becomes of the child. A child writes its result
 (records/results.py) and the judged notebook into its folder and exits; one that overruns --timeout by more than
-the watchdog's grace is killed. What a child leaves behind, or the reason it left nothing, goes to `finish`.
+the watchdog's grace is killed. What a child leaves behind goes to `finish`; a child that leaves no result (it
+crashed, was killed, met a GraderError or overran) becomes a grader error, never a verdict.
 """
 import ctypes
 import multiprocessing
@@ -15,13 +16,12 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 from grading.assignment import KERNEL_QUESTIONS
-from grading.handoff import Intake, Submission
+from grading.isolation.protocol import GraderError
 from grading.isolation.sandbox import Limits
 from grading.isolation.zygote import zygote_for
 from grading.pipeline.grade import grade
@@ -33,61 +33,77 @@ from grading.settings import SCRATCH_PREFIX, Settings
 RESULT, JUDGED, CRASH = "result.json", "judged.ipynb", "crash.txt"  # what a child leaves in its folder
 
 
-@dataclass
-class Job:
-    """A submission to grade, with what the caller wants back in finish (anything: say, the earlier result)."""
-
-    submission: Submission
-    extra: object = None
-    intake: Intake = None
-
-
-def grade_in_children(jobs, run, work, finish):
+def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
     """Grade jobs (Job) in forked children, at most run.settings.jobs at a time, in folders under work; call
     finish(job, result, judged notebook or None) for each, in the order they end. Nothing is started (no slot, no
-    zygote) that the jobs do not need."""
+    zygote) that the jobs do not need.
+
+    A canary Job, when given, is graded first, on slot 0, while the other slots start on the jobs; check_canary(its
+    result) raises when the grader must not go on, and then nothing is finished and every child is stopped. Until
+    it has passed, finished jobs wait."""
     if not jobs:
         return
     settings = run.settings
     warm_up()
-    context_fork = multiprocessing.get_context("fork")
-    free_slots = list(range(min(max(1, settings.jobs), len(jobs))))
+    queue = ([canary] if canary else []) + list(jobs)
+    free_slots = list(range(min(max(1, settings.jobs), len(queue))))
     limits = Limits.from_settings(settings)
     uses_kernel = any(q in KERNEL_QUESTIONS for q in settings.question_list)
     if uses_kernel:
         for slot in free_slots:
             zygote_for(slot, limits)  # started here, so that they outlive the children that fork kernels from them
-    queue = list(jobs)
+    held = [] if canary else None  # what ended before the canary passed
     running = {}
-    while queue or running:
-        while queue and free_slots:
-            job = queue.pop(0)
-            slot = free_slots.pop(0)
-            folder = Path(work) / job.submission.student_id
-            shutil.rmtree(folder, ignore_errors=True)
-            (folder / "in").mkdir(parents=True)
-            job.intake = unpack(job.submission, folder / "in")
-            child = context_fork.Process(target=_child, args=(job, run, slot, folder), daemon=False)
-            child.start()
-            running[child.sentinel] = (child, job, slot, folder, time.monotonic())
-        ready = multiprocessing.connection.wait(list(running), timeout=5)
-        for sentinel in list(running):
-            child, job, slot, folder, started = running[sentinel]
-            overdue = time.monotonic() - started > settings.timeout + Settings.watchdog_grace
-            if sentinel not in ready and not overdue:
-                continue
-            if overdue and child.is_alive():
-                child.kill()
+    try:
+        while queue or running:
+            while queue and free_slots:
+                job, slot = queue.pop(0), free_slots.pop(0)
+                running.update(_start(job, run, slot, Path(work) / job.submission.student_id))
+            ready = multiprocessing.connection.wait(list(running), timeout=5)
+            for sentinel in list(running):
+                child, job, slot, folder, started = running[sentinel]
+                overdue = time.monotonic() - started > settings.timeout + Settings.watchdog_grace
+                if sentinel not in ready and not overdue:
+                    continue
+                if overdue and child.is_alive():
+                    child.kill()
+                child.join()
+                del running[sentinel]
+                zygote = zygote_for(slot, limits) if uses_kernel else None
+                # a child killed as overdue leaves its kernel running: it goes now; a zygote that fails is replaced
+                if zygote is not None and not zygote.sweep():
+                    zygote_for(slot, limits)
+                free_slots.append(slot)
+                result, judged = child_outcome(folder, job, run, overdue)
+                if job is canary:
+                    check_canary(result)
+                    shutil.rmtree(folder, ignore_errors=True)
+                    for waiting in held:
+                        _finish(finish, *waiting)
+                    held = None
+                elif held is not None:
+                    held.append((job, result, judged))
+                else:
+                    _finish(finish, job, result, judged)
+    finally:
+        for child, *_ in running.values():
+            child.kill()
             child.join()
-            del running[sentinel]
-            zygote = zygote_for(slot, limits) if uses_kernel else None
-            # a child killed as overdue leaves its kernel running: it goes now; a zygote that fails is replaced
-            if zygote is not None and not zygote.sweep():
-                zygote_for(slot, limits)
-            free_slots.append(slot)
-            result, judged = child_outcome(folder, job, run, overdue)
-            finish(job, result, judged)
-            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _start(job, run, slot, folder):
+    """Take the job's files (intake, in this process) and fork its child: {sentinel: what the loop keeps of it}."""
+    shutil.rmtree(folder, ignore_errors=True)
+    (folder / "in").mkdir(parents=True)
+    job.intake = unpack(job.submission, folder / "in")
+    child = multiprocessing.get_context("fork").Process(target=_child, args=(job, run, slot, folder), daemon=False)
+    child.start()
+    return {child.sentinel: (child, job, slot, folder, time.monotonic())}
+
+
+def _finish(finish, job, result, judged):
+    finish(job, result, judged)
+    shutil.rmtree(job.intake.folder.parent, ignore_errors=True)
 
 
 def _child(job, run, slot, folder):
@@ -101,6 +117,8 @@ def _child(job, run, slot, folder):
         if judged is not None:
             write_atomic(folder / JUDGED, nbformat.writes(judged))
         save_result(folder / RESULT, result)
+    except GraderError as error:
+        write_atomic(folder / CRASH, str(error))
     except BaseException:
         write_atomic(folder / CRASH, traceback.format_exc())
     sys.stdout.flush()
@@ -108,22 +126,29 @@ def _child(job, run, slot, folder):
 
 
 def child_outcome(folder, job, run, overdue):
-    """The child's (result, judged notebook), or a result that says why there is none (every part then scores 0)."""
+    """The child's (result, judged notebook), or a result that says what of the machine failed (a grader error)."""
     result = load_result(folder / RESULT)
     if result is not None:
         judged = nbformat.read(folder / JUDGED, as_version=4) if (folder / JUDGED).is_file() else None
         return result, judged
     if overdue:
-        reason = f"grading took longer than {run.settings.timeout + Settings.watchdog_grace:g} s and was stopped"
+        error = (f"grading took longer than {run.settings.timeout + Settings.watchdog_grace:g} s, past the "
+                 "submission's own time budget, and was stopped (is the machine overloaded?)")
     elif (folder / CRASH).is_file():
         last_line = (folder / CRASH).read_text().strip().splitlines()[-1]
-        reason = "the grader failed on this submission: " + last_line[:Settings.message_chars]
+        error = "the grader failed: " + last_line[:Settings.message_chars]
     else:
-        reason = "the grading process ended without a result"
-    result = StudentResult(job.submission.student_id, status=reason, fingerprint=run.fingerprint,
-                           kind=job.submission.kind, sandboxed=run.use_bwrap)
-    result.questions = {q: QuestionScore(graded=False, status=reason) for q in run.settings.question_list}
-    return result, None
+        error = "the grading process ended without a result (was it killed?)"
+    return grader_error(job.submission, run, error), None
+
+
+def grader_error(submission, run, error):
+    """The StudentResult of a submission the machine failed to grade: no points, and it says what failed."""
+    result = StudentResult(submission.student_id, status=f"ERROR: {error}", error=error,
+                           fingerprint=run.fingerprint, kind=submission.kind, sandboxed=run.use_bwrap)
+    result.questions = {q: QuestionScore(graded=False, status=f"not graded yet: {error}")
+                        for q in run.settings.question_list}
+    return result
 
 
 def clear_stale_scratch():

@@ -5,7 +5,8 @@ autograded/<student>/norm/ (the judged notebook beside them), and the gradebook 
 chain: nbgrader's own SaveAutoGrades, then SaveJudgement (below) and nbgrader's AssignLatePenalties, with the
 course's configuration. nbgrader's autograde runs the same chain (pipeline/chains.py). Only the cells of the
 questions being graded are recorded, so --questions keeps the others, and nbgrader keeps the manual scores a TA
-already gave. Each step is one transaction.
+already gave. Each step is one transaction. A grader error records no points: the autograded cells are left
+ungraded (no score, needing a grade), and the submission is flagged with what failed, for the formgrader.
 """
 import shutil
 from pathlib import Path
@@ -53,15 +54,16 @@ RECORD = [SaveAutoGrades, SaveJudgement, AssignLatePenalties, CheckCellMetadata]
 
 
 def record(course_root, taken, result, judged, questions, config, released):
-    """Store result (a StudentResult) and the judged notebook (None when grading failed: the questions score 0)
-    for the given questions. taken is the folder holding the files taken from the submission (Intake.folder);
-    released is the released notebook, recorded as submitted in place of a notebook that could not be graded."""
+    """Store result (a StudentResult) and the judged notebook (None for a grader error) for the given questions.
+    taken is the folder holding the files taken from the submission (Intake.folder); released is the released
+    notebook, recorded as submitted in place of a notebook that could not be graded."""
     root = Path(course_root)
     student = result.student_id
     submitted = root / "submitted" / student / ASSIGNMENT
     shutil.rmtree(submitted, ignore_errors=True)
     shutil.copytree(taken, submitted)
-    if any(not q.graded for name, q in result.questions.items() if name in KERNEL_QUESTIONS):
+    unreadable = any(not q.graded for name, q in result.questions.items() if name in KERNEL_QUESTIONS)
+    if unreadable and not result.error:
         nbformat.write(nbformat.from_dict(released), submitted / NOTEBOOK)
     autograded = root / "autograded" / student / ASSIGNMENT
     earlier = read_earlier(autograded / NOTEBOOK) if set(questions) != set(QUESTION_IDS) else None
@@ -78,11 +80,8 @@ def record(course_root, taken, result, judged, questions, config, released):
         gb.update_or_create_student(student)
         gb.update_or_create_submission(ASSIGNMENT, student,
                                        **({"timestamp": result.timestamp} if result.timestamp else {}))
-        if judged is None:
-            for grade in gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student).grades:
-                if question_of(grade.cell.name) in questions and grade.manual_score is None:
-                    grade.auto_score, grade.needs_manual_grade = 0.0, False
-            gb.db.commit()
+        if result.error:
+            flag_grader_error(gb, student, result.error, questions, released)
             return
     nbformat.write(judged if earlier is None else merge(earlier, judged, questions), autograded / NOTEBOOK)
     chosen = nbformat.from_dict(judged)
@@ -91,6 +90,20 @@ def record(course_root, taken, result, judged, questions, config, released):
     resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": student,
                               "db_url": db_url(root)}, "normlab": SubmissionContext(result=result)}
     apply_chain(RECORD, chosen, resources, config)
+
+
+def flag_grader_error(gb, student, error, questions, released):
+    """No points for the questions: their autograded cells are left ungraded, needing a grade, and the notebook is
+    flagged, with what failed as the comment on its first answer, until a run grades it."""
+    notebook = gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student)
+    for grade in notebook.grades:
+        if question_of(grade.cell.name) in questions and grade.manual_score is None and grade.max_score:
+            grade.auto_score, grade.needs_manual_grade = None, True
+    notebook.flagged = True
+    first_answer = next(c.metadata.nbgrader.grade_id for c in released.cells if is_solution(c))
+    gb.find_comment(first_answer, NOTEBOOK_ID, ASSIGNMENT, student).auto_comment = (
+        f"Not graded: the grading machine failed ({error}). No points were recorded; run the grader again.")
+    gb.db.commit()
 
 
 def read_earlier(path):

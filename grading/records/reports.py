@@ -1,5 +1,6 @@
 """What is made of a StudentResult for people: Gradescope's results.json, feedback.html for the student, the rows of
-grades.csv and the table that ends a run."""
+grades.csv and the table that ends a run. A grader error shows no points anywhere: the student reads that the
+submission could not be graded yet and that the course staff know, never anything that blames their code."""
 import csv
 import html
 import io
@@ -10,6 +11,9 @@ from grading.assignment import BY_ID, QUESTION_IDS
 from grading.records.results import write_atomic
 from grading.settings import Settings
 
+NOT_GRADED_YET = ("Your submission could not be graded yet: the grading machine failed, not your code. Nothing is "
+                  "wrong with your files, and they were received. The course staff have been told and will grade it "
+                  "again.")
 CSV_COLUMNS = ["student_id", *QUESTION_IDS, "late_minutes", "late_penalty", "total", "status", "manual_pending",
                "notes"]
 
@@ -42,7 +46,10 @@ def results_json(result):
     """results.json in Gradescope's schema, visible to the student at once: every check of the hidden suites as a
     test showing only its name, score and verdict; then a summary of notes and of what could not be graded. The
     written answers are graded by hand (on Gradescope, or in nbgrader's formgrader) and never scored here. No
-    leaderboard; stdout, which may name the grading machine's paths, stays with the instructors."""
+    leaderboard; stdout, which may name the grading machine's paths, stays with the instructors. A grader error has
+    no score at all (Gradescope is never handed one: gradescope.py writes no results.json then)."""
+    if result.error:
+        return {"output": NOT_GRADED_YET, "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
     tests = []
     for name, question in result.questions.items():
         for test in question.tests:
@@ -68,8 +75,9 @@ def feedback_html(result):
     """Per-question scores and the grader's messages for the student: nothing about the grading machine, and never
     a line of hidden test source."""
     e = html.escape
+    headline = e(NOT_GRADED_YET) if result.error else f"Autograded points: {result.total:.2f}"
     rows = []
-    for name, q in result.questions.items():
+    for name, q in ({} if result.error else result.questions).items():
         rows.append(f"<h2>{e(BY_ID[name].title)}: {e(points_line(name, q))}</h2>")
         if q.status:
             rows.append(f"<p class='status'>{e(q.status)}</p>")
@@ -87,7 +95,7 @@ def feedback_html(result):
 td,th{{border:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}}.pass td:last-child{{color:#060}}
 .fail td:last-child{{color:#a00}}.status{{color:#555}}</style></head><body>
 <h1>Normalization layers: feedback for {e(result.student_id)}</h1>
-<p><b>Autograded points: {result.total:.2f}</b>{late_line(result)}</p>
+<p><b>{headline}</b>{late_line(result)}</p>
 {"<ul>" + notes + "</ul>" if notes else ""}
 {''.join(rows)}
 </body></html>
@@ -112,9 +120,9 @@ def grades_csv(results, rejected=()):
     writer.writeheader()
     for r in sorted(results, key=lambda r: r.student_id):
         row = {"student_id": r.student_id, "late_minutes": f"{r.late_seconds / 60:.1f}",
-               "late_penalty": f"{r.late_penalty:.2f}", "total": f"{r.total:.2f}", "status": r.status,
-               "manual_pending": manual_pending(r), "notes": " | ".join(r.notes + r.ta_notes)}
-        row.update({q: f"{r.questions[q].score:.2f}" if q in r.questions else "" for q in QUESTION_IDS})
+               "late_penalty": f"{r.late_penalty:.2f}", "total": "" if r.error else f"{r.total:.2f}",
+               "status": r.status, "manual_pending": manual_pending(r), "notes": " | ".join(r.notes + r.ta_notes)}
+        row.update({q: "" if r.error or q not in r.questions else f"{r.questions[q].score:.2f}" for q in QUESTION_IDS})
         writer.writerow(row)
     for entry in rejected:
         writer.writerow({"student_id": entry.name, "status": f"not graded: {entry.status}"})
@@ -126,8 +134,10 @@ def table(results):
     header = f"{'student':<24}" + "".join(f"{q:>7}" for q in QUESTION_IDS) + f"{'total':>8}  status"
     lines = [header, "-" * len(header)]
     for r in sorted(results, key=lambda r: r.student_id):
-        cells = "".join(f"{r.questions[q].score:>7.2f}" if q in r.questions else f"{'-':>7}" for q in QUESTION_IDS)
-        lines.append(f"{r.student_id[:24]:<24}{cells}{r.total:>8.2f}  {r.status}")
+        cells = "".join(f"{r.questions[q].score:>7.2f}" if q in r.questions and not r.error else f"{'-':>7}"
+                        for q in QUESTION_IDS)
+        total = f"{'-':>8}" if r.error else f"{r.total:>8.2f}"
+        lines.append(f"{r.student_id[:24]:<24}{cells}{total}  {r.status}")
     return "\n".join(lines)
 
 

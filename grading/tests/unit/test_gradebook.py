@@ -74,22 +74,26 @@ def test_regrading_some_questions_keeps_the_others(course, tmp_path):
     assert recorded["q1_forward"] == 0 and recorded["q2_backward"] == 20 and recorded["q5_cifar_stem"] == 10
 
 
-def test_a_failed_grading_scores_zero_and_keeps_a_tas_manual_score(course, tmp_path):
+def test_a_grader_error_records_no_points_keeps_a_tas_score_and_flags_what_failed(course, tmp_path):
     config = course_config(course)
     result, nb = judged(course, "alice", 1.0)
     record(course, taken(tmp_path, course), result, nb, QUESTION_IDS, config, released(course))
     with Gradebook(db_url(course), COURSE_ID) as gb:
         gb.find_grade("q2_backward", NOTEBOOK_ID, ASSIGNMENT, "alice").manual_score = 15.0
         gb.db.commit()
-    failed = StudentResult("alice", status="the grader failed on this submission",
-                           questions={q: QuestionScore(graded=False) for q in QUESTION_IDS})
+    failed = StudentResult("alice", status="ERROR: the kernel could not be started", error="the kernel could "
+                           "not be started", questions={q: QuestionScore(graded=False) for q in QUESTION_IDS})
     record(course, taken(tmp_path, course), failed, None, QUESTION_IDS, config, released(course))
     assert {cell: score for cell, score in scores(course, "alice").items() if cell != "q2_backward"} == \
-        {cell: 0.0 for cell in AUTOGRADED_POINTS if cell != "q2_backward"}
+        {cell: None for cell in AUTOGRADED_POINTS if cell not in ("q2_backward", "bonus")} | {"bonus": 0.0}
     with Gradebook(db_url(course), COURSE_ID) as gb:
         assert gb.find_grade("q2_backward", NOTEBOOK_ID, ASSIGNMENT, "alice").score == 15.0
+        notebook = gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, "alice")
+        assert notebook.flagged and notebook.needs_manual_grade
+        assert any("Not graded: the grading machine failed (the kernel could not be started)" in c.comment
+                   for c in notebook.comments if c.comment)
     notebook = nbformat.read(course / "submitted" / "alice" / ASSIGNMENT / NOTEBOOK, as_version=4)
-    assert notebook.cells == released(course).cells  # the notebook recorded in place of one that was not graded
+    assert notebook.cells == released(course).cells  # the student's own notebook, kept for the regrade
 
 
 def test_the_bonus_is_extra_credit_and_a_flag_carries_its_reason(course, tmp_path):
