@@ -26,12 +26,16 @@ PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "
 
 
 class KernelProbes(TimeoutBudget):
-    """The notebook's kernel as the hidden tests see it: call(op, args, **arrays) -> (meta, arrays)."""
+    """The notebook's kernel as the hidden tests see it: call(op, args, **arrays) -> (meta, arrays).
 
-    def __init__(self, executor, timeout):
+    undefined: {name: why it is not defined} (verdicts.cell_failures): a probe that finds one of these names
+    missing fails with why, the cell and its error, instead of Python's NameError."""
+
+    def __init__(self, executor, timeout, undefined=None):
         super().__init__()
         self.executor = executor
         self.timeout = timeout
+        self.undefined = undefined or {}
 
     def call(self, op, args=None, **arrays):
         self.check()
@@ -41,6 +45,9 @@ class KernelProbes(TimeoutBudget):
         except StudentFailure as failure:
             if "timed out" in str(failure) or time.monotonic() - started >= self.timeout:
                 self.spend()
+            missing = re.fullmatch(r"your code raised NameError: name '(\w+)' is not defined", str(failure))
+            if missing and missing.group(1) in self.undefined:
+                raise StudentFailure(self.undefined[missing.group(1)], failure.error) from None
             raise
 
 

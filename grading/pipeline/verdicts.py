@@ -1,15 +1,23 @@
 """What the grader writes into the judged notebook and its messages: failure messages cleaned of every solution and
-hidden-test line, the verdict lines under each grade cell with its score, and the REVIEW flags of code that reaches
+hidden-test line, merged where they repeat, the verdict lines under each grade cell with its score, what an answer
+cell that stopped with an error means for the names it should define, and the REVIEW flags of code that reaches
 into the kernel."""
+import ast
+import functools
+import itertools
 import re
 import textwrap
 
 import nbformat
 from nbgrader.utils import is_grade, is_solution
 
-from grading.assignment import question_of
-from grading.authoring.regions import unreadable_lines
-from grading.settings import Settings
+from grading.assignment import NOTEBOOK, question_of
+from grading.authoring.regions import cell_id as grade_id_of, solution_cells, unreadable_lines
+from grading.settings import REPO, Settings
+
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# where IPython's traceback (IPython 8 and later, then older ones) places an error in the cell that ran
+CELL_LINE = re.compile(r"(?:Cell In ?\[\d*\]|Input In ?\[\d*\]|<ipython-input-[^>]*>), line (\d+)")
 
 # Code that changes how the kernel runs or reports. The checks no longer run in the kernel, so this cannot change a
 # score; a TA may still want to look (grading/SECURITY.md).
@@ -34,6 +42,47 @@ def clean(message):
     """A failure message as students may read it: short, and without a line of a solution or hidden test."""
     kept = [line for line in message.splitlines() if line.strip() not in unreadable_lines()]
     return "\n".join(kept)[:Settings.message_chars]
+
+
+def merge_repeated(tests):
+    """Failed tests that share a message say it once: the first names how many checks and which cells it applies
+    to, the others point to it."""
+    by_message = {}
+    for test in tests:
+        if not test.passed and test.message:
+            by_message.setdefault(test.message, []).append(test)
+    for message, same in by_message.items():
+        if len(same) > 1:
+            first, cells = same[0], ", ".join(dict.fromkeys(t.cell for t in same))
+            first.message = f"{len(same)} checks, in {cells}: {message}"
+            for test in same[1:]:
+                test.message = f"the same as {first.name} in {first.cell}"
+
+
+@functools.lru_cache(maxsize=1)
+def defined_by_answer_cells():
+    """{name: grade id} of what each answer cell of the source notebook defines at its top level."""
+    cells = solution_cells(nbformat.read(REPO / NOTEBOOK, as_version=4))
+    return {node.name: grade_id for grade_id, cell in cells.items() if cell.cell_type == "code"
+            for node in ast.parse(cell.source).body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+
+
+def cell_failures(nb):
+    """{name: why it is not defined} for the names of defined_by_answer_cells whose answer cell stopped with an
+    error in the student's kernel: the exception, the cell and the line, read from the executed notebook's
+    outputs (data the kernel sent; nothing of it is run)."""
+    stopped = {grade_id_of(c): o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+               if o.get("output_type") == "error"}
+    failures = {}
+    for name, grade_id in defined_by_answer_cells().items():
+        error = stopped.get(grade_id)
+        if error is not None:
+            where = CELL_LINE.search(ANSI_CODES.sub("", "\n".join(error.get("traceback", []))))
+            where = where or re.search(r"line (\d+)\)$", str(error.get("evalue", "")))
+            said = re.sub(r" \([^()]*, line \d+\)$", "", ANSI_CODES.sub("", str(error.get("evalue", ""))))
+            failures[name] = (f"{name} is not defined: its cell, {grade_id}, stopped with {error.get('ename')}"
+                              + (f" at line {where.group(1)}" if where else "") + (f": {said}" if said else ""))
+    return failures
 
 
 def tampering_flags(nb):
@@ -62,9 +111,14 @@ def verdict_lines(cell_id, question):
         return [f"Not graded: {question.status}"]
     if cell_id == "bonus":
         return question.status.split("; ") if question.status else ["no bonus models were submitted"]
-    return [textwrap.fill(f"{t.score:5.2f} / {t.max_score:5.2f}  {t.name}: " + (
-        "passed" if t.passed else t.message or "failed"), Settings.line_width, subsequent_indent=" " * 15)
-        for t in tests]
+    lines = []  # one line per test that passed, and per run of failed tests that say the same
+    for said, run in itertools.groupby(tests, key=lambda t: id(t) if t.passed else t.message or "failed"):
+        run = list(run)
+        said = "passed" if run[0].passed else said
+        lines.append(textwrap.fill(f"{points(t.score for t in run):5.2f} / {points(t.max_score for t in run):5.2f}  "
+                                   f"{', '.join(t.name for t in run)}: {said}", Settings.line_width,
+                                   subsequent_indent=" " * 15))
+    return lines
 
 
 def write_verdicts(nb, result):
