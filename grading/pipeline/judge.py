@@ -18,7 +18,7 @@ from grading.isolation.student_module import StudentModule
 from grading.isolation.zygote import zygote_for
 from grading.pipeline.bonus import grade_bonus
 from grading.pipeline.hidden_suites import KernelProbes, run_hidden_suite
-from grading.pipeline.verdicts import clean, points, tampering_flags, write_verdicts
+from grading.pipeline.verdicts import cell_failures, clean, merge_repeated, points, tampering_flags, write_verdicts
 from grading.records.results import QuestionScore, StudentResult
 from grading.settings import SCRATCH_PREFIX
 
@@ -59,7 +59,7 @@ def judge(executor, nb, context, student_id, use_bwrap):
             executor.sandbox = sandbox("nb", pyfile + histories, executor.zygote and executor.zygote.new_folder())
             result.notes += executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, deadline,
                                            settings.cell_timeout)
-            kernel = KernelProbes(executor, settings.probe_timeout)
+            kernel = KernelProbes(executor, settings.probe_timeout, cell_failures(nb))
         judged = [c for c in pyfile_cells if student] + [c for c in kernel_cells if kernel]
         tests = run_hidden_suite(judged, student, kernel) if judged else {}
         if "bonus" in questions:
@@ -81,6 +81,7 @@ def judge(executor, nb, context, student_id, use_bwrap):
             question_score(q, nb, tests, problems.get(q, ""))
     if "bonus" in questions and bonus.not_graded:
         result.ta_notes.append(f"bonus not graded: {bonus.not_graded}")
+    merge_repeated([t for q in result.questions.values() for t in q.tests])
     write_verdicts(nb, result)
     return result
 
