@@ -63,13 +63,14 @@ def collect(shard_dirs, merged, partial=False, log=print, progress=True):
         shutil.copytree(shards[min(shards)][0] / "course", course)
     released = nbformat.read(course / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
     config = course_config(course)
+    run_questions = {folder: record["questions"].split(",") for folder, record in shards.values()}
     pending = [(student, path) for student, path in sorted(stock.mergeable.items())
                if not same_file(merged / student / GRADE_FILE, path)]
     if len(stock.mergeable) - len(pending):
         log(f"{len(stock.mergeable) - len(pending)} of {len(stock.mergeable)} students already collected and "
             "unchanged")
     for student, path in tqdm(pending, desc="collecting", unit="student", disable=not progress or not pending):
-        record_student(path, course, merged, released, config)
+        record_student(path, course, merged, released, config, run_questions[path.parent.parent])
     results = [load_result(merged / student / GRADE_FILE) for student in sorted(stock.mergeable)]
     rejected = {entry.name: entry for folder, _ in shards.values() for entry in read_rejected(folder)}
     rejected = [rejected[name] for name in sorted(rejected)]
@@ -113,7 +114,7 @@ def take_stock(shards):
         student = submission.student_id
         index = next(i for i in range(1, count + 1) if in_shard(student, (i, count)))
         if index not in shards:
-            stock.ungraded[student] = (index, "shard not given")
+            stock.ungraded[student] = (index, "not graded")
             continue
         folder, record = shards[index]
         result = load_result(folder / student / GRADE_FILE)
@@ -138,7 +139,7 @@ def shortfall(stock, shards):
         by_shard.setdefault(index, {}).setdefault("grader error", []).append(f"{student}: {error}")
     lines = []
     for index in sorted(by_shard):
-        where = shards[index][0] if index in shards else "not given"
+        where = shards[index][0] if index in shards else "not started or not given"
         reasons = "; ".join(f"{len(names)} {why} ({', '.join(sorted(names)[:NAMES_SHOWN])}"
                             f"{', ...' if len(names) > NAMES_SHOWN else ''})"
                             for why, names in sorted(by_shard[index].items()))
@@ -146,10 +147,13 @@ def shortfall(stock, shards):
     return "\n".join(lines)
 
 
-def record_student(grade_file, course, merged, released, config):
-    """Copy one student's files from their shard into merged, and record them in its gradebook; grade.json last."""
+def record_student(grade_file, course, merged, released, config, run_questions):
+    """Copy one student's files from their shard into merged, and record them in its gradebook; grade.json last.
+    The questions recorded are those the shard recorded: every question the student was ever graded on (runs with
+    --questions keep the others), and for a grader error those of the run that met it."""
     shard_course = grade_file.parent.parent / "course"
     result = load_result(grade_file)
+    questions = run_questions if result.error else [q for q in QUESTION_IDS if q in result.questions]
     student = result.student_id
     (merged / student).mkdir(parents=True, exist_ok=True)
     for name in ("results.json", "feedback.html"):
@@ -157,7 +161,7 @@ def record_student(grade_file, course, merged, released, config):
     copy_student(shard_course, course, student)
     judged = shard_course / "autograded" / student / ASSIGNMENT / NOTEBOOK
     gradebook.record(course, shard_course / "submitted" / student / ASSIGNMENT, result,
-                     nbformat.read(judged, as_version=4) if judged.is_file() else None, QUESTION_IDS, config,
+                     nbformat.read(judged, as_version=4) if judged.is_file() else None, questions, config,
                      released)
     mark_done(merged, result)
 

@@ -87,7 +87,7 @@ def test_a_shard_left_out_names_its_students(tmp_path):
     folders = shards(tmp_path)
     message = refusal(folders[:1], tmp_path)
     left_out = sorted(s for s in STUDENTS if shard_of(s) == 2)
-    assert f"shard 2/{SHARDS} (not given)" in message and all(s in message for s in left_out)
+    assert f"shard 2/{SHARDS} (not started or not given)" in message and all(s in message for s in left_out)
 
 
 @pytest.mark.parametrize("option, value", [("due", "2026-12-01T23:59:00+08:00"), ("late_policy", "zero"),
