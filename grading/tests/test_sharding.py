@@ -1,6 +1,7 @@
-"""Grading in shards, as a cluster does (grading/cluster/autograde.sbatch): three shards run at the same time on
-one machine, one of them killed midway and run again, then `python -m grading collect`. The merge equals one
-unsharded run: byte for byte in grades.csv, and cell by cell in the gradebook."""
+"""Grading in shards, as a cluster does (grading/cluster/autograde.sbatch; test_slurm.py runs it on a real Slurm):
+three shards run at the same time on one machine, one of them killed midway and run again, then `python -m grading
+collect`. Before the rerun, collect refuses the unfinished shard, or with --partial merges the rest and exits 3.
+After it, the merge equals one unsharded run: byte for byte in grades.csv, and cell by cell in the gradebook."""
 import os
 import shutil
 import signal
@@ -10,11 +11,13 @@ import time
 
 import pytest
 
-from conftest import REFERENCE, REPO, STUB, autograde, gradebook_cells, submit
+from conftest import REFERENCE, REPO, STUB, autograde, gradebook_cells, grades, submit
 from grading.pipeline.shards import in_shard, parse_shard
 
 SHARDS = 3
 STUDENTS = {f"student{i:02d}": REFERENCE if i % 3 == 0 else STUB for i in range(5)}
+
+
 def shard_command(submissions, out, index):
     return [sys.executable, "-m", "grading", "autograde", str(submissions), "--out", str(out / f"shard-{index}"),
             "--shard", f"{index}/{SHARDS}", "--jobs", "1"]
@@ -44,14 +47,20 @@ def runs(bundle, release_dir, tmp_path_factory):
     finished = {p.parent.name: p.read_bytes() for p in victim.glob("*/grade.json")}
     for index, process in running.items():
         assert index == killed or process.returncode == 0, process.stderr.read()[-3000:]
+    early = {"refused": collect(root, sizes, root / "refused"), "partial": collect(root, sizes, root / "partial",
+                                                                                   "--partial")}
     again = subprocess.run(shard_command(submissions, root / "sharded", killed), cwd=REPO, capture_output=True,
                            text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    merged = subprocess.run([sys.executable, "-m", "grading", "collect",
-                             *(str(root / "sharded" / f"shard-{i}") for i in sizes), "--out", str(root / "merged")],
-                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    merged = collect(root, sizes, root / "merged")
     assert merged.returncode == 0, merged.stderr[-3000:]
-    return root, sizes, killed, finished, again
+    return root, sizes, killed, finished, again, early
+
+
+def collect(root, shards, out, *options):
+    return subprocess.run([sys.executable, "-m", "grading", "collect",
+                           *(str(root / "sharded" / f"shard-{i}") for i in shards), "--out", str(out), *options],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
 def test_every_student_is_in_exactly_one_shard_whoever_else_submitted():
@@ -61,8 +70,24 @@ def test_every_student_is_in_exactly_one_shard_whoever_else_submitted():
         parse_shard("two")
 
 
+def test_collect_refuses_a_shard_still_unfinished_and_names_who_is_missing(runs):
+    root, sizes, killed, finished, _, early = runs
+    unfinished = sorted(s for s in STUDENTS if in_shard(s, (killed, SHARDS)) and s not in finished)
+    refused = early["refused"]
+    assert refused.returncode == 2 and not (root / "refused" / "grades.csv").exists()
+    assert f"shard {killed}/{SHARDS}" in refused.stderr and all(s in refused.stderr for s in unfinished)
+
+
+def test_a_partial_collect_merges_the_rest_says_who_is_missing_and_does_not_exit_0(runs):
+    root, sizes, killed, finished, _, early = runs
+    unfinished = sorted(s for s in STUDENTS if in_shard(s, (killed, SHARDS)) and s not in finished)
+    partial = early["partial"]
+    assert partial.returncode == 3 and all(s in partial.stdout for s in unfinished)
+    assert set(grades(root / "partial")) == set(STUDENTS) - set(unfinished) | {"notes.txt"}
+
+
 def test_the_killed_shard_lost_nothing_when_run_again(runs):
-    root, sizes, killed, finished, again = runs
+    root, sizes, killed, finished, again, _ = runs
     assert 1 <= len(finished) < sizes[killed], "the shard was not killed midway"
     assert f"{len(finished)} of {sizes[killed]} submissions already graded" in again.stdout
     victim = root / "sharded" / f"shard-{killed}"
@@ -78,7 +103,6 @@ def test_the_merge_equals_one_unsharded_run(runs):
 
 def test_collect_resumes_without_recording_anyone_twice(runs):
     root = runs[0]
-    again = subprocess.run([sys.executable, "-m", "grading", "collect", *map(str, sorted((root / "sharded").iterdir())),
-                            "--out", str(root / "merged")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    again = collect(root, range(1, SHARDS + 1), root / "merged")
     assert again.returncode == 0 and f"{len(STUDENTS)} of {len(STUDENTS)} students already collected" in again.stdout
     assert (root / "merged" / "grades.csv").read_bytes() == (root / "whole" / "grades.csv").read_bytes()
