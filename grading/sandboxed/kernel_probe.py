@@ -9,22 +9,44 @@ The grader executes `exec(<wire.py><this file>, {"STUDENT": globals(), "REQUEST"
 Where a check must not depend on another question's answer, the grader asks for stand-ins: `make_norm` becomes a
 Marker (a per-channel affine map the grader knows) or plain BatchNorm2d, `make_shortcut` a 1x1 convolution and
 norm. They are put into STUDENT for the duration of one request and taken out again.
+
+Inputs go in the dtype the student's module holds (float32, or float64 for a student who changed torch's default),
+so that any default dtype works; what comes back is float64 either way.
 """
 import contextlib
+import itertools
 
 import numpy as np
 import torch
 from torch import nn
 
 
-def tensor(values):
-    return torch.as_tensor(np.asarray(values, dtype=np.float32))
+def tensor(values, dtype=None):
+    return torch.as_tensor(np.asarray(values, dtype=np.float64)).to(dtype or torch.get_default_dtype())
+
+
+def dtype_of(module):
+    """The floating dtype the student's module computes in: its first parameter's or buffer's, else torch's
+    default."""
+    for value in itertools.chain(module.parameters(), module.buffers()):
+        if value.is_floating_point():
+            return value.dtype
+    return torch.get_default_dtype()
+
+
+def defined(name):
+    """The student's definition of name, or the NameError Python itself raises for a name never defined (say,
+    because the cell that defines it did not compile): the grader tells the student which cell."""
+    if name not in STUDENT:
+        raise NameError(f"name {name!r} is not defined")
+    return STUDENT[name]
 
 
 def array(value):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"expected a tensor, got {type(value).__name__}")
-    return value.detach().to(torch.float64).cpu().numpy()
+    # a copy: a float64 tensor's numpy() would share its memory, and the probe changes parameters afterwards
+    return value.detach().to(torch.float64, copy=True).cpu().numpy()
 
 
 def describe_parameters(module, arrays):
@@ -67,12 +89,12 @@ def batchnorm_only(norm_type, num_channels, num_groups=4):
 def no_norm_only(norm_type, num_channels, num_groups=4):
     if norm_type != "none":
         raise ValueError(f"the grader's stand-in make_norm only builds 'none', not {norm_type!r}")
-    return STUDENT["make_no_norm"](num_channels)
+    return defined("make_no_norm")(num_channels)
 
 
 def projection(in_channels, out_channels, stride, norm_type, num_groups=4):
     return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                         STUDENT["make_norm"](norm_type, out_channels, num_groups))
+                         defined("make_norm")(norm_type, out_channels, num_groups))
 
 
 @contextlib.contextmanager
@@ -91,22 +113,31 @@ def stand_ins(**replacements):
 
 
 def norm_layer(args, arrays):
+    """The layer in train mode on x (then x_other, which moves any running statistics), in eval mode on x_eval and
+    x_shifted, in train mode on x_eval and x_slips, then with the grader's γ and β on x."""
     reply = {}
-    layer = STUDENT["make_norm"](args["norm_type"], args["channels"], args["groups"])
+    layer = defined("make_norm")(args["norm_type"], args["channels"], args["groups"])
     meta = {"parameters": describe_parameters(layer, reply),
             "buffers": [[name, list(buffer.shape)] for name, buffer in layer.named_buffers()]}
+    dtype = dtype_of(layer)
+
+    def run(name):
+        return layer(tensor(arrays[name], dtype))
     with torch.no_grad():
         layer.train()
-        reply["train"] = array(layer(tensor(arrays["x"])))
-        layer(tensor(arrays["x_other"]))
+        reply["train"] = array(run("x"))
+        run("x_other")
         layer.eval()
-        reply["eval"] = array(layer(tensor(arrays["x_eval"])))
+        reply["eval"] = array(run("x_eval"))
+        reply["eval_shifted"] = array(run("x_shifted"))
         layer.train()
+        reply["train_eval"] = array(run("x_eval"))
+        reply["slips"] = array(run("x_slips"))
         trainable = [p for p in layer.parameters() if p.requires_grad]
         if len(trainable) == 2 and all(p.numel() == args["channels"] for p in trainable):
             for parameter, values in zip(trainable, (arrays["gamma"], arrays["beta"])):
-                parameter.copy_(tensor(values).reshape(parameter.shape))
-            reply["affine"] = array(layer(tensor(arrays["x"])))
+                parameter.copy_(tensor(values, parameter.dtype).reshape(parameter.shape))
+            reply["affine"] = array(run("x"))
     return meta, reply
 
 
@@ -118,37 +149,39 @@ def through_marker(build, arrays):
     meta = {"calls": calls, "parameters": describe_parameters(module, reply)}
     module.train()
     with torch.no_grad():
-        reply["out"] = array(module(tensor(arrays["x"])))
+        reply["out"] = array(module(tensor(arrays["x"], dtype_of(module))))
     return meta, reply
 
 
 def shortcut(args, arrays):
-    return through_marker(lambda: STUDENT["make_shortcut"](args["in_channels"], args["out_channels"],
+    return through_marker(lambda: defined("make_shortcut")(args["in_channels"], args["out_channels"],
                                                            args["stride"], args["norm_type"], args["groups"]), arrays)
 
 
 def stem(args, arrays):
-    return through_marker(lambda: STUDENT["make_cifar_stem"](args["norm_type"], args["groups"], args["channels"]),
+    return through_marker(lambda: defined("make_cifar_stem")(args["norm_type"], args["groups"], args["channels"]),
                           arrays)
 
 
 def no_norm_layer(args, arrays):
+    layer = defined("make_no_norm")(args["channels"])
     with torch.no_grad():
-        return {}, {"out": array(STUDENT["make_no_norm"](args["channels"])(tensor(arrays["x"])))}
+        return {}, {"out": array(layer(tensor(arrays["x"], dtype_of(layer))))}
 
 
 def no_norm_network(args):
     torch.manual_seed(args["seed"])
     with stand_ins(make_norm=no_norm_only, make_shortcut=projection):
-        return STUDENT[args["depth"]](norm_type="none", num_classes=args["classes"], base_width=args["width"])
+        return defined(args["depth"])(norm_type="none", num_classes=args["classes"], base_width=args["width"])
 
 
 def no_norm_outputs(args, arrays):
     model = no_norm_network(args)
     kinds = sorted({cls.__name__ for module in model.modules() for cls in type(module).__mro__})
     model.train()
+    dtype = dtype_of(model)
     with torch.no_grad():
-        outputs = {name: array(model(tensor(arrays[name]))) for name in ("x", "x_other", "x_scaled")}
+        outputs = {name: array(model(tensor(arrays[name], dtype))) for name in ("x", "x_other", "x_scaled")}
     return {"module_types": kinds}, outputs
 
 
@@ -165,7 +198,7 @@ def adam_step(parameters, moments, step, lr, betas=(0.9, 0.999), eps=1e-8):
 def trains(args, arrays):
     """Adam with gradient clipping on one fixed batch; the logits on it before and after."""
     model = no_norm_network(args)
-    x, labels = tensor(arrays["x"]), torch.as_tensor(arrays["labels"]).long()
+    x, labels = tensor(arrays["x"], dtype_of(model)), torch.as_tensor(arrays["labels"]).long()
     parameters = [p for p in model.parameters() if p.requires_grad]
     moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in parameters]
     model.train()
@@ -186,7 +219,7 @@ def trains(args, arrays):
 def cifar_resnet(args, arrays):
     torch.manual_seed(0)
     with stand_ins(make_norm=batchnorm_only, make_shortcut=projection):
-        model = STUDENT[args["depth"]](stem="cifar", num_classes=args["classes"], base_width=args["width"])
+        model = defined(args["depth"])(stem="cifar", num_classes=args["classes"], base_width=args["width"])
     seen = {}
 
     def record(name):
@@ -196,7 +229,7 @@ def cifar_resnet(args, arrays):
     hooks = [getattr(model, name).register_forward_pre_hook(record(name)) for name in ("layer1", "avgpool")]
     model.train()
     with torch.no_grad():
-        out = model(tensor(arrays["x"]))
+        out = model(tensor(arrays["x"], dtype_of(model)))
     for hook in hooks:
         hook.remove()
     return {"shapes": {**seen, "output": list(out.shape)}}, {}

@@ -55,7 +55,8 @@ def test_a_probe_reads_back_the_students_layer_as_float64_arrays(kernel):
     executor = kernel[0]
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
     meta, arrays = executor.probe("norm_layer", {"norm_type": "LN", "channels": 3, "groups": 1},
-                                  {"x": x, "x_other": x, "x_eval": x, "gamma": np.ones(3), "beta": np.zeros(3)}, 10)
+                                  {"x": x, "x_other": x, "x_eval": x, "x_shifted": x, "x_slips": x,
+                                   "gamma": np.ones(3), "beta": np.zeros(3)}, 10)
     assert meta["parameters"] == [["weight", [3]], ["bias", [3]]]
     assert arrays["train"].dtype == np.float64 and arrays["train"].shape == x.shape
     assert abs(arrays["train"].reshape(2, -1).mean(axis=1)).max() < 1e-5

@@ -1,0 +1,200 @@
+"""The hidden Q3–Q5 suites as a careful TA grades: a slip in a normalization layer (the unbiased variance or std,
+eps outside the square root, no eps, a wrong eps) keeps 3 of the cell's 5 points and is named; wrong axes lose the
+cell's normalization points; every other property counts on its own; honest choices (float64 as torch's default,
+any eps up to 1e-3, a shortcut that leaves out num_groups only where it matters) keep their points; layers that do
+not normalize earn nothing; and an answer cell that does not compile is named with its error and line.
+
+All students are judged in one process (hidden_suite_runner.py): the real suites and KernelProbes, with the probe
+program running against the notebook's definitions in that process instead of a sandboxed kernel.
+"""
+import json
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from grading.assignment import NOTEBOOK
+from grading.authoring.regions import solution_cells
+from grading.settings import REPO
+
+RUNNER = REPO / "grading/tests/unit/hidden_suite_runner.py"
+Q3 = ["q3_layer_norm", "q3_instance_norm", "q3_group_norm", "q3_shortcut"]
+NORM_CELLS = {"LN": "q3_layer_norm", "IN": "q3_instance_norm", "GN": "q3_group_norm"}
+ALL_CELLS = Q3 + ["q4_no_norm", "q4_trains", "q5_cifar_stem"]
+
+OWN_NORM = """
+class OwnNorm(nn.Module):
+    def __init__(self, groups, channels):
+        super().__init__()
+        self.groups = groups
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        g = x.reshape(x.shape[0], self.groups, -1)
+        mean = g.mean(-1, keepdim=True)
+        normalized = {normalized}
+        return normalized.reshape(x.shape) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+return OwnNorm({{"LN": 1, "IN": num_channels, "GN": num_groups}}[norm_type], num_channels)
+"""
+SLIPS = {  # name: (how the layer divides, the words the message must use)
+    "unbiased-variance": ("(g - mean) / torch.sqrt(g.var(-1, keepdim=True) + 1e-5)",
+                          ["unbiased variance, dividing by n - 1"]),
+    "unbiased-std": ("(g - mean) / (g.std(-1, keepdim=True) + 1e-5)",
+                     ["unbiased variance, dividing by n - 1", "eps outside the square root"]),
+    "eps-outside-sqrt": ("(g - mean) / (g.var(-1, unbiased=False, keepdim=True).sqrt() + 1e-5)",
+                         ["eps outside the square root, std + eps"]),
+    "no-eps": ("(g - mean) / g.var(-1, unbiased=False, keepdim=True).sqrt()", ["no eps", "divides by zero"]),
+    "eps-of-a-tenth": ("(g - mean) / torch.sqrt(g.var(-1, unbiased=False, keepdim=True) + 0.1)", ["eps is 0.1"]),
+}
+GROUP_NORM_WITH_EPS = 'return nn.GroupNorm({{"LN": 1, "IN": num_channels, "GN": num_groups}}[norm_type], num_channels, eps={})'
+WRONG = {  # name: (make_norm, {norm type: points}, words)
+    "ln-as-batchnorm": ('if norm_type == "LN":\n    return nn.BatchNorm2d(num_channels)\n'
+                        'return nn.GroupNorm({"IN": num_channels, "GN": num_groups}[norm_type], num_channels)',
+                        {"LN": 1.0}, "it normalizes like BN"),
+    "ln-per-pixel": ("class PerPixel(nn.Module):\n    def __init__(self):\n        super().__init__()\n"
+                     "        self.norm = nn.LayerNorm(num_channels)\n\n    def forward(self, x):\n"
+                     "        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)\n\n\n"
+                     'if norm_type == "LN":\n    return PerPixel()\n'
+                     'return nn.GroupNorm({"IN": num_channels, "GN": num_groups}[norm_type], num_channels)',
+                     {"LN": 2.0}, "none of BN, LN, IN and GN"),
+    "in-without-affine": ('if norm_type == "IN":\n    return nn.InstanceNorm2d(num_channels)\n'
+                          'return nn.GroupNorm({"LN": 1, "GN": num_groups}[norm_type], num_channels)',
+                          {"IN": 4.0}, "two learnable tensors"),
+    "output-scaled-by-a-constant": (OWN_NORM.format(
+        normalized="1.3 * (g - mean) / torch.sqrt(g.var(-1, unbiased=False, keepdim=True) + 1e-5)"),
+        {"LN": 2.0, "IN": 2.0, "GN": 2.0}, "none of BN, LN, IN and GN"),
+}
+# Attacks on the properties now judged on their own: layers that do not normalize earn none of them.
+DEGENERATE = {
+    "identity": "return nn.Identity()",
+    "constant-with-gamma-and-beta": OWN_NORM.format(normalized="0 * g"),
+    "centres-only": OWN_NORM.format(normalized="g - mean"),
+}
+BROKEN = {  # answer cell: code with a syntax error on its second line
+    "q3_make_norm": 'groups = {"LN": 1, "IN": num_channels, "GN": num_groups}\nif norm_type == "LN"\n    return None',
+    "q3_make_shortcut": "conv = nn.Conv2d(in_channels, out_channels, 1, stride)\nreturn nn.Sequential(conv,,)",
+    "q4_make_no_norm": "identity = nn.Identity()\nreturn identity)",
+    "q5_make_cifar_stem": "layers = []\nfor layer in layers\n    pass",
+}
+
+
+def students(executed):
+    found = {f"slip-{name}": {"answers": {"q3_make_norm": OWN_NORM.format(normalized=code)}, "cells": Q3}
+             for name, (code, _) in SLIPS.items()}
+    found.update({f"wrong-{name}": {"answers": {"q3_make_norm": code}, "cells": Q3}
+                  for name, (code, _, _) in WRONG.items()})
+    found.update({f"degenerate-{name}": {"answers": {"q3_make_norm": code}, "cells": Q3}
+                  for name, code in DEGENERATE.items()})
+    found.update({f"groupnorm-eps-{eps}": {"answers": {"q3_make_norm": GROUP_NORM_WITH_EPS.format(eps)}, "cells": Q3}
+                  for eps in ("1e-8", "1e-6", "1e-3")})
+    found["float64-default-dtype"] = {"answers": {}, "cells": ALL_CELLS, "default_dtype": "float64"}
+    found["shortcut-without-num-groups"] = {"answers": {"q3_make_shortcut": (
+        "return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), "
+        "make_norm(norm_type, out_channels))")}, "cells": Q3 + ["q5_cifar_stem"]}
+    found["syntax-errors"] = {"answers": BROKEN, "cells": ALL_CELLS, "executed": str(executed)}
+    return found
+
+
+def broken_notebook(path):
+    """The source notebook's answer cells with BROKEN answers, run in a real kernel: the executed notebook whose
+    error outputs the grader reads."""
+    nb = nbformat.read(REPO / NOTEBOOK, as_version=4)
+    cells = solution_cells(nb)
+    nb.cells = [cells[grade_id] for grade_id in BROKEN]
+    for grade_id, code in BROKEN.items():
+        cell = cells[grade_id]
+        indent = re.search(r"^( *)### BEGIN SOLUTION", cell.source, re.M).group(1)
+        cell.source = re.sub(r"^( *)### BEGIN SOLUTION\n.*?^\1### END SOLUTION\n?",
+                             lambda m: "\n".join(indent + line for line in code.split("\n")) + "\n", cell.source,
+                             flags=re.M | re.S)
+    NotebookClient(nb, timeout=60, allow_errors=True, kernel_name="python3").execute()
+    nbformat.write(nb, path)
+    return nb
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """{student: {cell: (points, [failure messages])}}, and the executed broken notebook."""
+    folder = tmp_path_factory.mktemp("norms")
+    executed = broken_notebook(folder / "executed.ipynb")
+    spec = folder / "students.json"
+    spec.write_text(json.dumps(students(folder / "executed.ipynb")))
+    completed = subprocess.run([sys.executable, str(RUNNER), str(spec)], cwd=REPO, capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    outcome = {}
+    for student, tests in json.loads(completed.stdout.splitlines()[-1]).items():
+        cells = outcome[student] = {}
+        for test in tests:
+            points, messages = cells.get(test["cell"], (0.0, []))
+            cells[test["cell"]] = (points + test["score"], messages + ([] if test["passed"] else [test["message"]]))
+    return outcome, executed
+
+
+def points(graded, student, cell):
+    return round(graded[0][student][cell][0], 6)
+
+
+@pytest.mark.parametrize("norm_type", NORM_CELLS)
+@pytest.mark.parametrize("slip", SLIPS)
+def test_a_slip_keeps_three_of_five_points_and_is_named(graded, slip, norm_type):
+    cell = NORM_CELLS[norm_type]
+    assert points(graded, f"slip-{slip}", cell) == 3.0
+    messages = graded[0][f"slip-{slip}"][cell][1]
+    assert len(messages) == 1 and messages[0].startswith(f"the {norm_type} layer normalizes per sample")
+    assert all(words in messages[0] for words in SLIPS[slip][1]), messages
+    assert points(graded, f"slip-{slip}", "q3_shortcut") == 5.0
+
+
+@pytest.mark.parametrize("name", WRONG)
+def test_a_wrong_idea_loses_more_than_a_slip_and_costs_only_its_own_cell(graded, name):
+    _, expected, words = WRONG[name]
+    for norm_type, cell in NORM_CELLS.items():
+        assert points(graded, f"wrong-{name}", cell) == expected.get(norm_type, 5.0)
+    wrong_cell = NORM_CELLS[next(iter(expected))]
+    assert any(words in message for message in graded[0][f"wrong-{name}"][wrong_cell][1])
+
+
+@pytest.mark.parametrize("name", DEGENERATE)
+def test_a_layer_that_does_not_normalize_earns_nothing_for_its_other_properties(graded, name):
+    assert [points(graded, f"degenerate-{name}", cell) for cell in NORM_CELLS.values()] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("eps", ["1e-8", "1e-6", "1e-3"])
+def test_any_eps_up_to_a_thousandth_keeps_full_marks(graded, eps):
+    assert [points(graded, f"groupnorm-eps-{eps}", cell) for cell in Q3] == [5.0] * 4
+
+
+def test_float64_as_torchs_default_dtype_keeps_full_marks(graded):
+    assert {cell: points(graded, "float64-default-dtype", cell) for cell in ALL_CELLS} == {
+        "q3_layer_norm": 5.0, "q3_instance_norm": 5.0, "q3_group_norm": 5.0, "q3_shortcut": 5.0, "q4_no_norm": 6.0,
+        "q4_trains": 4.0, "q5_cifar_stem": 10.0}
+
+
+def test_a_shortcut_without_num_groups_costs_only_its_gn_case(graded):
+    assert points(graded, "shortcut-without-num-groups", "q3_shortcut") == round(5 - 5 / 6, 6)
+    (message,) = graded[0]["shortcut-without-num-groups"]["q3_shortcut"][1]
+    assert "'GN'" in message and "pass num_groups on" in message
+    assert points(graded, "shortcut-without-num-groups", "q5_cifar_stem") == 10.0
+
+
+def test_an_answer_cell_with_a_syntax_error_is_named_with_its_line_and_no_later_name_error(graded):
+    outcome, executed = graded
+    lines = {}
+    for cell in executed.cells:
+        broken = BROKEN[cell.metadata.nbgrader.grade_id].split("\n")[1].strip()
+        lines[cell.metadata.nbgrader.grade_id] = [line.strip() for line in cell.source.split("\n")].index(broken) + 1
+    named = {**{cell: "q3_make_norm" for cell in NORM_CELLS.values()}, "q3_shortcut": "q3_make_shortcut",
+             "q4_no_norm": "q4_make_no_norm", "q4_trains": "q4_make_no_norm", "q5_cifar_stem": "q5_make_cifar_stem"}
+    for cell, answer in named.items():
+        points_left, messages = outcome["syntax-errors"][cell]
+        assert points_left == 0 and messages
+        for message in messages:
+            assert f"its cell, {answer}, stopped with SyntaxError at line {lines[answer]}" in message, message
+            assert "KeyError" not in message and "NameError" not in message
