@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from slips import FORMS, denominators, follows, recognise
+
 EPS = 1e-5
 
 
@@ -58,6 +60,55 @@ def oracle_gradients(x, gamma, beta, dout, eps=EPS):
     out = F.batch_norm(tx, None, None, tgamma, tbeta, training=True, eps=eps)
     out.backward(torch.tensor(dout, dtype=torch.float64))
     return tx.grad.numpy(), tgamma.grad.numpy(), tbeta.grad.numpy()
+
+
+def feature_rows(out, x, gamma, beta, mean=None):
+    """(normalized, centred), one row per feature: out with β and γ undone, and x centred on its batch mean (on the
+    running mean in test mode)."""
+    out, x = np.asarray(out, dtype=np.float64), np.asarray(x, dtype=np.float64)
+    centre = x.mean(axis=0) if mean is None else mean
+    return ((out - beta) / gamma).T, (x - centre).T
+
+
+def batch_norm_up_to_a_slip(out, x, gamma, beta, tolerance, mean=None, var=None):
+    """Whether out is batch normalization of x, then γ and β, whatever slip it makes in the denominator
+    (slips.follows, which leaves features of zero variance to the check of eps); in test mode, with the running
+    mean and var."""
+    if out is None or np.shape(out) != np.shape(x):
+        return False
+    normalized, centred = feature_rows(out, x, gamma, beta, mean)
+    return follows(normalized, centred, denominators(normalized, centred), tolerance,
+                   spread=None if var is None else np.sqrt(var))
+
+
+def recognised_forward(out, x, gamma, beta, precision=1e-9):
+    """The slips.Form of a train-mode output that is batch normalization up to a slip, else None."""
+    if not batch_norm_up_to_a_slip(out, x, gamma, beta, precision):
+        return None
+    normalized, centred = feature_rows(out, x, gamma, beta)
+    return recognise(denominators(normalized, centred), np.mean(centred ** 2, axis=1), len(x), precision)
+
+
+def form_gradients(x, gamma, beta, dout, form):
+    """(dx, dgamma, dbeta) of train-mode batch normalization computed as form (a slips.Form), by torch autograd in
+    float64: the derivative of a forward with that slip."""
+    tx, tgamma, tbeta = (torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in (x, gamma, beta))
+    centred = tx - tx.mean(dim=0)
+    variance = (centred ** 2).mean(dim=0)
+    denominator = FORMS[form.variance, form.eps_goes](variance, len(x), form.eps)
+    out = tgamma * centred / denominator + tbeta
+    out.backward(torch.tensor(dout, dtype=torch.float64))
+    return tx.grad.numpy(), tgamma.grad.numpy(), tbeta.grad.numpy()
+
+
+def formula_with_own_statistics(out, x, gamma, beta, dout):
+    """(dx, dgamma, dbeta) by batch normalization's gradient formula, fed with the normalized values and
+    denominators of the student's own forward: what a right backward computes from a forward with a slip."""
+    normalized, centred = (rows.T for rows in feature_rows(out, x, gamma, beta))
+    denominator = denominators(normalized.T, centred.T)
+    scaled = dout * gamma
+    dx = (scaled - scaled.mean(axis=0) - normalized * (scaled * normalized).mean(axis=0)) / denominator
+    return dx, (dout * normalized).sum(axis=0), dout.sum(axis=0)
 
 
 def case(seed, n, d, scale=5.0, shift=12.0):

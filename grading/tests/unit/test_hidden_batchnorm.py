@@ -1,0 +1,97 @@
+"""The hidden Q1/Q2 suites as a careful TA grades batchnormalization.py: a slip in the normalization (the unbiased
+variance or std, eps outside the square root, no eps) costs the check of the formula and is named, keeping well over
+half of Q1; a backward that is right for such a forward is not charged again on Q2; real mistakes still lose points
+on their own question; and an output that is not batch normalization earns nothing for its other properties.
+
+Every student runs behind the real sandboxed child, all in one process (hidden_suite_runner.py).
+"""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from grading.assignment import PYFILE
+from grading.settings import REPO
+
+RUNNER = REPO / "grading/tests/unit/hidden_suite_runner.py"
+SOURCE = (REPO / PYFILE).read_text()
+TRAIN_DENOMINATOR = "inv_std = 1.0 / np.sqrt(batch_var + eps)"
+TEST_DENOMINATOR = "/ np.sqrt(running_var + eps) + beta"
+
+
+def edited(*changes):
+    text = SOURCE
+    for old, new in changes:
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+STUDENTS = {  # name: (batchnormalization.py, Q1 points, Q2 points, words of Q1's messages)
+    "reference": (SOURCE, 20, 20, []),
+    # the ddof=1 bug: normalization and running_var both use the unbiased variance
+    "unbiased-variance": (edited(("batch_var = x.var(axis=0)", "batch_var = x.var(axis=0, ddof=1)")), 13, 18,
+                          ["train mode normalizes each feature with the batch variance, but it uses the unbiased "
+                           "variance, dividing by n - 1", "updated with the unbiased batch variance (N - 1)"]),
+    "unbiased-std": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (x.std(axis=0, ddof=1) + eps)")), 18, 18,
+                     ["unbiased variance, dividing by n - 1", "eps outside the square root"]),
+    "eps-outside-sqrt": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (np.sqrt(batch_var) + eps)"),
+                                (TEST_DENOMINATOR, "/ (np.sqrt(running_var) + eps) + beta")), 16, 18,
+                         ["train mode normalizes each feature with the batch variance, but it adds eps outside the "
+                          "square root", "test mode normalizes each feature with running_var, but it adds eps "
+                          "outside the square root"]),
+    "no-eps": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / np.sqrt(batch_var)"),
+                      (TEST_DENOMINATOR, "/ np.sqrt(running_var) + beta")), 16, 20,
+               ["no eps: a feature whose values are all equal divides by zero",
+                "no eps: a feature whose running_var is 0 divides by zero"]),
+    # real mistakes keep costing their own question
+    "momentum-swapped": (edited(("momentum * running_mean + (1 - momentum) * batch_mean",
+                                 "(1 - momentum) * running_mean + momentum * batch_mean")), 15, 20,
+                         ["momentum and 1 - momentum swapped"]),
+    "dx-over-n-minus-1": (edited(("inv_std / batch_size", "inv_std / (batch_size - 1)")), 20, 12, []),
+    # attacks on the properties now judged on their own: an output that is not batch normalization earns none
+    "output-scaled-by-a-constant": (edited(("out = gamma * x_hat + beta", "out = gamma * 1.3 * x_hat + beta"),
+                                           ("out = gamma * (x - running_mean)", "out = 1.3 * gamma * (x - running_mean)")),
+                                    5, None, ["the train-mode output is not batch normalization"]),
+    "returns-its-input": (edited(("out = gamma * x_hat + beta", "out = x.copy()"),
+                                 ("out = gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta",
+                                  "out = x.copy()")), 5, None, ["the train-mode output is not batch normalization"]),
+}
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    """{student: {cell: (points, [failure messages])}}"""
+    spec = tmp_path_factory.mktemp("batchnorm") / "students.json"
+    spec.write_text(json.dumps({name: {"pyfile": source, "cells": ["q1_forward", "q2_backward"]}
+                                for name, (source, _, _, _) in STUDENTS.items()}))
+    completed = subprocess.run([sys.executable, str(RUNNER), str(spec)], cwd=REPO, capture_output=True, text=True,
+                               timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    outcome = {}
+    for student, tests in json.loads(completed.stdout.splitlines()[-1]).items():
+        cells = outcome[student] = {}
+        for test in tests:
+            points, messages = cells.get(test["cell"], (0.0, []))
+            cells[test["cell"]] = (points + test["score"], messages + ([] if test["passed"] else [test["message"]]))
+    return outcome
+
+
+@pytest.mark.parametrize("name", STUDENTS)
+def test_each_student_scores_as_a_careful_ta_would_and_is_told_why(graded, name):
+    _, q1, q2, words = STUDENTS[name]
+    assert round(graded[name]["q1_forward"][0], 6) == q1, graded[name]["q1_forward"][1]
+    if q2 is not None:
+        assert round(graded[name]["q2_backward"][0], 6) == q2, graded[name]["q2_backward"][1]
+    said = "\n".join(graded[name]["q1_forward"][1])
+    assert all(re.search(re.escape(w), said) for w in words), said
+
+
+def test_a_slip_in_the_forward_is_charged_on_q1_only_where_the_backward_is_right_for_it(graded):
+    """The textbook backward fed by a forward with eps outside the square root: its gradients match batch
+    normalization's formula on that forward's own statistics; only the comparison with the numerical gradient of
+    the slipped forward itself notices the difference."""
+    (failed,) = graded["eps-outside-sqrt"]["q2_backward"][1]
+    assert failed.startswith("dx differs from the numerical gradient of your forward")
