@@ -95,15 +95,20 @@ PartitionName=small Nodes={host} Default=YES MaxTime=30 State=UP
     return conf
 
 
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory):
-    """A running one-node cluster: the environment its commands need. munged, slurmctld and slurmd run in the
-    foreground as this process's children, and are stopped by PID, after every job is cancelled."""
+@pytest.fixture(scope="session")
+def slurm_installed():
+    """Skip (or fail) at once where Slurm cannot start, before the session's release is built for nothing."""
     if os.geteuid() != 0:
         cannot_start("starting slurmd takes root (CI runs as root)")
     missing = sorted({package for program, package in DAEMONS.items() if not shutil.which(program)})
     if missing:
         cannot_start(f"apt-get install {' '.join(missing)} (.ci/run does)")
+
+
+@pytest.fixture(scope="module")
+def slurm(slurm_installed, tmp_path_factory):
+    """A running one-node cluster: the environment its commands need. munged, slurmctld and slurmd run in the
+    foreground as this process's children, and are stopped by PID, after every job is cancelled."""
     root = tmp_path_factory.mktemp("slurm")
     env = {**os.environ, "SLURM_CONF": str(configure(root))}
     logs = open(root / "daemons.log", "wb")
