@@ -114,13 +114,13 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
 
     def finish(job, result, judged):
         stamp, previous, late = job.extra
+        kept = [q for q in previous.questions if q not in result.questions] if previous and not full_run else []
         if result.error:
             pass  # no points to merge or to take a penalty from
-        elif previous is not None and previous.error and not full_run:
+        elif previous is not None and previous.error and kept:
             result.error = previous.error
-            result.status = f"ERROR: {previous.error} (only {', '.join(result.questions)} were regraded)"
+            result.status = f"ERROR: {previous.error} ({', '.join(kept)} not graded since; regrade them)"
         elif previous is not None and not full_run:
-            kept = [q for q in previous.questions if q not in result.questions]
             merged = {**previous.questions, **result.questions}
             result.questions = {q: merged[q] for q in QUESTION_IDS if q in merged}
             if kept and previous.submission != result.submission:

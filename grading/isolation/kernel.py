@@ -29,6 +29,9 @@ from grading.sandboxed.wire import encode
 from grading.settings import Settings
 
 PROBE_SOURCE = program("kernel_probe")
+# What a cold kernel's process (bubblewrap, prlimit, Python) writes to stderr: in the submission's own folder, under
+# its file-size limit, and read only to say why a kernel did not start.
+KERNEL_ERRORS = ".kernel-stderr"
 
 
 class SandboxedKernelManager(AsyncKernelManager):
@@ -171,13 +174,17 @@ class SandboxedExecute(Execute):
             self._start_kernel()
         except Exception as error:
             self.stop()
+            errors = self.sandbox.workdir / KERNEL_ERRORS
+            said = errors.read_bytes()[-Settings.message_chars:].decode("utf-8", "replace").strip() \
+                if errors.is_file() else ""
             raise GraderError(f"the notebook's kernel could not be started, twice: {type(error).__name__}: "
-                              f"{error}") from None
+                              f"{error}" + (f"; it said: {said}" if said else "")) from None
 
     def _start_kernel(self):
         self.km = self.create_kernel_manager()
-        self.start_new_kernel(cwd=str(self.sandbox.workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=self.sandbox.environment({"NBGRADER_EXECUTION": "autograde"}))
+        with open(self.sandbox.workdir / KERNEL_ERRORS, "wb") as errors:
+            self.start_new_kernel(cwd=str(self.sandbox.workdir), stdout=subprocess.DEVNULL, stderr=errors,
+                                  env=self.sandbox.environment({"NBGRADER_EXECUTION": "autograde"}))
         self.start_new_kernel_client()
         self.wait_for_reply(self.kc.kernel_info())
 
