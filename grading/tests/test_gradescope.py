@@ -20,7 +20,7 @@ import pytest
 from conftest import GRADESCOPE_SCHEMA, REPO, grades
 from grading.settings import EXAMPLES
 from grading.commands.gradescope import BUILD_SETTINGS
-from grading.settings import Settings
+from grading.settings import EXIT_MISCONFIGURED, Settings
 
 STUDENTS = sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir())
 NO_BWRAP = {"GRADING_BWRAP": "/nonexistent/bwrap"}  # how the sandbox is told bubblewrap is not there (settings.BWRAP)
@@ -174,15 +174,12 @@ def test_without_bubblewrap_it_grades_as_usual_with_a_loud_warning_for_instructo
     assert "sandbox" not in results["output"]  # the machine's set-up is the instructors' business
 
 
-def test_built_with_require_sandbox_it_refuses_to_grade_and_tells_the_student(autograders, demo, tmp_path):
+def test_built_with_require_sandbox_it_refuses_to_grade_and_gives_gradescope_no_score(autograders, demo, tmp_path):
+    """No results.json: Gradescope shows the run as failed, with no score, rather than a 0 that reads as a verdict."""
     source = autograders["strict"]
     assert json.loads((source / "gradescope-settings.json").read_text())["require_sandbox"] is True
     completed, results = run_autograder(source, tmp_path / "root", demo[0] / "submissions" / "full_marks", NO_BWRAP)
-    assert completed.returncode == 0 and results is not None, completed.stdout[-3000:] + completed.stderr[-3000:]
-    jsonschema.validate(results, GRADESCOPE_SCHEMA)
-    assert results["score"] == 0 and results["tests"] == [] and results["visibility"] == "visible"
-    assert results["output"].startswith("Your submission could not be graded: the grading machine cannot start the "
-                                        "sandbox")
+    assert completed.returncode == EXIT_MISCONFIGURED and results is None, completed.stdout[-3000:]
     assert "built with --require-sandbox: not grading" in completed.stdout
 
 
