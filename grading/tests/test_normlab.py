@@ -186,7 +186,7 @@ def test_export_and_evaluate_agree_with_the_model(synthetic_root, tmp_path):
 
 def test_the_benchmark_reports_its_ratio_last():
     result = subprocess.run([sys.executable, "-m", "normlab.bench", "--device", "cpu", "--norm", "BN,GN",
-                             "--steps", "1", "--warmup", "1", "--batch-size", "8", "--workers", "0"],
+                             "--steps", "1", "--warmup", "1", "--rounds", "1", "--batch-size", "8", "--workers", "0"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
