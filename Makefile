@@ -2,6 +2,7 @@
 # students install) and grading/requirements.txt (what TAs and the tests need besides).
 #   make demo   the main job on bundled data (see README)
 #   make test   every test (CI runs exactly this)
+#   make unit   the unit tier alone, one test module per grading module, under a minute
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,9 +13,12 @@ $(VENV)/installed: requirements.txt grading/requirements.txt
 	$(BIN)/python -m pip install --quiet -r requirements.txt -r grading/requirements.txt
 	touch $@
 
-.PHONY: demo test
+.PHONY: demo test unit
 demo: $(VENV)/installed
 	$(BIN)/python -m grading demo
 
 test: $(VENV)/installed
 	$(BIN)/python -m pytest -q -n 2 tests grading/tests
+
+unit: $(VENV)/installed
+	$(BIN)/python -m pytest -q grading/tests/unit

@@ -8,7 +8,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from grading.assignment import BY_ID, NOTEBOOK, PYFILE
+import nbformat
+
+from grading.assignment import ASSIGNMENT, BY_ID, NOTEBOOK, PYFILE
 from grading.handoff import GradingRun, Job, Submission
 from grading.isolation.sandbox import bwrap_works
 from grading.pipeline.grade import grade
@@ -43,12 +45,13 @@ def canary_job(work):
 
 def grade_canary_here(settings, config, gradebook, slot):
     """Grade the canary in this process, as nbgrader's autograde grades (no child process), and check it; gradebook
-    is the course's gradebook file, only read."""
+    is the course's gradebook file, only read, beside the course's release folder."""
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-canary-", dir="/tmp") as scratch:
         job = canary_job(Path(scratch))
         (Path(scratch) / "in").mkdir()
         intake = unpack(job.submission, Path(scratch) / "in")
-        run = GradingRun(settings=settings, fingerprint="", snapshot=gradebook, released=None, config=config,
+        released = nbformat.read(gradebook.parent / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
+        run = GradingRun(settings=settings, fingerprint="", snapshot=gradebook, released=released, config=config,
                          use_bwrap=bwrap_works(), grader_pid=os.getpid())
         try:
             result, _ = grade(job.submission, intake, run, slot)
