@@ -11,9 +11,13 @@ Each check raises AssertionError with that message, or returns None.
 import functools
 import math
 import os
+import re
 import subprocess
 import sys
+import tempfile
+import textwrap
 from pathlib import Path
+from xml.etree import ElementTree
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +40,7 @@ NORMALIZATION_MODULES = tuple(
 
 EPS = 1e-5
 TOLERANCE = 1e-4
+REPORT_WIDTH = 80  # `nbgrader validate` cuts lines longer than 87 characters, its indent included
 
 
 def for_students(check):
@@ -48,22 +53,64 @@ def for_students(check):
     return run
 
 
+class PublicTestsFailed(AssertionError):
+    """Some public tests failed. Jupyter and nbgrader's Validate show its message alone, without a traceback
+    (IPython shows what _render_traceback_ returns instead): the frames of this module would only hide it."""
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {self}"]
+
+
 @for_students
 def public_tests(question):
     """Run the public tests of one question of batchnormalization.py ("q1" or "q2") in a fresh Python, as
-    `pytest tests/ -k <question>` would, and raise AssertionError naming the tests that fail."""
+    `pytest tests/ -k <question>` would, and raise PublicTestsFailed with each failing test's own message, in full,
+    in lines short enough for `nbgrader validate`."""
     tests = Path("tests") / "test_batchnorm.py"
     assert tests.is_file(), (f"{tests} is not next to this notebook: run the notebook from the assignment's folder, "
                              "where batchnormalization.py and tests/ are")
-    completed = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", "-k",
-                                question, str(tests)], capture_output=True, text=True, timeout=600)
+    # the kernel asks for colours (FORCE_COLOR): pytest's would land in the messages
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("FORCE_COLOR", "PY_COLORS", "CLICOLOR_FORCE")}
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "report.xml"
+        completed = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--color=no",
+                                    "--assert=plain", f"--junitxml={report}", "-k", question, str(tests)],
+                                   capture_output=True, text=True, timeout=600, env={**environment, "NO_COLOR": "1"})
+        failed = failures(report) if report.is_file() else {"pytest": completed.stderr.strip()[-500:]}
     if completed.returncode == 0:
         print(completed.stdout.strip().splitlines()[-1])
         return
-    failed = [line.split("::", 1)[-1] for line in completed.stdout.splitlines() if line.startswith("FAILED")]
-    raise AssertionError(f"batchnormalization.py fails the public tests of {question.upper()}: "
-                         + ("; ".join(failed) if failed else completed.stdout.strip()[-1500:])
-                         + f". Run `pytest tests/ -k {question}` for details.")
+    by_message = {}
+    for name, message in failed.items():
+        by_message.setdefault(message, []).append(name)
+    lines = [f"batchnormalization.py fails {len(failed)} public test{'s' * (len(failed) > 1)} of {question.upper()}:"]
+    for message, names in by_message.items():
+        lines.append(textwrap.fill(f"- {', '.join(names)}: {message}", REPORT_WIDTH, subsequent_indent="  ",
+                                   break_on_hyphens=False))
+    lines.append(f"`pytest tests/ -k {question}` in a terminal runs them with every detail.")
+    raise PublicTestsFailed("\n".join(lines))
+
+
+def failures(report):
+    """{test name: its own failure message} from pytest's JUnit XML report; a module that could not be collected
+    (batchnormalization.py does not import, say) counts as one failure, with the error it raised."""
+    found = {}
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        problem = case.find("failure")
+        if problem is None:
+            problem = case.find("error")
+        if problem is None:
+            continue
+        message, text = problem.get("message", ""), problem.text or ""
+        if message == "collection failure":  # what went wrong is in the text: the exception on pytest's last "E" line
+            raised = [line[1:].strip() for line in text.splitlines() if line.startswith("E ")][-1:] or [message]
+            lines = re.findall(r'batchnormalization\.py"?(?:, line |:)(\d+)', text)
+            found["the tests"] = (f"batchnormalization.py does not import: {raised[0]}"
+                                  + (f" (line {lines[-1]})" if lines else ""))
+        else:
+            found[case.get("name")] = message.removeprefix("AssertionError: ")
+    return found
 
 
 def bonus_files():
@@ -92,12 +139,19 @@ def reference_normalize(x, norm_type, num_groups=4, eps=EPS):
 
 
 def probe_input(shape, seed=0):
-    """Noise with a different offset and scale for every (sample, channel), so BN, LN, IN and GN all disagree."""
+    """Noise with a different offset and scale for every (sample, channel), so BN, LN, IN and GN all disagree. Every
+    std is 3 or more, so that eps (any value up to 1e-3) changes a normalization by less than TOLERANCE."""
     generator = torch.Generator().manual_seed(seed)
     n, c = shape[:2]
     offset = 4 * torch.randn(n, c, 1, 1, generator=generator)
-    scale = torch.exp(torch.randn(n, c, 1, 1, generator=generator))
+    scale = 3 + 7 * torch.rand(n, c, 1, 1, generator=generator)
     return torch.randn(shape, generator=generator) * scale + offset
+
+
+def in_dtype_of(module, x):
+    """x in the floating dtype module holds (float64 for a student who made it torch's default)."""
+    held = next((t.dtype for t in (*module.parameters(), *module.buffers()) if t.is_floating_point()), None)
+    return x.to(held or torch.get_default_dtype())
 
 
 def describe_normalization(output, x, num_groups_candidates=()):
@@ -118,7 +172,7 @@ def check_norm_layer(layer, norm_type, num_groups=4, shape=(4, 8, 5, 6), seed=0)
     assert norm_type in ("BN", "LN", "IN", "GN"), f"unknown norm_type {norm_type!r}"
     assert isinstance(layer, nn.Module), f"the {norm_type} layer must be an nn.Module, got {type(layer).__name__}"
     channels = shape[1]
-    x = probe_input(shape, seed).float()
+    x = in_dtype_of(layer, probe_input(shape, seed))
     was_training = layer.training
     layer.train()
     with torch.no_grad():
@@ -194,7 +248,7 @@ def check_shortcut(shortcut, in_channels, out_channels, stride, norm_type, num_g
     )
     captured = {}
     hook = conv.register_forward_hook(lambda module, inputs, output: captured.setdefault("conv", output))
-    x = probe_input((4, in_channels, size, size), seed).float()
+    x = in_dtype_of(shortcut, probe_input((4, in_channels, size, size), seed))
     shortcut.train()
     try:
         with torch.no_grad():
