@@ -38,6 +38,7 @@ class Form:
     variance: str  # "biased" or "unbiased"
     eps_goes: str  # "inside" or "outside" the square root
     eps: float
+    size: int = None  # of each group, where the variance was estimated from it
 
 
 def denominators(normalized, centred):
@@ -93,7 +94,7 @@ def recognise(found, variance, size, precision):
         eps = found[smallest] ** 2 - zero[smallest] ** 2 if goes == "inside" else found[smallest] - zero[smallest]
         eps = max(float(eps), 0.0)
         if np.all(np.abs(denominator(variance, size, eps) - found) <= precision * found):
-            fitting.append(Form(estimate, goes, eps))
+            fitting.append(Form(estimate, goes, eps, size))
     in_range = [form for form in fitting if form.eps <= EPS_MAX * EPS_SLACK]
     return (in_range or fitting or [None])[0]
 
@@ -103,13 +104,14 @@ def slips(form, finite_on_constant_groups=True, constant_group="a group whose va
     the output stayed finite on constant_group (where only eps keeps 0 / 0 away)."""
     said = []
     if form.variance == "unbiased":
-        said.append("it uses the unbiased variance, dividing by n - 1 (as torch's var and std do by default, and "
-                    "numpy's with ddof=1), where normalization divides by n")
+        said.append(f"it uses the unbiased variance, dividing by n - 1 = {form.size - 1} (as torch's var and std do "
+                    f"by default, and numpy's with ddof=1), where normalization divides by n = {form.size}")
     if not finite_on_constant_groups:
         said.append(f"it has no eps: {constant_group} divides by zero (add eps inside the square root)")
     elif form.eps > EPS_MAX * EPS_SLACK:
         said.append(f"its eps is {form.eps:.3g}, far larger than a small constant such as 1e-5: it shrinks groups of "
                     "small variance")
     if form.eps_goes == "outside" and form.eps > 0 and finite_on_constant_groups:
-        said.append("it adds eps outside the square root, std + eps, where the definition has sqrt(var + eps)")
+        said.append(f"it adds eps = {form.eps:.2g} outside the square root, std + eps, where the definition has "
+                    "sqrt(var + eps)")
     return said

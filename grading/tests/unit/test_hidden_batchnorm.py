@@ -36,12 +36,12 @@ STUDENTS = {  # name: (batchnormalization.py, Q1 points, Q2 points, words of Q1'
                           ["train mode normalizes each feature with the batch variance, but it uses the unbiased "
                            "variance, dividing by n - 1", "updated with the unbiased batch variance (N - 1)"]),
     "unbiased-std": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (x.std(axis=0, ddof=1) + eps)")), 18, 18,
-                     ["unbiased variance, dividing by n - 1", "eps outside the square root"]),
+                     ["unbiased variance, dividing by n - 1 = 15", "eps = 1e-05 outside the square root"]),
     "eps-outside-sqrt": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (np.sqrt(batch_var) + eps)"),
                                 (TEST_DENOMINATOR, "/ (np.sqrt(running_var) + eps) + beta")), 16, 18,
-                         ["train mode normalizes each feature with the batch variance, but it adds eps outside the "
-                          "square root", "test mode normalizes each feature with running_var, but it adds eps "
-                          "outside the square root"]),
+                         ["train mode normalizes each feature with the batch variance, but it adds eps = 1e-05 "
+                          "outside the square root", "test mode normalizes each feature with running_var, but it "
+                          "adds eps = 1e-05 outside the square root"]),
     "no-eps": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / np.sqrt(batch_var)"),
                       (TEST_DENOMINATOR, "/ np.sqrt(running_var) + beta")), 16, 20,
                ["no eps: a feature whose values are all equal divides by zero",

@@ -46,9 +46,9 @@ SLIPS = {  # name: (how the layer divides, the words the message must use)
     "unbiased-variance": ("(g - mean) / torch.sqrt(g.var(-1, keepdim=True) + 1e-5)",
                           ["unbiased variance, dividing by n - 1"]),
     "unbiased-std": ("(g - mean) / (g.std(-1, keepdim=True) + 1e-5)",
-                     ["unbiased variance, dividing by n - 1", "eps outside the square root"]),
+                     ["unbiased variance, dividing by n - 1", "outside the square root"]),
     "eps-outside-sqrt": ("(g - mean) / (g.var(-1, unbiased=False, keepdim=True).sqrt() + 1e-5)",
-                         ["eps outside the square root, std + eps"]),
+                         ["eps = 1e-05 outside the square root, std + eps"]),
     "no-eps": ("(g - mean) / g.var(-1, unbiased=False, keepdim=True).sqrt()", ["no eps", "divides by zero"]),
     "eps-of-a-tenth": ("(g - mean) / torch.sqrt(g.var(-1, unbiased=False, keepdim=True) + 0.1)", ["eps is 0.1"]),
 }
