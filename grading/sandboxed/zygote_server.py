@@ -79,7 +79,8 @@ def mount_points():
     return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point) for point in escaped]
 
 
-def clean():
+def empty_shared_folders():
+    """Empty /tmp and /dev/shm for the next kernel; what could not be removed."""
     mounted = set(mount_points())
     left = []
     for folder in ("/tmp", "/dev/shm"):
@@ -141,7 +142,7 @@ def serve(control):
                     become_kernel(control, request)
                 reply["pid"] = pid
             elif request.get("op") == "clean":
-                reply["left"] = clean()
+                reply["left"] = empty_shared_folders()
             control.sendall(json.dumps(reply).encode() + b"\n")
 
 
