@@ -1,7 +1,8 @@
 """The hidden Q1/Q2 suites as a careful TA grades batchnormalization.py: a slip in the normalization (the unbiased
 variance or std, eps outside the square root, no eps) costs the check of the formula and is named, keeping well over
-half of Q1; a backward that is right for such a forward is not charged again on Q2; real mistakes still lose points
-on their own question; and an output that is not batch normalization earns nothing for its other properties.
+half of Q1; the textbook backward, fed by such a forward, is not charged again on Q2; real mistakes still lose
+points on their own question; and an output that is not batch normalization earns nothing for its other
+properties.
 
 Every student runs behind the real sandboxed child, all in one process (hidden_suite_runner.py).
 """
@@ -32,13 +33,13 @@ def edited(*changes):
 STUDENTS = {  # name: (batchnormalization.py, Q1 points, Q2 points, words of Q1's messages)
     "reference": (SOURCE, 20, 20, []),
     # the ddof=1 bug: normalization and running_var both use the unbiased variance
-    "unbiased-variance": (edited(("batch_var = x.var(axis=0)", "batch_var = x.var(axis=0, ddof=1)")), 13, 18,
+    "unbiased-variance": (edited(("batch_var = x.var(axis=0)", "batch_var = x.var(axis=0, ddof=1)")), 13, 20,
                           ["train mode normalizes each feature with the batch variance, but it uses the unbiased "
                            "variance, dividing by n - 1", "updated with the unbiased batch variance (N - 1)"]),
-    "unbiased-std": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (x.std(axis=0, ddof=1) + eps)")), 18, 18,
+    "unbiased-std": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (x.std(axis=0, ddof=1) + eps)")), 18, 20,
                      ["unbiased variance, dividing by n - 1 = 15", "eps = 1e-05 outside the square root"]),
     "eps-outside-sqrt": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (np.sqrt(batch_var) + eps)"),
-                                (TEST_DENOMINATOR, "/ (np.sqrt(running_var) + eps) + beta")), 16, 18,
+                                (TEST_DENOMINATOR, "/ (np.sqrt(running_var) + eps) + beta")), 16, 20,
                          ["train mode normalizes each feature with the batch variance, but it adds eps = 1e-05 "
                           "outside the square root", "test mode normalizes each feature with running_var, but it "
                           "adds eps = 1e-05 outside the square root"]),
@@ -89,9 +90,7 @@ def test_each_student_scores_as_a_careful_ta_would_and_is_told_why(graded, name)
     assert all(re.search(re.escape(w), said) for w in words), said
 
 
-def test_a_slip_in_the_forward_is_charged_on_q1_only_where_the_backward_is_right_for_it(graded):
-    """The textbook backward fed by a forward with eps outside the square root: its gradients match batch
-    normalization's formula on that forward's own statistics; only the comparison with the numerical gradient of
-    the slipped forward itself notices the difference."""
-    (failed,) = graded["eps-outside-sqrt"]["q2_backward"][1]
-    assert failed.startswith("dx differs from the numerical gradient of your forward")
+def test_a_backward_that_is_wrong_for_every_forward_still_fails_with_the_quantity_that_differs(graded):
+    messages = graded["dx-over-n-minus-1"]["q2_backward"][1]
+    assert messages[0].startswith("dx differs from the numerical gradient of your forward")
+    assert any(re.match(r"dx for x of shape \(4, 5\) is off by up to \S+ where its values reach", m) for m in messages)
