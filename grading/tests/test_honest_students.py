@@ -65,6 +65,14 @@ HONEST = {  # name: what the student did
     "module-classes": Answers(base="reference", regions=MODULE_CLASSES),
     "layernorm-instancenorm-and-groups-by-hand": Answers(
         base="reference", regions={"q3_make_norm": LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS}),
+    # for their own experiments; the grader's probes then work in float64
+    "float64-as-torchs-default": Answers(base="reference", notebook_edits=[insert_after(
+        "setup_header", "import torch\n\ntorch.set_default_dtype(torch.float64)")]),
+    # the question never fixes eps
+    "other-eps-values": Answers(base="reference", regions={"q3_make_norm": """
+groups_for = {"LN": 1, "IN": num_channels, "GN": num_groups}
+return nn.GroupNorm(groups_for[norm_type], num_channels, eps=1e-8 if norm_type == "IN" else 1e-6)
+"""}),
 }
 
 

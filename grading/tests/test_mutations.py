@@ -6,6 +6,8 @@ cells never import batchnormalization.py and the hidden Q1/Q2 suite never reads 
 move the other file's questions. The reference and the alternatives are graded on everything. A mistake in one
 grade cell (a norm, the shortcut) must not cost its neighbours either.
 """
+import re
+
 import pytest
 
 from conftest import REFERENCE, autograde, results, submit
@@ -64,8 +66,28 @@ PYFILE_MUTANTS = {  # name: (answers, the question that must lose points)
     "dgamma-without-x-hat": (mutant("backward", "dgamma = (dout * x_hat).sum(axis=0)", "dgamma = dout.sum(axis=0)"),
                              "q2"),
     "dbeta-mean-not-sum": (mutant("backward", "dbeta = dout.sum(axis=0)", "dbeta = dout.mean(axis=0)"), "q2"),
+    # slips cost less than the mistakes above, but still cost their own question, and only it
+    "train-unbiased-variance": (mutant("forward_train", "batch_var = x.var(axis=0)",
+                                       "batch_var = x.var(axis=0, ddof=1)"), "q1"),
+    "train-eps-outside-sqrt": (mutant("forward_train", "np.sqrt(batch_var + eps)", "(np.sqrt(batch_var) + eps)"),
+                               "q1"),
 }
 
+UNBIASED_LAYER_NORM = """
+if norm_type == "LN":
+    class UnbiasedLayerNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(num_channels, 1, 1))
+            self.bias = nn.Parameter(torch.zeros(num_channels, 1, 1))
+
+        def forward(self, x):
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            var = x.var(dim=(1, 2, 3), keepdim=True)  # torch's default: the unbiased variance
+            return (x - mean) / torch.sqrt(var + 1e-5) * self.weight + self.bias
+    return UnbiasedLayerNorm()
+return nn.GroupNorm({"IN": num_channels, "GN": num_groups}[norm_type], num_channels)
+"""
 NOTEBOOK_MUTANTS = {
     "ln-as-batchnorm": (Answers(base="reference", regions={"q3_make_norm": """
 if norm_type == "LN":
@@ -115,14 +137,21 @@ if norm_type == "LN":
     time.sleep(600)
 return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], num_channels)
 """}), "q3"),
+    "ln-unbiased-variance": (Answers(base="reference", regions={"q3_make_norm": UNBIASED_LAYER_NORM}), "q3"),
 }
+# An answer cell that does not compile, in each of the four: named with its line, never as a later NameError.
+SYNTAX_ERRORS = Answers(base="reference", regions={
+    "q3_make_norm": 'if norm_type == "LN"\n    return nn.GroupNorm(1, num_channels)',
+    "q3_make_shortcut": "return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride),,)",
+    "q4_make_no_norm": "return nn.Identity())",
+    "q5_make_cifar_stem": "for layer in []\n    pass"})
 # Mutants whose mistake sits in one grade cell: every other cell of their question keeps its points too, so a
 # mistake in a norm does not cost the shortcut (it would if the shortcut were checked with the student's norms).
 ONE_CELL = {"ln-as-batchnorm": "q3_layer_norm", "in-without-affine": "q3_instance_norm",
             "gn-ignores-num-groups": "q3_group_norm", "shortcut-stride-one": "q3_shortcut",
             "shortcut-without-norm": "q3_shortcut", "shortcut-with-bias": "q3_shortcut",
             "shortcut-drops-num-groups": "q3_shortcut", "ln-as-layernorm-over-channels": "q3_layer_norm",
-            "ln-runs-for-minutes": "q3_layer_norm"}
+            "ln-runs-for-minutes": "q3_layer_norm", "ln-unbiased-variance": "q3_layer_norm"}
 
 ALTERNATIVES = {
     "staged-and-layernorm": Answers(regions={
@@ -216,7 +245,7 @@ def graded(bundle, release_dir, tmp_path_factory):
     pyfile = submit(bundle, root / "pyfile", {name: answers for name, (answers, _) in PYFILE_MUTANTS.items()}
                     | {"degenerate": DEGENERATE})
     notebook = submit(bundle, root / "notebook", {name: answers for name, (answers, _) in NOTEBOOK_MUTANTS.items()}
-                      | {"reference": REFERENCE, **ALTERNATIVES})
+                      | {"reference": REFERENCE, **ALTERNATIVES, "syntax-errors": SYNTAX_ERRORS})
     first = autograde(pyfile, root / "pyfile-out", release_dir, "--questions", "q1,q2", "--jobs", "2")
     # a probe of correct code answers within 2 s; the mutant that sleeps for minutes then costs seconds, not a minute
     second = autograde(notebook, root / "notebook-out", release_dir, "--jobs", "2", "--cell-timeout", "30",
@@ -260,3 +289,32 @@ def test_a_bug_in_one_cell_costs_points_in_that_cell_only(graded, name):
 
 def test_a_degenerate_forward_earns_nothing_for_agreeing_with_its_own_backward(graded):
     assert graded["degenerate"].questions["q2"].score == 0
+
+
+def test_a_slip_keeps_more_than_half_of_its_cell_and_is_named(graded):
+    assert graded["train-unbiased-variance"].questions["q1"].score >= 10
+    layer_norm = [t for t in graded["ln-unbiased-variance"].questions["q3"].tests if t.cell == "q3_layer_norm"]
+    assert sum(t.score for t in layer_norm) == 3
+    assert [t.message for t in layer_norm if not t.passed] == [
+        "the LN layer normalizes per sample, over (C, H, W), but it uses the unbiased variance, dividing by n - 1 = "
+        "239 (as torch's var and std do by default, and numpy's with ddof=1), where normalization divides by n = 240"]
+
+
+def test_a_shortcut_without_num_groups_loses_only_its_gn_case(graded):
+    lost = [t.name for t in graded["shortcut-drops-num-groups"].questions["q3"].tests if not t.passed]
+    assert lost == ["test_is_a_strided_1x1_convolution_without_bias_then_the_chosen_norm[8to16-stride2-GN]"]
+
+
+def test_an_answer_cell_that_does_not_compile_is_named_once_with_its_line(graded):
+    result = graded["syntax-errors"]
+    assert result.questions["q1"].score == 20 and result.questions["q2"].score == 20
+    failed = [t for q in ("q3", "q4", "q5") for t in result.questions[q].tests if not t.passed]
+    assert {t.cell for t in failed} == {"q3_layer_norm", "q3_instance_norm", "q3_group_norm", "q3_shortcut",
+                                        "q4_no_norm", "q4_trains", "q5_cifar_stem"}
+    said = {t.message for t in failed}
+    assert not any("NameError" in m or "KeyError" in m for m in said), said
+    first_lines = {m for m in said if not m.startswith("the same as ")}
+    for name, cell in (("make_norm", "q3_make_norm"), ("make_shortcut", "q3_make_shortcut"),
+                       ("make_no_norm", "q4_make_no_norm"), ("make_cifar_stem", "q5_make_cifar_stem")):
+        assert any(re.search(rf"{name} is not defined: its cell, {cell}, stopped with SyntaxError at line \d+", m)
+                   for m in first_lines), first_lines
