@@ -17,6 +17,7 @@ from grading.settings import REPO, Settings
 
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # where IPython's traceback (IPython 8 and later, then older ones) places an error in the cell that ran
+SAME_AS = "the same as {name} in {cell}"  # what merge_repeated leaves in a repeated message
 CELL_LINE = re.compile(r"(?:Cell In ?\[\d*\]|Input In ?\[\d*\]|<ipython-input-[^>]*>), line (\d+)")
 
 # Code that changes how the kernel runs or reports. The checks no longer run in the kernel, so this cannot change a
@@ -56,7 +57,7 @@ def merge_repeated(tests):
             first, cells = same[0], ", ".join(dict.fromkeys(t.cell for t in same))
             first.message = f"{len(same)} checks, in {cells}: {message}"
             for test in same[1:]:
-                test.message = f"the same as {first.name} in {first.cell}"
+                test.message = SAME_AS.format(name=first.name, cell=first.cell)
 
 
 @functools.lru_cache(maxsize=1)
@@ -112,13 +113,20 @@ def verdict_lines(cell_id, question):
     if cell_id == "bonus":
         return question.status.split("; ") if question.status else ["no bonus models were submitted"]
     lines = []  # one line per test that passed, and per run of failed tests that say the same
-    for said, run in itertools.groupby(tests, key=lambda t: id(t) if t.passed else t.message or "failed"):
+    for _, run in itertools.groupby(tests, key=lambda t: id(t) if t.passed else said_first_by(t)):
         run = list(run)
-        said = "passed" if run[0].passed else said
+        said = "passed" if run[0].passed else run[0].message or "failed"
         lines.append(textwrap.fill(f"{points(t.score for t in run):5.2f} / {points(t.max_score for t in run):5.2f}  "
                                    f"{', '.join(t.name for t in run)}: {said}", Settings.line_width,
                                    subsequent_indent=" " * 15))
     return lines
+
+
+def said_first_by(test):
+    """The name of the test whose message a failed test says (merge_repeated leaves a reference to the first)."""
+    pattern = re.escape(SAME_AS).replace(r"\{name\}", "(?P<name>.+)").replace(r"\{cell\}", r"\S+")
+    repeats = re.fullmatch(pattern, test.message)
+    return repeats.group("name") if repeats else test.name
 
 
 def write_verdicts(nb, result):
