@@ -66,7 +66,9 @@ def prepare_run(out_dir, settings, log, roster=None):
             import_roster(course, roster)
         except ValueError as error:
             raise ConfigurationError(str(error)) from None
-    fingerprint = hashlib.sha256(json.dumps([grading_fingerprint(), BONUS_THRESHOLDS]).encode()).hexdigest()[:20]
+    # Everything that decides a score; the due date and the late policy decide the total.
+    fingerprint = hashlib.sha256(json.dumps([grading_fingerprint(), BONUS_THRESHOLDS, settings.due,
+                                             settings.late_policy]).encode()).hexdigest()[:20]
     work = out_dir / ".work"
     work.mkdir(parents=True, exist_ok=True)
     snapshot = work / "gradebook-snapshot.db"

@@ -117,8 +117,9 @@ def results(out):
 SHARE_THE_DEMO = {"test_demo", "test_gradescope", "test_nbgrader_native", "test_readme", "test_release"}
 # The groups that take longest (several minutes each on two cores), started first so that no worker is left with a
 # long one at the end.
-LONGEST_FIRST = ["demo", "test_nbgrader_exchange", "test_attacks", "test_mutations", "test_sharding",
-                 "test_bad_inputs", "test_honest_students", "test_browser", "test_fault_tolerance", "test_autograde"]
+LONGEST_FIRST = ["demo", "test_nbgrader_exchange", "test_attacks", "test_mutations", "test_machine_failures",
+                 "test_slurm", "test_sharding", "test_bad_inputs", "test_honest_students", "test_browser",
+                 "test_fault_tolerance", "test_autograde"]
 
 
 def group_of(path):
