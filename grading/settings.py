@@ -73,6 +73,12 @@ class Settings:
                           "empty: no due date")
     late_policy: str = option("none", "late penalty: none (record lateness only), zero (a late submission scores "
                                       "0) or per-day:P[:MAX] (P points off per started day late, at most MAX)")
+    submission_times: str = option("", "CSV of when each student submitted, as an LMS exports it (Canvas, Moodle, "
+                                       "Gradescope) or as a TA writes it: a student id column (student_id, id, "
+                                       "sid, login, username, email) and a time column (submitted_at, submission "
+                                       "time, submitted, last modified (submission)); with nbgrader's exchange, "
+                                       "the only source of submission times (a submission's own files are never "
+                                       "read for one); empty: none")
     # The bonus
     cifar_root: Path = option(Path(os.environ.get("NORMLAB_DATA") or REPO / "data"),
                               "folder with the CIFAR test sets for the bonus (default: %(default)s)")
@@ -88,6 +94,10 @@ class Settings:
     kernel_start_timeout: float = fixed(120.0, "seconds a cold kernel may take to start (torch's first import in "
                                                "a busy sandbox)")
     interrupt_grace: float = fixed(5.0, "seconds an interrupted kernel has to answer again before it is killed")
+    exchange_clock_slack: float = fixed(300.0, "seconds by which the time an nbgrader exchange submission claims may "
+                                                "precede the last change to its inbox folder (kept by the file "
+                                                "system, which students cannot set back) before collect records "
+                                                "that change's time instead")
     # Fixed: what a student reads
     message_chars: int = fixed(400, "characters of a message shown to a student: a failed check's, or what their "
                                     "own code raised")
