@@ -12,7 +12,10 @@ every kernel is forked, and again once the submission is graded:
 - the slot's folder is emptied but for the submission's own, and the zygote empties the sandbox's /tmp and
   /dev/shm;
 - a zygote that cannot be cleaned, has stopped answering or has died is retired (its whole sandbox killed) and the
-  submission's kernel starts cold, as before; the process that owns the zygote starts a new one for the next.
+  submission's kernel starts cold, as before; the process that owns the zygote starts a new one for the next;
+- so is a zygote whose state a kernel changed (same-uid processes may: resource limits, priority, scheduling policy,
+  CPU affinity, OOM score), checked from the grader's side before every fork against what it was before the first,
+  so that no kernel starts with what an earlier one left.
 The zygote is not dumpable, so a kernel cannot read its memory or descriptors; each kernel closes its end of the
 control socket before running the student's code. Nothing the zygote says decides a score: it only forks.
 """
@@ -120,6 +123,7 @@ class Zygote:
         self.channel = ours
         self._buffer = b""
         self.failure = None  # why it was retired
+        self.baseline = None  # the zygote's state before any kernel ran (_state)
 
     def new_folder(self):
         """A fresh folder for one submission's kernel, inside the slot's sandbox."""
@@ -155,6 +159,7 @@ class Zygote:
                 time.sleep(0.01)
             else:
                 raise ZygoteFailed("processes kept appearing in the sandbox")
+            self._check_unchanged()
             for entry in self.stage.iterdir():
                 if entry != keep:
                     _remove(entry)
@@ -176,8 +181,9 @@ class Zygote:
         return _stat(members[-1])[0] not in (None, "T", "t", "Z", "X")
 
     def retire(self, reason=""):
-        """Kill the whole sandbox; its owner starts a new zygote for the slot's next submission."""
-        self.failure = reason
+        """Kill the whole sandbox; its owner starts a new zygote for the slot's next submission. The first reason
+        is kept: what follows a retirement only says that the zygote is gone."""
+        self.failure = self.failure or reason
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -189,6 +195,18 @@ class Zygote:
             self.process.wait()
         self.channel.close()
         shutil.rmtree(self.stage, ignore_errors=True)
+
+    def _check_unchanged(self):
+        """ZygoteFailed when a kernel changed what the zygote hands on to the kernels it forks."""
+        members = self._members()
+        if members is None:
+            raise ZygoteFailed("the zygote is gone")
+        state = _state(members[-1])
+        if self.baseline is None:
+            self.baseline = state
+        changed = sorted(key for key in state if state[key] != self.baseline[key])
+        if changed:
+            raise ZygoteFailed(f"a kernel changed the zygote's {', '.join(changed)}")
 
     def _members(self):
         """Host PIDs of bwrap's init in the sandbox and of the zygote, or None when the sandbox is gone.
@@ -274,6 +292,18 @@ def _stat(pid):
     except (OSError, IndexError):
         return None, None
     return fields[0], int(fields[19])
+
+
+def _state(pid):
+    """What a process hands on to the children it forks, and others of its uid can change: its resource limits,
+    priority, scheduling policy, CPU and memory-node affinity, and OOM score."""
+    base = Path(f"/proc/{pid}")
+    fields = (base / "stat").read_text().rsplit(")", 1)[1].split()
+    status = dict(line.split(":", 1) for line in (base / "status").read_text().splitlines() if ":" in line)
+    return {"resource limits": (base / "limits").read_text(), "priority": (fields[15], fields[16]),
+            "scheduling policy": (fields[37], fields[38]),
+            "affinity": (status["Cpus_allowed_list"].strip(), status["Mems_allowed_list"].strip()),
+            "OOM score": (base / "oom_score_adj").read_text().strip()}
 
 
 def _children():

@@ -198,6 +198,44 @@ def test_a_kernel_that_stops_or_kills_its_zygote_costs_the_next_nothing(signum):
     fresh.close()
 
 
+LOOKS_AT_ITSELF = """
+import os, resource
+print(os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), os.sched_getscheduler(0),
+      resource.getrlimit(resource.RLIMIT_AS), resource.getrlimit(resource.RLIMIT_NPROC),
+      open("/proc/self/oom_score_adj").read().strip())
+"""
+CHANGES_ITS_ZYGOTE = {  # what a kernel can try on its zygote, which runs as the same user
+    "prlimit": "resource.prlimit(os.getppid(), resource.RLIMIT_AS, (1 << 30, 1 << 30))",
+    "setpriority": "os.setpriority(os.PRIO_PROCESS, os.getppid(), 19)",
+    "sched_setaffinity": "os.sched_setaffinity(os.getppid(), {min(os.sched_getaffinity(0))})",
+    "sched_setscheduler": "os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
+    "oom_score_adj": "open(f'/proc/{os.getppid()}/oom_score_adj', 'w').write('1000')",
+}
+
+
+@pytest.mark.parametrize("attack", CHANGES_ITS_ZYGOTE)
+def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attack):
+    """Where the kernel may change its zygote (same user), the next kernel starts cold and the zygote is replaced;
+    where it may not (the zygote is not dumpable), nothing changed."""
+    slot = SLOT + 3
+    zygote = zygote_for(slot, LIMITS)
+    pristine, forked = run_kernel(zygote, LOOKS_AT_ITSELF, slot=slot)
+    assert forked
+    tried, forked = run_kernel(zygote, f"import os, resource\ntry:\n    {CHANGES_ITS_ZYGOTE[attack]}\n"
+                                        f"    print('changed')\nexcept OSError:\n    print('denied')", slot=slot)
+    assert forked
+    after, forked = run_kernel(zygote, LOOKS_AT_ITSELF, slot=slot)
+    assert after == pristine
+    if tried[0].strip() == "changed":
+        assert not forked and "a kernel changed the zygote's" in zygote.failure
+        zygote = zygote_for(slot, LIMITS)  # the owner replaces it
+        again, forked = run_kernel(zygote, LOOKS_AT_ITSELF, slot=slot)
+        assert again == pristine and forked
+    else:
+        assert forked and zygote.failure is None
+        assert attack not in ("prlimit", "setpriority")  # these two did reach the zygote before it was checked
+
+
 def added_cell(code):
     def edit(nb):
         index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id")
@@ -212,7 +250,10 @@ def test_attackers_on_a_slot_cost_the_students_after_them_nothing(bundle, releas
                 "a3-stops-its-zygote": added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)"),
                 "a4-honest": REFERENCE,
                 "a5-kills-its-zygote": added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
-                "a6-honest": REFERENCE}
+                "a6-honest": REFERENCE,
+                "a7-changes-its-zygote": added_cell("import os, resource\n" + "\n".join(
+                    CHANGES_ITS_ZYGOTE[attack] for attack in ("prlimit", "setpriority"))),
+                "a8-honest": REFERENCE}
     submissions = submit(bundle, tmp_path / "submissions", students)
     completed = autograde(submissions, tmp_path / "out", release_dir, "--jobs", "1")
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -221,3 +262,4 @@ def test_attackers_on_a_slot_cost_the_students_after_them_nothing(bundle, releas
     assert {name: graded[name].total for name in honest} == {name: 80 for name in honest}
     # the attackers hurt no one but themselves: taking the zygote down takes their own kernel with it
     assert graded["a1-leaves-a-killer"].total == 80 and graded["a3-stops-its-zygote"].total == 80
+    assert graded["a7-changes-its-zygote"].total == 80
