@@ -5,8 +5,8 @@ their own offset and scale for every (sample, channel), so BN, LN, IN and GN all
 reads what comes back. Rubric, per norm type, each property judged on its own:
 - 1 point: it normalizes over the right axes, on three shapes (for GN, three group counts): each group's values
   come out centred and divided by one number close to their std, whatever slip it makes computing that number;
-- 2 points: it computes (x - mean) / sqrt(var + eps) as defined, with the biased variance and any eps in
-  slips.EPS_MAX, on layers.slip_input, whose groups range from constant to large: the unbiased variance or std,
+- 2 points: it computes (x - mean) / sqrt(var + eps) as defined, with the biased variance and any eps up
+  to slips.EPS_MAX, on layers.slip_input, whose groups range from constant to large: the unbiased variance or std,
   eps outside the square root, no eps or a wrong eps lose these 2 points and are named. A layer whose only defect
   is such a slip keeps 3 of 5; one over the wrong axes loses these 2 as well, 3 in all;
 - 1 point: learnable per-channel γ and β, starting at 1 and 0, acting on its own output as γ[c] * out + β[c];
