@@ -93,14 +93,17 @@ def tampering_flags(nb):
     return [what for pattern, what in TAMPERING.items() if re.search(pattern, code)]
 
 
-def kernel_said(cell):
-    """What a test cell printed or raised in the student's kernel, as plain text."""
+def kernel_said(cell, undefined=None):
+    """What a test cell printed or raised in the student's kernel, as plain text; a NameError for a name in
+    undefined (cell_failures) says why the name is missing instead."""
     parts = []
     for output in cell.get("outputs", []):
         if output.output_type == "stream":
             parts.append(output.text)
         elif output.output_type == "error":
-            parts.append(f"{output.ename}: {output.evalue}")
+            missing = re.fullmatch(r"name '(\w+)' is not defined", str(output.evalue))
+            why = (undefined or {}).get(missing.group(1)) if output.ename == "NameError" and missing else None
+            parts.append(why or f"{output.ename}: {output.evalue}")
     text, cap = "".join(parts).strip(), Settings.kernel_output_chars
     return text[:cap] + (" [...]" if len(text) > cap else "")
 
@@ -131,6 +134,7 @@ def said_first_by(test):
 
 def write_verdicts(nb, result):
     """Replace the outputs of every judged grade cell by the grader's lines and its score."""
+    undefined = cell_failures(nb)
     for cell in nb.cells:
         cell_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         question = result.questions.get(question_of(cell_id))
@@ -142,7 +146,7 @@ def write_verdicts(nb, result):
         if cell_id == "bonus":
             lines[0] = "Graded on the CIFAR test sets (extra credit):"
             score = 0.0  # extra credit is recorded beside the score, not in it
-        said = kernel_said(cell)
+        said = kernel_said(cell, undefined)
         if said:
             lines += ["", "What this cell printed in your kernel (information only, not graded):", said]
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="\n".join(lines) + "\n"),

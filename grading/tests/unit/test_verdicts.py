@@ -100,6 +100,19 @@ def test_an_answer_cell_that_stopped_explains_the_names_it_should_have_defined()
                            "at line 7: index 5 is out of bounds for axis 0 with size 3"}
 
 
+def test_what_a_test_cell_raised_about_a_name_its_failed_cell_should_define_says_why_it_is_missing():
+    raised = nbformat.v4.new_output("error", ename="NameError", evalue="name 'make_norm' is not defined",
+                                    traceback=[])
+    nb = nbformat.v4.new_notebook(cells=[answer_cell("q3_make_norm", [SYNTAX_ERROR]),
+                                         grade_cell("q3_layer_norm", [raised])])
+    result = StudentResult("bob", questions={"q3": QuestionScore(0.0, 20.0, tests=[
+        Check("test_axes[LN-0]", 0, 1, False, "make_norm is not defined: ...", cell="q3_layer_norm")])})
+    write_verdicts(nb, result)
+    shown = nb.cells[1].outputs[0].text
+    assert "NameError" not in shown and shown.endswith(
+        "make_norm is not defined: its cell, q3_make_norm, stopped with SyntaxError at line 3: expected ':'\n")
+
+
 def test_a_probe_that_misses_a_name_of_a_failed_cell_says_which_cell_and_error():
     class Executor:
         def probe(self, op, args, arrays, timeout):
