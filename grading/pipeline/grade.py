@@ -60,6 +60,7 @@ def status_line(result, problems, notebook_problem):
         parts.append("bonus NOT GRADED (see notes)")
     if result.flags:
         parts.append("REVIEW: the notebook uses " + ", ".join(result.flags))
+    parts += [f"REVIEW: {q.review}" for q in result.questions.values() if q.review]
     if not result.sandboxed:
         parts.append("graded WITHOUT a sandbox")
     return "; ".join(parts) or "ok"

@@ -25,7 +25,7 @@ from grading.nbgrader_support import apply_chain
 
 class SaveJudgement(NbGraderPreprocessor):
     """Records what SaveAutoGrades cannot: the bonus as extra credit (or as needing a TA where it could not be
-    graded), and a REVIEW flag on the submitted notebook with its reason as a comment."""
+    graded or was withheld for review), and a REVIEW flag on the submitted notebook with its reasons as a comment."""
 
     def preprocess(self, nb, resources):
         context = resources.get("normlab")
@@ -39,13 +39,16 @@ class SaveJudgement(NbGraderPreprocessor):
             if bonus is not None:
                 grade = gb.find_grade("bonus", *keys)
                 grade.extra_credit = bonus.score if bonus.graded else None
-                grade.needs_manual_grade = not bonus.graded or grade.manual_score is not None
-            if result.flags:
+                grade.needs_manual_grade = not bonus.graded or bool(bonus.review) or grade.manual_score is not None
+            reasons = [f"the notebook uses {', '.join(result.flags)}. Its checks ran outside the notebook, so this "
+                       "cannot change a score; a TA may want to look."] if result.flags else []
+            if bonus is not None and bonus.review:
+                reasons.append(f"{bonus.review}. If the model is genuine, add those points by hand to the bonus "
+                               "cell's extra credit.")
+            if reasons:
                 gb.find_submission_notebook(*keys).flagged = True
                 first_answer = next(c.metadata.nbgrader.grade_id for c in nb.cells if is_solution(c))
-                gb.find_comment(first_answer, *keys).auto_comment = (
-                    "Flagged for review: the notebook uses " + ", ".join(result.flags) + ". Its checks ran outside "
-                    "the notebook, so this cannot change a score; a TA may want to look.")
+                gb.find_comment(first_answer, *keys).auto_comment = "Flagged for review: " + " ".join(reasons)
             gb.db.commit()
         return nb, resources
 

@@ -34,6 +34,7 @@ class QuestionScore:
     manual_pending: bool = False
     graded: bool = True
     status: str = ""
+    review: str = ""  # why a TA should look before the autograded score stands (a bonus withheld), "" if not
     tests: list = field(default_factory=list)
 
 
