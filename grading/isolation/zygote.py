@@ -20,8 +20,10 @@ The zygote is not dumpable, so a kernel cannot read its memory or descriptors; e
 control socket before running the student's code. Nothing the zygote says decides a score: it only forks.
 """
 import atexit
+import ctypes
 import json
 import os
+import platform
 import secrets
 import select
 import shutil
@@ -38,6 +40,7 @@ from grading.settings import SCRATCH_PREFIX, Settings
 
 SOURCE = program("zygote_server")
 SWEEP_ROUNDS = 50  # rounds of killing before processes that keep appearing retire the zygote
+IOPRIO_GET = {"x86_64": 252, "aarch64": 31}  # the syscall's number, by machine
 
 _zygotes = {}  # (slot, limits) -> Zygote, in the process that started them
 
@@ -296,14 +299,20 @@ def _stat(pid):
 
 def _state(pid):
     """What a process hands on to the children it forks, and others of its uid can change: its resource limits,
-    priority, scheduling policy, CPU and memory-node affinity, and OOM score."""
+    priority, scheduling policy, I/O priority, CPU and memory-node affinity, and OOM score."""
     base = Path(f"/proc/{pid}")
     fields = (base / "stat").read_text().rsplit(")", 1)[1].split()
     status = dict(line.split(":", 1) for line in (base / "status").read_text().splitlines() if ":" in line)
     return {"resource limits": (base / "limits").read_text(), "priority": (fields[15], fields[16]),
-            "scheduling policy": (fields[37], fields[38]),
+            "scheduling policy": (fields[37], fields[38]), "I/O priority": _io_priority(pid),
             "affinity": (status["Cpus_allowed_list"].strip(), status["Mems_allowed_list"].strip()),
             "OOM score": (base / "oom_score_adj").read_text().strip()}
+
+
+def _io_priority(pid):
+    """ioprio_get(IOPRIO_WHO_PROCESS, pid), which Python does not wrap; None where the syscall's number is unknown."""
+    number = IOPRIO_GET.get(platform.machine())
+    return None if number is None else ctypes.CDLL(None, use_errno=True).syscall(number, 1, pid)
 
 
 def _children():

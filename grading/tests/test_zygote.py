@@ -5,6 +5,7 @@ import json
 import shutil
 import signal
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -199,10 +200,10 @@ def test_a_kernel_that_stops_or_kills_its_zygote_costs_the_next_nothing(signum):
 
 
 LOOKS_AT_ITSELF = """
-import os, resource
+import ctypes, os, resource
 print(os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0)), os.sched_getscheduler(0),
       resource.getrlimit(resource.RLIMIT_AS), resource.getrlimit(resource.RLIMIT_NPROC),
-      open("/proc/self/oom_score_adj").read().strip())
+      open("/proc/self/oom_score_adj").read().strip(), ctypes.CDLL(None).syscall(252, 1, 0))
 """
 CHANGES_ITS_ZYGOTE = {  # what a kernel can try on its zygote, which runs as the same user
     "prlimit": "resource.prlimit(os.getppid(), resource.RLIMIT_AS, (1 << 30, 1 << 30))",
@@ -210,6 +211,7 @@ CHANGES_ITS_ZYGOTE = {  # what a kernel can try on its zygote, which runs as the
     "sched_setaffinity": "os.sched_setaffinity(os.getppid(), {min(os.sched_getaffinity(0))})",
     "sched_setscheduler": "os.sched_setscheduler(os.getppid(), os.SCHED_IDLE, os.sched_param(0))",
     "oom_score_adj": "open(f'/proc/{os.getppid()}/oom_score_adj', 'w').write('1000')",
+    "ioprio_set": "import ctypes\nif ctypes.CDLL(None).syscall(251, 1, os.getppid(), 3 << 13):\n    raise OSError",
 }
 
 
@@ -221,8 +223,9 @@ def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attac
     zygote = zygote_for(slot, LIMITS)
     pristine, forked = run_kernel(zygote, LOOKS_AT_ITSELF, slot=slot)
     assert forked
-    tried, forked = run_kernel(zygote, f"import os, resource\ntry:\n    {CHANGES_ITS_ZYGOTE[attack]}\n"
-                                        f"    print('changed')\nexcept OSError:\n    print('denied')", slot=slot)
+    attempt = textwrap.indent(CHANGES_ITS_ZYGOTE[attack], "    ")
+    tried, forked = run_kernel(zygote, f"import os, resource\ntry:\n{attempt}\n    print('changed')\n"
+                                       "except OSError:\n    print('denied')", slot=slot)
     assert forked
     after, forked = run_kernel(zygote, LOOKS_AT_ITSELF, slot=slot)
     assert after == pristine
@@ -233,7 +236,7 @@ def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attac
         assert again == pristine and forked
     else:
         assert forked and zygote.failure is None
-        assert attack not in ("prlimit", "setpriority")  # these two did reach the zygote before it was checked
+        assert attack not in ("prlimit", "setpriority", "ioprio_set")  # these reached the zygote before it was checked
 
 
 def added_cell(code):
