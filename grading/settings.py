@@ -108,6 +108,8 @@ class Settings:
     line_width: int = fixed(110, "width of the verdict lines written into the graded notebook")
     # Fixed: what the grader takes from a submission and from student code
     reply_bytes: int = fixed(64 << 20, "largest reply a student's process may hand to the grader, in bytes")
+    replies_bytes: int = fixed(256 << 20, "bytes of all the replies one submission hands over (the hidden suites keep "
+                                          "them); past this, no more calls are made")
     pyfile_bytes: int = fixed(1 << 20, "largest batchnormalization.py taken from a submission, in bytes")
     notebook_bytes: int = fixed(50 << 20, "largest norm.ipynb taken from a submission, in bytes")
     history_bytes: int = fixed(1 << 20, "largest training history (runs/grid/*/history.json) taken, in bytes")

@@ -1,13 +1,16 @@
 """What the grader accepts from a student's process, and how it reads it without trusting it.
 
 Replies are grading/sandboxed/wire.py archives: JSON meta plus arrays, every array float64, read with
-allow_pickle=False and capped in size. A reply file is opened without following links and must be a regular
+allow_pickle=False and capped in size; their entries must be stored, not compressed, so that what is read into
+memory is no larger than what was handed over, and the replies of one submission are capped in all. A reply file is opened without following links and must be a regular
 file, so a student cannot point the grader at a FIFO, a device or someone else's file. Whatever goes wrong on the
 student's side is a StudentFailure, whose message is meant for the student; what goes wrong on the grader's side (a
 kernel or a sandboxed Python that does not start) is a GraderError, which is never a verdict.
 """
+import io
 import os
 import stat
+import zipfile
 
 import numpy as np
 
@@ -39,6 +42,14 @@ def parse_reply(raw, max_bytes=Settings.reply_bytes):
     if len(raw) > max_bytes:
         raise BadReply(f"the reply was too large ({len(raw)} bytes)")
     try:
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            compressed = [info.filename for info in archive.infolist() if info.compress_type != zipfile.ZIP_STORED]
+    except zipfile.BadZipFile:
+        raise BadReply("the reply was not in the grader's format (not an archive)") from None
+    if compressed:
+        raise BadReply(f"the reply's entries were compressed ({', '.join(compressed[:3])}); the grader reads only "
+                       "stored ones")
+    try:
         meta, arrays = decode(raw)
     except Exception as error:
         raise BadReply(f"the reply was not in the grader's format ({type(error).__name__})") from None
@@ -69,18 +80,28 @@ def read_regular_file(path, max_bytes=Settings.reply_bytes):
     return data
 
 
-class TimeoutBudget:
-    """Calls into student code that timed out, per grade cell: after Settings.timeouts_per_cell of them, the rest
-    of the cell's calls fail at once, so a stuck submission costs seconds, not minutes. `cell` is the grade cell
-    whose checks are running; the hidden suite's plugin sets it."""
+class CallBudget:
+    """What calls into one submission's code may cost the grader. Calls that timed out, per grade cell: after
+    Settings.timeouts_per_cell of them, the rest of the cell's calls fail at once, so a stuck submission costs
+    seconds, not minutes (`cell` is the grade cell whose checks are running; the hidden suite's plugin sets it). And
+    the bytes of all replies, which the hidden suites keep: past Settings.replies_bytes, no call is made."""
 
     def __init__(self):
         self.cell = None
         self.timeouts = {}
+        self.reply_bytes = 0
 
     def check(self):
+        if self.reply_bytes > Settings.replies_bytes:
+            raise StudentFailure(f"not run: the replies to earlier checks added up to more than "
+                                 f"{Settings.replies_bytes >> 20} MiB")
         if self.timeouts.get(self.cell, 0) >= Settings.timeouts_per_cell:
             raise StudentFailure("not run: earlier calls of this check timed out")
 
     def spend(self):
         self.timeouts[self.cell] = self.timeouts.get(self.cell, 0) + 1
+
+    def received(self, reply):
+        """Count a reply (meta, arrays) against the budget; return it."""
+        self.reply_bytes += sum(array.nbytes for array in reply[1].values())
+        return reply

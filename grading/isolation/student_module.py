@@ -3,7 +3,7 @@
 The child (grading/sandboxed/pyfile_server.py) only computes: each request and reply is a wire archive
 (grading/sandboxed/wire.py) of float64 arrays, and the hidden tests compare in the grader. The child's exit code
 and output are never evidence. A call that times out or kills the child fails its test, and the child is
-restarted for the next; the TimeoutBudget ends a grade cell whose calls keep timing out. A child that does not
+restarted for the next; the CallBudget ends a grade cell whose calls keep timing out. A child that does not
 say it is ready, before the student's module is imported, is started once more; then it is a GraderError.
 """
 import os
@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from grading.isolation.protocol import BadReply, GraderError, StudentFailure, TimeoutBudget, parse_reply
+from grading.isolation.protocol import BadReply, CallBudget, GraderError, StudentFailure, parse_reply
 from grading.isolation.sandbox import PYTHON, kill_group
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
@@ -23,7 +23,7 @@ from grading.settings import Settings
 SERVER_SOURCE = program("pyfile_server")
 
 
-class StudentModule(TimeoutBudget):
+class StudentModule(CallBudget):
     """The student's batchnormalization.py, behind a sandboxed child process."""
 
     def __init__(self, sandbox, path, call_timeout):
@@ -65,7 +65,7 @@ class StudentModule(TimeoutBudget):
         try:
             self.process.stdin.write(struct.pack(">Q", len(payload)) + payload)
             self.process.stdin.flush()
-            return self._reply(deadline)
+            return self.received(self._reply(deadline))
         except TimeoutError:
             self.spend()
             self.close()

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from grading.assignment import AUTOGRADED_POINTS, CELLS
-from grading.isolation.protocol import GraderError, StudentFailure, TimeoutBudget
+from grading.isolation.protocol import CallBudget, GraderError, StudentFailure
 from grading.records.results import Test
 from grading.settings import HIDDEN, Settings
 
@@ -25,7 +25,7 @@ PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "
                "no:logging", "--assert=plain", "--tb=native", "-q", "-o", "python_files=check_*.py", "--rootdir", str(HIDDEN)]
 
 
-class KernelProbes(TimeoutBudget):
+class KernelProbes(CallBudget):
     """The notebook's kernel as the hidden tests see it: call(op, args, **arrays) -> (meta, arrays).
 
     undefined: {name: why it is not defined} (verdicts.cell_failures): a probe that finds one of these names
@@ -41,7 +41,7 @@ class KernelProbes(TimeoutBudget):
         self.check()
         started = time.monotonic()
         try:
-            return self.executor.probe(op, args or {}, arrays, self.timeout)
+            return self.received(self.executor.probe(op, args or {}, arrays, self.timeout))
         except StudentFailure as failure:
             if "timed out" in str(failure) or time.monotonic() - started >= self.timeout:
                 self.spend()

@@ -6,7 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
-from grading.isolation.protocol import BadReply, StudentFailure, TimeoutBudget, parse_reply, read_regular_file
+from grading.isolation.protocol import BadReply, CallBudget, StudentFailure, parse_reply, read_regular_file
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
 
@@ -39,6 +39,25 @@ def test_a_pickled_array_is_never_unpickled():
     np.savez(buffer, meta=np.frombuffer(b'{"ok": true}', dtype=np.uint8), out=np.array([object()], dtype=object))
     with pytest.raises(BadReply):
         parse_reply(buffer.getvalue())
+
+
+def test_a_compressed_reply_is_refused_before_it_is_inflated():
+    """A deflated entry of zeros can be a thousand times its size in memory: 144 MiB from a small reply."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, meta=np.frombuffer(b'{"ok": true}', dtype=np.uint8), out=np.zeros(1 << 20))
+    assert len(buffer.getvalue()) < 100 << 10
+    with pytest.raises(BadReply, match="compressed"):
+        parse_reply(buffer.getvalue())
+
+
+def test_the_replies_of_one_submission_are_capped_in_all(monkeypatch):
+    monkeypatch.setattr(Settings, "replies_bytes", 3 * 8 * 1000)
+    budget = CallBudget()
+    for _ in range(4):
+        budget.check()
+        budget.received(({}, {"out": np.zeros(1000)}))
+    with pytest.raises(StudentFailure, match="added up to more than"):
+        budget.check()
 
 
 def test_a_reply_over_the_cap_is_refused_before_it_is_read():
@@ -76,7 +95,7 @@ def test_only_a_regular_file_is_read(tmp_path):
 
 
 def test_a_grade_cell_stops_calling_after_its_timeouts_and_the_next_cell_starts_afresh():
-    budget = TimeoutBudget()
+    budget = CallBudget()
     budget.cell = "q1_forward"
     for _ in range(Settings.timeouts_per_cell):
         budget.check()
