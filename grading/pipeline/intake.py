@@ -5,18 +5,21 @@ tree (`<student_id>/norm/...`). Only known files are taken: batchnormalization.p
 histories under runs/grid/, and the bonus models; names like `batchnormalization (1).py` are accepted with a note.
 Symbolic links are never followed, zip entries that would land outside the folder or are links are skipped, and
 sizes are capped while reading, so zip bombs and huge files cost nothing. Every problem becomes a note or a part's
-status; nothing here raises for bad input.
+status; nothing here raises for bad input. nbgrader's own autograde and collect read submissions through the same
+rules (pipeline/front_door.py).
+
+A submission's time is never read from the submission: a timestamp.txt in it, or a zip's entry dates, are the
+student's to write. An nbgrader tree's times come from the record the grader keeps beside it (records/late.py).
 """
 import hashlib
 import re
 import stat
-import struct
 import zipfile
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from grading.assignment import ASSIGNMENT, BONUS_FILES, NOTEBOOK, PYFILE
 from grading.handoff import Intake, Submission
+from grading.records.late import read_record
 from grading.records.results import Rejected
 from grading.settings import Settings
 
@@ -32,14 +35,18 @@ PATTERNS = {
        for name, filename in BONUS_FILES.items()},
 }
 HISTORY = re.compile(r"(^|/)runs/grid/([A-Za-z0-9._-]{1,80})/history\.json$")
+OWN_TIME_IGNORED = ("its own timestamp.txt was not used: what a submission holds is the student's to write; "
+                    "submission times come from nbgrader's exchange or --submission-times")
 
 
 def discover(root):
-    """The submissions under root, and the entries that cannot be graded at all."""
+    """The submissions under root, and the entries that cannot be graded at all. Only the submissions of an
+    nbgrader tree can have a time: the one its record holds (records/late.py)."""
     root = Path(root)
     entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
     nbgrader_tree = bool(entries) and all(p.is_dir() and not p.is_symlink() and (p / ASSIGNMENT).is_dir()
                                           for p in entries if p.is_dir())
+    recorded = read_record(root) if nbgrader_tree else {}
     found, rejected = {}, []
     for entry in entries:
         if entry.is_symlink():
@@ -58,7 +65,9 @@ def discover(root):
             rejected.append(Rejected(entry.name, f"{student_id!r} is not a usable student id (letters, digits, "
                                                  "'.', '_', '@' and '-', at most 64)"))
             continue
-        submission = Submission(student_id, path, kind, timestamp=submitted_at(path, kind))
+        submission = Submission(student_id, path, kind, timestamp=recorded.get(student_id))
+        if submission.timestamp is None and _holds_a_time(path, kind):
+            submission.notes.append(OWN_TIME_IGNORED)
         if student_id in found:
             kept, dropped = sorted([found[student_id], submission],
                                    key=lambda s: (s.path.stat().st_mtime, s.kind == "folder"), reverse=True)
@@ -70,42 +79,23 @@ def discover(root):
     return [found[k] for k in sorted(found)], rejected
 
 
-def submitted_at(path, kind):
-    """When the submission was handed in, as written: nbgrader's timestamp.txt, else (for a zip) the time of its
-    newest entry, in UTC where the zip recorded one; None when there is neither."""
+def _holds_a_time(path, kind):
+    """Whether the submission holds a timestamp.txt (which is never read)."""
     if kind != "zip":
-        stamp = path / "timestamp.txt"
-        if stamp.is_file() and not stamp.is_symlink():
-            return stamp.read_text(errors="replace").strip()[:64]
-        return None
+        return (path / "timestamp.txt").is_file()
     try:
         with zipfile.ZipFile(path) as archive:
-            infos = [info for info in archive.infolist()[:Settings.zip_entries] if not info.is_dir()]
-            stamps = [info for info in infos if PurePosixPath(info.filename).name == "timestamp.txt"
-                      and info.file_size < 100]
-            if stamps:
-                return archive.read(stamps[0]).decode(errors="replace").strip()[:64]
-            times = [_entry_time(info) for info in infos]
+            return any(PurePosixPath(name).name == "timestamp.txt"
+                       for name in archive.namelist()[:Settings.zip_entries])
     except (zipfile.BadZipFile, OSError, RuntimeError, ValueError):
-        return None
-    return max(times) if times else None
-
-
-def _entry_time(info):
-    """A zip entry's modification time: UTC from the extended-timestamp field (0x5455) where the zip has one, else
-    the DOS time the zip format always carries, which has no time zone."""
-    extra = info.extra
-    while len(extra) >= 4:
-        kind, size = struct.unpack("<HH", extra[:4])
-        if kind == 0x5455 and size >= 5 and extra[4] & 1:
-            (mtime,) = struct.unpack("<i", extra[5:9])
-            return datetime.fromtimestamp(mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-        extra = extra[4 + size:]
-    return "%04d-%02d-%02d %02d:%02d:%02d" % info.date_time
+        return False
 
 
 def _folder_members(folder):
-    """(relative posix path, size, opener) of the regular files under folder; links are not followed."""
+    """(relative posix path, size, opener) of the regular files under folder; links are not followed, folder itself
+    included (ValueError)."""
+    if folder.is_symlink():
+        raise ValueError(f"{folder.name} is a symbolic link, not a folder")
     members, notes = [], []
     stack = [folder]
     while stack:

@@ -7,20 +7,38 @@ Policies (--late-policy):
 - "zero": a late submission scores 0;
 - "per-day:P[:MAX]": P points off per started day late (1 second late is one day, exactly 24 hours late is one
   day, a second more is two), at most MAX, and never below 0.
-Submission times come from nbgrader's timestamp.txt or, for zips, from the newest entry's time (see
-pipeline/intake.py). A time without a time zone is taken in the due date's zone; a submission whose time is
-missing or unreadable counts as on time, with a note. `lateness` reads the time and how late it is, once per
-submission; `LatePolicy.penalty` turns that into points, for grades.csv and, as nbgrader's plugin, the gradebook.
+Submission times come only from sources a student cannot write: a CSV of times as an LMS exports it or a TA
+writes it (--submission-times, read by `read_submission_times`), and the times nbgrader's exchange handed over,
+which collect checks and records beside the submissions it copies (`RECORD`, see pipeline/front_door.py). What a
+submission holds (a timestamp.txt, a zip's entry dates) is the student's to write and is never read for a time. A
+time without a time zone is taken in the due date's zone; a submission without a time counts as on time, with a
+note. `lateness` reads the time and how late it is, once per submission; `LatePolicy.penalty` turns that into
+points, for grades.csv and, as nbgrader's plugin, the gradebook.
 """
+import csv
+import io
 import math
 from dataclasses import dataclass
 from datetime import timezone
+from pathlib import Path
 
 import dateutil.parser
 from nbgrader.plugins import LateSubmissionPlugin
 from traitlets import Unicode
 
 from grading.settings import NBGRADER_TIME_FORMAT
+
+# The times of a submitted/ tree's submissions, written beside them by the grader (nbgrader's collect here, or
+# python -m grading autograde into its course) from sources students cannot write; students cannot write there.
+RECORD = ".submission-times.csv"
+RECORD_COLUMNS = ["student_id", "submitted_at", "source"]
+# Column names (compared in lower case) of the student id and of the time in the CSVs LMSs export: Gradescope's
+# "SID" and "Submission Time", Moodle's grading worksheet's "Last modified (submission)", a TA's own student_id and
+# submitted_at.
+ID_COLUMNS = ("student_id", "id", "sid", "login", "login id", "sis login id", "username", "user", "email",
+              "email address")
+TIME_COLUMNS = ("submitted_at", "submission time", "submitted", "submitted at", "submission date",
+                "last modified (submission)", "timestamp")
 
 
 @dataclass(frozen=True)
@@ -87,11 +105,12 @@ class Lateness:
 
 
 def lateness(text, due):
-    """The Lateness of a submission time as found (text, or None) against due (an aware datetime, or None). A time
-    without a zone is read in the due date's zone (UTC without a due date). Notes only matter, so are only made,
-    when there is a due date or the time cannot be read."""
+    """The Lateness of a submission time from a source students cannot write (text, or None) against due (an aware
+    datetime, or None). A time without a zone is read in the due date's zone (UTC without a due date). Notes only
+    matter, so are only made, when there is a due date or the time cannot be read."""
     if not text:
-        return Lateness(note="no submission time was found; counted as on time" if due else "")
+        return Lateness(note="no submission time from nbgrader's exchange or --submission-times; counted as on time"
+                        if due else "")
     try:
         when = dateutil.parser.parse(text)
     except (ValueError, OverflowError):
@@ -104,3 +123,59 @@ def lateness(text, due):
     when = when.astimezone(timezone.utc)
     late = max(0.0, (when - due).total_seconds()) if due else 0.0
     return Lateness(when.strftime(NBGRADER_TIME_FORMAT), late, note)
+
+
+def read_submission_times(path, name="--submission-times"):
+    """{student_id: time as written} of a CSV of submission times (see ID_COLUMNS and TIME_COLUMNS); a student
+    listed more than once gets their latest time, and rows without a time (no submission) are left out. ValueError
+    with a message that names the file as name and says what to fix."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{name} {path} could not be read: {error}") from None
+    header = [name.strip().lower() for name in rows[0]] if rows else []
+    id_column = next((header.index(name) for name in ID_COLUMNS if name in header), None)
+    time_column = next((header.index(name) for name in TIME_COLUMNS if name in header), None)
+    if id_column is None or time_column is None:
+        raise ValueError(f"{name} {path} needs a student id column ({', '.join(ID_COLUMNS)}) and a "
+                         f"time column ({', '.join(TIME_COLUMNS)}); its columns are {rows[0] if rows else []}. "
+                         "Rename the two columns, or write the CSV as student_id,submitted_at")
+    times, unreadable = {}, []
+    for number, row in enumerate(rows[1:], 2):
+        student, text = (row[i].strip() if i < len(row) else "" for i in (id_column, time_column))
+        if not student or not any(c.isdigit() for c in text):  # LMSs write "-" or nothing where none was made
+            continue
+        try:
+            when = _aware(dateutil.parser.parse(text))
+        except (ValueError, OverflowError):
+            unreadable.append(f"line {number}: {text[:40]!r}")
+            continue
+        if student not in times or when > _aware(dateutil.parser.parse(times[student])):
+            times[student] = text
+    if unreadable:
+        raise ValueError(f"{name} {path} has times that cannot be read ({'; '.join(unreadable[:3])}): "
+                         "write them as ISO 8601, for example 2026-12-01T23:59:00+08:00")
+    return times
+
+
+def _aware(when):
+    """Only to order one student's times: a time without a zone taken as UTC."""
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def read_record(folder):
+    """{student_id: time} of the RECORD in a submitted/ tree ({} where there is none)."""
+    path = Path(folder) / RECORD
+    if path.is_symlink() or not path.is_file():
+        return {}
+    return read_submission_times(path, "the grader's record of submission times")
+
+
+def record_text(times):
+    """The RECORD of {student_id: (time, source)}, as CSV text."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(RECORD_COLUMNS)
+    writer.writerows((student, when, source) for student, (when, source) in sorted(times.items()))
+    return buffer.getvalue()

@@ -1,6 +1,5 @@
 """pipeline/intake.py on small fixtures: which entries are submissions, which files are taken from each and with
 which notes, and that nothing a submission holds is followed, unpacked or read beyond its caps."""
-import io
 import os
 import stat
 import zipfile
@@ -11,6 +10,7 @@ from grading.assignment import NOTEBOOK, PYFILE
 from grading.handoff import Submission
 from grading.pipeline import intake
 from grading.pipeline.intake import discover, unpack
+from grading.records.late import RECORD, record_text
 
 SOURCE = b"def batchnorm_forward(x, gamma, beta, bn_param):\n    pass\n"
 NOTEBOOK_TEXT = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
@@ -58,12 +58,39 @@ def test_folders_and_zips_are_submissions_and_anything_else_gets_a_reason(tmp_pa
     assert "symbolic link" in reasons["carol"]
 
 
-def test_an_nbgrader_tree_is_read_with_its_timestamps(tmp_path):
+def test_an_nbgrader_tree_takes_its_times_from_the_graders_record_only(tmp_path):
     root = tmp_path / "submitted"
-    folder(root, "alice", {f"norm/{PYFILE}": SOURCE, "norm/timestamp.txt": b"2026-11-20 10:00:00.000000 UTC"})
-    (found,), _ = discover(root)
-    assert found.kind == "nbgrader" and found.path == root / "alice" / "norm"
-    assert found.timestamp == "2026-11-20 10:00:00.000000 UTC"
+    for student in ("alice", "bob"):
+        folder(root, student, {f"norm/{PYFILE}": SOURCE, "norm/timestamp.txt": b"2026-11-20 10:00:00.000000 UTC"})
+    (root / RECORD).write_text(record_text({"alice": ("2026-11-21 10:00:00.000000 UTC", "nbgrader's exchange")}))
+    alice, bob = discover(root)[0]
+    assert alice.kind == "nbgrader" and alice.path == root / "alice" / "norm"
+    assert alice.timestamp == "2026-11-21 10:00:00.000000 UTC" and not alice.notes  # the record's, not the file's
+    assert bob.timestamp is None and bob.notes == [intake.OWN_TIME_IGNORED]
+
+
+def test_a_time_a_student_put_in_a_folder_or_a_zip_is_never_read(tmp_path):
+    root = tmp_path / "submissions"
+    folder(root, "alice", {PYFILE: SOURCE, "timestamp.txt": b"2026-11-19 10:00:00.000000 UTC"})
+    with zipfile.ZipFile(root / "bob.zip", "w") as archive:  # entry dates a week before the others
+        archive.writestr(zipfile.ZipInfo(PYFILE, date_time=(2026, 11, 12, 9, 0, 0)), SOURCE)
+        archive.writestr("final/timestamp.txt", "2026-11-19 10:00:00.000000 UTC")
+    zip_of(root / "carol.zip", {PYFILE: SOURCE})
+    found = {s.student_id: s for s in discover(root)[0]}
+    assert all(s.timestamp is None for s in found.values())
+    assert found["alice"].notes == found["bob"].notes == [intake.OWN_TIME_IGNORED] and not found["carol"].notes
+
+
+def test_a_symlinked_assignment_folder_is_not_followed(tmp_path):
+    root = tmp_path / "submitted"
+    folder(tmp_path, "instructor", {PYFILE: SOURCE, NOTEBOOK: NOTEBOOK_TEXT})
+    folder(root, "bob", {f"norm/{PYFILE}": SOURCE})
+    (root / "alice").mkdir()
+    os.symlink(tmp_path / "instructor", root / "alice" / "norm")
+    alice, bob = discover(root)[0]
+    taken = take(tmp_path / "alice", alice)
+    assert taken.pyfile is None and taken.notebook is None and "symbolic link" in taken.problems["pyfile"]
+    assert take(tmp_path / "bob", bob).pyfile is not None
 
 
 def test_a_student_with_a_folder_and_a_zip_is_graded_once_from_the_newer(tmp_path):
@@ -145,12 +172,3 @@ def test_the_digest_changes_with_the_content_only(tmp_path):
     same = take(tmp_path / "b", Submission("b", zip_of(tmp_path / "b.zip", {PYFILE: SOURCE}), "zip"))
     other = take(tmp_path / "c", Submission("c", folder(tmp_path / "c", "s", {PYFILE: SOURCE + b"#"}), "folder"))
     assert first.digest == same.digest != other.digest
-
-
-def test_a_zips_time_is_its_newest_entry(tmp_path):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(zipfile.ZipInfo(PYFILE, date_time=(2026, 11, 20, 9, 0, 0)), SOURCE)
-        archive.writestr(zipfile.ZipInfo(NOTEBOOK, date_time=(2026, 11, 21, 8, 30, 0)), NOTEBOOK_TEXT)
-    (tmp_path / "alice.zip").write_bytes(buffer.getvalue())
-    assert intake.submitted_at(tmp_path / "alice.zip", "zip") == "2026-11-21 08:30:00"
