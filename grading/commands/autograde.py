@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import replace
 from datetime import timezone
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from grading.pipeline.intake import discover
 from grading.pipeline.parallel import clear_stale_scratch, grade_in_children
 from grading.pipeline.shards import in_shard, record_run
 from grading.records import gradebook
-from grading.records.late import LatePolicy, lateness, parse_due
+from grading.records.late import RECORD, LatePolicy, lateness, parse_due, read_submission_times, record_text
 from grading.records.reports import grades_csv, table, write_student
 from grading.records.results import GRADE_FILE, load_result, mark_done, write_atomic, write_rejected
 from grading.settings import ConfigurationError
@@ -86,10 +87,16 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
     submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
     if not submissions_dir.is_dir():
         raise ConfigurationError(f"{submissions_dir} is not a folder of submissions")
+    try:  # the times a TA declares (an LMS's export), over those of an nbgrader tree's record
+        if settings.submission_times:  # absolute, for nbgrader's autograde in the course too
+            settings = replace(settings, submission_times=str(Path(settings.submission_times).resolve()))
+        declared = read_submission_times(settings.submission_times) if settings.submission_times else {}
+        submissions, rejected = discover(submissions_dir)
+    except ValueError as error:
+        raise ConfigurationError(str(error)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     course, run = prepare_run(out_dir, settings, log, roster)
     record_run(out_dir, submissions_dir, shard, run)  # what collect checks the shards against
-    submissions, rejected = discover(submissions_dir)
     if shard != (1, 1):
         submissions = [s for s in submissions if in_shard(s.student_id, shard)]
         rejected = [entry for entry in rejected if in_shard(entry.name, shard)]
@@ -100,12 +107,12 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
     for submission in submissions:
         previous = load_result(out_dir / submission.student_id / GRADE_FILE)
         stamp = source_stamp(submission)
+        late = lateness(declared.get(submission.student_id, submission.timestamp), run.due)
         if previous is not None:
             results[submission.student_id] = previous
         unchanged = previous is not None and not previous.error and previous.fingerprint == run.fingerprint \
-            and previous.stamp == stamp
+            and previous.stamp == stamp and previous.timestamp == late.timestamp
         if settings.force or not full_run or not unchanged:
-            late = lateness(submission.timestamp, run.due)
             submission.notes += [late.note] if late.note else []
             jobs.append(Job(submission, (stamp, previous, late)))
     skipped = len(submissions) - len(jobs)
@@ -144,6 +151,9 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
                       check_canary=lambda result: check_canary(result, settings.question_list))
     bar.close()
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
+    # So that nbgrader's own autograde in the course finds the same times (pipeline/front_door.py).
+    write_atomic(course / "submitted" / RECORD, record_text({r.student_id: (r.timestamp, "python -m grading "
+                                                            "autograde") for r in results.values() if r.timestamp}))
     log(table(results.values()))
     for entry in rejected:
         log(f"not graded: {entry.name}: {entry.status}")
