@@ -16,6 +16,7 @@ from conftest import GRADESCOPE_SCHEMA, REFERENCE, REPO, STUB, autograde, grades
 from grading.authoring.regions import BEGIN_HIDDEN, END_HIDDEN, region_code
 from grading.authoring.samples import Answers
 from grading.pipeline.bonus import points_for
+from grading.records.late import RECORD, record_text
 from grading.authoring.course import db_url
 from grading.assignment import COURSE_ID, PYFILE, QUESTIONS
 from normlab import data, train
@@ -116,17 +117,19 @@ def test_questions_regrades_only_those_and_keeps_the_rest(bundle, release_dir, t
     assert grades(out)["dee"]["q3"] == "20.00"
 
 
-def test_an_nbgrader_submitted_tree_is_accepted_with_its_timestamps(bundle, release_dir, tmp_path):
+def test_an_nbgrader_submitted_tree_is_accepted_with_the_times_collect_recorded(bundle, release_dir, tmp_path):
     submitted = tmp_path / "submitted"
     for student, answers in (("eve", REFERENCE), ("fay", STUB)):
         folder = submit(bundle, tmp_path / "built", {student: answers}) / student
         shutil.copytree(folder, submitted / student / "norm")
         (submitted / student / "norm" / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
+    (submitted / RECORD).write_text(record_text({"eve": ("2026-11-20 10:00:00.000000 UTC", "nbgrader's exchange")}))
     out = tmp_path / "out"
     assert autograde(submitted, out, release_dir, "--questions", "q1,q2").returncode == 0
     assert grades(out)["eve"]["total"] == "40.00"
     with Gradebook(db_url(out / "course"), COURSE_ID) as gb:
         assert gb.find_submission("norm", "eve").timestamp.year == 2026
+    assert results(out)["fay"].timestamp is None  # her timestamp.txt is her own: the record does not list her
 
 
 @pytest.mark.parametrize("arguments,message", [
