@@ -30,8 +30,37 @@ def edited(*changes):
     return text
 
 
+# CS231n's staged way: a forward that keeps every intermediate, a backward through the computational graph
+STAGED_FORWARD = """
+        sample_mean = x.mean(axis=0)
+        sample_var = ((x - sample_mean) ** 2).mean(axis=0)
+        x_hat = (x - sample_mean) * (sample_var + eps) ** -0.5
+        out = gamma * x_hat + beta
+        running_mean = momentum * running_mean + (1 - momentum) * sample_mean
+        running_var = momentum * running_var + (1 - momentum) * sample_var
+        cache = (x, x_hat, sample_mean, sample_var, gamma, eps)
+"""
+STAGED_BACKWARD = """
+    x, x_hat, sample_mean, sample_var, gamma, eps = cache
+    n = x.shape[0]
+    dbeta = np.sum(dout, axis=0)
+    dgamma = np.sum(dout * x_hat, axis=0)
+    dx_hat = dout * gamma
+    dvar = np.sum(dx_hat * (x - sample_mean) * -0.5 * (sample_var + eps) ** -1.5, axis=0)
+    dmean = np.sum(-dx_hat / np.sqrt(sample_var + eps), axis=0) + dvar * np.mean(-2 * (x - sample_mean), axis=0)
+    dx = dx_hat / np.sqrt(sample_var + eps) + dvar * 2 * (x - sample_mean) / n + dmean / n
+"""
+
+
+def with_regions(forward_train, backward):
+    """SOURCE with its train-mode and backward solutions replaced (the test-mode one kept)."""
+    regions = re.findall(r"### BEGIN SOLUTION\n(.*?)[ ]*### END SOLUTION", SOURCE, re.S)
+    return SOURCE.replace(regions[0], forward_train.lstrip("\n")).replace(regions[2], backward.lstrip("\n"))
+
+
 STUDENTS = {  # name: (batchnormalization.py, Q1 points, Q2 points, words of Q1's messages)
     "reference": (SOURCE, 20, 20, []),
+    "staged-cs231n-style": (with_regions(STAGED_FORWARD, STAGED_BACKWARD), 20, 20, []),
     # the ddof=1 bug: normalization and running_var both use the unbiased variance
     "unbiased-variance": (edited(("batch_var = x.var(axis=0)", "batch_var = x.var(axis=0, ddof=1)")), 13, 20,
                           ["train mode normalizes each feature with the batch variance, but it uses the unbiased "
