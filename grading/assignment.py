@@ -12,7 +12,8 @@ NOTEBOOK = "norm.ipynb"
 NOTEBOOK_ID = NOTEBOOK.removesuffix(".ipynb")  # what nbgrader's gradebook calls it
 # The solution regions of batchnormalization.py, in the order they appear.
 PYFILE_REGIONS = ("forward_train", "forward_test", "backward")
-# Bonus points per dataset: none below the floor, all at or above the target, linear in between.
+# Bonus points per dataset: none below the floor, all at or above the target, linear in between. The perturbations a
+# model must also survive to keep them are declared in normlab.evaluate, with which students check their models.
 BONUS_THRESHOLDS = {"cifar10": (0.90, 0.95, 5.0), "cifar100": (0.70, 0.77, 5.0)}
 CODE_STUB = ("# 请在此段内填写代码(开始) / YOUR CODE BEGINS\n"
              "raise NotImplementedError(\"not implemented yet / 尚未实现\")\n"

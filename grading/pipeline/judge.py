@@ -101,4 +101,4 @@ def question_score(q, nb, tests, problem):
 def bonus_score(bonus, intake):
     status = "; ".join(filter(None, [intake.problems.get("bonus", ""), *bonus.lines]))
     return QuestionScore(bonus.score, 0.0, graded=not bonus.not_graded, status=status,
-                         extra_max=BY_ID["bonus"].extra)
+                         review="; ".join(bonus.review), extra_max=BY_ID["bonus"].extra)

@@ -8,10 +8,9 @@ import sys
 
 import jsonschema
 import pytest
-import torch
 from nbgrader.api import Gradebook
-from torch import nn
 
+from bonus_models import export_lookup_table, trained_network
 from conftest import GRADESCOPE_SCHEMA, REFERENCE, REPO, STUB, autograde, grades, results, submit
 from grading.authoring.regions import BEGIN_HIDDEN, END_HIDDEN, region_code
 from grading.authoring.samples import Answers
@@ -19,7 +18,7 @@ from grading.pipeline.bonus import points_for
 from grading.records.late import RECORD, record_text
 from grading.authoring.course import db_url
 from grading.assignment import COURSE_ID, PYFILE, QUESTIONS
-from normlab import data, train
+from normlab import data
 
 LOOPING_BACKWARD = Answers(base="reference", regions={"backward": "while True:\n    pass"})
 
@@ -152,27 +151,36 @@ def test_require_sandbox_refuses_to_grade_without_bwrap(tmp_path, release_dir, m
     assert warned.returncode == 0 and "WARNING: bubblewrap (bwrap) is missing" in warned.stdout
 
 
-def test_the_bonus_is_scored_on_the_test_set_it_finds(bundle, release_dir, tmp_path):
+def test_the_bonus_is_scored_on_the_test_set_it_finds_and_withheld_from_a_lookup_table(bundle, release_dir,
+                                                                                       tmp_path):
     cifar_root = tmp_path / "cifar"
     data.write_synthetic("cifar10", cifar_root, train_size=1000, test_size=300)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                          nn.Flatten(), nn.Linear(16, 10))
-    config = train.TrainConfig(epochs=10, batch_size=128, ema_epochs=0)
-    train.train(model, data.load("cifar10", cifar_root), config, "cpu", progress=False)
-    model_file = tmp_path / "bonus_cifar10.pt2"
-    train.export_model(model, model_file)
+    model_file = trained_network(data.load("cifar10", cifar_root), tmp_path / "bonus_cifar10.pt2")
+    table_file = export_lookup_table(data.load("cifar10", cifar_root), tmp_path / "table.pt2")
     files = {"bonus_cifar10.pt2": model_file.read_bytes(), "bonus_cifar100.pt2": model_file.read_bytes()}
-    submissions = submit(bundle, tmp_path / "submissions", {"gus": Answers(files=files)})
+    submissions = submit(bundle, tmp_path / "submissions", {
+        "gus": Answers(files=files), "hal": Answers(files={"bonus_cifar10.pt2": table_file.read_bytes()})})
     out = tmp_path / "out"
     assert autograde(submissions, out, release_dir, "--questions", "bonus", "--cifar-root",
                      str(cifar_root)).returncode == 0
     result = results(out)["gus"]
     bonus = result.questions["bonus"]
-    accuracy = float(re.search(r"cifar10: test accuracy ([\d.]+)% on a SYNTHETIC test set", bonus.status).group(1))
+    accuracy, perturbed = map(float, re.search(r"cifar10: test accuracy ([\d.]+)% on a SYNTHETIC test set, "
+                                               r"([\d.]+)% on perturbed copies", bonus.status).groups())
     assert accuracy > 90 and bonus.score == pytest.approx(points_for("cifar10", accuracy / 100), abs=0.01)
+    assert perturbed > 90 and not bonus.review and "REVIEW" not in result.status  # a trained network keeps it
     assert [points_for("cifar10", a) for a in (0.95, 0.925, 0.9)] == pytest.approx([5, 2.5, 0])
     assert not bonus.graded and "cifar100: NOT GRADED" in bonus.status and "NOT GRADED" in result.status
     feedback = (out / "gus" / "feedback.html").read_text()
     assert "the rest not graded yet" in feedback and "0.00 / 10" not in feedback and str(cifar_root) not in feedback
     assert "ignored" not in " ".join(result.notes)  # both bonus files were taken, neither for the other
+
+    table = results(out)["hal"]
+    assert table.questions["bonus"].score == 0 and "REVIEW: bonus cifar10 withheld" in table.status
+    assert "cifar10: test accuracy 100.00%" in table.questions["bonus"].status
+    assert "WITHHELD until a TA has reviewed the model" in (out / "hal" / "feedback.html").read_text()
+    with Gradebook(db_url(out / "course"), COURSE_ID) as gb:
+        assert gb.find_grade("bonus", "norm", "norm", "hal").needs_manual_grade
+        notebook = gb.find_submission_notebook("norm", "norm", "hal")
+        assert notebook.flagged and any("bonus cifar10 withheld" in (c.comment or "") for c in notebook.comments)
+        assert not gb.find_submission_notebook("norm", "norm", "gus").flagged
