@@ -28,9 +28,12 @@ import sys
 sys.path.insert(0, {repo!r})
 from grading.nbgrader_support import prepare_nbgrader
 prepare_nbgrader()
-from grading.pipeline import chains
+from grading.pipeline import chains, front_door
+# nbgrader reads submissions only as python -m grading autograde does: no links, no special files, capped sizes.
+front_door.install()
 
 c = get_config()
+c.ExchangeFactory.collect = "grading.pipeline.front_door.CheckedCollect"
 c.CourseDirectory.course_id = {course_id!r}
 c.ClearSolutions.code_stub = {{"python": {code_stub!r}}}
 c.ClearSolutions.text_stub = {text_stub!r}

@@ -65,7 +65,7 @@ def discover(root):
             rejected.append(Rejected(entry.name, f"{student_id!r} is not a usable student id (letters, digits, "
                                                  "'.', '_', '@' and '-', at most 64)"))
             continue
-        submission = Submission(student_id, path, kind, timestamp=recorded.get(student_id))
+        submission = Submission(student_id, path, kind, timestamp=recorded.get(student_id, (None,))[0])
         if submission.timestamp is None and _holds_a_time(path, kind):
             submission.notes.append(OWN_TIME_IGNORED)
         if student_id in found:

@@ -165,11 +165,13 @@ def _aware(when):
 
 
 def read_record(folder):
-    """{student_id: time} of the RECORD in a submitted/ tree ({} where there is none)."""
+    """{student_id: (time, source)} of the RECORD in a submitted/ tree ({} where there is none)."""
     path = Path(folder) / RECORD
     if path.is_symlink() or not path.is_file():
         return {}
-    return read_submission_times(path, "the grader's record of submission times")
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["student_id"]: (row["submitted_at"], row.get("source") or "") for row in csv.DictReader(f)
+                if row.get("student_id") and row.get("submitted_at")}
 
 
 def record_text(times):

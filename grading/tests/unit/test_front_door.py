@@ -1,0 +1,112 @@
+"""pipeline/front_door.py on small fixtures: nbgrader's autograde stages each submission through intake (links,
+special files and unreadable notebooks never reach nbgrader), nbgrader may sanitize nothing else, and collect takes
+only what intake takes and checks the exchange's time against the inbox's last change."""
+import os
+from datetime import datetime, timedelta, timezone
+
+import nbformat
+import pytest
+from nbgrader.converters.base import NbGraderException
+from nbgrader.coursedir import CourseDirectory
+
+from grading.assignment import ASSIGNMENT, NOTEBOOK, PYFILE
+from grading.pipeline.front_door import CheckedAutograde, CheckedCollect, ReadThroughIntake, exchange_time
+from grading.records.late import RECORD, read_record, record_text
+from grading.settings import NBGRADER_TIME_FORMAT, Settings
+
+SOURCE = b"def batchnorm_forward(x, gamma, beta, bn_param):\n    pass\n"
+STUDENT_NOTEBOOK = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("my own answer")])
+RELEASED = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("released")])
+
+
+def write(path, data):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+@pytest.fixture
+def course(tmp_path):
+    """A course whose submitted/ holds an honest student, one whose files link to the instructor's, one whose
+    folder is a link, and the grader's record of one time; and what CheckedAutograde staged of each."""
+    root = tmp_path / "course"
+    write(root / "release" / ASSIGNMENT / NOTEBOOK, nbformat.writes(RELEASED).encode())
+    instructor = tmp_path / "instructor"
+    write(instructor / PYFILE, b"# the solution\n")
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("solution")]),
+                   instructor / NOTEBOOK)
+    submitted = root / "submitted"
+    write(submitted / "honest" / ASSIGNMENT / PYFILE, SOURCE)
+    nbformat.write(STUDENT_NOTEBOOK, submitted / "honest" / ASSIGNMENT / NOTEBOOK)
+    write(submitted / "honest" / ASSIGNMENT / "timestamp.txt", b"2026-11-01 00:00:00.000000 UTC")
+    (submitted / "linked" / ASSIGNMENT).mkdir(parents=True)
+    for name in (PYFILE, NOTEBOOK):
+        os.symlink(instructor / name, submitted / "linked" / ASSIGNMENT / name)
+    os.mkfifo(submitted / "linked" / ASSIGNMENT / "runs")
+    os.symlink(submitted / "honest", submitted / "alias")
+    (submitted / RECORD).write_text(record_text({"linked": ("2026-12-02 10:00:00.000000 UTC", "nbgrader's exchange")}))
+    converter = CheckedAutograde(coursedir=CourseDirectory(root=str(root), assignment_id=ASSIGNMENT))
+    converter._staging, converter._times = str(tmp_path / "staging"), None
+    (tmp_path / "staging").mkdir()
+    converter.init_notebooks()
+    staged = {}
+    for folder in converter.assignments:
+        student = os.path.basename(os.path.dirname(folder))
+        converter.init_destination(ASSIGNMENT, student)
+        staged[student] = {p.name: p.read_bytes() for p in (tmp_path / "staging" / student / ASSIGNMENT).iterdir()}
+    return staged
+
+
+def test_nbgrader_reads_an_honest_submission_as_submitted_and_never_its_own_time(course):
+    honest = course["honest"]
+    assert honest[PYFILE] == SOURCE and nbformat.reads(honest[NOTEBOOK], 4).cells == STUDENT_NOTEBOOK.cells
+    assert "timestamp.txt" not in honest  # the student wrote it; the record does not list them
+
+
+def test_links_and_special_files_never_reach_nbgrader(course):
+    linked = course["linked"]
+    assert set(linked) == {NOTEBOOK, "timestamp.txt"}  # no .py, no FIFO
+    assert nbformat.reads(linked[NOTEBOOK], 4).cells == RELEASED.cells  # graded as the released notebook
+    assert linked["timestamp.txt"] == b"2026-12-02 10:00:00.000000 UTC"  # the record's
+    assert "alias" not in course  # a student folder that is a link is not graded, as autograde rejects it
+
+
+def test_nbgrader_may_sanitize_only_what_was_staged(tmp_path):
+    check = ReadThroughIntake()
+    with pytest.raises(NbGraderException, match="was not read through the grader's intake"):
+        check.preprocess(STUDENT_NOTEBOOK, {"metadata": {"path": str(tmp_path / "submitted" / "x" / ASSIGNMENT)}})
+    assert check.preprocess(STUDENT_NOTEBOOK, {"normlab": object(), "metadata": {"path": str(tmp_path)}})
+
+
+def test_collect_takes_what_intake_takes_and_records_the_time(tmp_path):
+    (tmp_path / "solution.py").write_bytes(b"# the solution\n")
+    claimed = datetime.now(timezone.utc).replace(tzinfo=None)
+    inbox = tmp_path / "inbound" / f"alice+{ASSIGNMENT}+{claimed.strftime(NBGRADER_TIME_FORMAT)}+xyz"
+    write(inbox / NOTEBOOK, nbformat.writes(STUDENT_NOTEBOOK).encode())
+    os.symlink(tmp_path / "solution.py", inbox / PYFILE)
+    write(inbox / "timestamp.txt", b"2020-01-01 00:00:00.000000 UTC")
+    collect = CheckedCollect(coursedir=CourseDirectory(root=str(tmp_path / "course"), assignment_id=ASSIGNMENT))
+    collect.collected = {}
+    dest = tmp_path / "course" / "submitted" / "alice" / ASSIGNMENT
+    collect.do_copy(str(inbox), str(dest))
+    assert {p.name for p in dest.iterdir()} == {NOTEBOOK, "timestamp.txt"}  # the link is not followed
+    assert collect.collected["alice"] == (claimed.strftime(NBGRADER_TIME_FORMAT), "nbgrader's exchange")
+    assert (dest / "timestamp.txt").read_text() == claimed.strftime(NBGRADER_TIME_FORMAT)
+
+
+def test_an_exchange_time_set_back_gives_way_to_the_inboxs_last_change(tmp_path):
+    inbox = tmp_path / "inbox"
+    write(inbox / NOTEBOOK, b"{}")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    honest, source = exchange_time(now, inbox)
+    assert honest == now.strftime(NBGRADER_TIME_FORMAT) and source == "nbgrader's exchange"
+    forged, source = exchange_time(now - timedelta(seconds=Settings.exchange_clock_slack + 3600), inbox)
+    forged_at = datetime.strptime(forged, NBGRADER_TIME_FORMAT)
+    assert abs((forged_at - now).total_seconds()) < 60 and "it claimed" in source
+
+
+def test_the_record_keeps_each_students_time_and_source(tmp_path):
+    (tmp_path / RECORD).write_text(record_text({"bob": ("2026-12-01 10:00:00.000000 UTC", "a, \"quoted\" source")}))
+    assert read_record(tmp_path) == {"bob": ("2026-12-01 10:00:00.000000 UTC", "a, \"quoted\" source")}
+    os.unlink(tmp_path / RECORD)
+    os.symlink(tmp_path / "elsewhere.csv", tmp_path / RECORD)
+    assert read_record(tmp_path) == {}  # a link is not the grader's record
