@@ -117,6 +117,13 @@ class Settings:
     histories: int = fixed(100, "most training histories taken from one submission")
     zip_entries: int = fixed(10_000, "most entries in a submitted zip")
     zip_bytes: int = fixed(2 << 30, "most bytes a submitted zip may unpack to")
+    # Fixed: what student code may take of the grading machine besides its rlimits
+    tmpfs_bytes: int = fixed(256 << 20, "size of a sandbox's /tmp and of its /dev/shm, each (tmpfs: host memory)")
+    folder_bytes: int = fixed(512 << 20, "disk a submission's processes may fill in their folder before they are "
+                                         "stopped")
+    folder_entries: int = fixed(20_000, "files and folders a submission's processes may make in their folder")
+    notebook_output_bytes: int = fixed(4 << 20, "output kept of a whole notebook's cells, beside each cell's cap")
+    notebook_cells: int = fixed(1000, "code cells of a notebook that are run; the rest are not")
     # Fixed: the zygotes and the sandbox's users
     zygote_ready_timeout: float = fixed(180.0, "seconds a zygote may take to import torch on a busy machine")
     zygote_reply_timeout: float = fixed(10.0, "seconds a ready zygote may take to fork a kernel or clean up")

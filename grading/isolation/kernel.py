@@ -10,6 +10,7 @@ plain arrays to a reply file, which the grader reads without trusting it (isolat
 import json
 import os
 import secrets
+import signal
 import subprocess
 import time
 
@@ -23,7 +24,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Any, Integer, Type
 
 from grading.isolation.protocol import GraderError, StudentFailure, parse_reply, read_regular_file
-from grading.isolation.sandbox import PYTHON
+from grading.isolation.sandbox import PYTHON, FolderWatch
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
@@ -80,6 +81,7 @@ class SandboxedExecute(Execute):
     output_limit = Integer(Settings().kernel_output_bytes, help="bytes of output kept per cell (--output-kb)"
                            ).tag(config=True)
     sandbox = Any(help="the grading.isolation.sandbox.Sandbox of the submission being graded")
+    _watch = None  # the FolderWatch on the kernel's folder, from start() to stop()
     zygote = Any(None, allow_none=True, help="the grading.isolation.zygote.Zygote the kernel is forked from (None: "
                                              "cold)")
 
@@ -104,11 +106,15 @@ class SandboxedExecute(Execute):
         size = len(json.dumps(msg.get("content", {}), default=str))
         used = self._output_bytes.get(cell_index, 0)
         self._output_bytes[cell_index] = used + size
-        if used + size > self.output_limit:
-            if used <= self.output_limit:
-                outs.append(nbformat.v4.new_output("stream", name="stdout",
-                                                   text=f"\n[output beyond {self.output_limit >> 10} KiB dropped "
-                                                        "by the grader]\n"))
+        self._output_total += size
+        over = [f"{self.output_limit >> 10} KiB" if used + size > self.output_limit else "",
+                f"{Settings.notebook_output_bytes >> 20} MiB for the whole notebook"
+                if self._output_total > Settings.notebook_output_bytes else ""]
+        if any(over):
+            if cell_index not in self._capped:
+                self._capped.add(cell_index)
+                outs.append(nbformat.v4.new_output("stream", name="stdout", text=f"\n[output beyond "
+                                                   f"{next(filter(None, over))} dropped by the grader]\n"))
             return None
         return super().output(outs, msg, display_id, cell_index)
 
@@ -117,15 +123,20 @@ class SandboxedExecute(Execute):
         NotebookClient.__init__(self, nb)  # the per-run state, as nbconvert's ExecutePreprocessor resets it
         self.reset_execution_trackers()
         self.resources = resources
-        self._output_bytes = {}
+        self._output_bytes, self._output_total, self._capped = {}, 0, set()
         self._deadline = deadline
         self._cell_timeout = cell_timeout
         self._restarts_left = Settings.kernel_restarts
-        self._code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+        code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+        self._code = code[:Settings.notebook_cells]
         self._completed = 0  # code cells run so far
         self._killers = set()  # positions of cells that killed the kernel: replays leave them out
-        notes = []
+        notes = [not_run([c for _, c in code[Settings.notebook_cells:]], f"the notebook has more than "
+                         f"{Settings.notebook_cells} code cells, and the grader runs no more")] \
+            if len(code) > Settings.notebook_cells else []
         self._start_or_retry_cold()
+        self._watch = FolderWatch(self.sandbox.workdir, self._kill_kernel)
+        self._watch.start()
         while self._completed < len(self._code):
             position = self._completed
             index, cell = self._code[position]
@@ -137,6 +148,10 @@ class SandboxedExecute(Execute):
             try:
                 self.execute_cell(cell, index, store_history=True)
             except DeadKernelError:
+                if self._watch.exceeded:
+                    notes.append(not_run([c for _, c in self._code[position:]], f"the notebook filled its folder "
+                                         f"past {Settings.folder_bytes >> 20} MiB while running cell {index + 1}"))
+                    break
                 cell.outputs.append(error_output("DeadKernelError", "the kernel died while running this cell"))
                 notes.append(f"the kernel died while running cell {index + 1}")
                 self._killers.add(position)
@@ -152,10 +167,25 @@ class SandboxedExecute(Execute):
         return notes
 
     def stop(self):
+        """Stop the kernel, and the watch on its folder."""
+        if self._watch is not None:
+            self._watch.stop()
+        self._stop_kernel()
+
+    def _stop_kernel(self):
         if self.km is not None:
             self._cleanup_kernel()
             if self.zygote is not None:
                 self.zygote.sweep(keep=self.sandbox.workdir)  # what the kernel left running goes with it
+
+    def _kill_kernel(self):
+        """From the folder's watch: kill the kernel's whole process group."""
+        provisioner = self.km.provisioner if self.km is not None else None
+        if provisioner is not None and provisioner.pid:
+            try:
+                os.killpg(provisioner.pgid or provisioner.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     @property
     def alive(self):
@@ -168,12 +198,12 @@ class SandboxedExecute(Execute):
             self._start_kernel()
             return
         except Exception:
-            self.stop()
+            self._stop_kernel()
         self.zygote = None
         try:
             self._start_kernel()
         except Exception as error:
-            self.stop()
+            self._stop_kernel()
             errors = self.sandbox.workdir / KERNEL_ERRORS
             said = errors.read_bytes()[-Settings.message_chars:].decode("utf-8", "replace").strip() \
                 if errors.is_file() else ""
@@ -191,7 +221,7 @@ class SandboxedExecute(Execute):
     def _restart(self):
         """A fresh kernel with the cells that ran so far replayed (without keeping their output); False when no
         restart is left or the time budget ran out."""
-        self.stop()
+        self._stop_kernel()
         if self._restarts_left <= 0:
             return False
         self._restarts_left -= 1
@@ -203,7 +233,7 @@ class SandboxedExecute(Execute):
                 if not self._quiet(cell.source, min(self._cell_timeout, self._deadline - time.monotonic())):
                     return False
         except Exception:
-            self.stop()
+            self._stop_kernel()
             return False
         return True
 
@@ -237,6 +267,8 @@ class SandboxedExecute(Execute):
         timeout = min(timeout, self._deadline - time.monotonic())
         if timeout < 1:
             raise StudentFailure("not run: the submission's time budget ran out")
+        if self._watch.exceeded:
+            raise StudentFailure(f"not run: the notebook filled its folder past {Settings.folder_bytes >> 20} MiB")
         if not self.alive and not self._restart():
             raise StudentFailure("not run: the notebook's kernel is gone")
         nonce = secrets.token_hex(8)
@@ -258,9 +290,9 @@ class SandboxedExecute(Execute):
             if self.alive:
                 run_sync(self.km.interrupt_kernel)()
                 if not self._quiet("None", Settings.interrupt_grace):
-                    self.stop()  # stuck for good: the next probe starts a fresh kernel
+                    self._stop_kernel()  # stuck for good: the next probe starts a fresh kernel
                 raise StudentFailure(f"timed out after {time.monotonic() - started:.0f} s")
-            self.stop()
+            self._stop_kernel()
             raise StudentFailure("the kernel died while answering")
         path = self.sandbox.workdir / reply_name
         try:

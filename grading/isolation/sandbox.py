@@ -1,7 +1,9 @@
 """The sandbox every piece of student code runs in: bubblewrap when it is there, resource limits always.
 
 Inside bwrap a process sees the Python environment and normlab read-only, its own copy of one submission
-read-write, a private /tmp, /proc of its own PID namespace, and no network. Nothing else of the course is mounted:
+read-write, a private /tmp and /dev/shm (tmpfs, that is the host's memory, so each is sized), /proc of its own PID
+namespace, and no network. A submission's own folder is on the host's disk: a FolderWatch stops whatever fills it
+past Settings.folder_bytes. Nothing else of the course is mounted:
 not the sources with solutions, the hidden tests, the gradebook, other students or the grader's outputs. It dies
 with the grader (--die-with-parent). When the grader runs as root, the sandboxed code runs as an unprivileged user
 of its own, one per worker slot, so the process limit binds and slots cannot touch each other's processes.
@@ -14,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +154,9 @@ class Sandbox:
         for system in ("/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc/ld.so.cache", "/etc/alternatives", "/etc/fonts"):
             if os.path.exists(system):
                 command += ["--ro-bind", system, system]
-        command += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
+        command += ["--proc", "/proc", "--dev", "/dev"]
+        for shared in ("/dev/shm", "/tmp"):
+            command += ["--perms", "1777", "--size", str(Settings.tmpfs_bytes), "--tmpfs", shared]
         mounted = set()
         for path, mode in [(p, "--ro-bind") for p in [*python_roots(), NORMLAB, *self.readonly]] + \
                           [(self.workdir, "--bind")]:
@@ -190,6 +195,54 @@ def kill_group(process):
     except ProcessLookupError:
         pass
     process.wait()
+
+
+class FolderWatch(threading.Thread):
+    """Calls stop_writer, once, when folder holds more than Settings.folder_bytes on disk (or more than
+    Settings.folder_entries entries): checked every half second, from the grader's side, for as long as the watch
+    runs. exceeded says whether it did."""
+
+    def __init__(self, folder, stop_writer):
+        super().__init__(daemon=True)
+        self.folder = Path(folder)
+        self.stop_writer = stop_writer
+        self.exceeded = False
+        self._done = threading.Event()
+
+    def run(self):
+        while not self._done.wait(0.5):
+            if folder_too_full(self.folder):
+                self.exceeded = True
+                self.stop_writer()
+                return
+
+    def stop(self):
+        self._done.set()
+        if self.is_alive():
+            self.join()
+
+
+def folder_too_full(folder):
+    """Whether folder holds more than Settings.folder_bytes of disk blocks or Settings.folder_entries entries; links
+    are not followed, and the walk stops as soon as it knows."""
+    used, entries, stack = 0, 0, [folder]
+    while stack:
+        try:
+            listing = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in listing:
+            entries += 1
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            used += info.st_blocks * 512
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            if used > Settings.folder_bytes or entries > Settings.folder_entries:
+                return True
+    return False
 
 
 def _threads_of(uid):

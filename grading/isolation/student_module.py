@@ -4,7 +4,8 @@ The child (grading/sandboxed/pyfile_server.py) only computes: each request and r
 (grading/sandboxed/wire.py) of float64 arrays, and the hidden tests compare in the grader. The child's exit code
 and output are never evidence. A call that times out or kills the child fails its test, and the child is
 restarted for the next; the CallBudget ends a grade cell whose calls keep timing out. A child that does not
-say it is ready, before the student's module is imported, is started once more; then it is a GraderError.
+say it is ready, before the student's module is imported, is started once more; then it is a GraderError. A
+FolderWatch stops a child that fills its folder, and no call is made after that.
 """
 import os
 import select
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from grading.isolation.protocol import BadReply, CallBudget, GraderError, StudentFailure, parse_reply
-from grading.isolation.sandbox import PYTHON, kill_group
+from grading.isolation.sandbox import PYTHON, FolderWatch, kill_group
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
@@ -32,6 +33,7 @@ class StudentModule(CallBudget):
         self.path = Path(path)
         self.call_timeout = call_timeout
         self.process = None
+        self.watch = FolderWatch(sandbox.workdir, self._kill)
 
     def start(self):
         """Start the child and wait until it is ready, twice at most; GraderError if it never is."""
@@ -42,15 +44,22 @@ class StudentModule(CallBudget):
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
                 try:
                     self._reply(time.monotonic() + Settings.child_start_timeout)
+                    if not self.watch.is_alive() and not self.watch.exceeded:
+                        self.watch.start()
                     return
                 except (TimeoutError, EOFError, OSError, struct.error, BadReply):
-                    self.close()
+                    self._kill()
                     errors.seek(0)
                     said = errors.read(Settings.message_chars).decode("utf-8", "replace").strip()
         raise GraderError("the sandboxed Python for batchnormalization.py did not start, twice: "
                           + (said or "it said nothing"))
 
     def close(self):
+        """Stop the child and the watch on its folder, for good."""
+        self.watch.stop()
+        self._kill()
+
+    def _kill(self):
         if self.process is not None:
             kill_group(self.process)
             self.process = None
@@ -58,6 +67,9 @@ class StudentModule(CallBudget):
     def call(self, op, dtype="float64", bn_param=None, **arrays):
         """Send one request; return (meta, arrays) of the reply, or raise StudentFailure."""
         self.check()
+        if self.watch.exceeded:
+            raise StudentFailure(f"not run: batchnormalization.py filled its folder past "
+                                 f"{Settings.folder_bytes >> 20} MiB")
         if self.process is None:
             self.start()
         payload = encode({"op": op, "dtype": dtype, "bn_param": bn_param or {"mode": "train"}}, arrays)
@@ -68,13 +80,16 @@ class StudentModule(CallBudget):
             return self.received(self._reply(deadline))
         except TimeoutError:
             self.spend()
-            self.close()
+            self._kill()
             raise StudentFailure(f"timed out after {self.call_timeout:g} s") from None
         except BadReply:
-            self.close()  # its unread bytes would answer the next call
+            self._kill()  # its unread bytes would answer the next call
             raise
         except (OSError, struct.error, EOFError) as error:
-            self.close()
+            self._kill()
+            if self.watch.exceeded:
+                raise StudentFailure(f"batchnormalization.py filled its folder past {Settings.folder_bytes >> 20} "
+                                     "MiB and was stopped") from None
             raise StudentFailure(f"the process running batchnormalization.py stopped ({type(error).__name__})") \
                 from None
 

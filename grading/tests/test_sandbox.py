@@ -1,6 +1,7 @@
 """The sandbox on its own: what sandboxed code can see and reach, and every limit, with and without bwrap."""
 import json
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from grading.isolation.sandbox import Limits, Sandbox, bwrap_works
+from grading.isolation.sandbox import PYTHON, FolderWatch, Limits, Sandbox, bwrap_works, kill_group
+from grading.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = Limits(cpu_seconds=30, memory_mb=1024, processes=40, file_size_mb=8, open_files=128, output_kb=64)
@@ -129,6 +131,42 @@ def test_cpu_time_is_limited(tmp_path):
 def test_output_is_capped(tmp_path):
     completed = run(tmp_path, "print('x' * (8 << 20))")
     assert len(completed.output) <= LIMITS.output_kb << 10
+
+
+def test_tmp_and_shm_are_sized_so_they_cannot_fill_the_hosts_memory(tmp_path):
+    completed = run(tmp_path, f"""
+        for folder in ("/tmp", "/dev/shm"):
+            written = 0
+            try:
+                with open(folder + "/fill", "wb") as out:
+                    for _ in range(({Settings.tmpfs_bytes} >> 20) + 64):
+                        out.write(bytes(1 << 20))
+                        written += 1
+            except OSError as error:
+                print(folder, "full at", written, "MiB", error.errno)
+    """)
+    full = {line.split()[0]: int(line.split()[3]) for line in completed.output.splitlines() if "full at" in line}
+    assert set(full) == {"/tmp", "/dev/shm"} and max(full.values()) <= Settings.tmpfs_bytes >> 20, completed.output
+
+
+def test_a_process_that_fills_its_folder_is_stopped_and_one_that_writes_a_little_is_not(tmp_path, monkeypatch):
+    monkeypatch.setattr(Settings, "folder_bytes", 2 << 20)
+    work = tmp_path / "work"
+    work.mkdir()
+    box = Sandbox(work, LIMITS, slot=3)
+    writers = {"fills": "open('big', 'wb').write(bytes(8 << 20))", "writes-a-little": "open('small', 'w').write('x')"}
+    for name, code in writers.items():
+        process = box.popen([PYTHON, "-c", f"{code}\nimport time\ntime.sleep(3)"])
+        watch = FolderWatch(work, lambda: kill_group(process))
+        watch.start()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            kill_group(process)
+        watch.stop()
+        assert watch.exceeded == (name == "fills"), name
+        for path in work.iterdir():
+            path.unlink()
 
 
 def test_without_bwrap_the_limits_still_apply(tmp_path):

@@ -1,4 +1,4 @@
-"""isolation/kernel.py with one real sandboxed kernel: cells run one by one with their output capped and their time
+"""isolation/kernel.py with one real sandboxed kernel (forked, then replayed cold after it dies): cells run one by one with their output capped and their time
 limited, a cell that kills the kernel is survived, and probes read back only data."""
 import time
 
@@ -8,8 +8,12 @@ import pytest
 
 from grading.isolation.kernel import SandboxedExecute
 from grading.isolation.protocol import StudentFailure
-from grading.isolation.sandbox import Limits, Sandbox
+from grading.isolation.sandbox import Limits, Sandbox, bwrap_works
+from grading.isolation.zygote import zygote_for
 from grading.settings import Settings
+
+pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
+SLOT = 9  # a worker slot of its own
 
 CELLS = [
     "from torch import nn\nprint('x' * 5000)",
@@ -21,14 +25,18 @@ CELLS = [
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory):
-    """The cells run in a cold kernel with a 2 KiB output cap and a 3 s cell timeout: (executor, notebook, notes)."""
-    executor = SandboxedExecute(output_limit=2 << 10)
-    executor.sandbox = Sandbox(tmp_path_factory.mktemp("kernel"), Limits.from_settings(Settings()))
+def kernel():
+    """The cells run in a kernel forked from a zygote (torch already imported, so that 3 s is time enough for a cell
+    even on a loaded machine) with a 2 KiB output cap and a 3 s cell timeout: (executor, notebook, notes)."""
+    limits = Limits.from_settings(Settings())
+    zygote = zygote_for(SLOT, limits)
+    executor = SandboxedExecute(output_limit=2 << 10, zygote=zygote)
+    executor.sandbox = Sandbox(zygote.new_folder(), limits, SLOT)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
     notes = executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 120, 3)
     yield executor, nb, notes
     executor.stop()
+    zygote.close()
 
 
 def outputs(cell, kind):
@@ -66,3 +74,23 @@ def test_what_the_students_code_raised_comes_back_as_their_failure(kernel):
     with pytest.raises(StudentFailure, match="your code raised ValueError: not done") as failure:
         kernel[0].probe("no_norm_layer", {"channels": 2}, {"x": np.ones((1, 2, 2, 2))}, 10)
     assert failure.value.error == "ValueError"
+
+
+def test_a_notebook_that_fills_its_folder_is_stopped_there_and_not_probed(monkeypatch):
+    monkeypatch.setattr(Settings, "folder_bytes", 1 << 20)
+    limits = Limits.from_settings(Settings())
+    zygote = zygote_for(SLOT, limits)
+    executor = SandboxedExecute(zygote=zygote)
+    executor.sandbox = Sandbox(zygote.new_folder(), limits, SLOT)
+    cells = ["print('small files are fine')\nopen('notes.txt', 'w').write('x' * 1000)",
+             "import time\nopen('big.bin', 'wb').write(b'x' * (4 << 20))\ntime.sleep(30)", "print('never')"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    try:
+        notes = executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 60, 50)
+        assert outputs(nb.cells[0], "stream")[0].text == "small files are fine\n"
+        assert notes == ["the notebook filled its folder past 1 MiB while running cell 2; 2 cell(s) from there on "
+                         "did not run"]
+        with pytest.raises(StudentFailure, match="filled its folder past 1 MiB"):
+            executor.probe("no_norm_layer", {"channels": 2}, {"x": np.ones((1, 2, 2, 2))}, 10)
+    finally:
+        executor.stop()
