@@ -46,6 +46,10 @@ c.Autograde.exclude_overwriting = {{{assignment!r}: [{pyfile!r}]}}
 # The late policy of python -m grading autograde (the due date is the gradebook's).
 c.AssignLatePenalties.plugin_class = "grading.records.late.LatePenaltyPlugin"
 c.LatePenaltyPlugin.policy = {late_policy!r}
+# What students wrote renders inert in the formgrader and in nbgrader's feedback (grading/records/inert.py).
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = {{"markdown2html": "grading.records.inert.markdown2html",
+                          "clean_html": "grading.records.inert.clean_html"}}
 """
 
 
