@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nbformat
 from copydetect import CodeFingerprint, compare_files
-from copydetect.utils import get_token_coverage, highlight_overlap
+from copydetect.utils import get_token_coverage
 
 from grading.assignment import CODE_STUB, NOTEBOOK, PYFILE, PYFILE_REGIONS, TEXT_STUB
 from grading.authoring.regions import STUDENT_BEGIN, STUDENT_END, cell_id, marked_regions, solution_cells, stub_pyfile
@@ -267,9 +267,14 @@ def write_csv(pairs, path):
 
 
 def highlighted(answer, slices):
-    """The answer's text as HTML, its shared passages marked."""
-    text, _ = highlight_overlap(answer.text, slices, "<mark>", "</mark>", escape_html=True)
-    return text
+    """The answer's text as HTML, its shared passages marked and every character of it escaped: students' answers
+    hold what they like, <script> included (copydetect's own highlighter returns the text unescaped when it finds
+    nothing to mark)."""
+    text, parts, end = answer.text, [], 0
+    for start, stop in zip(*slices) if len(slices) == 2 else ():
+        parts += [html.escape(text[end:start]), "<mark>", html.escape(text[start:stop]), "</mark>"]
+        end = stop
+    return "".join(parts) + html.escape(text[end:])
 
 
 STYLE = """
