@@ -117,6 +117,9 @@ class Settings:
     histories: int = fixed(100, "most training histories taken from one submission")
     zip_entries: int = fixed(10_000, "most entries in a submitted zip")
     zip_bytes: int = fixed(2 << 30, "most bytes a submitted zip may unpack to")
+    exchange_secret_bytes: int = fixed(1024, "largest submission_secret.txt carried from nbgrader's exchange (its "
+                                             "feedback is released under the secret's hash; nbgrader writes 128 "
+                                             "characters)")
     # Fixed: what student code may take of the grading machine besides its rlimits
     tmpfs_bytes: int = fixed(256 << 20, "size of a sandbox's /tmp and of its /dev/shm, each (tmpfs: host memory)")
     folder_bytes: int = fixed(512 << 20, "disk a submission's processes may fill in their folder before they are "
