@@ -12,6 +12,7 @@ A submission's time is never read from the submission: a timestamp.txt in it, or
 student's to write. An nbgrader tree's times come from the record the grader keeps beside it (records/late.py).
 """
 import hashlib
+import os
 import re
 import stat
 import zipfile
@@ -101,16 +102,37 @@ def _folder_members(folder):
     while stack:
         current = stack.pop()
         for entry in sorted(current.iterdir()):
-            mode = entry.lstat().st_mode
+            info = entry.lstat()
             relative = entry.relative_to(folder).as_posix()
-            if stat.S_ISLNK(mode):
+            if stat.S_ISLNK(info.st_mode):
                 notes.append(f"skipped the symbolic link {relative}")
-            elif stat.S_ISDIR(mode):
+            elif stat.S_ISDIR(info.st_mode):
                 if entry.name not in SKIPPED_FOLDERS and relative.count("/") < 6:
                     stack.append(entry)
-            elif stat.S_ISREG(mode):
-                members.append((relative, entry.stat().st_size, lambda entry=entry: open(entry, "rb")))
+            elif stat.S_ISREG(info.st_mode):
+                members.append((relative, info.st_size, lambda relative=relative: open_member(folder, relative)))
     return members, notes
+
+
+def open_member(folder, relative):
+    """A binary stream of the regular file at relative (a posix path) under folder, opened one component at a time
+    without following a link, so that nothing swapped in after the folder was listed (a link, a FIFO) is read: an
+    exchange inbox stays writable by its student while collect reads it. OSError otherwise."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(folder, flags | os.O_DIRECTORY)
+    try:
+        *parents, name = PurePosixPath(relative).parts
+        for part in parents:
+            child = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        member = os.open(name, flags | os.O_NONBLOCK, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(member).st_mode):
+        os.close(member)
+        raise OSError(f"{relative} is not a regular file")
+    return os.fdopen(member, "rb")
 
 
 def _zip_members(archive):
@@ -206,7 +228,11 @@ def unpack(submission, dest):
     for name, size, opener in members:
         match = HISTORY.search(name)
         if match and intake.histories < Settings.histories and size <= MAX_BYTES["history"]:
-            data = _read_capped(opener, MAX_BYTES["history"])
+            try:
+                data = _read_capped(opener, MAX_BYTES["history"])
+            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as error:
+                intake.notes.append(f"{name} could not be read: {error}")
+                continue
             if data is not None:
                 path = dest / "runs" / "grid" / match.group(2) / "history.json"
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """pipeline/intake.py on small fixtures: which entries are submissions, which files are taken from each and with
 which notes, and that nothing a submission holds is followed, unpacked or read beyond its caps."""
 import os
+import shutil
 import stat
 import zipfile
 
@@ -172,3 +173,23 @@ def test_the_digest_changes_with_the_content_only(tmp_path):
     same = take(tmp_path / "b", Submission("b", zip_of(tmp_path / "b.zip", {PYFILE: SOURCE}), "zip"))
     other = take(tmp_path / "c", Submission("c", folder(tmp_path / "c", "s", {PYFILE: SOURCE + b"#"}), "folder"))
     assert first.digest == same.digest != other.digest
+
+
+def test_what_is_swapped_for_a_link_or_a_fifo_after_listing_is_not_read(tmp_path):
+    """An exchange inbox stays writable by its student while collect reads it."""
+    folder(tmp_path, "instructor", {PYFILE: b"# the solution", NOTEBOOK: NOTEBOOK_TEXT})
+    path = folder(tmp_path, "alice", {PYFILE: SOURCE, f"final/{NOTEBOOK}": NOTEBOOK_TEXT, "runs/grid/bn/history.json":
+                                      b"{}"})
+    members, _ = intake._folder_members(path)
+    assert sorted(name for name, _, _ in members) == [PYFILE, f"final/{NOTEBOOK}", "runs/grid/bn/history.json"]
+    with members[0][2]() as honest:
+        assert honest.read() in (SOURCE, NOTEBOOK_TEXT, b"{}")
+    os.unlink(path / PYFILE)
+    os.symlink(tmp_path / "instructor" / PYFILE, path / PYFILE)
+    shutil.rmtree(path / "final")
+    os.symlink(tmp_path / "instructor", path / "final")
+    os.unlink(path / "runs" / "grid" / "bn" / "history.json")
+    os.mkfifo(path / "runs" / "grid" / "bn" / "history.json")
+    for name, _, opener in members:
+        with pytest.raises(OSError):
+            opener()
