@@ -38,13 +38,14 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK, NOTEBOOK_ID
 from grading.handoff import Submission
-from grading.pipeline.intake import STUDENT_ID, unpack
+from grading.pipeline.intake import STUDENT_ID, open_member, unpack
 from grading.pipeline.notebook import submitted_notebook
 from grading.records.late import RECORD, lateness, parse_due, read_record, read_submission_times, record_text
 from grading.records.results import write_atomic
 from grading.settings import NBGRADER_TIME_FORMAT, SCRATCH_PREFIX, Settings
 
 STAGED = set()  # the folders CheckedAutograde staged in this process: the only ones nbgrader may sanitize from
+SECRET = "submission_secret.txt"  # nbgrader's exchange releases feedback under its hash (release_feedback)
 
 
 def install():
@@ -113,6 +114,7 @@ class CheckedAutograde(Autograde):
         when = self._trusted_times().get(student_id)
         if when:
             (folder / "timestamp.txt").write_text(when)
+        carry_secret(source, folder)
         STAGED.add(os.path.normpath(folder))
 
     def _trusted_times(self):
@@ -162,6 +164,7 @@ class CheckedCollect(ExchangeCollect):
             self.log.warning("%s: %s", record["username"], note)
         when, source = exchange_time(record["timestamp"], src)
         Path(dest, "timestamp.txt").write_text(when)  # what nbgrader's collect --update compares the next one with
+        carry_secret(src, dest)
         self.collected[record["username"]] = (when, source)
 
     def copy_files(self):
@@ -169,6 +172,18 @@ class CheckedCollect(ExchangeCollect):
         if self.collected:
             submitted = Path(self.coursedir.root, self.coursedir.submitted_directory)
             write_atomic(submitted / RECORD, record_text({**read_record(submitted), **self.collected}))
+
+
+def carry_secret(source, dest):
+    """Copy the submission's SECRET from folder source into dest, where it is a small regular file: the student's
+    submit wrote it, and it decides only which feedback they can fetch."""
+    try:
+        with open_member(source, SECRET) as stream:
+            data = stream.read(Settings.exchange_secret_bytes + 1)
+    except OSError:
+        return
+    if len(data) <= Settings.exchange_secret_bytes:
+        Path(dest, SECRET).write_bytes(data)
 
 
 def exchange_time(claimed, inbox):

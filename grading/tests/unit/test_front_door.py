@@ -10,7 +10,7 @@ from nbgrader.converters.base import NbGraderException
 from nbgrader.coursedir import CourseDirectory
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK, PYFILE
-from grading.pipeline.front_door import CheckedAutograde, CheckedCollect, ReadThroughIntake, exchange_time
+from grading.pipeline.front_door import SECRET, CheckedAutograde, CheckedCollect, ReadThroughIntake, exchange_time
 from grading.records.late import RECORD, read_record, record_text
 from grading.settings import NBGRADER_TIME_FORMAT, Settings
 
@@ -38,10 +38,12 @@ def course(tmp_path):
     write(submitted / "honest" / ASSIGNMENT / PYFILE, SOURCE)
     nbformat.write(STUDENT_NOTEBOOK, submitted / "honest" / ASSIGNMENT / NOTEBOOK)
     write(submitted / "honest" / ASSIGNMENT / "timestamp.txt", b"2026-11-01 00:00:00.000000 UTC")
+    write(submitted / "honest" / ASSIGNMENT / SECRET, b"0123abcd")
     (submitted / "linked" / ASSIGNMENT).mkdir(parents=True)
     for name in (PYFILE, NOTEBOOK):
         os.symlink(instructor / name, submitted / "linked" / ASSIGNMENT / name)
     os.mkfifo(submitted / "linked" / ASSIGNMENT / "runs")
+    os.symlink(instructor / PYFILE, submitted / "linked" / ASSIGNMENT / SECRET)
     os.symlink(submitted / "honest", submitted / "alias")
     (submitted / RECORD).write_text(record_text({"linked": ("2026-12-02 10:00:00.000000 UTC", "nbgrader's exchange")}))
     converter = CheckedAutograde(coursedir=CourseDirectory(root=str(root), assignment_id=ASSIGNMENT))
@@ -59,12 +61,13 @@ def course(tmp_path):
 def test_nbgrader_reads_an_honest_submission_as_submitted_and_never_its_own_time(course):
     honest = course["honest"]
     assert honest[PYFILE] == SOURCE and nbformat.reads(honest[NOTEBOOK], 4).cells == STUDENT_NOTEBOOK.cells
+    assert honest[SECRET] == b"0123abcd"  # for release_feedback
     assert "timestamp.txt" not in honest  # the student wrote it; the record does not list them
 
 
 def test_links_and_special_files_never_reach_nbgrader(course):
     linked = course["linked"]
-    assert set(linked) == {NOTEBOOK, "timestamp.txt"}  # no .py, no FIFO
+    assert set(linked) == {NOTEBOOK, "timestamp.txt"}  # no .py, no FIFO, no secret that is a link
     assert nbformat.reads(linked[NOTEBOOK], 4).cells == RELEASED.cells  # graded as the released notebook
     assert linked["timestamp.txt"] == b"2026-12-02 10:00:00.000000 UTC"  # the record's
     assert "alias" not in course  # a student folder that is a link is not graded, as autograde rejects it
@@ -84,11 +87,12 @@ def test_collect_takes_what_intake_takes_and_records_the_time(tmp_path):
     write(inbox / NOTEBOOK, nbformat.writes(STUDENT_NOTEBOOK).encode())
     os.symlink(tmp_path / "solution.py", inbox / PYFILE)
     write(inbox / "timestamp.txt", b"2020-01-01 00:00:00.000000 UTC")
+    write(inbox / SECRET, b"0123abcd")
     collect = CheckedCollect(coursedir=CourseDirectory(root=str(tmp_path / "course"), assignment_id=ASSIGNMENT))
     collect.collected = {}
     dest = tmp_path / "course" / "submitted" / "alice" / ASSIGNMENT
     collect.do_copy(str(inbox), str(dest))
-    assert {p.name for p in dest.iterdir()} == {NOTEBOOK, "timestamp.txt"}  # the link is not followed
+    assert {p.name for p in dest.iterdir()} == {NOTEBOOK, "timestamp.txt", SECRET}  # the link is not followed
     assert collect.collected["alice"] == (claimed.strftime(NBGRADER_TIME_FORMAT), "nbgrader's exchange")
     assert (dest / "timestamp.txt").read_text() == claimed.strftime(NBGRADER_TIME_FORMAT)
 
