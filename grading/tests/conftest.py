@@ -72,12 +72,13 @@ def submit(bundle, root, students):
     return root
 
 
-def autograde(submissions, out, release_dir, *options, timeout=900):
-    """Run `python -m grading autograde` (reusing the session's course so generate_assignment runs once)."""
+def autograde(submissions, out, release_dir, *options, timeout=900, through=()):
+    """Run `python -m grading autograde` (reusing the session's course so generate_assignment runs once), through
+    the command line `through` if given (a wrapper that runs the rest)."""
     out = Path(out)
     if not (out / "course").exists():
         shutil.copytree(release_dir / "course", out / "course")
-    return subprocess.run([sys.executable, "-m", "grading", "autograde", str(submissions), "--out", str(out),
+    return subprocess.run([*through, sys.executable, "-m", "grading", "autograde", str(submissions), "--out", str(out),
                            *options], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 

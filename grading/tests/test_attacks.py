@@ -1,5 +1,6 @@
 """The attack catalogue: every attack scores 0 on the part it attacks, the rest of the batch is graded correctly,
 and the run ends within its time bound. grading/SECURITY.md describes each defence."""
+import sys
 import time
 
 import nbformat
@@ -241,7 +242,41 @@ return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], 
         "rewrites-later-cells": (added_cell(
             "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])", **IDENTITY_NORMS),
             NORM_CELLS),
+        # Against the grader's own memory and disk: each reply inflating to 144 MiB, output far past every cap,
+        # files filling the sandbox's /tmp and the submission's folder.
+        "inflates-kernel-replies": (added_cell(INFLATES_REPLIES), NOTEBOOK_QUESTIONS),
+        "inflates-pyfile-replies": (pyfile_attack("out, cache = x, None", header=INFLATES_REPLIES), ["q1", "q2"]),
+        "floods-output-past-every-cap": (Answers(base="reference", notebook_edits=[append_cells(
+            "print('x' * 40_000)", 1050)]), []),
+        "fills-tmp": (added_cell(FILLS.format(folder="/tmp")), []),
+        "fills-its-folder": (added_cell(FILLS.format(folder=".")), NOTEBOOK_QUESTIONS),
     }
+
+
+INFLATES_REPLIES = """
+import numpy
+def savez(file, *args, **kwargs):
+    return numpy.savez_compressed(file, *args, padding=numpy.zeros(144 << 17), **kwargs)
+numpy.savez = savez
+"""
+FILLS = """
+for index in range(8):
+    try:
+        open(f"{folder}/fill-{{index}}", "wb").write(bytes(240 << 20))
+    except OSError:
+        break
+"""
+PEAK = ("import resource, subprocess, sys\n"
+        "code = subprocess.call(sys.argv[2:])\n"
+        "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss << 10))\n"
+        "sys.exit(code)")
+PEAK_BYTES = 1536 << 20  # what any one of the grader's processes may reach: README, "Grading at scale"
+
+
+def append_cells(code, count):
+    def edit(nb):
+        nb.cells.extend(nbformat.v4.new_code_cell(code) for _ in range(count))
+    return edit
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +290,8 @@ def batch(bundle, release_dir, tmp_path_factory, listener):
     started = time.monotonic()
     # three jobs on two cores: most attacks spend their time waiting for a timeout
     completed = autograde(submissions, out, release_dir, "--jobs", "3", "--call-timeout", str(CALL_TIMEOUT),
-                          "--cell-timeout", "20", "--probe-timeout", "3", "--timeout", "120")
+                          "--cell-timeout", "20", "--probe-timeout", "3", "--timeout", "120",
+                          through=(sys.executable, "-c", PEAK, str(root / "peak")))
     seconds = time.monotonic() - started
     assert completed.returncode == 0, completed.stderr[-3000:]
     return catalogue, results(out), grades(out), seconds, received, out
@@ -293,6 +329,13 @@ def test_the_run_ends_within_its_time_bound(batch):
     _, graded, _, seconds, _, _ = batch
     assert seconds < RUN_BOUND
     assert max(r.seconds for r in graded.values()) < STUDENT_BOUND
+
+
+def test_the_graders_memory_stays_within_its_documented_figure(batch):
+    """Its largest process (the main one or a grading child; not the sandboxed kernels, whose memory is limited
+    apart) stays under PEAK_BYTES, whatever the attacks above hand over or print."""
+    out = batch[5]
+    assert int((out.parent / "peak").read_text()) <= PEAK_BYTES
 
 
 def test_nothing_reached_the_network(batch):
