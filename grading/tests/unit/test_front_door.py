@@ -11,7 +11,7 @@ from nbgrader.coursedir import CourseDirectory
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK, PYFILE
 from grading.pipeline.front_door import SECRET, CheckedAutograde, CheckedCollect, ReadThroughIntake, exchange_time
-from grading.records.late import RECORD, read_record, record_text
+from grading.records.late import RECORD, record_text
 from grading.settings import NBGRADER_TIME_FORMAT, Settings
 
 SOURCE = b"def batchnorm_forward(x, gamma, beta, bn_param):\n    pass\n"
@@ -106,11 +106,3 @@ def test_an_exchange_time_set_back_gives_way_to_the_inboxs_last_change(tmp_path)
     forged, source = exchange_time(now - timedelta(seconds=Settings.exchange_clock_slack + 3600), inbox)
     forged_at = datetime.strptime(forged, NBGRADER_TIME_FORMAT)
     assert abs((forged_at - now).total_seconds()) < 60 and "it claimed" in source
-
-
-def test_the_record_keeps_each_students_time_and_source(tmp_path):
-    (tmp_path / RECORD).write_text(record_text({"bob": ("2026-12-01 10:00:00.000000 UTC", "a, \"quoted\" source")}))
-    assert read_record(tmp_path) == {"bob": ("2026-12-01 10:00:00.000000 UTC", "a, \"quoted\" source")}
-    os.unlink(tmp_path / RECORD)
-    os.symlink(tmp_path / "elsewhere.csv", tmp_path / RECORD)
-    assert read_record(tmp_path) == {}  # a link is not the grader's record
