@@ -86,8 +86,8 @@ class Settings:
     # Fixed: time
     watchdog_grace: float = fixed(120.0, "seconds past --timeout after which a submission's grading process is "
                                          "killed")
-    timeouts_per_cell: int = fixed(2, "calls into student code that may time out in one grade cell; its other "
-                                      "checks then fail at once")
+    timeouts_per_cell: int = fixed(2, "calls into student code that may time out or end its process in one grade "
+                                      "cell; its other checks then fail at once")
     kernel_restarts: int = fixed(2, "dead kernels restarted per submission; each restart replays the notebook")
     child_start_timeout: float = fixed(60.0, "seconds the sandboxed Python of batchnormalization.py may take to "
                                              "say it is ready")

@@ -81,10 +81,11 @@ def read_regular_file(path, max_bytes=Settings.reply_bytes):
 
 
 class CallBudget:
-    """What calls into one submission's code may cost the grader. Calls that timed out, per grade cell: after
-    Settings.timeouts_per_cell of them, the rest of the cell's calls fail at once, so a stuck submission costs
-    seconds, not minutes (`cell` is the grade cell whose checks are running; the hidden suite's plugin sets it). And
-    the bytes of all replies, which the hidden suites keep: past Settings.replies_bytes, no call is made."""
+    """What calls into one submission's code may cost the grader. Calls that timed out or ended the student's
+    process, per grade cell: after Settings.timeouts_per_cell of them, the rest of the cell's calls fail at once, so
+    a stuck or self-destroying submission costs seconds, not minutes (`cell` is the grade cell whose checks are
+    running; the hidden suite's plugin sets it). And the bytes of all replies, which the hidden suites keep: past
+    Settings.replies_bytes, no call is made."""
 
     def __init__(self):
         self.cell = None
@@ -96,7 +97,7 @@ class CallBudget:
             raise StudentFailure(f"not run: the replies to earlier checks added up to more than "
                                  f"{Settings.replies_bytes >> 20} MiB")
         if self.timeouts.get(self.cell, 0) >= Settings.timeouts_per_cell:
-            raise StudentFailure("not run: earlier calls of this check timed out")
+            raise StudentFailure("not run: earlier calls of this check timed out or ended the process")
 
     def spend(self):
         self.timeouts[self.cell] = self.timeouts.get(self.cell, 0) + 1

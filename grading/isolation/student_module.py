@@ -83,9 +83,11 @@ class StudentModule(CallBudget):
             self._kill()
             raise StudentFailure(f"timed out after {self.call_timeout:g} s") from None
         except BadReply:
+            self.spend()
             self._kill()  # its unread bytes would answer the next call
             raise
         except (OSError, struct.error, EOFError) as error:
+            self.spend()
             self._kill()
             if self.watch.exceeded:
                 raise StudentFailure(f"batchnormalization.py filled its folder past {Settings.folder_bytes >> 20} "

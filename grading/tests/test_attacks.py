@@ -242,7 +242,7 @@ return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], 
         "rewrites-later-cells": (added_cell(
             "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])", **IDENTITY_NORMS),
             NORM_CELLS),
-        # Against the grader's own memory and disk: each reply inflating to 144 MiB, output far past every cap,
+        # Against the grader's own memory and disk: each reply inflating to 32 MiB, output far past every cap,
         # files filling the sandbox's /tmp and the submission's folder.
         "inflates-kernel-replies": (added_cell(INFLATES_REPLIES), NOTEBOOK_QUESTIONS),
         "inflates-pyfile-replies": (pyfile_attack("out, cache = x, None", header=INFLATES_REPLIES), ["q1", "q2"]),
@@ -256,7 +256,7 @@ return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], 
 INFLATES_REPLIES = """
 import numpy
 def savez(file, *args, **kwargs):
-    return numpy.savez_compressed(file, *args, padding=numpy.zeros(144 << 17), **kwargs)
+    return numpy.savez_compressed(file, *args, padding=numpy.zeros(32 << 17), **kwargs)  # 32 MiB in memory
 numpy.savez = savez
 """
 FILLS = """
