@@ -1,12 +1,16 @@
 """In a real browser: headless Chromium (Debian's chromium and chromium-driver, which .ci/run installs) driven by
 selenium, against one `jupyter lab` whose folder holds a course graded by `python -m grading autograde` (with a
-roster) and two student copies of the release, one filled in with the reference answers and one untouched.
+roster) and two student copies of the release, one filled in with the reference answers and one untouched. One
+graded student, carl, carries script in a written answer, in a markdown cell and in a cell's output (HTML and
+JavaScript), and bob copied the written answer: the formgrader, nbgrader's feedback, ours and the similarity report
+all show it without running it.
 
 A failing test leaves a screenshot, its name in the failure message, in $BROWSER_SCREENSHOTS (default: pytest's
 temporary folder).
 """
 import csv
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -20,6 +24,7 @@ import pytest
 from conftest import REFERENCE, REPO, autograde, grades, submit
 from grading.authoring.samples import Answers, build_submission
 from grading.authoring.course import db_url
+from grading.commands.similarity import similarity
 from grading.assignment import ASSIGNMENT, COURSE_ID
 
 selenium = pytest.importorskip("selenium", reason="selenium comes from grading/requirements.txt")
@@ -32,8 +37,33 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ROSTER = [("ada", "Ada", "Lovelace", "ada@example.org"), ("bob", "Bob", "Babbage", "bob@example.org"),
           ("carl", "Carl", "Gauss", "carl@example.org")]
-STUDENTS = {"ada": REFERENCE, "bob": Answers(), "carl": Answers(base="reference", notebook_edits=[
-    lambda nb: nb.cells.insert(3, nbformat.v4.new_code_cell("get_ipython().showtraceback = lambda *a, **k: None"))])}
+
+
+def attack(where):
+    """HTML whose script would mark the page it runs in and write pwned-<where>.txt into the Jupyter server's root
+    through the TA's session, as the attack of issue 23 did."""
+    script = (f"document.documentElement.dataset.pwned='{where}';fetch('/api/contents/pwned-{where}.txt',{{method:"
+              "'PUT',headers:{'Content-Type':'application/json','X-XSRFToken':(document.cookie.match(/_xsrf=([^;]*)/)"
+              "||[])[1]||''},body:JSON.stringify({type:'file',format:'text',content:'x'})})")
+    return f'<img src="data:," onerror="{script}">'
+
+
+ANALYSIS = ("Batch normalization kept my training stable, as <b>normalization</b> should, while the variant "
+            "without it diverged after a few epochs at the same learning rate. " + attack("answer"))
+OUTPUT_CELL = ("from IPython.display import HTML, Javascript, display\n"
+               f"display(HTML({attack('html-output')!r}))\n"
+               "display(Javascript(\"document.documentElement.dataset.pwned = 'javascript-output'\"))")
+
+
+def carls_cells(nb):
+    nb.cells.insert(3, nbformat.v4.new_code_cell("get_ipython().showtraceback = lambda *a, **k: None"))
+    script = "<script>document.documentElement.dataset.pwned = 'script'</script>"
+    nb.cells.insert(4, nbformat.v4.new_markdown_cell("A note of mine. " + attack("markdown") + script))
+    nb.cells.insert(5, nbformat.v4.new_code_cell(OUTPUT_CELL))
+
+
+STUDENTS = {"ada": REFERENCE, "bob": Answers(regions={"q4_analysis": ANALYSIS}),
+            "carl": Answers(base="reference", regions={"q4_analysis": ANALYSIS}, notebook_edits=[carls_cells])}
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                                 reason="needs Debian's chromium and chromium-driver: .ci/run installs them")
 
@@ -54,12 +84,16 @@ def site(bundle, release_dir, tmp_path_factory):
     submissions = submit(bundle, root / "submissions", STUDENTS)
     graded = autograde(submissions, root / "graded", release_dir, "--jobs", "2", "--roster", str(roster))
     assert graded.returncode == 0, graded.stderr[-3000:]
+    course = root / "graded" / "course"
+    feedback = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--student", "carl"],
+                              cwd=course, capture_output=True, text=True, timeout=300)
+    assert feedback.returncode == 0, feedback.stderr[-3000:]
+    assert similarity(submissions, root / "similar", top=10, log=lambda line: None) == 0
     shutil.copytree(bundle, root / "students" / "untouched")
     build_submission(REFERENCE, bundle, REPO, root / "students" / "reference")
     for name in ("tests", "normlab", "data"):
         shutil.copytree(bundle / name, root / "students" / "reference" / name)
     port = free_port()
-    course = root / "graded" / "course"
     settings = root / "lab-settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
     (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
@@ -207,4 +241,45 @@ def test_validate_says_batchnormalization_py_is_not_done(site, browser):
     next(b for b in browser.find_elements(By.CSS_SELECTOR, ".validate-button") if b.is_displayed()).click()
     message = wait_for(browser, "[...document.querySelectorAll('.jp-Dialog-body')].map(d => d.innerText).join(' ')",
                        timeout=300, what="the validation result")
-    assert "batchnormalization.py fails the public tests of Q1" in message, message[:2000]
+    assert re.search(r"batchnormalization\.py fails \d+ public tests of Q1", message), message[:2000]
+
+
+def pwned(driver):
+    """What script of a student's set the page's marker to ("" when none ran), a second after the page loaded."""
+    time.sleep(1)
+    return driver.execute_script("return document.documentElement.dataset.pwned || ''")
+
+
+def test_nothing_a_student_wrote_runs_in_the_formgrader_or_in_any_report(site, browser):
+    root, course, base = site
+    browser.get(f"{base}/formgrader/gradebook/{ASSIGNMENT}/norm")
+    wait_for(browser, "document.querySelectorAll('table tbody tr a').length >= 3", what="the submissions")
+    browser.find_element(By.XPATH, "//table//tr[.//*[contains(@class, 'glyphicon-flag')]]//a").click()  # carl's
+    wait_for(browser, "document.getElementById('q4_analysis') !== null", what="the manual grading view")
+    assert pwned(browser) == ""
+    assert browser.execute_script("return [...document.querySelectorAll('.nbgrader_cell b')]"
+                                  ".some(b => b.textContent === 'normalization')"), "the answer's own <b> is shown"
+    assert "A note of mine." in browser.page_source and "&lt;script&gt;" in browser.page_source
+    reports = {"nbgrader's feedback": course / "feedback" / "carl" / ASSIGNMENT / "norm.html",
+               "our feedback": root / "graded" / "carl" / "feedback.html",
+               "the similarity report": root / "similar" / "similarity.html"}
+    for name, report in reports.items():
+        browser.get(report.as_uri())
+        wait_for(browser, "document.readyState === 'complete'", what=name)
+        assert pwned(browser) == "", name
+    assert browser.execute_script("return [...document.querySelectorAll('pre')].some(p => p.textContent.includes("
+                                  "'<img src=\"data:,\" onerror='))"), "the copied answer is shown as text"
+    browser.get(reports["nbgrader's feedback"].as_uri())
+    assert browser.execute_script("return [...document.querySelectorAll('b')].some(b => b.textContent === "
+                                  "'normalization')"), "the answer's own <b> is shown in nbgrader's feedback"
+    assert not list(root.glob("pwned-*.txt"))
+    # The control: the same HTML put into the formgrader's page does run there, and writes its file.
+    browser.get(f"{base}/formgrader/gradebook/{ASSIGNMENT}/norm")
+    wait_for(browser, "document.querySelectorAll('table tbody tr a').length >= 3", what="the submissions")
+    browser.execute_script("document.body.insertAdjacentHTML('beforeend', arguments[0])", attack("control"))
+    assert pwned(browser) == "control"
+    deadline = time.monotonic() + 10
+    while not (root / "pwned-control.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (root / "pwned-control.txt").exists(), "the control's script could not write through the TA's session"
+    (root / "pwned-control.txt").unlink()
