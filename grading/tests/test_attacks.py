@@ -14,8 +14,8 @@ from grading.authoring.course import db_url
 from grading.assignment import COURSE_ID, PYFILE
 
 CALL_TIMEOUT = 2
-RUN_BOUND = 600  # seconds for the whole batch on two cores
-STUDENT_BOUND = 90  # seconds for any one submission
+TIMEOUT = 120  # --timeout: the time budget of one submission, which the grader enforces whatever the load
+RUN_BOUND = 900  # seconds for the whole batch on two busy cores: far above what it takes, far below attacks unbounded
 
 
 def pyfile_attack(forward, backward=None, header=""):
@@ -290,7 +290,7 @@ def batch(bundle, release_dir, tmp_path_factory, listener):
     started = time.monotonic()
     # three jobs on two cores: most attacks spend their time waiting for a timeout
     completed = autograde(submissions, out, release_dir, "--jobs", "3", "--call-timeout", str(CALL_TIMEOUT),
-                          "--cell-timeout", "20", "--probe-timeout", "3", "--timeout", "120",
+                          "--cell-timeout", "20", "--probe-timeout", "3", "--timeout", str(TIMEOUT),
                           through=(sys.executable, "-c", PEAK, str(root / "peak")))
     seconds = time.monotonic() - started
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -328,7 +328,7 @@ def test_the_rest_of_the_batch_is_graded_correctly(batch):
 def test_the_run_ends_within_its_time_bound(batch):
     _, graded, _, seconds, _, _ = batch
     assert seconds < RUN_BOUND
-    assert max(r.seconds for r in graded.values()) < STUDENT_BOUND
+    assert max(r.seconds for r in graded.values()) < TIMEOUT + 5
 
 
 def test_the_graders_memory_stays_within_its_documented_figure(batch):
