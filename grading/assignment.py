@@ -12,6 +12,9 @@ NOTEBOOK = "norm.ipynb"
 NOTEBOOK_ID = NOTEBOOK.removesuffix(".ipynb")  # what nbgrader's gradebook calls it
 # The solution regions of batchnormalization.py, in the order they appear.
 PYFILE_REGIONS = ("forward_train", "forward_test", "backward")
+# The locked cell of norm.ipynb with the provided model code (BasicBlock, ResNet, make_stem, resnet18, ...), which
+# calls the students' make_norm, make_shortcut, make_no_norm and make_cifar_stem.
+MODEL_CODE_CELL = "model_code"
 # Bonus points per dataset: none below the floor, all at or above the target, linear in between. The perturbations a
 # model must also survive to keep them are declared in normlab.evaluate, with which students check their models.
 BONUS_THRESHOLDS = {"cifar10": (0.90, 0.95, 5.0), "cifar100": (0.70, 0.77, 5.0)}

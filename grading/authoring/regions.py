@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.preprocessors import ClearSolutions
 
-from grading.assignment import CODE_STUB, NOTEBOOK, PYFILE, PYFILE_REGIONS
+from grading.assignment import CODE_STUB, MODEL_CODE_CELL, NOTEBOOK, PYFILE, PYFILE_REGIONS
 from grading.settings import HIDDEN, REPO
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -39,6 +39,14 @@ def region_code(text, begin=BEGIN_SOLUTION, end=END_SOLUTION):
 
 def cell_id(cell):
     return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+@functools.lru_cache(maxsize=1)
+def provided_model_code(source_dir=REPO):
+    """The source of the notebook's provided model code, as the course wrote it (grading builds its networks from
+    this copy, never from a student's)."""
+    nb = nbformat.read(Path(source_dir) / NOTEBOOK, as_version=4)
+    return next(cell.source for cell in nb.cells if cell_id(cell) == MODEL_CODE_CELL)
 
 
 def solution_cells(nb):

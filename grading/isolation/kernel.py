@@ -23,6 +23,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
 from traitlets import Any, Integer, Type
 
+from grading.authoring.regions import provided_model_code
 from grading.isolation.protocol import GraderError, StudentFailure, parse_reply, read_regular_file
 from grading.isolation.sandbox import PYTHON, FolderWatch
 from grading.sandboxed import program
@@ -280,7 +281,7 @@ class SandboxedExecute(Execute):
             request.write(encode({"op": op, "args": args}, arrays))
         code = (f"exec(compile({PROBE_SOURCE!r}, '<grader probe>', 'exec'), "
                 f"{{'STUDENT': globals(), 'REQUEST': {request_name!r}, 'REPLY': {reply_name!r}, "
-                f"'MESSAGE_CHARS': {Settings.message_chars}}})")
+                f"'MESSAGE_CHARS': {Settings.message_chars}, 'MODEL_CODE': {provided_model_code()!r}}})")
         started = time.monotonic()
         try:
             answered = self._quiet(code, timeout)

@@ -3,8 +3,11 @@ student's definitions on the grader's inputs and writes what comes back, as floa
 the file REPLY. It judges nothing; the grader compares everything in its own process.
 
 The grader executes `exec(<wire.py><this file>, {"STUDENT": globals(), "REQUEST": <path>, "REPLY": <path>,
-"MESSAGE_CHARS": <int>})`: STUDENT is the kernel's namespace, REQUEST a file the grader wrote, encoding
-{"op", "args"} and input arrays, and MESSAGE_CHARS how much of an exception's message the grader keeps.
+"MESSAGE_CHARS": <int>, "MODEL_CODE": <str>})`: STUDENT is the kernel's namespace, REQUEST a file the grader wrote,
+encoding {"op", "args"} and input arrays, MESSAGE_CHARS how much of an exception's message the grader keeps, and
+MODEL_CODE the grader's copy of the notebook's provided model code: networks are built from it, with the student's
+make_norm, make_shortcut, make_no_norm and make_cifar_stem, so that a resnet18, BasicBlock or make_stem the student
+redefined decides nothing.
 
 Where a check must not depend on another question's answer, the grader asks for stand-ins: `make_norm` becomes a
 Marker (a per-channel affine map the grader knows) or plain BatchNorm2d, `make_shortcut` a 1x1 convolution and
@@ -40,6 +43,17 @@ def defined(name):
     if name not in STUDENT:
         raise NameError(f"name {name!r} is not defined")
     return STUDENT[name]
+
+
+STUDENT_PARTS = ("make_norm", "make_shortcut", "make_no_norm", "make_cifar_stem")
+
+
+def provided(name):
+    """name (resnet18, ...) from the grader's copy of the provided model code, run in a namespace of its own that
+    holds only the student's parts (or the stand-ins put in their place)."""
+    namespace = {"torch": torch, "nn": nn, **{part: STUDENT[part] for part in STUDENT_PARTS if part in STUDENT}}
+    exec(compile(MODEL_CODE, "<the provided model code>", "exec"), namespace)
+    return namespace[name]
 
 
 def array(value):
@@ -172,7 +186,7 @@ def no_norm_layer(args, arrays):
 def no_norm_network(args):
     torch.manual_seed(args["seed"])
     with stand_ins(make_norm=no_norm_only, make_shortcut=projection):
-        return defined(args["depth"])(norm_type="none", num_classes=args["classes"], base_width=args["width"])
+        return provided(args["depth"])(norm_type="none", num_classes=args["classes"], base_width=args["width"])
 
 
 def no_norm_outputs(args, arrays):
@@ -219,7 +233,7 @@ def trains(args, arrays):
 def cifar_resnet(args, arrays):
     torch.manual_seed(0)
     with stand_ins(make_norm=batchnorm_only, make_shortcut=projection):
-        model = defined(args["depth"])(stem="cifar", num_classes=args["classes"], base_width=args["width"])
+        model = provided(args["depth"])(stem="cifar", num_classes=args["classes"], base_width=args["width"])
     seen = {}
 
     def record(name):

@@ -242,6 +242,8 @@ return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], 
         "rewrites-later-cells": (added_cell(
             "get_ipython().input_transformers_cleanup.append(lambda lines: ['pass\\n'])", **IDENTITY_NORMS),
             NORM_CELLS),
+        "redefines-resnet18-as-a-shell": (added_cell(SHELL_RESNET, after="q5_make_cifar_stem", base="stub"),
+                                          ["q4", "q5"]),
         # Against the grader's own memory and disk: each reply inflating to 32 MiB, output far past every cap,
         # files filling the sandbox's /tmp and the submission's folder.
         "inflates-kernel-replies": (added_cell(INFLATES_REPLIES), NOTEBOOK_QUESTIONS),
@@ -253,6 +255,25 @@ return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], 
     }
 
 
+# Answers nothing, and hands the grader's checks what they look at: zeros of the shapes its hooks expect at layer1
+# and avgpool, and logits of a linear layer on pooled pixels.
+SHELL_RESNET = """
+class Shell(nn.Module):
+    def __init__(self, num_classes=10, base_width=64, **options):
+        super().__init__()
+        self.width = base_width
+        self.layer1, self.avgpool = nn.Identity(), nn.Identity()
+        self.fc = nn.Linear(3, num_classes)
+
+    def forward(self, x):
+        self.layer1(torch.zeros(x.shape[0], self.width, 32, 32))
+        self.avgpool(torch.zeros(x.shape[0], 8 * self.width, 4, 4))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def resnet18(**options):
+    return Shell(**options)
+"""
 INFLATES_REPLIES = """
 import numpy
 def savez(file, *args, **kwargs):
