@@ -10,6 +10,8 @@ from nbgrader.converters.base import NbGraderException
 from nbgrader.coursedir import CourseDirectory
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK, PYFILE
+from grading.authoring.course import write_config
+from grading.nbgrader_support import course_config
 from grading.pipeline.front_door import SECRET, CheckedAutograde, CheckedCollect, ReadThroughIntake, exchange_time
 from grading.records.late import RECORD, record_text
 from grading.settings import NBGRADER_TIME_FORMAT, Settings
@@ -106,3 +108,17 @@ def test_an_exchange_time_set_back_gives_way_to_the_inboxs_last_change(tmp_path)
     forged, source = exchange_time(now - timedelta(seconds=Settings.exchange_clock_slack + 3600), inbox)
     forged_at = datetime.strptime(forged, NBGRADER_TIME_FORMAT)
     assert abs((forged_at - now).total_seconds()) < 60 and "it claimed" in source
+
+
+def test_the_courses_configuration_puts_the_checked_converter_where_nbgrader_looks(tmp_path, monkeypatch):
+    """nbgrader's autograde command and the formgrader's button create their converter by these names."""
+    from nbgrader.apps import api, autogradeapp
+    from nbgrader.converters import Autograde
+
+    for module in (api, autogradeapp):
+        monkeypatch.setattr(module, "Autograde", Autograde)  # as nbgrader has it, whatever ran before in this process
+    write_config(tmp_path)
+    config = course_config(tmp_path)
+    assert autogradeapp.Autograde is CheckedAutograde and api.Autograde is CheckedAutograde
+    assert config.ExchangeFactory.collect == "grading.pipeline.front_door.CheckedCollect"
+    assert config.Autograde.sanitize_preprocessors[0] is ReadThroughIntake
