@@ -57,8 +57,8 @@ class CheckedAutograde(Autograde):
     """nbgrader's Autograde, whose sanitize step reads each student's submission as intake took it."""
 
     def start(self):
+        self._times = self._trusted_times()  # before anything is read: a CSV that cannot be used grades no one
         self._staging = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-front-door-", dir="/tmp")
-        self._times = None
         try:
             super().start()
         finally:
@@ -111,7 +111,7 @@ class CheckedAutograde(Autograde):
         nbformat.write(nb, folder / NOTEBOOK)  # the notebook autograde grades, as autograde read it
         for note in [*intake.notes, *notes, *([f"{problem}; graded as the released notebook"] if problem else [])]:
             self.log.warning("%s: %s", student_id, note)
-        when = self._trusted_times().get(student_id)
+        when = self._times.get(student_id)
         if when:
             (folder / "timestamp.txt").write_text(when)
         carry_secret(source, folder)
@@ -120,17 +120,16 @@ class CheckedAutograde(Autograde):
     def _trusted_times(self):
         """{student_id: time in nbgrader's format} from the sources autograde trusts: the TA's --submission-times
         (the course's settings) over the record beside submitted/."""
-        if self._times is None:
-            settings = Settings.from_json(self.config.get("JudgedExecute", {}).get("settings", {}))
-            try:
-                due = parse_due(settings.due) if settings.due else None
-                recorded = {student: when for student, (when, _) in read_record(
-                    Path(self.coursedir.root, self.coursedir.submitted_directory)).items()}
-                declared = read_submission_times(settings.submission_times) if settings.submission_times else {}
-            except ValueError as error:
-                raise NbGraderException(str(error)) from None
-            self._times = {student: lateness(text, due).timestamp for student, text in {**recorded, **declared}.items()}
-        return self._times
+        settings = Settings.from_json(self.config.get("JudgedExecute", {}).get("settings", {}))
+        try:
+            due = parse_due(settings.due) if settings.due else None
+            recorded = {student: when for student, (when, _) in read_record(
+                Path(self.coursedir.root, self.coursedir.submitted_directory)).items()}
+            declared = read_submission_times(settings.submission_times) if settings.submission_times else {}
+        except ValueError as error:
+            self.log.error(str(error))
+            raise NbGraderException(str(error)) from None
+        return {student: lateness(text, due).timestamp for student, text in {**recorded, **declared}.items()}
 
 
 class ReadThroughIntake(NbGraderPreprocessor):

@@ -49,7 +49,7 @@ def course(tmp_path):
     os.symlink(submitted / "honest", submitted / "alias")
     (submitted / RECORD).write_text(record_text({"linked": ("2026-12-02 10:00:00.000000 UTC", "nbgrader's exchange")}))
     converter = CheckedAutograde(coursedir=CourseDirectory(root=str(root), assignment_id=ASSIGNMENT))
-    converter._staging, converter._times = str(tmp_path / "staging"), None
+    converter._staging, converter._times = str(tmp_path / "staging"), converter._trusted_times()
     (tmp_path / "staging").mkdir()
     converter.init_notebooks()
     staged = {}
