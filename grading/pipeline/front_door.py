@@ -12,7 +12,7 @@ front doors grade a symlinked or oversized submission alike.
   chain, refuses a notebook that was not read through it, so a future nbgrader that converted submissions some
   other way would grade no one rather than read submitted/ unchecked.
 - CheckedCollect is the exchange's collect (ExchangeFactory.collect): it copies from each inbox only what intake
-  takes, and records the submission's time beside the student folders (records/late.RECORD).
+  takes, and records the submission's time beside the student folders (records/late.TIMES_FILE).
 
 What they trust: the course's own folders (release/, the gradebook), the TA's settings and, of submitted/, only the
 record of times beside the student folders, which students cannot write. Of nbgrader's exchange, collect trusts the
@@ -40,7 +40,7 @@ from grading.assignment import ASSIGNMENT, NOTEBOOK, NOTEBOOK_ID
 from grading.handoff import Submission
 from grading.pipeline.intake import STUDENT_ID, open_member, unpack
 from grading.pipeline.notebook import submitted_notebook
-from grading.records.late import RECORD, lateness, parse_due, read_record, read_submission_times, record_text
+from grading.records.late import TIMES_FILE, lateness, parse_due, read_record, read_submission_times, record_text
 from grading.records.results import write_atomic
 from grading.settings import NBGRADER_TIME_FORMAT, SCRATCH_PREFIX, Settings
 
@@ -170,7 +170,7 @@ class CheckedCollect(ExchangeCollect):
         super().copy_files()
         if self.collected:
             submitted = Path(self.coursedir.root, self.coursedir.submitted_directory)
-            write_atomic(submitted / RECORD, record_text({**read_record(submitted), **self.collected}))
+            write_atomic(submitted / TIMES_FILE, record_text({**read_record(submitted), **self.collected}))
 
 
 def carry_secret(source, dest):

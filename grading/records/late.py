@@ -9,9 +9,9 @@ Policies (--late-policy):
   day, a second more is two), at most MAX, and never below 0.
 Submission times come only from sources a student cannot write: a CSV of times as an LMS exports it or a TA
 writes it (--submission-times, read by `read_submission_times`), and the times nbgrader's exchange handed over,
-which collect checks and records beside the submissions it copies (`RECORD`, see pipeline/front_door.py). What a
-submission holds (a timestamp.txt, a zip's entry dates) is the student's to write and is never read for a time. A
-time without a time zone is taken in the due date's zone; a submission without a time counts as on time, with a
+which collect checks and records beside the submissions it copies (TIMES_FILE, see pipeline/front_door.py). What
+a submission holds (a timestamp.txt, a zip's entry dates) is the student's to write and is never read for a time.
+A time without a time zone is taken in the due date's zone; a submission without a time counts as on time, with a
 note. `lateness` reads the time and how late it is, once per submission; `LatePolicy.penalty` turns that into
 points, for grades.csv and, as nbgrader's plugin, the gradebook.
 """
@@ -30,8 +30,8 @@ from grading.settings import NBGRADER_TIME_FORMAT
 
 # The times of a submitted/ tree's submissions, written beside them by the grader (nbgrader's collect here, or
 # python -m grading autograde into its course) from sources students cannot write; students cannot write there.
-RECORD = ".submission-times.csv"
-RECORD_COLUMNS = ["student_id", "submitted_at", "source"]
+TIMES_FILE = ".submission-times.csv"
+TIMES_COLUMNS = ["student_id", "submitted_at", "source"]
 # Column names (compared in lower case) of the student id and of the time in the CSVs LMSs export: Gradescope's
 # "SID" and "Submission Time", Moodle's grading worksheet's "Last modified (submission)", a TA's own student_id and
 # submitted_at.
@@ -165,8 +165,8 @@ def _aware(when):
 
 
 def read_record(folder):
-    """{student_id: (time, source)} of the RECORD in a submitted/ tree ({} where there is none)."""
-    path = Path(folder) / RECORD
+    """{student_id: (time, source)} of the TIMES_FILE in a submitted/ tree ({} where there is none)."""
+    path = Path(folder) / TIMES_FILE
     if path.is_symlink() or not path.is_file():
         return {}
     with open(path, newline="", encoding="utf-8") as f:
@@ -175,9 +175,9 @@ def read_record(folder):
 
 
 def record_text(times):
-    """The RECORD of {student_id: (time, source)}, as CSV text."""
+    """The TIMES_FILE of {student_id: (time, source)}, as CSV text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(RECORD_COLUMNS)
+    writer.writerow(TIMES_COLUMNS)
     writer.writerows((student, when, source) for student, (when, source) in sorted(times.items()))
     return buffer.getvalue()

@@ -15,7 +15,7 @@ from conftest import GRADESCOPE_SCHEMA, REFERENCE, REPO, STUB, autograde, grades
 from grading.authoring.regions import BEGIN_HIDDEN, END_HIDDEN, region_code
 from grading.authoring.samples import Answers
 from grading.pipeline.bonus import points_for
-from grading.records.late import RECORD, record_text
+from grading.records.late import TIMES_FILE, record_text
 from grading.authoring.course import db_url
 from grading.assignment import COURSE_ID, PYFILE, QUESTIONS
 from normlab import data
@@ -122,7 +122,7 @@ def test_an_nbgrader_submitted_tree_is_accepted_with_the_times_collect_recorded(
         folder = submit(bundle, tmp_path / "built", {student: answers}) / student
         shutil.copytree(folder, submitted / student / "norm")
         (submitted / student / "norm" / "timestamp.txt").write_text("2026-11-20 10:00:00.000000 UTC")
-    (submitted / RECORD).write_text(record_text({"eve": ("2026-11-20 10:00:00.000000 UTC", "nbgrader's exchange")}))
+    (submitted / TIMES_FILE).write_text(record_text({"eve": ("2026-11-20 10:00:00.000000 UTC", "nbgrader's exchange")}))
     out = tmp_path / "out"
     assert autograde(submitted, out, release_dir, "--questions", "q1,q2").returncode == 0
     assert grades(out)["eve"]["total"] == "40.00"

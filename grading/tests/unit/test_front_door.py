@@ -13,7 +13,7 @@ from grading.assignment import ASSIGNMENT, NOTEBOOK, PYFILE
 from grading.authoring.course import write_config
 from grading.nbgrader_support import course_config
 from grading.pipeline.front_door import SECRET, CheckedAutograde, CheckedCollect, ReadThroughIntake, exchange_time
-from grading.records.late import RECORD, record_text
+from grading.records.late import TIMES_FILE, record_text
 from grading.settings import NBGRADER_TIME_FORMAT, Settings
 
 SOURCE = b"def batchnorm_forward(x, gamma, beta, bn_param):\n    pass\n"
@@ -47,7 +47,7 @@ def course(tmp_path):
     os.mkfifo(submitted / "linked" / ASSIGNMENT / "runs")
     os.symlink(instructor / PYFILE, submitted / "linked" / ASSIGNMENT / SECRET)
     os.symlink(submitted / "honest", submitted / "alias")
-    (submitted / RECORD).write_text(record_text({"linked": ("2026-12-02 10:00:00.000000 UTC", "nbgrader's exchange")}))
+    (submitted / TIMES_FILE).write_text(record_text({"linked": ("2026-12-02 10:00:00.000000 UTC", "the exchange")}))
     converter = CheckedAutograde(coursedir=CourseDirectory(root=str(root), assignment_id=ASSIGNMENT))
     converter._staging, converter._times = str(tmp_path / "staging"), converter._trusted_times()
     (tmp_path / "staging").mkdir()

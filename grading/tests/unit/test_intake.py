@@ -11,7 +11,7 @@ from grading.assignment import NOTEBOOK, PYFILE
 from grading.handoff import Submission
 from grading.pipeline import intake
 from grading.pipeline.intake import discover, unpack
-from grading.records.late import RECORD, record_text
+from grading.records.late import TIMES_FILE, record_text
 
 SOURCE = b"def batchnorm_forward(x, gamma, beta, bn_param):\n    pass\n"
 NOTEBOOK_TEXT = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
@@ -63,7 +63,7 @@ def test_an_nbgrader_tree_takes_its_times_from_the_graders_record_only(tmp_path)
     root = tmp_path / "submitted"
     for student in ("alice", "bob"):
         folder(root, student, {f"norm/{PYFILE}": SOURCE, "norm/timestamp.txt": b"2026-11-20 10:00:00.000000 UTC"})
-    (root / RECORD).write_text(record_text({"alice": ("2026-11-21 10:00:00.000000 UTC", "nbgrader's exchange")}))
+    (root / TIMES_FILE).write_text(record_text({"alice": ("2026-11-21 10:00:00.000000 UTC", "nbgrader's exchange")}))
     alice, bob = discover(root)[0]
     assert alice.kind == "nbgrader" and alice.path == root / "alice" / "norm"
     assert alice.timestamp == "2026-11-21 10:00:00.000000 UTC" and not alice.notes  # the record's, not the file's

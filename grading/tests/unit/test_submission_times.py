@@ -2,7 +2,7 @@
 the grader keeps beside an nbgrader tree; bad files are refused with a message that says what to fix."""
 import pytest
 
-from grading.records.late import RECORD, lateness, parse_due, read_record, read_submission_times, record_text
+from grading.records.late import TIMES_FILE, lateness, parse_due, read_record, read_submission_times, record_text
 
 DUE = parse_due("2026-12-01T23:59:00+08:00")
 
@@ -51,7 +51,7 @@ def test_the_record_beside_a_tree_round_trips_and_nothing_else_is_one(tmp_path):
     times = {"ada": ("2026-12-01 15:58:00.000000 UTC", "nbgrader's exchange"),
              "bob": ("2026-12-02 16:00:00.000000 UTC", "the inbox's last change, \"later\", than it claimed")}
     (tmp_path / "tree").mkdir()
-    (tmp_path / "tree" / RECORD).write_text(record_text(times))
+    (tmp_path / "tree" / TIMES_FILE).write_text(record_text(times))
     assert read_record(tmp_path / "tree") == times
-    (tmp_path / RECORD).symlink_to(tmp_path / "tree" / RECORD)
+    (tmp_path / TIMES_FILE).symlink_to(tmp_path / "tree" / TIMES_FILE)
     assert read_record(tmp_path) == read_record(tmp_path / "elsewhere") == {}  # a link is not the grader's record
