@@ -146,12 +146,9 @@ def test_nbgrader_records_the_same_due_date_and_penalties(graded):
 
 def test_a_bad_due_date_policy_or_times_csv_stops_the_grader_with_status_2(release_dir, tmp_path):
     (tmp_path / "submissions").mkdir()
-    (tmp_path / "no-columns.csv").write_text("name,when\nada,2026-12-01\n")
-    (tmp_path / "bad-time.csv").write_text("student_id,submitted_at\nada,2026-13-45 99:99\n")
+    (tmp_path / "no-columns.csv").write_text("name,when\nada,2026-12-01\n")  # the others: unit/test_submission_times
     for option, message in ((["--due", "2026-12-01 23:59"], "no time zone"),
                             (["--late-policy", "weekly"], "per-day:P"),
-                            (["--submission-times", str(tmp_path / "no-columns.csv")], "Rename the two columns"),
-                            (["--submission-times", str(tmp_path / "bad-time.csv")], "write them as ISO 8601"),
-                            (["--submission-times", str(tmp_path / "missing.csv")], "could not be read")):
+                            (["--submission-times", str(tmp_path / "no-columns.csv")], "Rename the two columns")):
         completed = autograde(tmp_path / "submissions", tmp_path / "out", release_dir, *option)
         assert completed.returncode == 2 and message in completed.stderr

@@ -55,3 +55,8 @@ def test_the_record_beside_a_tree_round_trips_and_nothing_else_is_one(tmp_path):
     assert read_record(tmp_path / "tree") == times
     (tmp_path / TIMES_FILE).symlink_to(tmp_path / "tree" / TIMES_FILE)
     assert read_record(tmp_path) == read_record(tmp_path / "elsewhere") == {}  # a link is not the grader's record
+
+
+def test_a_csv_that_is_not_there_says_so(tmp_path):
+    with pytest.raises(ValueError, match="--submission-times .*missing.csv could not be read"):
+        read_submission_times(tmp_path / "missing.csv")
