@@ -280,8 +280,7 @@ class SandboxedExecute(Execute):
         with os.fdopen(descriptor, "wb") as request:
             request.write(encode({"op": op, "args": args}, arrays))
         code = (f"exec(compile({PROBE_SOURCE!r}, '<grader probe>', 'exec'), "
-                f"{{'STUDENT': globals(), 'REQUEST': {request_name!r}, 'REPLY': {reply_name!r}, "
-                f"'MESSAGE_CHARS': {Settings.message_chars}, 'MODEL_CODE': {provided_model_code()!r}}})")
+                f"{{'STUDENT': globals(), **{probe_arguments(request_name, reply_name)!r}}})")
         started = time.monotonic()
         try:
             answered = self._quiet(code, timeout)
@@ -300,6 +299,12 @@ class SandboxedExecute(Execute):
             return parse_reply(read_regular_file(path))
         finally:
             path.unlink(missing_ok=True)
+
+
+def probe_arguments(request, reply):
+    """What the probe program (sandboxed/kernel_probe.py) is given besides STUDENT, the namespace it probes."""
+    return {"REQUEST": str(request), "REPLY": str(reply), "MESSAGE_CHARS": Settings.message_chars,
+            "MODEL_CODE": provided_model_code()}
 
 
 def error_output(name, value):

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from grading.assignment import NOTEBOOK, PYFILE  # noqa: E402
 from grading.authoring.regions import solution_cells  # noqa: E402
-from grading.isolation.kernel import PROBE_SOURCE  # noqa: E402
+from grading.isolation.kernel import PROBE_SOURCE, probe_arguments  # noqa: E402
 from grading.isolation.protocol import parse_reply, read_regular_file  # noqa: E402
 from grading.isolation.sandbox import Limits, Sandbox  # noqa: E402
 from grading.isolation.student_module import StudentModule  # noqa: E402
@@ -49,8 +49,7 @@ class InProcessExecutor:
             request.write_bytes(encode({"op": op, "args": args}, arrays))
             with default_dtype(self.default_dtype):
                 exec(compile(PROBE_SOURCE, "<grader probe>", "exec"),
-                     {"STUDENT": self.namespace, "REQUEST": str(request), "REPLY": str(reply),
-                      "MESSAGE_CHARS": Settings.message_chars})
+                     {"STUDENT": self.namespace, **probe_arguments(request, reply)})
             return parse_reply(read_regular_file(reply))
 
 
