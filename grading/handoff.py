@@ -14,7 +14,7 @@ class Submission:
     student_id: str
     path: Path
     kind: str  # "folder", "zip" or "nbgrader"
-    timestamp: str = None  # when it was handed in, as found (records/late.py reads it)
+    timestamp: str = None  # when it was handed in, from a source the student cannot write (records/late.py)
     notes: list = field(default_factory=list)
 
 

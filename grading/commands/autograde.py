@@ -31,7 +31,7 @@ from grading.pipeline.intake import discover
 from grading.pipeline.parallel import clear_stale_scratch, grade_in_children
 from grading.pipeline.shards import in_shard, record_run
 from grading.records import gradebook
-from grading.records.late import TIMES_FILE, LatePolicy, lateness, parse_due, read_submission_times, record_text
+from grading.records.late import LatePolicy, lateness, parse_due, read_submission_times, record_graded_times
 from grading.records.reports import grades_csv, table, write_student
 from grading.records.results import GRADE_FILE, load_result, mark_done, write_atomic, write_rejected
 from grading.settings import ConfigurationError
@@ -151,9 +151,7 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
                       check_canary=lambda result: check_canary(result, settings.question_list))
     bar.close()
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
-    # So that nbgrader's own autograde in the course finds the same times (pipeline/front_door.py).
-    write_atomic(course / "submitted" / TIMES_FILE, record_text({r.student_id: (r.timestamp, "python -m grading "
-                                                            "autograde") for r in results.values() if r.timestamp}))
+    record_graded_times(course, results.values(), "python -m grading autograde")
     log(table(results.values()))
     for entry in rejected:
         log(f"not graded: {entry.name}: {entry.status}")

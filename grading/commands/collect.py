@@ -28,6 +28,7 @@ from grading.nbgrader_support import course_config
 from grading.pipeline.intake import discover
 from grading.pipeline.shards import ShardError, check_agreement, in_shard, read_run
 from grading.records import gradebook
+from grading.records.late import record_graded_times
 from grading.records.reports import grades_csv, table
 from grading.records.results import GRADE_FILE, load_result, mark_done, read_rejected, write_atomic, write_rejected
 
@@ -76,6 +77,7 @@ def collect(shard_dirs, merged, partial=False, log=print, progress=True):
     rejected = [rejected[name] for name in sorted(rejected)]
     write_rejected(merged, rejected)
     write_atomic(merged / "grades.csv", grades_csv(results, rejected))
+    record_graded_times(course, results, "python -m grading collect")
     log(table(results))
     log(f"collected {len(results)} students from {len(shards)} shards into {merged / 'grades.csv'} and the "
         f"gradebook {course / 'gradebook.db'}")

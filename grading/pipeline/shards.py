@@ -44,7 +44,13 @@ def record_run(out_dir, submissions_dir, shard, run):
     write_atomic(Path(out_dir) / RUN_FILE, json.dumps({
         "submissions": str(Path(submissions_dir).resolve()), "shard": list(shard), "fingerprint": run.fingerprint,
         "sandboxed": run.use_bwrap, "due": settings.due, "late_policy": settings.late_policy,
-        "questions": ",".join(settings.question_list)}, indent=1))
+        "questions": ",".join(settings.question_list), "submission_times": times_digest(settings.submission_times)},
+        indent=1))
+
+
+def times_digest(path):
+    """What a --submission-times file held, in a few characters ("" without one)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else ""
 
 
 def read_run(out_dir):
@@ -69,6 +75,7 @@ def agreed_options(record):
         "due": (record["due"] or "none", parse_due(record["due"]) if record["due"] else None),
         "late policy": (record["late_policy"], LatePolicy.parse(record["late_policy"])),
         "questions": (record["questions"], frozenset(record["questions"].split(","))),
+        "submission times": (record.get("submission_times") or "none",) * 2,
     }
 
 

@@ -26,6 +26,7 @@ import dateutil.parser
 from nbgrader.plugins import LateSubmissionPlugin
 from traitlets import Unicode
 
+from grading.records.results import write_atomic
 from grading.settings import NBGRADER_TIME_FORMAT
 
 # The times of a submitted/ tree's submissions, written beside them by the grader (nbgrader's collect here, or
@@ -172,6 +173,13 @@ def read_record(folder):
     with open(path, newline="", encoding="utf-8") as f:
         return {row["student_id"]: (row["submitted_at"], row.get("source") or "") for row in csv.DictReader(f)
                 if row.get("student_id") and row.get("submitted_at")}
+
+
+def record_graded_times(course, results, source):
+    """The submission times of results (StudentResults) as course/submitted/TIMES_FILE, so that nbgrader's own
+    autograde in the course finds the same times (pipeline/front_door.py)."""
+    write_atomic(Path(course) / "submitted" / TIMES_FILE,
+                 record_text({r.student_id: (r.timestamp, source) for r in results if r.timestamp}))
 
 
 def record_text(times):

@@ -98,6 +98,14 @@ def test_shards_graded_with_different_options_are_refused_whatever_partial_says(
         collect(folders, tmp_path / "merged", partial=True, log=lambda *_: None, progress=False)
 
 
+def test_shards_graded_with_different_submission_times_are_refused(tmp_path):
+    times = tmp_path / "times.csv"
+    times.write_text(f"student_id,submitted\n{STUDENTS[0]},2026-11-20T10:00:00Z\n")
+    folders = shards(tmp_path, submission_times=str(times))
+    with pytest.raises(ShardError, match="(?s)different options.*submission times: .*has none"):
+        collect(folders, tmp_path / "merged", partial=True, log=lambda *_: None, progress=False)
+
+
 def test_the_same_options_written_differently_agree(tmp_path):
     """A due date in another time zone and per-day:5 for per-day:5.0 are the same options: only the students
     left ungraded stop this merge."""
