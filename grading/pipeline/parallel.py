@@ -44,7 +44,6 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
     if not jobs:
         return
     settings = run.settings
-    warm_up()
     queue = ([canary] if canary else []) + list(jobs)
     free_slots = list(range(min(max(1, settings.jobs), len(queue))))
     limits = Limits.from_settings(settings)
@@ -52,6 +51,7 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
     if uses_kernel:
         for slot in free_slots:
             zygote_for(slot, limits)  # started here, so that they outlive the children that fork kernels from them
+    warm_up()  # while the zygotes import torch
     held = [] if canary else None  # what ended before the canary passed
     running = {}
     try:
