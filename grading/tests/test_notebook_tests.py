@@ -2,9 +2,11 @@
 for any correct way of writing each norm and fail for a wrong-axis one, and `nbgrader validate` (the Validate
 button) passes on the sources and fails while batchnormalization.py is not implemented.
 
-Each case swaps the solution region of make_norm for another implementation, executes the source notebook up to
-its last test cell of Q1–Q5 in a real kernel, and reads every test cell with nbgrader's own determine_grade.
+One real kernel runs the source notebook up to its last test cell of Q1–Q5; each case then runs make_norm's cell
+again with another implementation in its solution region, and the test cells of Q3–Q5 after it, and reads every
+test cell with nbgrader's own determine_grade.
 """
+import copy
 import re
 import shutil
 import subprocess
@@ -31,40 +33,61 @@ def load_source():
     return nbformat.read(REPO / "norm.ipynb", as_version=4)
 
 
-def replace_solution(nb, grade_id, code):
-    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+def replace_solution(cell, code):
     pattern = re.compile(r"^( *)### BEGIN SOLUTION\n.*?^\1### END SOLUTION\n?", re.M | re.S)
     indent = pattern.search(cell.source).group(1)
     cell.source = pattern.sub(lambda m: textwrap.indent(code.strip("\n"), indent) + "\n", cell.source, count=1)
 
 
-def score_test_cells(nb, leave_out=()):
-    """Execute nb up to its last test cell of Q1–Q5 (without the cells leave_out) and return
-    {grade_id: (score, max_score)} of its test cells."""
-    last_test = max(i for i, c in enumerate(nb.cells) if is_grade(c) and c.cell_type == "code"
-                    and c.metadata.nbgrader.grade_id != "bonus")
-    nb.cells = [c for c in nb.cells[:last_test + 1] if c.metadata.get("nbgrader", {}).get("grade_id") not in leave_out]
-    NotebookClient(nb, timeout=120, allow_errors=True, kernel_name="python3",
-                   resources={"metadata": {"path": str(REPO)}}).execute()
-    return {c.metadata.nbgrader.grade_id: determine_grade(c) for c in nb.cells if is_grade(c) and c.cell_type == "code"}
+def is_test_cell(cell):
+    return is_grade(cell) and cell.cell_type == "code" and cell.metadata.nbgrader.grade_id != "bonus"
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """One kernel that ran the source notebook up to its last test cell of Q1–Q5: (client, {grade_id: (score,
+    max_score)} of every test cell, [(position, cell)] of make_norm's cell and the test cells of Q3–Q5 as they were
+    before running: nbclient puts each cell it runs back into its notebook)."""
+    nb = load_source()
+    nb.cells = nb.cells[:max(i for i, c in enumerate(nb.cells) if is_test_cell(c)) + 1]
+    again = [(i, copy.deepcopy(c)) for i, c in enumerate(nb.cells)
+             if c.metadata.get("nbgrader", {}).get("grade_id") == "q3_make_norm"
+             or (is_test_cell(c) and c.metadata.nbgrader.grade_id not in ("q1_forward", "q2_backward"))]
+    client = NotebookClient(nb, timeout=120, allow_errors=True, kernel_name="python3",
+                            resources={"metadata": {"path": str(REPO)}})
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                client.execute_cell(cell, index)
+        reference = {c.metadata.nbgrader.grade_id: determine_grade(c) for c in nb.cells if is_test_cell(c)}
+        yield client, reference, again
+
+
+def scores_with(kernel, make_norm_body):
+    """{grade_id: (score, max_score)} of the test cells of Q3–Q5 after make_norm's cell is run again with
+    make_norm_body in place of its solution (the Q1/Q2 cells do not use it); the reference's, of every test cell,
+    without a body."""
+    client, reference, again = kernel
+    if make_norm_body is None:
+        return reference
+    cells = [(index, copy.deepcopy(cell)) for index, cell in again]
+    replace_solution(cells[0][1], make_norm_body)
+    for index, cell in cells:
+        client.execute_cell(cell, index)
+    return {c.metadata.nbgrader.grade_id: determine_grade(c) for _, c in cells if is_test_cell(c)}
 
 
 @pytest.mark.parametrize("make_norm_body", [REFERENCE, LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS],
                          ids=["groupnorm-for-all", "layernorm-instancenorm-manual-groups"])
-def test_correct_implementations_get_full_credit(make_norm_body):
-    nb = load_source()
-    if make_norm_body is not None:
-        replace_solution(nb, "q3_make_norm", make_norm_body)
-    scores = score_test_cells(nb)
+def test_correct_implementations_get_full_credit(kernel, make_norm_body):
+    scores = scores_with(kernel, make_norm_body)
     assert scores and all(score == max_score for score, max_score in scores.values()), scores
 
 
 @pytest.mark.parametrize("make_norm_body", [SWAPPED_AXES, PER_PIXEL_LN_AND_NO_AFFINE],
                          ids=["swapped-axes", "per-pixel-ln-and-no-affine"])
-def test_wrong_axes_get_no_credit_and_cost_nothing_elsewhere(make_norm_body):
-    nb = load_source()
-    replace_solution(nb, "q3_make_norm", make_norm_body)
-    scores = score_test_cells(nb, leave_out=("q1_forward", "q2_backward"))
+def test_wrong_axes_get_no_credit_and_cost_nothing_elsewhere(kernel, make_norm_body):
+    scores = scores_with(kernel, make_norm_body)
     for grade_id, (score, max_score) in scores.items():
         expected = 0 if grade_id in NORM_CELLS else max_score
         assert score == expected, f"{grade_id}: {score} of {max_score}, expected {expected}"
