@@ -117,13 +117,15 @@ def write_config(root, settings=None):
         pyfile=PYFILE, settings=settings.to_json(), late_policy=settings.late_policy))
 
 
-def build_course(root, source_dir=REPO):
+def build_course(root, source_dir=REPO, template=None):
     """Create (or refresh, when what it is built from changed) the nbgrader course in root; return its
-    fingerprint."""
+    fingerprint. A new course is copied from template, a course folder nobody has graded in yet, where that was
+    built from the same sources: nbgrader's generate_assignment takes seconds."""
     root = Path(root)
     stamp = course_fingerprint(source_dir)
-    stamp_file = root / ".fingerprint"
-    if stamp_file.is_file() and stamp_file.read_text() == stamp and (root / "release" / ASSIGNMENT).is_dir():
+    if template is not None and not root.exists() and _is_built(Path(template), stamp):
+        shutil.copytree(template, root)
+    if _is_built(root, stamp):
         return stamp
     root.mkdir(parents=True, exist_ok=True)
     if not (root / "nbgrader_config.py").is_file():
@@ -133,14 +135,19 @@ def build_course(root, source_dir=REPO):
                                 "--create"], cwd=root, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"nbgrader generate_assignment failed:\n{completed.stdout}\n{completed.stderr}")
-    stamp_file.write_text(stamp)
+    (root / ".fingerprint").write_text(stamp)
     return stamp
+
+
+def _is_built(root, stamp):
+    stamp_file = root / ".fingerprint"
+    return stamp_file.is_file() and stamp_file.read_text() == stamp and (root / "release" / ASSIGNMENT).is_dir()
 
 
 def import_roster(root, roster):
     """Load student names and emails from a CSV (id, first_name, last_name, email) with nbgrader's student import."""
-    completed = subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "import", str(Path(roster).resolve())],
-                               cwd=root, capture_output=True, text=True)
+    completed = subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "import",
+                                str(Path(roster).resolve())], cwd=root, capture_output=True, text=True)
     if completed.returncode != 0:
         raise ValueError(f"the roster {roster} could not be imported by nbgrader: "
                          f"{(completed.stderr or completed.stdout).strip().splitlines()[-1:]}")

@@ -45,8 +45,9 @@ def source_stamp(submission):
                                 for p in entries]).encode()).hexdigest()[:20]
 
 
-def prepare_run(out_dir, settings, log, roster=None):
-    """Build the course and the GradingRun every child shares; (course folder, GradingRun)."""
+def prepare_run(out_dir, settings, log, roster=None, course_template=None):
+    """Build the course (a copy of course_template where that fits: authoring.course.build_course) and the
+    GradingRun every child shares; (course folder, GradingRun)."""
     try:
         settings.question_list
         due = parse_due(settings.due) if settings.due else None
@@ -57,7 +58,7 @@ def prepare_run(out_dir, settings, log, roster=None):
     if roster is not None and not Path(roster).is_file():
         raise ConfigurationError(f"the roster {roster} is not a file")
     course = out_dir / "course"
-    build_course(course)
+    build_course(course, template=course_template)
     write_config(course, settings)
     with Gradebook(db_url(course), COURSE_ID) as gb:  # nbgrader's autograde and export see the same due date
         gb.update_or_create_assignment(ASSIGNMENT, duedate=due.astimezone(timezone.utc).replace(tzinfo=None)
@@ -81,9 +82,11 @@ def prepare_run(out_dir, settings, log, roster=None):
                               late_policy=policy)
 
 
-def autograde(submissions_dir, out_dir, settings, log=print, progress=True, roster=None, shard=(1, 1)):
+def autograde(submissions_dir, out_dir, settings, log=print, progress=True, roster=None, shard=(1, 1),
+              course_template=None, canary=True):
     """Grade the submissions in submissions_dir (those of shard (I, N): pipeline/shards.py) into out_dir; return
-    every student's StudentResult."""
+    every student's StudentResult. Without the canary, the caller checks the grader's results itself (the
+    release's self-check, which requires every point of the reference)."""
     submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
     if not submissions_dir.is_dir():
         raise ConfigurationError(f"{submissions_dir} is not a folder of submissions")
@@ -95,7 +98,7 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    course, run = prepare_run(out_dir, settings, log, roster)
+    course, run = prepare_run(out_dir, settings, log, roster, course_template)
     record_run(out_dir, submissions_dir, shard, run)  # what collect checks the shards against
     if shard != (1, 1):
         submissions = [s for s in submissions if in_shard(s.student_id, shard)]
@@ -147,7 +150,8 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
         bar.update()
         bar.set_postfix_str(f"{result.student_id}: {result.total:.1f}")
 
-    grade_in_children(jobs, run, out_dir / ".work", finish, canary=canary_job(out_dir / ".work") if jobs else None,
+    grade_in_children(jobs, run, out_dir / ".work", finish,
+                      canary=canary_job(out_dir / ".work") if jobs and canary else None,
                       check_canary=lambda result: check_canary(result, settings.question_list))
     bar.close()
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))

@@ -58,7 +58,7 @@ def demo(out_dir, settings, log=print):
     graded = out_dir / "graded"
     results = autograde(out_dir / "submissions", graded, Settings(jobs=settings.jobs,
                                                                   require_sandbox=settings.require_sandbox),
-                        log=log)
+                        log=log, course_template=out_dir / "release" / "course")
     log(f"\nPer-student feedback: {graded}/<student>/feedback.html; Gradescope files: {graded}/<student>/results.json"
         f"\nManual grading of the written answers: cd {graded / 'course'} && jupyter lab, then open "
         "http://localhost:8888/formgrader")

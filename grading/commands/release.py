@@ -110,8 +110,10 @@ def grading_problems(bundle, out_dir, settings, source=REPO):
             shutil.copy(origin / name, submissions / student / name)
     check = Settings(jobs=settings.jobs, require_sandbox=settings.require_sandbox,
                      questions=",".join(q.id for q in QUESTIONS if q.points))
+    # No canary: "source" is the reference, and must earn every point, not only its canary's
     results = {r.student_id: r for r in autograde(submissions, out_dir / "selfcheck" / "out", check,
-                                                  log=lambda *_: None, progress=False)}
+                                                  log=lambda *_: None, progress=False,
+                                                  course_template=out_dir / "course", canary=False)}
     problems = []
     for name, q in results["source"].questions.items():
         if q.score != q.max_score:

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO
 from grading.commands import release
 from grading.authoring.regions import secret_lines
-from grading.authoring.course import student_readme
+from grading.authoring.course import build_course, student_readme
 from grading.assignment import BONUS_THRESHOLDS, CODE_STUB
 from grading.settings import Settings
 
@@ -82,8 +82,24 @@ def test_the_check_refuses_sources_that_miss_points(released, tmp_path):
                                                                "data"))
     pyfile = source / "batchnormalization.py"
     pyfile.write_text(pyfile.read_text().replace("dbeta = dout.sum(axis=0)", "dbeta = dout.mean(axis=0)"))
+    shutil.copytree(released[0] / "course", tmp_path / "check" / "course")  # as release() leaves it beside
     problems = release.grading_problems(released[0] / "norm", tmp_path / "check", Settings(jobs=2), source=source)
     assert len(problems) == 1 and problems[0].startswith("the source earns 12 of 20 autograded points on q2")
+
+
+def test_a_new_course_is_copied_only_from_a_template_built_from_the_same_sources(released, tmp_path):
+    template = tmp_path / "template"
+    shutil.copytree(released[0] / "course", template)
+    (template / "from-the-template").write_text("")
+    build_course(tmp_path / "new", template=template)
+    assert (tmp_path / "new" / "from-the-template").is_file()
+    shutil.copytree(released[0] / "course", tmp_path / "graded-in")  # a course in use is never replaced
+    build_course(tmp_path / "graded-in", template=template)
+    assert not (tmp_path / "graded-in" / "from-the-template").exists()
+    (template / ".fingerprint").write_text("built from other sources")
+    build_course(tmp_path / "rebuilt", template=template)
+    assert not (tmp_path / "rebuilt" / "from-the-template").exists()
+    assert (tmp_path / "rebuilt" / "release" / "norm" / "norm.ipynb").is_file()
 
 
 def test_the_readme_states_the_bonus_thresholds_the_grader_uses():
