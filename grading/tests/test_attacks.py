@@ -233,12 +233,12 @@ while probed():
 return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], num_channels)
 """}), NORM_CELLS),
         "ignores-interrupts-when-probed": (Answers(base="reference", regions={"q3_make_norm": PROBED + """
-import signal
+import signal, time
 if probed():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    while True:
+    while True:  # asleep, not spinning: what it attacks is the interrupt, and a busy loop only costs the test CPU
         try:
-            pass
+            time.sleep(1)
         except BaseException:
             pass
 return nn.GroupNorm({"LN": 1, "IN": num_channels, "GN": num_groups}[norm_type], num_channels)
