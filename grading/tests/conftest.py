@@ -120,7 +120,7 @@ SHARE_THE_DEMO = {"test_demo", "test_gradescope", "test_nbgrader_native", "test_
 # long one at the end.
 LONGEST_FIRST = ["demo", "test_nbgrader_exchange", "test_attacks", "test_mutations", "test_machine_failures",
                  "test_slurm", "test_sharding", "test_bad_inputs", "test_honest_students", "test_browser",
-                 "test_fault_tolerance", "test_autograde"]
+                 "test_autograde"]
 
 
 def group_of(path):

@@ -1,13 +1,18 @@
 """Grading in shards, as a cluster does (grading/cluster/autograde.sbatch; test_slurm.py runs it on a real Slurm):
-three shards run at the same time on one machine, one of them killed midway and run again, then `python -m grading
-collect`. Before the rerun, collect refuses the unfinished shard, or with --partial merges the rest and exits 3.
-After it, the merge equals one unsharded run: byte for byte in grades.csv, and cell by cell in the gradebook."""
+three shards run at the same time on one machine, one of them killed midway with SIGKILL, with everything it
+started, and run again, then `python -m grading collect`. The killed shard leaves no process behind, and its rerun
+finishes the rest without regrading or duplicating anyone, with a sound gradebook. Before the rerun, collect refuses
+the unfinished shard, or with --partial merges the rest and exits 3. After it, the merge equals one unsharded run:
+byte for byte in grades.csv, and cell by cell in the gradebook."""
 import os
+import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +21,24 @@ from grading.pipeline.shards import in_shard, parse_shard
 
 SHARDS = 3
 STUDENTS = {f"student{i:02d}": REFERENCE if i % 3 == 0 else STUB for i in range(5)}
+
+
+def command_lines():
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+    return found
+
+
+def left_behind(folder):
+    """Processes that work in folder, or in a scratch folder (/tmp/nl-<grader PID>-...) of a grader that is gone;
+    those of graders still running (other tests, in parallel) are theirs."""
+    return [line for line in command_lines().values() if str(folder) in line
+            or any(not Path(f"/proc/{owner}").exists() for owner in re.findall(r"/tmp/nl-(\d+)-", line))]
 
 
 def shard_command(submissions, out, index):
@@ -44,6 +67,8 @@ def runs(bundle, release_dir, tmp_path_factory):
     os.killpg(running[killed].pid, signal.SIGKILL)
     for process in running.values():
         process.wait(timeout=600)
+    time.sleep(1)  # what the killed grader started dies with it (PR_SET_PDEATHSIG), a moment later
+    survivors = left_behind(victim)
     finished = {p.parent.name: p.read_bytes() for p in victim.glob("*/grade.json")}
     for index, process in running.items():
         assert index == killed or process.returncode == 0, process.stderr.read()[-3000:]
@@ -54,7 +79,7 @@ def runs(bundle, release_dir, tmp_path_factory):
     assert again.returncode == 0, again.stderr[-3000:]
     merged = collect(root, sizes, root / "merged")
     assert merged.returncode == 0, merged.stderr[-3000:]
-    return root, sizes, killed, finished, again, early
+    return root, sizes, killed, finished, again, early, survivors
 
 
 def collect(root, shards, out, *options):
@@ -71,7 +96,7 @@ def test_every_student_is_in_exactly_one_shard_whoever_else_submitted():
 
 
 def test_collect_refuses_a_shard_still_unfinished_and_names_who_is_missing(runs):
-    root, sizes, killed, finished, _, early = runs
+    root, sizes, killed, finished, _, early, _ = runs
     unfinished = sorted(s for s in STUDENTS if in_shard(s, (killed, SHARDS)) and s not in finished)
     refused = early["refused"]
     assert refused.returncode == 2 and not (root / "refused" / "grades.csv").exists()
@@ -79,7 +104,7 @@ def test_collect_refuses_a_shard_still_unfinished_and_names_who_is_missing(runs)
 
 
 def test_a_partial_collect_merges_the_rest_says_who_is_missing_and_does_not_exit_0(runs):
-    root, sizes, killed, finished, _, early = runs
+    root, sizes, killed, finished, _, early, _ = runs
     unfinished = sorted(s for s in STUDENTS if in_shard(s, (killed, SHARDS)) and s not in finished)
     partial = early["partial"]
     assert partial.returncode == 3 and all(s in partial.stdout for s in unfinished)
@@ -87,11 +112,35 @@ def test_a_partial_collect_merges_the_rest_says_who_is_missing_and_does_not_exit
 
 
 def test_the_killed_shard_lost_nothing_when_run_again(runs):
-    root, sizes, killed, finished, again, _ = runs
+    root, sizes, killed, finished, again, _, _ = runs
     assert 1 <= len(finished) < sizes[killed], "the shard was not killed midway"
     assert f"{len(finished)} of {sizes[killed]} submissions already graded" in again.stdout
     victim = root / "sharded" / f"shard-{killed}"
     assert {name: (victim / name / "grade.json").read_bytes() for name in finished} == finished
+
+
+def test_the_killed_shard_left_no_process_behind(runs):
+    assert runs[-1] == []
+
+
+def test_the_rerun_shard_records_each_student_once_in_a_sound_gradebook(runs):
+    root, sizes, killed = runs[:3]
+    victim = root / "sharded" / f"shard-{killed}"
+    named = [row.split(",")[0] for row in (victim / "grades.csv").read_text().splitlines()[1:]]
+    assert len(named) == len(set(named)) and {s for s in STUDENTS if in_shard(s, (killed, SHARDS))} <= set(named)
+    database = sqlite3.connect(victim / "course" / "gradebook.db")
+    try:
+        assert database.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert database.execute("SELECT COUNT(*), COUNT(DISTINCT student_id) FROM submitted_assignment").fetchone() \
+            == (sizes[killed], sizes[killed])
+    finally:
+        database.close()
+    export = subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(root / "victim.csv")],
+                            cwd=victim / "course", capture_output=True, text=True)
+    assert export.returncode == 0, export.stderr[-2000:]
+    scores = {line.split(",")[3]: float(line.split(",")[-2]) for line in (root / "victim.csv").read_text()
+              .splitlines()[1:]}
+    assert scores == {s: 80.0 if STUDENTS[s] is REFERENCE else 0.0 for s in STUDENTS if in_shard(s, (killed, SHARDS))}
 
 
 def test_the_merge_equals_one_unsharded_run(runs):
