@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
@@ -51,6 +52,11 @@ def unpack(archive, source):
     return source
 
 
+# Runs share a thread pool: a thread's fork while another thread writes its copy of run_autograder hands the child
+# that file open for writing, and the other thread's exec of it then fails with ETXTBSY ("Text file busy").
+SPAWNING = threading.Lock()
+
+
 def run_autograder(source, root, upload=None, env=None):
     """(completed process, results.json or None) of one run in a fresh root: source/ (a link to the unpacked zip),
     submission/ holding upload (a folder's contents, or one file), results/, and run_autograder copied to the root
@@ -64,9 +70,13 @@ def run_autograder(source, root, upload=None, env=None):
         if upload is not None:
             shutil.copy(upload, root / "submission")
     (root / "results").mkdir()
-    shutil.copy2(source / "run_autograder", root / "run_autograder")
-    completed = subprocess.run([str(root / "run_autograder")], cwd=root, capture_output=True, text=True,
-                               env={**os.environ, "AUTOGRADER_ROOT": str(root), **(env or {})}, timeout=600)
+    with SPAWNING:
+        shutil.copy2(source / "run_autograder", root / "run_autograder")
+        process = subprocess.Popen([str(root / "run_autograder")], cwd=root, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True,
+                                   env={**os.environ, "AUTOGRADER_ROOT": str(root), **(env or {})})
+    stdout, stderr = process.communicate(timeout=600)
+    completed = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     results = root / "results" / "results.json"
     return completed, json.loads(results.read_text()) if results.is_file() else None
 
