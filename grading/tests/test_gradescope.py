@@ -75,7 +75,12 @@ def run_autograder(source, root, upload=None, env=None):
         process = subprocess.Popen([str(root / "run_autograder")], cwd=root, stdout=subprocess.PIPE,
                                    stderr=subprocess.PIPE, text=True,
                                    env={**os.environ, "AUTOGRADER_ROOT": str(root), **(env or {})})
-    stdout, stderr = process.communicate(timeout=600)
+    try:
+        stdout, stderr = process.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        process.kill()  # as subprocess.run would, so that a run that hangs leaves nothing behind
+        process.wait()
+        raise
     completed = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     results = root / "results" / "results.json"
     return completed, json.loads(results.read_text()) if results.is_file() else None
