@@ -126,7 +126,9 @@ class Zygote:
         self.channel = ours
         self._buffer = b""
         self.failure = None  # why it was retired
-        self.baseline = None  # the zygote's state before any kernel ran (_state)
+        # Taken here, in the owner, before any kernel is forked: a worker forked later inherits it. Once the zygote
+        # runs Python, prlimit has set its limits and nothing of ours changes its state again.
+        self.baseline = self._started_state()
 
     def new_folder(self):
         """A fresh folder for one submission's kernel, inside the slot's sandbox."""
@@ -199,14 +201,28 @@ class Zygote:
         self.channel.close()
         shutil.rmtree(self.stage, ignore_errors=True)
 
+    def _started_state(self):
+        """The zygote's _state once bubblewrap, setpriv and prlimit have exec'd into its Python, or None when that
+        takes longer than the start grace."""
+        end = time.monotonic() + Settings.zygote_start_grace
+        while time.monotonic() < end:
+            members = self._members()
+            if members is not None and _argv(members[-1])[:2] == [str(PYTHON), "-c"]:
+                try:
+                    return _state(members[-1])
+                except OSError:
+                    return None
+            time.sleep(0.005)
+        return None
+
     def _check_unchanged(self):
         """ZygoteFailed when a kernel changed what the zygote hands on to the kernels it forks."""
         members = self._members()
         if members is None:
             raise ZygoteFailed("the zygote is gone")
-        state = _state(members[-1])
         if self.baseline is None:
-            self.baseline = state
+            raise ZygoteFailed(f"the zygote did not start within {Settings.zygote_start_grace:g} s")
+        state = _state(members[-1])
         changed = sorted(key for key in state if state[key] != self.baseline[key])
         if changed:
             raise ZygoteFailed(f"a kernel changed the zygote's {', '.join(changed)}")
@@ -295,6 +311,13 @@ def _stat(pid):
     except (OSError, IndexError):
         return None, None
     return fields[0], int(fields[19])
+
+
+def _argv(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
 
 
 def _state(pid):

@@ -2,6 +2,8 @@
 leaves behind reaches the next on the same slot, and a zygote that a student stops or kills costs the next student
 nothing."""
 import json
+import multiprocessing
+import os
 import shutil
 import signal
 import tempfile
@@ -238,6 +240,34 @@ def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attac
         assert forked and zygote.failure is None
         assert attack not in ("prlimit", "setpriority", "ioprio_set")  # these reached the zygote before it was checked
 
+
+
+def runs_and_vanishes(zygote, slot, code):
+    """A grading child whose kernel, forked from zygote, runs code, and which then dies before it cleans up (as one
+    the watchdog kills)."""
+    executor = SandboxedExecute(zygote=zygote)
+    executor.sandbox = Sandbox(zygote.new_folder(), LIMITS, slot)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
+    executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 120, 60)
+    errors = [o for o in nb.cells[0].outputs if o.output_type == "error"]
+    os._exit(0 if isinstance(executor.km.provisioner.process, ForkedKernel) and not errors else 1)
+
+
+def test_a_change_to_the_zygote_by_a_slots_first_kernel_is_caught_by_the_owner():
+    """As in grading, the owner starts the zygote, and a forked child runs the slot's first kernel, which changes the
+    zygote; the child dies before it cleans up. The owner knows the zygote's state from before any kernel, so its
+    cleaning catches the change and retires the zygote."""
+    slot = SLOT + 4
+    zygote = Zygote(slot, LIMITS)
+    try:
+        child = multiprocessing.get_context("fork").Process(
+            target=runs_and_vanishes, args=(zygote, slot, "import os, resource\n" + CHANGES_ITS_ZYGOTE["prlimit"]))
+        child.start()
+        child.join()
+        assert child.exitcode == 0
+        assert not zygote.sweep() and "a kernel changed the zygote's resource limits" in zygote.failure
+    finally:
+        zygote.close()
 
 def added_cell(code):
     def edit(nb):
