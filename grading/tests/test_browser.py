@@ -194,14 +194,16 @@ def test_a_manual_score_entered_in_the_formgrader_reaches_nbgrader_export(site, 
     link = browser.find_element(By.XPATH, "//table//tr[contains(., 'Lovelace') or contains(., 'ada')]//a")
     link.click()
     wait_for(browser, "document.getElementById('q4_analysis') !== null", what="the manual grading view")
+    # The formgrader triggers finished_saving once the server has answered the save (its glyph shows already
+    # while the request is under way).
+    browser.execute_script("window.scoreSaved = false; $(document).on('finished_saving', () => "
+                           "{ window.scoreSaved = true; });")
     field = browser.find_element(By.ID, "q4_analysis")
     field.clear()
     field.send_keys("7", Keys.TAB)
-    wait_for(browser, "document.querySelector('#q4_analysis') && "
-                      "getComputedStyle(document.querySelector('.score-saved, .save-icon')).visibility !== 'hidden'",
-             timeout=30, what="the score to be saved")
+    wait_for(browser, "window.scoreSaved", timeout=120, what="the score to be saved")
     export = root / "export.csv"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(export)], cwd=course,
                        capture_output=True, check=True)
