@@ -110,6 +110,29 @@ def gradebook_cells(course):
         database.close()
 
 
+
+def nbgrader_export(course, to):
+    """`nbgrader export` of course, as a TA runs it; the CSV's text."""
+    subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(to)], cwd=course, capture_output=True,
+                   check=True)
+    return Path(to).read_text()
+
+
+def graded_both_ways(course, root, students=None):
+    """(our course, a copy of it after nbgrader's own `autograde --force` of students, all when None), each as
+    (its gradebook's cells, its export)."""
+    native = Path(root) / "native"
+    shutil.copytree(course, native)
+    if students is not None:
+        for submitted in (native / "submitted").iterdir():
+            if submitted.is_dir() and submitted.name not in students:
+                shutil.rmtree(submitted)
+    completed = subprocess.run([sys.executable, "-m", "nbgrader", "autograde", "norm", "--force"], cwd=native,
+                               capture_output=True, text=True, timeout=1200)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return ((gradebook_cells(course), nbgrader_export(course, Path(root) / "ours.csv")),
+            (gradebook_cells(native), nbgrader_export(native, Path(root) / "native.csv")))
+
 def results(out):
     return {p.parent.name: load_result(p) for p in Path(out).glob("*/grade.json")}
 

@@ -10,7 +10,7 @@ import zipfile
 import nbformat
 import pytest
 
-from conftest import REFERENCE, REPO, autograde, grades, results, submit
+from conftest import REFERENCE, REPO, autograde, graded_both_ways, grades, results, submit
 from grading.assignment import NOTEBOOK, PYFILE
 
 FULL = {"q1": 20, "q2": 20, "q3": 20, "q4": 10, "q5": 10}
@@ -199,3 +199,13 @@ def test_entries_that_are_not_submissions_get_a_row_with_the_reason(batch):
 def test_a_time_the_student_wrote_into_the_submission_is_not_recorded(batch):
     result = batch[0]["claims-its-own-time"]
     assert result.timestamp is None and result.late_seconds == 0
+
+
+def test_nbgrader_gives_the_same_grades_to_inputs_it_reads_in_its_own_way(batch, tmp_path):
+    """Plain `nbgrader autograde` in the course the batch wrote, for the inputs nbgrader's own reading could treat
+    otherwise: the same gradebook, cell by cell, and the same export."""
+    students = ["invalid-notebook-json", "nbformat-3", "missing-notebook", "missing-pyfile", "misnamed-files"]
+    ours, theirs = graded_both_ways(batch[2] / "out" / "course", tmp_path, students)
+    assert ours == theirs
+    q1 = {row[0]: row[3] for row in ours[0] if row[2] == "q1_forward"}
+    assert q1["missing-notebook"] == 20 and q1["invalid-notebook-json"] == 20  # the .py is graded all the same
