@@ -1,7 +1,7 @@
 """Grading on a real Slurm, through the command README's "Grading on a cluster (Slurm)" documents: a one-node cluster
 (munged, slurmctld and slurmd from Debian's slurm-wlm and munge) configured in a temporary folder and started here,
-as root, as CI runs. The merged grades equal one unsharded run; a shard cancelled midway is recovered by the
-README's steps, without touching any job; what the partition cannot run is refused before anything is queued.
+as root, as CI runs. A shard cancelled midway is recovered by the README's steps, without touching any job, and
+the merged grades then equal one unsharded run; what the partition cannot run is refused before anything is queued.
 
 Cheap on purpose: 7 students graded on Q1 and Q2 only (no notebook kernels), one CPU per shard. It skips, saying
 why, where Slurm cannot start; with GRADING_REQUIRE_SLURM=1 (.ci/run sets it) it fails instead.
@@ -189,16 +189,14 @@ def assert_same_as_unsharded(merged, whole):
     assert gradebook_cells(merged / "course") == gradebook_cells(whole / "course")
 
 
-def test_the_sharded_run_merges_into_what_one_unsharded_run_gives(slurm, course, release_dir, tmp_path):
-    submissions, whole = course
-    jobs = grade_on_slurm(slurm, submissions, prepared(tmp_path / "out", release_dir))
-    wait_for(list(jobs.values()), slurm)
-    assert_same_as_unsharded(tmp_path / "out" / "merged", whole)
-    assert {p.name for p in (tmp_path / "out" / "logs").iterdir()} == \
-        {f"shard-{i}-job-{jobs['grading']}.log" for i in SIZES} | {f"merge-job-{jobs['merge']}.log"}
+def logs(jobs, shards):
+    return {f"shard-{i}-job-{jobs['grading']}.log" for i in shards} | {f"merge-job-{jobs['merge']}.log"}
 
 
 def test_a_shard_cancelled_midway_is_recovered_by_the_readme_steps(slurm, course, release_dir, tmp_path):
+    """The README's sharded run, with one shard cancelled midway: the merge job says which shard is missing and
+    merges nothing; the README's recovery step grades that shard again, and the merge equals one unsharded run,
+    with a log per shard and per merge."""
     submissions, whole = course
     out = prepared(tmp_path / "out", release_dir)
     jobs = grade_on_slurm(slurm, submissions, out)
@@ -215,6 +213,7 @@ def test_a_shard_cancelled_midway_is_recovered_by_the_readme_steps(slurm, course
     again = grade_on_slurm(slurm, submissions, out, "--shards", "1")  # the README's recovery step
     wait_for(list(again.values()), slurm)
     assert_same_as_unsharded(out / "merged", whole)
+    assert {p.name for p in (out / "logs").iterdir()} == logs(jobs, SIZES) | logs(again, [1])
 
 
 def test_what_the_partition_cannot_run_is_refused_before_anything_is_queued(slurm, course, tmp_path):
