@@ -221,13 +221,18 @@ class SandboxedExecute(Execute):
 
     def _restart(self):
         """A fresh kernel with the cells that ran so far replayed (without keeping their output); False when no
-        restart is left or the time budget ran out."""
+        restart is left, the time budget ran out or the replay failed. A kernel that does not start is retried as
+        the first one is, and is then a GraderError: it fails before any of the student's code runs in it."""
         self._stop_kernel()
         if self._restarts_left <= 0:
             return False
         self._restarts_left -= 1
         try:
             self._start_kernel()
+        except Exception:
+            self._stop_kernel()
+            self._start_or_retry_cold()
+        try:
             for position, (_, cell) in enumerate(self._code[:self._completed]):
                 if position in self._killers:
                     continue

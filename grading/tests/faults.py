@@ -34,6 +34,26 @@ def kernel_fails(times):
     SandboxedExecute._start_kernel = failing
 
 
+def restart_fails(times):
+    """The next `times` kernels this process starts to replace one that died fail before they answer."""
+    start, restart = SandboxedExecute._start_kernel, SandboxedExecute._restart
+    left, restarting = [times], [False]
+
+    def failing(self):
+        if restarting[0] and left[0] > 0:
+            left[0] -= 1
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return start(self)
+
+    def marked(self):
+        restarting[0] = True
+        try:
+            return restart(self)
+        finally:
+            restarting[0] = False
+    SandboxedExecute._start_kernel, SandboxedExecute._restart = failing, marked
+
+
 def zygote_killed(job, slot):
     """The slot's zygote is killed from outside just before this student's kernel is forked from it."""
     fork = Zygote.fork_kernel
@@ -58,6 +78,9 @@ FAULTS = {  # student id: what happens in that student's grading child, before i
     "fault-zygote-killed": zygote_killed,
     "fault-bwrap-fails": lambda job, slot: bwrap_fails(),
     "fault-child-killed": lambda job, slot: os.kill(os.getpid(), signal.SIGKILL),
+    # for students whose notebook ends its own kernel once, so that the grader restarts it
+    "fault-restart-once": lambda job, slot: restart_fails(1),
+    "fault-restart-fails": lambda job, slot: restart_fails(3),
 }
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from conftest import REFERENCE, REPO, autograde, grades, results, submit
@@ -19,6 +20,17 @@ pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is require
 EXACT = {"q1": 20.0, "q3": 20.0}  # what the reference earns on the questions graded here
 QUESTIONS = ("--questions", "q1,q3")  # one question of the .py child and one of the kernel: each machine part
 EVERY_POINT = {"q1": 20.0, "q2": 20.0, "q3": 20.0, "q4": 10.0, "q5": 10.0}
+
+
+def end_the_kernel_once(nb):
+    """A cell after the shortcut's that ends the kernel, as a stray os._exit would: the grader restarts the kernel
+    and replays the cells before that one, and the rest run in the new kernel."""
+    index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id")
+                 == "q3_make_shortcut")
+    nb.cells.insert(index + 1, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+
+
+ENDS_ITS_KERNEL_ONCE = Answers(base="reference", notebook_edits=[end_the_kernel_once])
 
 
 def with_fault(fault, submissions, out, release_dir, *options, scratch=None):
@@ -38,7 +50,8 @@ def faulty(bundle, release_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
     students = ["fault-kernel-once", "fault-kernel-twice", "fault-zygote-killed", "fault-bwrap-fails",
                 "fault-child-killed", "untouched-by-faults"]
-    submissions = submit(bundle, root / "submissions", {student: REFERENCE for student in students})
+    submissions = submit(bundle, root / "submissions", {student: REFERENCE for student in students}
+                         | {student: ENDS_ITS_KERNEL_ONCE for student in ("fault-restart-once", "fault-restart-fails")})
     (root / "out").mkdir()
     first = with_fault("per-student", submissions, root / "out", release_dir, "--jobs", "2")
     outputs = {s: {"row": row, **{name: (root / "out" / s / name).read_text() for name in ("results.json",
@@ -55,7 +68,7 @@ def scores(result, expected=EXACT):
 
 def test_what_is_retried_ends_with_the_exact_score(faulty):
     first, graded, _, _, _ = faulty
-    for student in ("fault-kernel-once", "fault-zygote-killed", "untouched-by-faults"):
+    for student in ("fault-kernel-once", "fault-zygote-killed", "fault-restart-once", "untouched-by-faults"):
         result = graded[student]
         assert not result.error and scores(result, EVERY_POINT) == EVERY_POINT, (student, result.status)
 
@@ -65,6 +78,7 @@ def test_what_is_retried_ends_with_the_exact_score(faulty):
     ("fault-bwrap-fails", "could not be started, twice: RuntimeError: Kernel died before replying to kernel_info; it "
                           "said: bwrap: Creating new namespace failed"),
     ("fault-child-killed", "the grading process ended without a result"),
+    ("fault-restart-fails", "the notebook's kernel could not be started, twice: RuntimeError: Kernel died"),
 ])
 def test_what_cannot_be_retried_is_an_error_without_points(faulty, student, words):
     first, graded, _, _, outputs = faulty
@@ -80,7 +94,7 @@ def test_what_cannot_be_retried_is_an_error_without_points(faulty, student, word
 def test_a_plain_rerun_grades_exactly_the_students_with_errors(faulty):
     first, graded, second, regraded, _ = faulty
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    assert "3 of 6 submissions already graded and unchanged" in second.stdout
+    assert "4 of 8 submissions already graded and unchanged" in second.stdout
     assert all(not r.error and scores(r, EVERY_POINT) == EVERY_POINT for r in regraded.values())
     assert regraded["untouched-by-faults"].seconds == graded["untouched-by-faults"].seconds  # not regraded
 
