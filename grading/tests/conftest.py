@@ -139,11 +139,11 @@ def results(out):
 
 # Modules that share the session's `demo` run: under pytest-xdist (`make test`) they go to the same worker.
 SHARE_THE_DEMO = {"test_demo", "test_gradescope", "test_nbgrader_native", "test_readme", "test_release"}
-# The groups that take longest (several minutes each on two cores), started first so that no worker is left with a
-# long one at the end.
-LONGEST_FIRST = ["demo", "test_nbgrader_exchange", "test_attacks", "test_mutations", "test_machine_failures",
-                 "test_slurm", "test_sharding", "test_bad_inputs", "test_honest_students", "test_browser",
-                 "test_autograde"]
+# The groups that take longest (from about 40 s to 2 minutes each on two workers: BENCHMARKS.md, "The test
+# suite"), longest first, so that no worker is left with a long one at the end.
+LONGEST_FIRST = ["demo", "test_attacks", "test_machine_failures", "test_browser", "test_zygote", "test_mutations",
+                 "test_nbgrader_exchange", "test_sharding", "test_autograde", "test_bad_inputs", "test_slurm",
+                 "test_notebook_tests"]
 
 
 def group_of(path):
