@@ -202,10 +202,10 @@ class Zygote:
         shutil.rmtree(self.stage, ignore_errors=True)
 
     def _started_state(self):
-        """The zygote's _state once bubblewrap, setpriv and prlimit have exec'd into its Python, or None when that
-        takes longer than the start grace."""
+        """The zygote's _state once bubblewrap, setpriv and prlimit have exec'd into its Python; None when the
+        sandbox ends first or that takes longer than the start grace."""
         end = time.monotonic() + Settings.zygote_start_grace
-        while time.monotonic() < end:
+        while time.monotonic() < end and _stat(self.process.pid)[0] not in (None, "Z", "X"):
             members = self._members()
             if members is not None and _argv(members[-1])[:2] == [str(PYTHON), "-c"]:
                 try:
