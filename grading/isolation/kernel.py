@@ -227,11 +227,7 @@ class SandboxedExecute(Execute):
         if self._restarts_left <= 0:
             return False
         self._restarts_left -= 1
-        try:
-            self._start_kernel()
-        except Exception:
-            self._stop_kernel()
-            self._start_or_retry_cold()
+        self._start_or_retry_cold()
         try:
             for position, (_, cell) in enumerate(self._code[:self._completed]):
                 if position in self._killers:
