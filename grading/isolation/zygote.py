@@ -121,7 +121,6 @@ class Zygote:
             self.sandbox.wrap([PYTHON, "-c", SOURCE, str(theirs.fileno())]), cwd=self.stage,
             env=self.sandbox.environment(), pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self.launched = time.monotonic()
         theirs.close()
         self.channel = ours
         self._buffer = b""
@@ -177,13 +176,9 @@ class Zygote:
             return False
 
     def alive(self):
-        """Whether the zygote runs (or is still being started) and is not stopped."""
-        if _stat(self.process.pid)[0] in (None, "Z", "X"):
-            return False
+        """Whether the zygote runs and is not stopped (it was started when __init__ returned)."""
         members = self._members()
-        if members is None:  # bwrap has not forked it yet
-            return time.monotonic() - self.launched < Settings.zygote_start_grace
-        return _stat(members[-1])[0] not in (None, "T", "t", "Z", "X")
+        return members is not None and _stat(members[-1])[0] not in (None, "T", "t", "Z", "X")
 
     def retire(self, reason=""):
         """Kill the whole sandbox; its owner starts a new zygote for the slot's next submission. The first reason
@@ -245,12 +240,9 @@ class Zygote:
         return [inits[0], zygote]
 
     def _strays(self):
-        members, end = self._members(), time.monotonic() + Settings.zygote_start_grace
-        while members is None:  # just launched, bwrap may not have forked it yet
-            if _stat(self.process.pid)[0] in (None, "Z", "X") or time.monotonic() > end:
-                raise ZygoteFailed("the zygote is gone")
-            time.sleep(0.01)
-            members = self._members()
+        members = self._members()
+        if members is None:
+            raise ZygoteFailed("the zygote is gone")
         tree = _children()
         found, frontier = [], list(members)
         while frontier:
