@@ -8,6 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
+import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,7 +111,6 @@ def gradebook_cells(course):
         database.close()
 
 
-
 def nbgrader_export(course, to):
     """`nbgrader export` of course, as a TA runs it; the CSV's text."""
     subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(to)], cwd=course, capture_output=True,
@@ -132,6 +132,7 @@ def graded_both_ways(course, root, students=None):
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return ((gradebook_cells(course), nbgrader_export(course, Path(root) / "ours.csv")),
             (gradebook_cells(native), nbgrader_export(native, Path(root) / "native.csv")))
+
 
 def results(out):
     return {p.parent.name: load_result(p) for p in Path(out).glob("*/grade.json")}
@@ -187,6 +188,15 @@ def pytest_runtest_makereport(item, call):
 
 REFERENCE = Answers(base="reference")
 STUB = Answers()
+
+
+def reference_with_added_cell(code):
+    """The reference, with one more code cell right after the shortcut's answer: a cell that runs before Q4's."""
+    def edit(nb):
+        index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id")
+                     == "q3_make_shortcut")
+        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
+    return Answers(base="reference", notebook_edits=[edit])
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
-from conftest import REFERENCE, REPO, autograde, grades, results, submit
+from conftest import REFERENCE, REPO, autograde, grades, reference_with_added_cell, results, submit
 from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, MODULE_CLASSES
 from grading.authoring.samples import Answers
 from grading.isolation.sandbox import bwrap_works
@@ -22,15 +21,9 @@ QUESTIONS = ("--questions", "q1,q3")  # one question of the .py child and one of
 EVERY_POINT = {"q1": 20.0, "q2": 20.0, "q3": 20.0, "q4": 10.0, "q5": 10.0}
 
 
-def end_the_kernel_once(nb):
-    """A cell after the shortcut's that ends the kernel, as a stray os._exit would: the grader restarts the kernel
-    and replays the cells before that one, and the rest run in the new kernel."""
-    index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id")
-                 == "q3_make_shortcut")
-    nb.cells.insert(index + 1, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
-
-
-ENDS_ITS_KERNEL_ONCE = Answers(base="reference", notebook_edits=[end_the_kernel_once])
+# A cell that ends the kernel, as a stray os._exit would: the grader restarts the kernel and replays the cells
+# before that one, and the rest run in the new kernel.
+ENDS_ITS_KERNEL_ONCE = reference_with_added_cell("import os\nos._exit(1)")
 
 
 def with_fault(fault, submissions, out, release_dir, *options, scratch=None):

@@ -14,8 +14,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import REFERENCE, autograde, results, submit
-from grading.authoring.samples import Answers
+from conftest import REFERENCE, autograde, reference_with_added_cell, results, submit
 from grading.isolation.kernel import SandboxedExecute
 from grading.isolation.sandbox import Limits, Sandbox, bwrap_works, python_roots
 from grading.settings import NORMLAB, REPO, Settings
@@ -60,14 +59,19 @@ print(json.dumps({"tmp": sorted(os.listdir("/tmp")), "shm": sorted(os.listdir("/
 """
 
 
-def run_cells(zygote, *cells, slot=SLOT):
-    """Run cells in a notebook kernel the way the grader does, forked from zygote when it can be: (the notebook run,
-    the grader's notes, whether the kernel was forked)."""
+def start_cells(zygote, cells, slot):
+    """Run cells in a notebook kernel the way the grader does, forked from zygote when it can be, and leave the
+    kernel running: (the executor, the notebook run, the grader's notes, whether the kernel was forked)."""
     executor = SandboxedExecute(zygote=zygote)
     executor.sandbox = Sandbox(zygote.new_folder(), LIMITS, slot)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
     notes = executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 120, 60)
-    forked = isinstance(executor.km.provisioner.process, ForkedKernel)
+    return executor, nb, notes, isinstance(executor.km.provisioner.process, ForkedKernel)
+
+
+def run_cells(zygote, *cells, slot=SLOT):
+    """start_cells, then stop the kernel: (the notebook run, the grader's notes, whether the kernel was forked)."""
+    executor, nb, notes, forked = start_cells(zygote, cells, slot)
     executor.stop()
     return nb, notes, forked
 
@@ -241,16 +245,12 @@ def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attac
         assert attack not in ("prlimit", "setpriority", "ioprio_set")  # these reached the zygote before it was checked
 
 
-
 def runs_and_vanishes(zygote, slot, code):
     """A grading child whose kernel, forked from zygote, runs code, and which then dies before it cleans up (as one
     the watchdog kills)."""
-    executor = SandboxedExecute(zygote=zygote)
-    executor.sandbox = Sandbox(zygote.new_folder(), LIMITS, slot)
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)])
-    executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 120, 60)
+    _, nb, _, forked = start_cells(zygote, [code], slot)
     errors = [o for o in nb.cells[0].outputs if o.output_type == "error"]
-    os._exit(0 if isinstance(executor.km.provisioner.process, ForkedKernel) and not errors else 1)
+    os._exit(0 if forked and not errors else 1)
 
 
 def test_a_change_to_the_zygote_by_a_slots_first_kernel_is_caught_by_the_owner():
@@ -269,22 +269,15 @@ def test_a_change_to_the_zygote_by_a_slots_first_kernel_is_caught_by_the_owner()
     finally:
         zygote.close()
 
-def added_cell(code):
-    def edit(nb):
-        index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id")
-                     == "q3_make_shortcut")
-        nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
-    return Answers(base="reference", notebook_edits=[edit])
-
 
 def test_attackers_on_a_slot_cost_the_students_after_them_nothing(bundle, release_dir, tmp_path):
     """One slot, so each honest student's kernel is forked from the zygote the attacker before had."""
-    students = {"a1-leaves-a-killer": added_cell(LEAVES_A_KILLER), "a2-honest": REFERENCE,
-                "a3-stops-its-zygote": added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)"),
+    students = {"a1-leaves-a-killer": reference_with_added_cell(LEAVES_A_KILLER), "a2-honest": REFERENCE,
+                "a3-stops-its-zygote": reference_with_added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)"),
                 "a4-honest": REFERENCE,
-                "a5-kills-its-zygote": added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
+                "a5-kills-its-zygote": reference_with_added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"),
                 "a6-honest": REFERENCE,
-                "a7-changes-its-zygote": added_cell("import os, resource\n" + "\n".join(
+                "a7-changes-its-zygote": reference_with_added_cell("import os, resource\n" + "\n".join(
                     CHANGES_ITS_ZYGOTE[attack] for attack in ("prlimit", "setpriority"))),
                 "a8-honest": REFERENCE}
     submissions = submit(bundle, tmp_path / "submissions", students)
