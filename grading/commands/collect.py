@@ -122,6 +122,8 @@ def take_stock(shards):
         result = load_result(folder / student / GRADE_FILE)
         if result is None or result.fingerprint != record["fingerprint"]:
             stock.ungraded[student] = (index, "not graded yet")
+        elif result.student_id != student:  # merged under the id it names, into the gradebook and grades.csv
+            stock.ungraded[student] = (index, f"holding the grade.json of {result.student_id!r}")
         elif result.stamp != source_stamp(submission):
             stock.ungraded[student] = (index, "resubmitted since graded")
         else:

@@ -38,7 +38,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK, NOTEBOOK_ID
 from grading.handoff import Submission
-from grading.pipeline.intake import STUDENT_ID, open_member, unpack
+from grading.pipeline.intake import open_member, student_id_refusal, unpack
 from grading.pipeline.notebook import submitted_notebook
 from grading.records.late import TIMES_FILE, lateness, parse_due, read_record, read_submission_times, record_text
 from grading.records.results import write_atomic
@@ -81,10 +81,10 @@ class CheckedAutograde(Autograde):
         for entry in sorted(submitted.iterdir()) if wanted and submitted.is_dir() else []:
             if entry.name.startswith(".") or not fnmatch.fnmatchcase(entry.name, self.coursedir.student_id):
                 continue
-            if entry.is_symlink() or not STUDENT_ID.match(entry.name):
-                self.log.error("Not grading %s: %s", entry, "a symbolic link; submissions must be folders"
-                               if entry.is_symlink() else "not a usable student id (letters, digits, '.', '_', '@' "
-                                                          "and '-', at most 64)")
+            refusal = "a symbolic link; submissions must be folders" if entry.is_symlink() else \
+                student_id_refusal(entry.name)
+            if refusal:
+                self.log.error("Not grading %r in %s: %s", entry.name, submitted, refusal)
             elif entry.is_dir() and os.path.lexists(entry / ASSIGNMENT):
                 staged = self._format_source(ASSIGNMENT, entry.name)
                 self.assignments[staged] = [os.path.join(staged, NOTEBOOK)]
@@ -151,8 +151,8 @@ class CheckedCollect(ExchangeCollect):
     def init_src(self):
         super().init_src()
         self.collected = {}
-        for record in [r for r in self.src_records if not STUDENT_ID.match(r["username"])]:
-            self.log.error("Not collecting %s: %r is not a usable student id", record["filename"], record["username"])
+        for record in [r for r in self.src_records if student_id_refusal(r["username"])]:
+            self.log.error("Not collecting %r: %s", record["filename"], student_id_refusal(record["username"]))
             self.src_records.remove(record)
 
     def do_copy(self, src, dest):

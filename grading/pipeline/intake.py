@@ -24,7 +24,10 @@ from grading.records.late import read_record
 from grading.records.results import Rejected
 from grading.settings import Settings
 
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# Matched whole (fullmatch): with re.match and "$", which also matches before a final newline, "alice\n" was a second
+# student beside alice, and a grades.csv row that an LMS, trimming it, took for alice's.
+STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+STUDENT_ID_RULE = "1 to 64 letters, digits, '.', '_', '@' and '-', the first a letter or a digit"
 MAX_BYTES = {"pyfile": Settings.pyfile_bytes, "notebook": Settings.notebook_bytes,
              "history": Settings.history_bytes, "bonus": Settings.bonus_bytes}
 SKIPPED_FOLDERS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git"}
@@ -40,6 +43,13 @@ OWN_TIME_IGNORED = ("its own timestamp.txt was not used: what a submission holds
                     "submission times come from nbgrader's exchange or --submission-times")
 
 
+def student_id_refusal(name):
+    """Why name cannot be a student's id, naming it as Python writes it (so that a newline or a space shows); "" when
+    it can. The one check of every id the grader takes: a submission's name, an nbgrader submitted/ folder, an
+    exchange inbox's, a shard's student."""
+    return "" if STUDENT_ID.fullmatch(name) else f"{name!r} is not a usable student id ({STUDENT_ID_RULE})"
+
+
 def discover(root):
     """The submissions under root, and the entries that cannot be graded at all. Only the submissions of an
     nbgrader tree can have a time: the one its record holds (records/late.py)."""
@@ -50,8 +60,11 @@ def discover(root):
     recorded = read_record(root) if nbgrader_tree else {}
     found, rejected = {}, []
     for entry in entries:
+        # grades.csv has a row for each entry: one whose name is no usable id goes by the name as Python writes
+        # it, in quotes, which no LMS trims into another student's id
+        shown = entry.name if not student_id_refusal(entry.name) else repr(entry.name)
         if entry.is_symlink():
-            rejected.append(Rejected(entry.name, "a symbolic link; submissions must be folders or .zip files"))
+            rejected.append(Rejected(shown, "a symbolic link; submissions must be folders or .zip files"))
             continue
         if entry.is_dir():
             student_id, kind, path = entry.name, "folder", entry
@@ -60,11 +73,11 @@ def discover(root):
         elif entry.suffix.lower() == ".zip" and entry.is_file():
             student_id, kind, path = entry.stem, "zip", entry
         else:
-            rejected.append(Rejected(entry.name, "not a folder or a .zip file"))
+            rejected.append(Rejected(shown, "not a folder or a .zip file"))
             continue
-        if not STUDENT_ID.match(student_id):
-            rejected.append(Rejected(entry.name, f"{student_id!r} is not a usable student id (letters, digits, "
-                                                 "'.', '_', '@' and '-', at most 64)"))
+        refusal = student_id_refusal(student_id)
+        if refusal:
+            rejected.append(Rejected(shown, f"{refusal}; rename it to the student's id"))
             continue
         submission = Submission(student_id, path, kind, timestamp=recorded.get(student_id, (None,))[0])
         if submission.timestamp is None and _holds_a_time(path, kind):

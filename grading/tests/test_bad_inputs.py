@@ -97,6 +97,7 @@ def batch(bundle, release_dir, tmp_path_factory):
     nested = subs / "nested-folder" / "my submission" / "final"
     shutil.copytree(good, nested)
     shutil.copytree(good, subs / "bad name!")
+    shutil.copytree(good, subs / "duplicate\n")  # a second row for duplicate, once an LMS trims the newline
     (subs / "notes.txt").write_text("a stray file")
     shutil.copytree(good, subs / "claims-its-own-time")
     (subs / "claims-its-own-time" / "timestamp.txt").write_text("2026-11-20T18:00:00+08:00")
@@ -191,7 +192,9 @@ def test_hostile_archives_are_refused_cheaply(batch, name, status):
 
 def test_entries_that_are_not_submissions_get_a_row_with_the_reason(batch):
     rows = batch[1]
-    assert "not a usable student id" in rows["bad name!"]["status"]
+    assert "not a usable student id" in rows["'bad name!'"]["status"]
+    assert "'duplicate\\n' is not a usable student id" in rows["'duplicate\\n'"]["status"]
+    assert [name for name in rows if name.strip() == "duplicate"] == ["duplicate"] and "duplicate\n" not in batch[0]
     assert "not a folder or a .zip file" in rows["notes.txt"]["status"]
     assert "duplicate.zip" not in rows
 

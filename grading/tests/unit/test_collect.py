@@ -7,14 +7,15 @@ from types import SimpleNamespace
 import pytest
 
 from grading.commands.autograde import source_stamp
-from grading.commands.collect import collect
+from grading.commands.collect import collect, read_shards, take_stock
 from grading.pipeline.intake import discover
 from grading.pipeline.shards import ShardError, in_shard, record_run
-from grading.records.results import GRADE_FILE, StudentResult, save_result
+from grading.handoff import Submission
+from grading.records.results import GRADE_FILE, StudentResult, load_result, save_result
 from grading.settings import Settings
 
 SHARDS = 2
-STUDENTS = [f"student{i}" for i in range(6)]
+STUDENTS = [*(f"student{i}" for i in range(5)), "o.brien-2@uni"]  # the last an unusual id, as SSSD's user@domain
 FINGERPRINT = "f" * 20
 
 
@@ -75,6 +76,29 @@ def test_a_grader_error_is_refused_with_its_message(tmp_path):
     student = STUDENTS[3]
     message = refusal(shards(tmp_path, error=student), tmp_path)
     assert f"{student}: the kernel could not be started" in message and f"shard {shard_of(student)}/" in message
+
+
+def test_an_id_with_a_final_newline_is_no_student_of_the_merge_and_unusual_ids_are(tmp_path):
+    """student0\\n, a folder beside student0's, graded as a student of its own by a grader that took it for one."""
+    folders = shards(tmp_path)
+    attacker = f"{STUDENTS[0]}\n"
+    (tmp_path / "submissions" / attacker).mkdir()
+    (tmp_path / "submissions" / attacker / "norm.ipynb").write_text("{}")
+    save_result(folders[shard_of(attacker) - 1] / attacker / GRADE_FILE, StudentResult(
+        attacker, fingerprint=FINGERPRINT, stamp=source_stamp(Submission(attacker, tmp_path / "submissions" / attacker,
+                                                                         "folder"))))
+    stock = take_stock(read_shards(folders))
+    assert sorted(stock.mergeable) == sorted(STUDENTS) and not stock.ungraded and not stock.errors
+
+
+def test_a_grade_file_that_names_another_student_is_not_merged_as_theirs(tmp_path):
+    folders = shards(tmp_path)
+    student, other = STUDENTS[1], STUDENTS[2]
+    path = folders[shard_of(student) - 1] / student / GRADE_FILE
+    result = load_result(path)
+    result.student_id = other
+    save_result(path, result)
+    assert f"1 holding the grade.json of {other!r} ({student})" in refusal(folders, tmp_path)
 
 
 def test_a_student_who_resubmitted_after_grading_is_not_merged_as_graded(tmp_path):

@@ -2,6 +2,7 @@
 special files and unreadable notebooks never reach nbgrader), nbgrader may sanitize nothing else, and collect takes
 only what intake takes and checks the exchange's time against the inbox's last change."""
 import os
+import shutil
 from datetime import datetime, timedelta, timezone
 
 import nbformat
@@ -19,6 +20,7 @@ from grading.settings import NBGRADER_TIME_FORMAT, Settings
 SOURCE = b"def batchnorm_forward(x, gamma, beta, bn_param):\n    pass\n"
 STUDENT_NOTEBOOK = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("my own answer")])
 RELEASED = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("released")])
+UNUSUAL = "o.brien-2@uni"  # an id such as SSSD's user@domain names are
 
 
 def write(path, data):
@@ -29,7 +31,8 @@ def write(path, data):
 @pytest.fixture
 def course(tmp_path):
     """A course whose submitted/ holds an honest student, one whose files link to the instructor's, one whose
-    folder is a link, and the grader's record of one time; and what CheckedAutograde staged of each."""
+    folder is a link, one named as the honest one with a newline after, one with an unusual id, and the grader's
+    record of one time; and what CheckedAutograde staged of each."""
     root = tmp_path / "course"
     write(root / "release" / ASSIGNMENT / NOTEBOOK, nbformat.writes(RELEASED).encode())
     instructor = tmp_path / "instructor"
@@ -47,6 +50,8 @@ def course(tmp_path):
     os.mkfifo(submitted / "linked" / ASSIGNMENT / "runs")
     os.symlink(instructor / PYFILE, submitted / "linked" / ASSIGNMENT / SECRET)
     os.symlink(submitted / "honest", submitted / "alias")
+    shutil.copytree(submitted / "honest", submitted / "honest\n")  # put there by hand, or by an older collect
+    shutil.copytree(submitted / "honest", submitted / UNUSUAL)
     (submitted / TIMES_FILE).write_text(record_text({"linked": ("2026-12-02 10:00:00.000000 UTC", "the exchange")}))
     converter = CheckedAutograde(coursedir=CourseDirectory(root=str(root), assignment_id=ASSIGNMENT))
     converter._staging, converter._times = str(tmp_path / "staging"), converter._trusted_times()
@@ -73,6 +78,13 @@ def test_links_and_special_files_never_reach_nbgrader(course):
     assert nbformat.reads(linked[NOTEBOOK], 4).cells == RELEASED.cells  # graded as the released notebook
     assert linked["timestamp.txt"] == b"2026-12-02 10:00:00.000000 UTC"  # the record's
     assert "alias" not in course  # a student folder that is a link is not graded, as autograde rejects it
+
+
+def test_nbgrader_grades_an_unusual_id_and_not_one_with_a_final_newline(course, caplog):
+    assert course[UNUSUAL][PYFILE] == SOURCE
+    assert "honest\n" not in course
+    logged = "\n".join(record.getMessage() for record in caplog.get_records("setup"))
+    assert "Not grading 'honest\\n'" in logged and "'honest\\n' is not a usable student id" in logged
 
 
 def test_nbgrader_may_sanitize_only_what_was_staged(tmp_path):

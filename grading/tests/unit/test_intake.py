@@ -55,8 +55,30 @@ def test_folders_and_zips_are_submissions_and_anything_else_gets_a_reason(tmp_pa
     assert [(s.student_id, s.kind) for s in found] == [("alice", "folder"), ("bob", "zip")]
     reasons = {entry.name: entry.status for entry in rejected}
     assert "not a folder or a .zip" in reasons["notes.txt"]
-    assert "not a usable student id" in reasons["bad name!"]
+    assert "not a usable student id" in reasons["'bad name!'"]  # quoted: no id of a student
     assert "symbolic link" in reasons["carol"]
+
+
+def test_an_id_with_a_final_newline_is_refused_and_named_so_that_the_newline_shows(tmp_path):
+    """alice\\n beside alice was a second student, and a grades.csv row an LMS trims into alice's."""
+    root = tmp_path / "submissions"
+    folder(root, "alice", {PYFILE: SOURCE})
+    folder(root, "alice\n", {PYFILE: b"x = 0\n"})
+    zip_of(root / "alice\n.zip", {PYFILE: b"x = 0\n"})
+    found, rejected = discover(root)
+    assert [s.student_id for s in found] == ["alice"]
+    assert sorted(entry.name for entry in rejected) == ["'alice\\n'", "'alice\\n.zip'"]
+    assert all(entry.status.startswith("'alice\\n' is not a usable student id") for entry in rejected)
+
+
+def test_unusual_ids_within_the_documented_set_are_students(tmp_path):
+    root = tmp_path / "submissions"
+    honest = ["o.brien-2@uni", "Z", "9_lives", "a" * 64]
+    for student in [*honest, "a" * 65, "-dash", "tab\tin", "é"]:
+        folder(root, student, {PYFILE: SOURCE})
+    found, rejected = discover(root)
+    assert sorted(s.student_id for s in found) == sorted(honest)
+    assert len(rejected) == 4 and all("is not a usable student id" in entry.status for entry in rejected)
 
 
 def test_an_nbgrader_tree_takes_its_times_from_the_graders_record_only(tmp_path):
