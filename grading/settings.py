@@ -117,6 +117,9 @@ class Settings:
     histories: int = fixed(100, "most training histories taken from one submission")
     zip_entries: int = fixed(10_000, "most entries in a submitted zip")
     zip_bytes: int = fixed(2 << 30, "most bytes a submitted zip may unpack to")
+    exchange_inbox_entries: int = fixed(10_000, "files and folders of an nbgrader exchange inbox that collect checks "
+                                                "for the inbox's last change; an inbox holding more gets the time of "
+                                                "collect, since a later change could hide past them")
     exchange_secret_bytes: int = fixed(1024, "largest submission_secret.txt carried from nbgrader's exchange (its "
                                              "feedback is released under the secret's hash; nbgrader writes 128 "
                                              "characters)")

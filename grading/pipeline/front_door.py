@@ -11,34 +11,43 @@ front doors grade a symlinked or oversized submission alike.
   anything is converted, puts CheckedAutograde where nbgrader looks it up; ReadThroughIntake, first in the SANITIZE
   chain, refuses a notebook that was not read through it, so a future nbgrader that converted submissions some
   other way would grade no one rather than read submitted/ unchecked.
-- CheckedCollect is the exchange's collect (ExchangeFactory.collect): it copies from each inbox only what intake
-  takes, and records the submission's time beside the student folders (records/late.TIMES_FILE).
+- CheckedCollect is the exchange's collect (ExchangeFactory.collect): it takes an inbox only as the submission of
+  the user who owns it, copies from it only what intake takes, and records the submission's time beside the student
+  folders (records/late.TIMES_FILE). An inbox it cannot take costs only itself, with a line for the TA.
 
 What they trust: the course's own folders (release/, the gradebook), the TA's settings and, of submitted/, only the
-record of times beside the student folders, which students cannot write. Of nbgrader's exchange, collect trusts the
-time in the inbox folder's name, which the student's own `nbgrader submit` wrote (so a student who edits their inbox
+record of times beside the student folders, which students cannot write. Of nbgrader's exchange, collect trusts who
+owns an inbox folder (only root can change it: any user can make a folder in inbound/ under any student's name) and
+the time in the inbox folder's name, which the student's own `nbgrader submit` wrote (so a student who edits their inbox
 can change it), only as far as the last change to that folder allows: the file system keeps that time, and no
 student process can set it back. A claim earlier than that change by more than Settings.exchange_clock_slack is
 replaced by the change's time, with its source saying so.
 """
 import fnmatch
+import glob
 import os
+import pwd
 import re
 import shutil
+import stat
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import nbformat
+from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.apps import api, autogradeapp
 from nbgrader.converters import Autograde
 from nbgrader.converters.base import NbGraderException
+from nbgrader.exchange import ExchangeError
 from nbgrader.exchange.default.collect import ExchangeCollect
 from nbgrader.preprocessors import NbGraderPreprocessor
+from nbgrader.utils import check_mode, parse_utc
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK, NOTEBOOK_ID
 from grading.handoff import Submission
-from grading.pipeline.intake import open_member, student_id_refusal, unpack
+from grading.pipeline.intake import (FOLDER_DEPTH, SKIPPED_FOLDERS, open_folder, open_member, student_id_refusal,
+                                     unpack)
 from grading.pipeline.notebook import submitted_notebook
 from grading.records.late import TIMES_FILE, lateness, parse_due, read_record, read_submission_times, record_text
 from grading.records.results import write_atomic
@@ -146,14 +155,143 @@ class ReadThroughIntake(NbGraderPreprocessor):
 
 
 class CheckedCollect(ExchangeCollect):
-    """nbgrader's collect, copying from each inbox only what intake takes, and recording each submission's time."""
+    """nbgrader's collect, taking an inbox only as the submission of the user who owns it, copying from it only what
+    intake takes, and recording each submission's time. An inbox that cannot be collected (named in another
+    student's name, not named as nbgrader names them, a link, unreadable) is left with a line for the TA and costs
+    no one else anything."""
 
     def init_src(self):
-        super().init_src()
-        self.collected = {}
-        for record in [r for r in self.src_records if student_id_refusal(r["username"])]:
-            self.log.error("Not collecting %r: %s", record["filename"], student_id_refusal(record["username"]))
-            self.src_records.remove(record)
+        """nbgrader's, but every inbox is vetted on its own before the latest of each student is chosen: nbgrader's
+        stops the whole collect at a name it cannot parse, and only warns of an inbox that another user made in a
+        student's name, which, as that student's latest, then replaced her own submission."""
+        if self.coursedir.course_id == "":
+            self.fail("No course id specified. Re-run with --course flag.")
+        self.course_path = os.path.join(self.root, self.coursedir.course_id)
+        self.inbound_path = os.path.join(self.course_path, "inbound")
+        if not os.path.isdir(self.inbound_path):
+            self.fail(f"Course not found: {self.inbound_path}")
+        if not check_mode(self.inbound_path, read=True, execute=True):
+            self.fail(f"You don't have read permissions for the directory: {self.inbound_path}")
+        if not self.check_owner:
+            self.log.warning("ExchangeCollect.check_owner is off: each inbox is taken as the submission of the "
+                             "student its name says, whoever made it")
+        self.collected, self._uids = {}, {}
+        pattern = f"{self.coursedir.student_id or '*'}+{self.coursedir.assignment_id}+*"
+        by_student = {}
+        for record in self._sort_by_timestamp(self._vetted(sorted(glob.glob(os.path.join(self.inbound_path,
+                                                                                          pattern))))):
+            by_student.setdefault(record["username"], []).append(record)  # newest first
+        with Gradebook(self.coursedir.db_url, self.coursedir.course_id) as gb:
+            try:
+                self.duedate = gb.find_assignment(self.coursedir.assignment_id).duedate
+            except MissingEntry:
+                self.duedate = None
+        before_due = self.before_duedate and self.duedate is not None
+        self.src_records = [next((r for r in records if r["timestamp"] <= self.duedate), records[0]) if before_due
+                            else records[0] for records in by_student.values()]
+
+    def _vetted(self, paths):
+        """The records of the inboxes at paths that can be collected as their students'; a line for each other."""
+        for path in paths:
+            try:
+                record = self._path_to_record(path)
+                refusal = self._refusal(record)
+            except (OSError, ValueError) as error:
+                refusal = str(error)
+            if refusal:
+                self.log.error("Not collecting %r: %s", os.path.basename(path), refusal)
+            else:
+                yield record
+
+    def _path_to_record(self, path):
+        """nbgrader's record of the inbox at path; ValueError, saying what is wrong, where its name is not
+        <student>+<assignment>+<time>[+<random>] (nbgrader's own stops collect for everyone)."""
+        name = os.path.basename(path)
+        parts = name.rsplit("+", 3)
+        if len(parts) < 3:
+            raise ValueError("not named as nbgrader submit names an inbox, <student>+<assignment>+<time>+<random>; "
+                             "the student can submit again")
+        try:
+            timestamp = parse_utc(parts[2])
+        except (ValueError, OverflowError):
+            raise ValueError(f"{parts[2]!r} is not a time (nbgrader submit names an inbox "
+                             "<student>+<assignment>+<time>+<random>); the student can submit again") from None
+        return {"username": parts[0], "filename": name, "timestamp": timestamp}
+
+    def _refusal(self, record):
+        """Why the inbox of record cannot be collected as its student's submission; "" when it can."""
+        student = record["username"]
+        submitted = f"{self.coursedir.submitted_directory}/{{id}}/{self.coursedir.assignment_id}/"
+        refusal = student_id_refusal(student)
+        if refusal:
+            return f"{refusal}; if a student submitted it, copy it by hand into {submitted.format(id='<their id>')}"
+        path = os.path.join(self.inbound_path, record["filename"])
+        info = os.lstat(path)
+        if not stat.S_ISDIR(info.st_mode):
+            kind = "symbolic link" if stat.S_ISLNK(info.st_mode) else "FIFO" if stat.S_ISFIFO(info.st_mode) else "file"
+            return f"a {kind}, not the folder that nbgrader submit makes"
+        if self.check_owner and info.st_uid != self._uid(student):
+            owner = user_name(info.st_uid)
+            if self._uid(student) is None:
+                return (f"{student} is not a user of this machine, so this inbox, owned by {owner}, is not theirs "
+                        "(where every student writes the exchange as one user, as with JupyterHub's DockerSpawner, "
+                        "ownership says nothing: set c.ExchangeCollect.check_owner = False)")
+            return (f"owned by {owner}, not by {student}: nbgrader submit writes a student's inbox as that student, "
+                    f"so {student} did not submit it (a submission added by hand goes into "
+                    f"{submitted.format(id=student)}, with its time given to autograde by --submission-times)")
+        if not os.access(path, os.R_OK | os.X_OK):
+            return (f"{user_name(os.getuid())} cannot read it (mode {info.st_mode & 0o777:03o}): its owner "
+                    "made it so, and can submit again")
+        return ""
+
+    def _uid(self, student):
+        if student not in self._uids:
+            try:
+                self._uids[student] = pwd.getpwnam(student).pw_uid
+            except KeyError:
+                self._uids[student] = None
+        return self._uids[student]
+
+    def copy_files(self):
+        """nbgrader's, each submission on its own: one whose inbox changed under collect so that it can no longer be
+        vetted or read costs only itself."""
+        if not self.src_records:
+            self.log.warning("No submissions of '%s' for course '%s' to collect", self.coursedir.assignment_id,
+                             self.coursedir.course_id)
+        for record in self.src_records:
+            try:
+                self._collect(record)
+            except (OSError, ValueError, ExchangeError) as error:
+                self.log.error("Not collecting %r: %s", record["filename"], error)
+        if self.collected:
+            submitted = Path(self.coursedir.root, self.coursedir.submitted_directory)
+            write_atomic(submitted / TIMES_FILE, record_text({**read_record(submitted), **self.collected}))
+
+    def _collect(self, record):
+        """Copy the inbox of record into submitted/, as nbgrader's copy_files would (--update, --before-duedate)."""
+        student, assignment = record["username"], self.coursedir.assignment_id
+        dest = self.coursedir.format_path(self.coursedir.submitted_directory, student, assignment)
+        exists = os.path.isdir(dest)
+        if exists:
+            earlier = self.coursedir.get_existing_timestamp(dest)
+            if not (self.update and (earlier is None or record["timestamp"] > earlier)
+                    or self.before_duedate and earlier != record["timestamp"]):
+                self.log.info("No newer submission to collect: %s %s" if self.update else
+                              "Submission already exists, use --update to update: %s %s", student, assignment)
+                return
+        refusal = self._refusal(record)  # again, just before its student's earlier submission is replaced
+        if refusal:
+            raise ValueError(refusal)
+        if exists:
+            self.log.info("Updating submission: %s %s", student, assignment)
+            shutil.rmtree(dest)
+        else:
+            self.log.info("Collecting submission: %s %s", student, assignment)
+        try:
+            self.do_copy(os.path.join(self.inbound_path, record["filename"]), dest)
+        except OSError:
+            shutil.rmtree(dest, ignore_errors=True)
+            raise
 
     def do_copy(self, src, dest):
         record = self._path_to_record(src)
@@ -161,16 +299,17 @@ class CheckedCollect(ExchangeCollect):
         intake = unpack(Submission(record["username"], Path(src), "folder"), dest)
         for note in intake.notes:
             self.log.warning("%s: %s", record["username"], note)
-        when, source = exchange_time(record["timestamp"], src)
+        when, source = exchange_time(record["timestamp"], src)  # after reading: a later change shows in it
         Path(dest, "timestamp.txt").write_text(when)  # what nbgrader's collect --update compares the next one with
         carry_secret(src, dest)
         self.collected[record["username"]] = (when, source)
 
-    def copy_files(self):
-        super().copy_files()
-        if self.collected:
-            submitted = Path(self.coursedir.root, self.coursedir.submitted_directory)
-            write_atomic(submitted / TIMES_FILE, record_text({**read_record(submitted), **self.collected}))
+
+def user_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def carry_secret(source, dest):
@@ -188,11 +327,46 @@ def carry_secret(source, dest):
 def exchange_time(claimed, inbox):
     """(time in nbgrader's format, its source) of the submission in the exchange's inbox folder, which claims to be
     made at claimed (naive UTC, as nbgrader parses it): the claim, unless the folder or anything in it changed more
-    than Settings.exchange_clock_slack later; then the time of that change."""
-    changed = max(os.lstat(os.path.join(folder, name)).st_ctime
-                  for folder, folders, files in os.walk(inbox) for name in (".", *folders, *files))
-    claim = claimed.replace(tzinfo=timezone.utc)
-    if claim.timestamp() >= changed - Settings.exchange_clock_slack:
-        return claim.strftime(NBGRADER_TIME_FORMAT), "nbgrader's exchange"
-    when = datetime.fromtimestamp(changed, timezone.utc).strftime(NBGRADER_TIME_FORMAT)
-    return when, f"the inbox's last change: it claimed {claim.strftime(NBGRADER_TIME_FORMAT)}"
+    than Settings.exchange_clock_slack later; then the time of that change. An inbox too full to check gets the time
+    of collect."""
+    changed, complete = last_change(inbox)
+    claim = claimed.replace(tzinfo=timezone.utc).strftime(NBGRADER_TIME_FORMAT)
+    if not complete:
+        return (datetime.now(timezone.utc).strftime(NBGRADER_TIME_FORMAT),
+                f"the time of collect: the inbox holds more than {Settings.exchange_inbox_entries} files and folders, "
+                f"too many to check the time it claimed, {claim}")
+    if claimed.replace(tzinfo=timezone.utc).timestamp() >= changed - Settings.exchange_clock_slack:
+        return claim, "nbgrader's exchange"
+    return (datetime.fromtimestamp(changed, timezone.utc).strftime(NBGRADER_TIME_FORMAT),
+            f"the inbox's last change: it claimed {claim}")
+
+
+def last_change(inbox):
+    """(the latest inode change time of the folder inbox and of everything in it, whether everything was seen). The
+    inbox is its student's to fill while collect reads it, so the walk is iterative, follows no link, goes only as
+    deep as intake takes files from, skips the folders intake skips, and gives up past
+    Settings.exchange_inbox_entries entries. A folder it cannot open is skipped: intake cannot take what it holds
+    either, and its own change, seen from its parent, counts."""
+    latest, seen, pending = os.lstat(inbox).st_ctime, 0, [()]
+    while pending:
+        parts = pending.pop()
+        try:
+            fd = open_folder(inbox, parts)
+        except OSError:
+            continue
+        try:
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    seen += 1
+                    if seen > Settings.exchange_inbox_entries:
+                        return latest, False
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    latest = max(latest, info.st_ctime)
+                    if stat.S_ISDIR(info.st_mode) and len(parts) < FOLDER_DEPTH and entry.name not in SKIPPED_FOLDERS:
+                        pending.append((*parts, entry.name))
+        finally:
+            os.close(fd)
+    return latest, True

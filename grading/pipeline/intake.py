@@ -28,6 +28,7 @@ from grading.settings import Settings
 # student beside alice, and a grades.csv row that an LMS, trimming it, took for alice's.
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 STUDENT_ID_RULE = "1 to 64 letters, digits, '.', '_', '@' and '-', the first a letter or a digit"
+FOLDER_DEPTH = 6  # folders deeper in a submission than this are not looked into
 MAX_BYTES = {"pyfile": Settings.pyfile_bytes, "notebook": Settings.notebook_bytes,
              "history": Settings.history_bytes, "bonus": Settings.bonus_bytes}
 SKIPPED_FOLDERS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git"}
@@ -120,7 +121,7 @@ def _folder_members(folder):
             if stat.S_ISLNK(info.st_mode):
                 notes.append(f"skipped the symbolic link {relative}")
             elif stat.S_ISDIR(info.st_mode):
-                if entry.name not in SKIPPED_FOLDERS and relative.count("/") < 6:
+                if entry.name not in SKIPPED_FOLDERS and relative.count("/") < FOLDER_DEPTH:
                     stack.append(entry)
             elif stat.S_ISREG(info.st_mode):
                 members.append((relative, info.st_size, lambda relative=relative: open_member(folder, relative)))
@@ -131,21 +132,32 @@ def open_member(folder, relative):
     """A binary stream of the regular file at relative (a posix path) under folder, opened one component at a time
     without following a link, so that nothing swapped in after the folder was listed (a link, a FIFO) is read: an
     exchange inbox stays writable by its student while collect reads it. OSError otherwise."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(folder, flags | os.O_DIRECTORY)
+    *parents, name = PurePosixPath(relative).parts
+    fd = open_folder(folder, parents)
     try:
-        *parents, name = PurePosixPath(relative).parts
-        for part in parents:
-            child = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
-            os.close(fd)
-            fd = child
-        member = os.open(name, flags | os.O_NONBLOCK, dir_fd=fd)
+        member = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
     finally:
         os.close(fd)
     if not stat.S_ISREG(os.fstat(member).st_mode):
         os.close(member)
         raise OSError(f"{relative} is not a regular file")
     return os.fdopen(member, "rb")
+
+
+def open_folder(folder, parts):
+    """A descriptor of the folder at parts (names) under folder, opened one component at a time without following a
+    link, folder itself included. OSError otherwise."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
+    fd = os.open(folder, flags)
+    try:
+        for part in parts:
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _zip_members(archive):

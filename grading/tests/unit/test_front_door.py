@@ -1,20 +1,25 @@
 """pipeline/front_door.py on small fixtures: nbgrader's autograde stages each submission through intake (links,
 special files and unreadable notebooks never reach nbgrader), nbgrader may sanitize nothing else, and collect takes
 only what intake takes and checks the exchange's time against the inbox's last change."""
+import logging
 import os
+import pwd
 import shutil
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import nbformat
 import pytest
+from nbgrader.api import Gradebook
 from nbgrader.converters.base import NbGraderException
 from nbgrader.coursedir import CourseDirectory
+from unix_users import new_tag, unix_users
 
-from grading.assignment import ASSIGNMENT, NOTEBOOK, PYFILE
-from grading.authoring.course import write_config
+from grading.assignment import ASSIGNMENT, COURSE_ID, NOTEBOOK, PYFILE
+from grading.authoring.course import db_url, write_config
 from grading.nbgrader_support import course_config
 from grading.pipeline.front_door import SECRET, CheckedAutograde, CheckedCollect, ReadThroughIntake, exchange_time
-from grading.records.late import TIMES_FILE, record_text
+from grading.records.late import TIMES_FILE, read_record, record_text
 from grading.settings import NBGRADER_TIME_FORMAT, Settings
 
 SOURCE = b"def batchnorm_forward(x, gamma, beta, bn_param):\n    pass\n"
@@ -120,6 +125,120 @@ def test_an_exchange_time_set_back_gives_way_to_the_inboxs_last_change(tmp_path)
     forged, source = exchange_time(now - timedelta(seconds=Settings.exchange_clock_slack + 3600), inbox)
     forged_at = datetime.strptime(forged, NBGRADER_TIME_FORMAT)
     assert abs((forged_at - now).total_seconds()) < 60 and "it claimed" in source
+
+
+def stamp(offset):
+    """The time offset (a timedelta) from now as nbgrader submit writes it into an inbox's name."""
+    return (datetime.now(timezone.utc) + offset).strftime(NBGRADER_TIME_FORMAT)
+
+
+def make_inbox(inbound, name, owner, source):
+    """An inbox in inbound called name, owned by owner (a pwd entry), holding source as its .py and a notebook."""
+    write(inbound / name / PYFILE, source)
+    write(inbound / name / NOTEBOOK, nbformat.writes(STUDENT_NOTEBOOK).encode())
+    for path in (inbound / name, inbound / name / PYFILE, inbound / name / NOTEBOOK):
+        os.lchown(path, owner.pw_uid, owner.pw_gid)
+    return inbound / name
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def run_collect(exchange, course, **options):
+    """nbgrader's collect of the exchange (the fixture) into course, in this process (as root), and what it logged."""
+    folder, template, _ = exchange
+    shutil.copytree(template, course)
+    log, lines = logging.Logger("collect"), Lines()
+    log.addHandler(lines)
+    coursedir = CourseDirectory(root=str(course), assignment_id=ASSIGNMENT, course_id=COURSE_ID)
+    CheckedCollect(coursedir=coursedir, root=str(folder), log=log, **options).start()
+    return "\n".join(lines.lines)
+
+
+@pytest.fixture(scope="module")
+def exchange(tmp_path_factory):
+    """An exchange whose inbound holds alice's own inbox and, later than hers, inboxes in her name that are not hers
+    (another user's, root's, a link to a folder of hers, a FIFO, one whose time cannot be read), one named as hers
+    with a newline after, and the two submissions of a student with an unusual id: (the exchange, a course to copy,
+    its users)."""
+    root = tmp_path_factory.mktemp("exchange")
+    tag = new_tag()
+    (root / "course").mkdir()
+    Gradebook(db_url(root / "course"), COURSE_ID).close()  # a new one costs nbgrader a second: made once, copied
+    with unix_users([f"alice-{tag}", f"mallory-{tag}", f"o.brien-{tag}@uni"], root / "home") as users:
+        alice, mallory, obrien = users.values()
+        inbound = root / "exchange" / COURSE_ID / "inbound"
+        inbound.mkdir(parents=True)
+        make_inbox(inbound, f"{alice.pw_name}+{ASSIGNMENT}+{stamp(timedelta(minutes=-1))}+own", alice,
+                   b"# alice's own\n")
+        make_inbox(inbound, f"{alice.pw_name}+{ASSIGNMENT}+{stamp(timedelta(days=1))}+x", mallory, b"x = 0\n")
+        make_inbox(inbound, f"{alice.pw_name}+{ASSIGNMENT}+{stamp(timedelta(hours=2))}+r", pwd.getpwuid(0), b"x = 0\n")
+        write(Path(alice.pw_dir) / PYFILE, b"# alice's draft, in her home\n")
+        os.symlink(alice.pw_dir, inbound / f"{alice.pw_name}+{ASSIGNMENT}+{stamp(timedelta(hours=3))}+l")
+        fifo = inbound / f"{alice.pw_name}+{ASSIGNMENT}+{stamp(timedelta(hours=4))}+f"
+        os.mkfifo(fifo)
+        os.lchown(fifo, alice.pw_uid, alice.pw_gid)
+        make_inbox(inbound, f"{alice.pw_name}+{ASSIGNMENT}+notatime+t", alice, b"x = 0\n")
+        make_inbox(inbound, f"{alice.pw_name}\n+{ASSIGNMENT}+{stamp(timedelta(hours=5))}+n", alice, b"x = 0\n")
+        make_inbox(inbound, f"{obrien.pw_name}+{ASSIGNMENT}+{stamp(timedelta(minutes=-2))}+a", obrien, b"# first\n")
+        make_inbox(inbound, f"{obrien.pw_name}+{ASSIGNMENT}+{stamp(timedelta(minutes=-1))}+b", obrien, b"# second\n")
+        yield root / "exchange", root / "course", users
+
+
+def submitted(course):
+    return {p.name: (p / ASSIGNMENT / PYFILE).read_bytes() for p in (course / "submitted").iterdir()
+            if not p.name.startswith(".")}
+
+
+def test_collect_refuses_every_inbox_in_a_students_name_that_is_not_hers_and_takes_hers(exchange, tmp_path):
+    """As root too: root's own inbox in alice's name is not alice's submission (nbgrader's collect warned of
+    another user's, then took it as alice's latest: she scored 0, a day late)."""
+    alice, mallory, obrien = exchange[2]
+    log = run_collect(exchange, tmp_path / "course")
+    assert submitted(tmp_path / "course") == {alice: b"# alice's own\n", obrien: b"# second\n"}
+    time, source = read_record(tmp_path / "course" / "submitted")[alice]
+    assert source == "nbgrader's exchange" and time < stamp(timedelta(0))  # hers, not the one claiming tomorrow
+    for refusal in (f"+x': owned by {mallory}, not by {alice}", f"+r': owned by root, not by {alice}",
+                    "+l': a symbolic link, not the folder", "+f': a FIFO, not the folder",
+                    "'notatime' is not a time", f"'{alice}\\n' is not a usable student id"):
+        assert refusal in log, (refusal, log)
+    assert log.count("Not collecting") == 6
+
+
+def test_collect_takes_the_latest_inbox_of_a_student_with_an_unusual_id(exchange, tmp_path):
+    obrien = next(name for name in exchange[2] if name.startswith("o.brien"))
+    log = run_collect(exchange, tmp_path / "course")
+    assert submitted(tmp_path / "course")[obrien] == b"# second\n" and f"Not collecting '{obrien}" not in log
+
+
+def test_with_check_owner_off_collect_takes_an_inbox_by_its_name_and_still_refuses_the_rest(exchange, tmp_path):
+    """nbgrader's switch for an exchange every student writes as one user, where ownership says nothing."""
+    alice = next(iter(exchange[2]))
+    log = run_collect(exchange, tmp_path / "course", check_owner=False)
+    assert submitted(tmp_path / "course")[alice] == b"x = 0\n"  # the latest in her name, made by whoever
+    assert "check_owner is off" in log and log.count("Not collecting") == 4
+
+
+def test_the_inboxs_last_change_is_found_without_following_links_and_within_bounds(tmp_path, monkeypatch):
+    monkeypatch.setattr(Settings, "exchange_inbox_entries", 50)
+    inbox = tmp_path / "inbox"
+    write(inbox / NOTEBOOK, b"{}")
+    os.symlink("/", inbox / "everything")  # followed, it would hold more than 50 entries
+    os.mkfifo(inbox / "fifo")
+    (inbox / "locked").mkdir(mode=0)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    assert exchange_time(now, inbox) == (now.strftime(NBGRADER_TIME_FORMAT), "nbgrader's exchange")
+    for index in range(50):
+        write(inbox / "runs" / f"{index}.json", b"{}")
+    when, source = exchange_time(now - timedelta(days=7), inbox)
+    assert "the time of collect" in source and abs((datetime.strptime(when, NBGRADER_TIME_FORMAT) - now)
+                                                   .total_seconds()) < 60
 
 
 def test_the_courses_configuration_puts_the_checked_converter_where_nbgrader_looks(tmp_path, monkeypatch):
