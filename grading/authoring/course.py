@@ -48,8 +48,10 @@ c.AssignLatePenalties.plugin_class = "grading.records.late.LatePenaltyPlugin"
 c.LatePenaltyPlugin.policy = {late_policy!r}
 # What students wrote renders inert in the formgrader and in nbgrader's feedback (grading/records/inert.py).
 c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.preprocessors = ["grading.records.inert.InertMetadata"]
 c.HTMLExporter.filters = {{"markdown2html": "grading.records.inert.markdown2html",
-                          "clean_html": "grading.records.inert.clean_html"}}
+                          "clean_html": "grading.records.inert.clean_html",
+                          "highlight_code": "grading.records.inert.CodeHighlight"}}
 """
 
 

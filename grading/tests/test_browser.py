@@ -1,9 +1,12 @@
 """In a real browser: headless Chromium (Debian's chromium and chromium-driver, which .ci/run installs) driven by
 selenium, against one `jupyter lab` whose folder holds a course graded by `python -m grading autograde` (with a
 roster) and two student copies of the release, one filled in with the reference answers and one untouched. One
-graded student, carl, carries script in a written answer, in a markdown cell and in a cell's output (HTML and
-JavaScript), and bob copied the written answer: the formgrader, nbgrader's feedback, ours and the similarity report
-all show it without running it.
+graded student, carl, carries script in a written answer, in a markdown cell and in a cell's output (HTML,
+JavaScript, and an image whose width metadata nbconvert writes unquoted into its <img>), and bob copied the written
+answer: the formgrader, nbgrader's feedback, ours and the similarity report all show it without running it. carl
+also tries to cover the TA's controls: with the page's own Bootstrap classes in his written answer, in a code cell's
+tags and in his notebook's language (both of which nbconvert writes into class attributes), and with the
+image's style: the TA still clicks the score box.
 
 A failing test leaves a screenshot, its name in the failure message, in $BROWSER_SCREENSHOTS (default: pytest's
 temporary folder).
@@ -39,31 +42,47 @@ ROSTER = [("ada", "Ada", "Lovelace", "ada@example.org"), ("bob", "Bob", "Babbage
           ("carl", "Carl", "Gauss", "carl@example.org")]
 
 
+def script(where):
+    """JavaScript, without spaces or double quotes, that marks the page it runs in and writes pwned-<where>.txt into
+    the Jupyter server's root through the TA's session, as the attack of issue 23 did."""
+    return (f"document.documentElement.dataset.pwned='{where}';fetch('/api/contents/pwned-{where}.txt',{{method:"
+            "'PUT',headers:{'Content-Type':'application/json','X-XSRFToken':(document.cookie.match(/_xsrf=([^;]*)/)"
+            "||[])[1]||''},body:JSON.stringify({type:'file',format:'text',content:'x'})})")
+
+
 def attack(where):
-    """HTML whose script would mark the page it runs in and write pwned-<where>.txt into the Jupyter server's root
-    through the TA's session, as the attack of issue 23 did."""
-    script = (f"document.documentElement.dataset.pwned='{where}';fetch('/api/contents/pwned-{where}.txt',{{method:"
-              "'PUT',headers:{'Content-Type':'application/json','X-XSRFToken':(document.cookie.match(/_xsrf=([^;]*)/)"
-              "||[])[1]||''},body:JSON.stringify({type:'file',format:'text',content:'x'})})")
-    return f'<img src="data:," onerror="{script}">'
+    """HTML whose script(where) runs as soon as the page has it."""
+    return f'<img src="data:," onerror="{script(where)}">'
 
 
 ANALYSIS = ("Batch normalization kept my training stable, as <b>normalization</b> should, while the variant "
             "without it diverged after a few epochs at the same learning rate. " + attack("answer"))
+# Bootstrap's own classes (the formgrader loads Bootstrap): an opaque layer over the whole window, and a fixed fake
+# banner over the formgrader's navigation; the id, style and name would shadow or restyle the page's own.
+COVER = ('<div class="modal-backdrop" id="statusmessage" style="position:fixed;inset:0;z-index:9999"></div>'
+         '<a class="navbar-fixed-top btn btn-danger btn-block" name="q4_analysis" href="https://example.org/login">'
+         'Your Jupyter session has expired: sign in again</a>')
+# A PNG's signature alone, which the browser fails to decode; the width, unquoted in nbconvert's <img>, would add
+# an error handler and a style that lays the image over the whole window.
+IMAGE = ({"image/png": "iVBORw0KGgo="}, {"image/png": {"width": f"1 onerror={script('image-metadata')} style="
+                                                                  "position:fixed;inset:0;width:100vw;height:100vh;"
+                                                                  "z-index:2000"}})
 OUTPUT_CELL = ("from IPython.display import HTML, Javascript, display\n"
                f"display(HTML({attack('html-output')!r}))\n"
-               "display(Javascript(\"document.documentElement.dataset.pwned = 'javascript-output'\"))")
+               "display(Javascript(\"document.documentElement.dataset.pwned = 'javascript-output'\"))\n"
+               f"display({IMAGE[0]!r}, raw=True, metadata={IMAGE[1]!r})")
 
 
 def carls_cells(nb):
     nb.cells.insert(3, nbformat.v4.new_code_cell("get_ipython().showtraceback = lambda *a, **k: None"))
-    script = "<script>document.documentElement.dataset.pwned = 'script'</script>"
-    nb.cells.insert(4, nbformat.v4.new_markdown_cell("A note of mine. " + attack("markdown") + script))
-    nb.cells.insert(5, nbformat.v4.new_code_cell(OUTPUT_CELL))
+    element = "<script>document.documentElement.dataset.pwned = 'script'</script>"
+    nb.cells.insert(4, nbformat.v4.new_markdown_cell("A note of mine. " + attack("markdown") + element))
+    nb.cells.insert(5, nbformat.v4.new_code_cell(OUTPUT_CELL, metadata={"tags": ["note modal-backdrop"]}))
+    nb.metadata.language_info.pygments_lexer = "ipython3 modal-backdrop fade"  # an invisible layer
 
 
 STUDENTS = {"ada": REFERENCE, "bob": Answers(regions={"q4_analysis": ANALYSIS}),
-            "carl": Answers(base="reference", regions={"q4_analysis": ANALYSIS}, notebook_edits=[carls_cells])}
+            "carl": Answers(base="reference", regions={"q4_analysis": ANALYSIS + COVER}, notebook_edits=[carls_cells])}
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                                 reason="needs Debian's chromium and chromium-driver: .ci/run installs them")
 
@@ -252,12 +271,17 @@ def pwned(driver):
     return driver.execute_script("return document.documentElement.dataset.pwned || ''")
 
 
-def test_nothing_a_student_wrote_runs_in_the_formgrader_or_in_any_report(site, browser):
-    root, course, base = site
+def open_carls_submission(browser, base):
+    """The formgrader's manual grading view of carl's notebook, the only flagged submission."""
     browser.get(f"{base}/formgrader/gradebook/{ASSIGNMENT}/norm")
     wait_for(browser, "document.querySelectorAll('table tbody tr a').length >= 3", what="the submissions")
-    browser.find_element(By.XPATH, "//table//tr[.//*[contains(@class, 'glyphicon-flag')]]//a").click()  # carl's
+    browser.find_element(By.XPATH, "//table//tr[.//*[contains(@class, 'glyphicon-flag')]]//a").click()
     wait_for(browser, "document.getElementById('q4_analysis') !== null", what="the manual grading view")
+
+
+def test_nothing_a_student_wrote_runs_in_the_formgrader_or_in_any_report(site, browser):
+    root, course, base = site
+    open_carls_submission(browser, base)
     assert pwned(browser) == ""
     assert browser.execute_script("return [...document.querySelectorAll('.nbgrader_cell b')]"
                                   ".some(b => b.textContent === 'normalization')"), "the answer's own <b> is shown"
@@ -285,3 +309,32 @@ def test_nothing_a_student_wrote_runs_in_the_formgrader_or_in_any_report(site, b
         time.sleep(0.2)
     assert (root / "pwned-control.txt").exists(), "the control's script could not write through the TA's session"
     (root / "pwned-control.txt").unlink()
+
+
+def test_what_a_student_wrote_cannot_cover_the_tas_controls(site, browser):
+    _, _, base = site
+    open_carls_submission(browser, base)
+    # What the browser would hand a click at the centre of each of the TA's controls, where that is not the control.
+    covered = browser.execute_script("""
+        const controls = {score: document.getElementById('q4_analysis'),
+                          comment: document.getElementById('q4_analysis-comment'),
+                          next: document.querySelector('li.next a')};
+        controls.score.scrollIntoView({block: 'center'});
+        return Object.entries(controls).map(([name, control]) => {
+            const box = control.getBoundingClientRect();
+            const hit = document.elementFromPoint(box.left + box.width / 2, box.top + box.height / 2);
+            return [name, hit && (hit === control || control.contains(hit)) ? '' : (hit ? hit.outerHTML : 'nothing')];
+        }).filter(([name, hit]) => hit).map(([name, hit]) => name + ' under ' + hit.slice(0, 300));""")
+    assert not covered, covered
+    assert not browser.execute_script(
+        "return [...document.querySelectorAll('.modal-backdrop, .navbar-fixed-top, .affix, [style*=fixed]')]"
+        ".filter(e => e.closest('.cell')).map(e => e.outerHTML.slice(0, 300))")
+    assert browser.execute_script("return document.getElementById('statusmessage').parentElement === document.body "
+                                  "&& document.getElementsByName('q4_analysis').length === 0")
+    browser.execute_script("window.scoreSaved = false; $(document).on('finished_saving', () => "
+                           "{ window.scoreSaved = true; });")
+    field = browser.find_element(By.ID, "q4_analysis")
+    field.click()  # selenium refuses a click that another element would receive
+    assert browser.execute_script("return document.activeElement === arguments[0]", field)
+    field.send_keys("0", Keys.TAB)  # 0: the totals other tests compare stay as autograde left them
+    wait_for(browser, "window.scoreSaved", timeout=120, what="the score to be saved")
