@@ -1,0 +1,121 @@
+"""What the grader reads of processes from /proc: their state, their tree, and a sandbox's own file system.
+
+A sandbox's /tmp and /dev/shm exist only in its mount namespace; the grader reaches them through /proc/<pid>/root of
+a process inside it. A PID can be reused once that process ends, so a SandboxRoot remembers when its process
+started and checks it again after opening the root: a root opened through a reused PID is never taken for the
+sandbox's.
+"""
+import os
+import time
+from pathlib import Path
+
+GONE = (None, "Z", "X")  # states of a process that runs no more
+
+
+def stat(pid):
+    """(state, start time in clock ticks) of a host process, or (None, None) when there is none."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None, None
+    return fields[0], int(fields[19])
+
+
+def argv(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def children():
+    """{parent PID: [child PIDs]} of every process on the host."""
+    tree = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                parent = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(parent, []).append(int(entry.name))
+    return tree
+
+
+def children_of(pid):
+    """The child PIDs of one process."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def started(pids):
+    """[(pid, start time)] of the processes pids that run now."""
+    return [(pid, stat(pid)[1]) for pid in pids if stat(pid)[0] not in GONE]
+
+
+def wait_ended(processes, timeout):
+    """Wait until none of processes ([(pid, start time)], from started()) runs any more, or timeout seconds;
+    whether none does."""
+    end = time.monotonic() + timeout
+    while any(stat(pid)[0] not in GONE and stat(pid)[1] == start for pid, start in processes):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def threads_of(uid):
+    """How many threads the processes of uid run, all together."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid:
+                    count += len(os.listdir(entry / "task"))
+            except OSError:
+                continue
+    return count
+
+
+class SandboxRoot:
+    """The root folder of the sandbox that the process pid runs in, for as long as that process lives."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.started = stat(pid)[1]
+
+    @classmethod
+    def of(cls, pid):
+        """The SandboxRoot of a sandbox started as the process pid: pid itself when it is already in a mount
+        namespace of its own (a kernel forked in the sandbox), else its child (bubblewrap's init); None when
+        there is neither, or no sandbox (bubblewrap is missing)."""
+        ours = _mount_namespace("self")
+        for candidate in [pid, *children_of(pid)]:
+            namespace = _mount_namespace(candidate)
+            if namespace is not None and namespace != ours:
+                return cls(candidate)
+        return None
+
+    def open(self, relative):
+        """A descriptor of the folder relative, a path the grader made in the sandbox, such as "tmp"; None once the
+        process is gone."""
+        try:
+            root = os.open(f"/proc/{self.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            if self.started is None or stat(self.pid)[1] != self.started:
+                return None
+            return os.open(relative, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+        except OSError:
+            return None
+        finally:
+            os.close(root)
+
+
+def _mount_namespace(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None
