@@ -124,16 +124,20 @@ class Settings:
                                              "feedback is released under the secret's hash; nbgrader writes 128 "
                                              "characters)")
     # Fixed: what student code may take of the grading machine besides its rlimits
-    tmpfs_bytes: int = fixed(256 << 20, "size of a sandbox's /tmp and of its /dev/shm, each (tmpfs: host memory)")
-    folder_bytes: int = fixed(512 << 20, "disk a submission's processes may fill in their folder before they are "
-                                         "stopped")
-    folder_entries: int = fixed(20_000, "files and folders a submission's processes may make in their folder")
+    disk_bytes: int = fixed(512 << 20, "bytes a submission's processes may write in all the places they can write, "
+                                       "together: their folder (the host's disk), the sandbox's /tmp and /dev/shm "
+                                       "(host memory); past this they are stopped. /tmp and /dev/shm are each also "
+                                       "sized to it, so no burst between two checks goes past it in one of them")
+    disk_entries: int = fixed(20_000, "files and folders a submission's processes may make in those places, together")
+    folder_depth: int = fixed(64, "levels of nested folders a submission's processes may make in their folder")
     notebook_output_bytes: int = fixed(4 << 20, "output kept of a whole notebook's cells, beside each cell's cap")
     notebook_cells: int = fixed(1000, "code cells of a notebook that are run; the rest are not")
     # Fixed: the zygotes and the sandbox's users
     zygote_ready_timeout: float = fixed(180.0, "seconds a zygote may take to import torch on a busy machine")
     zygote_reply_timeout: float = fixed(10.0, "seconds a ready zygote may take to fork a kernel or clean up")
     zygote_start_grace: float = fixed(10.0, "seconds bubblewrap may take to start a zygote's process")
+    sandbox_end_timeout: float = fixed(10.0, "seconds a killed sandbox's processes may take to end, before its "
+                                             "folder is emptied")
     sandbox_uid_base: int = fixed(61000, "as root, sandboxed code of worker slot i runs as this uid + i")
 
     @property

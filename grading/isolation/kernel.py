@@ -6,70 +6,153 @@ its timeout is interrupted, each cell's output is capped, and a kernel that dies
 the one that killed it are replayed, so the student's definitions are there for the probes. A probe is grader-written
 code (grading/sandboxed/kernel_probe.py) that calls the student's definitions on the grader's inputs and writes
 plain arrays to a reply file, which the grader reads without trusting it (isolation/protocol.py).
+
+The submission's folder is the kernel's to write, so every name the grader uses in it is one that no code of the
+student's has seen before the grader acts on it: each kernel start gets a connection file created under a new name
+(O_EXCL) and sockets under new names, which the grader opens (O_PATH, not following links) as soon as the kernel has
+made them, before any student code runs in that kernel, and then connects to through those descriptors; request
+files are new names too, and replies are opened without following links. The kernel's stderr is a pipe.
 """
+import asyncio
 import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import time
 
 import nbformat
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
-from traitlets import Any, Integer, Type
+from traitlets import Any, Dict, Integer, List, Type
 
 from grading.authoring.regions import provided_model_code
 from grading.isolation.protocol import GraderError, StudentFailure, parse_reply, read_regular_file
-from grading.isolation.sandbox import PYTHON, FolderWatch
+from grading.isolation.sandbox import PYTHON, DiskWatch, Drain
+from grading.isolation import procfs, tree
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
 
 PROBE_SOURCE = program("kernel_probe")
-# What a cold kernel's process (bubblewrap, prlimit, Python) writes to stderr: in the submission's own folder, under
-# its file-size limit, and read only to say why a kernel did not start.
-KERNEL_ERRORS = ".kernel-stderr"
+# The kernel's channels, each on the IPC socket "<ip>-<number>" that the kernel makes
+CHANNELS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
 
 
 class SandboxedKernelManager(AsyncKernelManager):
-    """Starts the kernel inside a grading.isolation.sandbox.Sandbox, forked from the slot's zygote where there is one; it is
-    interrupted by message, not by signal."""
+    """Starts the kernel inside a grading.isolation.sandbox.Sandbox, forked from the slot's zygote where there is one;
+    it is interrupted by message, not by signal. Its connection file and sockets have names of their own, and the
+    grader reaches the sockets only through descriptors it took once the kernel made them (pinned)."""
 
     sandbox = Any(help="the grading.isolation.sandbox.Sandbox the kernel runs in")
     zygote = Any(None, allow_none=True, help="the grading.isolation.zygote.Zygote whose sandbox holds "
                                              "sandbox.workdir, to fork the kernel from; None, or a zygote that "
                                              "fails, starts it cold")
+    pinned = Dict(help="{channel: descriptor (O_PATH) of the socket the kernel made for it}")
+    inits = List(help="[(PID, start time)] of bwrap's init in a cold kernel's sandbox, which ends last")
+    client_class = "grading.isolation.kernel.PinnedKernelClient"
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         process = None
         if self.zygote is not None:
             process = self.zygote.fork_kernel(self.sandbox.workdir, kw["env"], self._kernel_argv)
         if process is None:
-            return await super()._async_launch_kernel(kernel_cmd, **kw)
-        provisioner = self.provisioner
-        provisioner.process, provisioner.pid, provisioner.pgid = process, process.pid, process.pid
-        provisioner.cwd = str(self.sandbox.workdir)
-        self._reconcile_connection_info(provisioner.connection_info)
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+        else:
+            provisioner = self.provisioner
+            provisioner.process, provisioner.pid, provisioner.pgid = process, process.pid, process.pid
+            provisioner.cwd = str(self.sandbox.workdir)
+            self._reconcile_connection_info(provisioner.connection_info)
+        await self._pin_sockets()
+        if process is None:  # its sandbox's init is there: the kernel in it made its sockets
+            self.inits = procfs.started(procfs.children_of(self.provisioner.pid))
 
     def format_kernel_cmd(self, extra_arguments=None):
         # the grader is outside the kernel's PID namespace: don't poll for it
         self._kernel_argv = ["-f", self.connection_file, "--IPKernelApp.parent_handle=1", *(extra_arguments or [])]
-        return self.sandbox.wrap([PYTHON, "-m", "ipykernel_launcher", *self._kernel_argv])
+        # -P: the folder is not on sys.path while the kernel starts, so nothing a student left there shadows a module
+        return self.sandbox.wrap([PYTHON, "-P", "-m", "ipykernel_launcher", *self._kernel_argv])
 
     def write_connection_file(self, **kwargs):
-        super().write_connection_file(**kwargs)
-        if self.sandbox.separate_user:
-            os.chown(self.connection_file, self.sandbox.uid, self.sandbox.uid)
+        """The connection file, under its new name, created here (jupyter_client's own writer removes the name
+        and then creates it, following whatever link is put there in between)."""
+        for channel, number in CHANNELS.items():
+            setattr(self, f"{channel}_port", number)
+        info = {**{f"{c}_port": n for c, n in CHANNELS.items()}, "ip": self.ip, "key": self.session.key.decode(),
+                "transport": self.transport, "signature_scheme": self.session.signature_scheme,
+                "kernel_name": self.kernel_name}
+        descriptor = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(descriptor, "w") as written:
+            json.dump(info, written)
+            if self.sandbox.separate_user:
+                os.fchown(descriptor, self.sandbox.uid, self.sandbox.uid)
+        self._connection_file_written = True
+
+    async def _pin_sockets(self):
+        """Open the kernel's sockets (O_PATH, never through a link) once it has made them all; the grader connects
+        through these descriptors only. RuntimeError when the kernel ends or takes too long first."""
+        folder = tree.open_folder(self.sandbox.workdir)
+        name = os.path.basename(self.ip)
+        end = time.monotonic() + Settings.kernel_start_timeout
+        try:
+            while True:
+                for channel, number in CHANNELS.items():
+                    if channel not in self.pinned:
+                        descriptor = _open_socket(folder, f"{name}-{number}")
+                        if descriptor is not None:
+                            self.pinned[channel] = descriptor
+                if len(self.pinned) == len(CHANNELS):
+                    return
+                if self.provisioner.process.poll() is not None:
+                    raise RuntimeError("the kernel ended before it opened its sockets")
+                if time.monotonic() > end:
+                    raise RuntimeError(f"the kernel opened no sockets within {Settings.kernel_start_timeout:g} s")
+                await asyncio.sleep(0.01)
+        finally:
+            os.close(folder)
+
+    def released(self):
+        """Once the kernel is shut down: close the descriptors of its sockets (nothing of jupyter_client connects
+        to them any more), and wait until a cold kernel's sandbox has ended, so that nothing of it runs when its
+        folder is emptied."""
+        for descriptor in self.pinned.values():
+            os.close(descriptor)
+        self.pinned = {}
+        procfs.wait_ended(self.inits, Settings.sandbox_end_timeout)
+
+    def _make_url(self, channel):
+        return f"ipc:///proc/self/fd/{self.pinned[channel]}"
 
     @property
     def kernel_spec(self):
         return KernelSpec(argv=[], display_name="Python 3 (sandboxed)", language="python",
                           interrupt_mode="message")
+
+
+class PinnedKernelClient(AsyncKernelClient):
+    """The client of a SandboxedKernelManager: it connects through the manager's descriptors of the sockets."""
+
+    def _make_url(self, channel):
+        return self.parent._make_url(channel)
+
+
+def _open_socket(folder, name):
+    """A descriptor (O_PATH) of the socket name in folder; None while there is none. A link or anything else that
+    is not a socket there is refused (RuntimeError)."""
+    try:
+        descriptor = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISSOCK(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise RuntimeError(f"{name} in the kernel's folder is not the kernel's socket")
+    return descriptor
 
 
 class SandboxedExecute(Execute):
@@ -82,7 +165,8 @@ class SandboxedExecute(Execute):
     output_limit = Integer(Settings().kernel_output_bytes, help="bytes of output kept per cell (--output-kb)"
                            ).tag(config=True)
     sandbox = Any(help="the grading.isolation.sandbox.Sandbox of the submission being graded")
-    _watch = None  # the FolderWatch on the kernel's folder, from start() to stop()
+    _watch = None  # the DiskWatch on what the kernel writes, from start() to stop()
+    _errors = None  # the Drain of the latest kernel process's stderr
     zygote = Any(None, allow_none=True, help="the grading.isolation.zygote.Zygote the kernel is forked from (None: "
                                              "cold)")
 
@@ -97,10 +181,9 @@ class SandboxedExecute(Execute):
         if not issubclass(self.kernel_manager_class, SandboxedKernelManager):
             raise TypeError(f"{self.kernel_manager_class.__name__} would start the student's kernel outside the "
                             "sandbox; a kernel manager for grading must subclass SandboxedKernelManager")
-        work = self.sandbox.workdir
+        work, name = self.sandbox.workdir, f".kernel-{secrets.token_hex(6)}"  # names no student code has seen
         self.km = self.kernel_manager_class(sandbox=self.sandbox, zygote=self.zygote, transport="ipc",
-                                            ip=str(work / ".k"),
-                                            connection_file=str(work / ".kernel.json"))
+                                            ip=str(work / name), connection_file=str(work / f"{name}.json"))
         return self.km
 
     def output(self, outs, msg, display_id, cell_index):
@@ -136,7 +219,7 @@ class SandboxedExecute(Execute):
                          f"{Settings.notebook_cells} code cells, and the grader runs no more")] \
             if len(code) > Settings.notebook_cells else []
         self._start_or_retry_cold()
-        self._watch = FolderWatch(self.sandbox.workdir, self._kill_kernel)
+        self._watch = DiskWatch(self.sandbox, self._kill_kernel, self._kernel_pid)
         self._watch.start()
         while self._completed < len(self._code):
             position = self._completed
@@ -150,8 +233,8 @@ class SandboxedExecute(Execute):
                 self.execute_cell(cell, index, store_history=True)
             except DeadKernelError:
                 if self._watch.exceeded:
-                    notes.append(not_run([c for _, c in self._code[position:]], f"the notebook filled its folder "
-                                         f"past {Settings.folder_bytes >> 20} MiB while running cell {index + 1}"))
+                    notes.append(not_run([c for _, c in self._code[position:]], f"the notebook {self._watch.reason} "
+                                         f"while running cell {index + 1}"))
                     break
                 cell.outputs.append(error_output("DeadKernelError", "the kernel died while running this cell"))
                 notes.append(f"the kernel died while running cell {index + 1}")
@@ -175,12 +258,18 @@ class SandboxedExecute(Execute):
 
     def _stop_kernel(self):
         if self.km is not None:
+            km = self.km
             self._cleanup_kernel()
+            km.released()
             if self.zygote is not None:
-                self.zygote.sweep(keep=self.sandbox.workdir)  # what the kernel left running goes with it
+                self.zygote.sweep(empty_folder=False)  # what the kernel left running goes with it
+
+    def _kernel_pid(self):
+        provisioner = self.km.provisioner if self.km is not None else None
+        return provisioner.pid if provisioner is not None else None
 
     def _kill_kernel(self):
-        """From the folder's watch: kill the kernel's whole process group."""
+        """From the disk watch: kill the kernel's whole process group."""
         provisioner = self.km.provisioner if self.km is not None else None
         if provisioner is not None and provisioner.pid:
             try:
@@ -205,17 +294,23 @@ class SandboxedExecute(Execute):
             self._start_kernel()
         except Exception as error:
             self._stop_kernel()
-            errors = self.sandbox.workdir / KERNEL_ERRORS
-            said = errors.read_bytes()[-Settings.message_chars:].decode("utf-8", "replace").strip() \
-                if errors.is_file() else ""
+            said = self._errors.text().strip() if self._errors is not None else ""
             raise GraderError(f"the notebook's kernel could not be started, twice: {type(error).__name__}: "
                               f"{error}" + (f"; it said: {said}" if said else "")) from None
 
     def _start_kernel(self):
         self.km = self.create_kernel_manager()
-        with open(self.sandbox.workdir / KERNEL_ERRORS, "wb") as errors:
-            self.start_new_kernel(cwd=str(self.sandbox.workdir), stdout=subprocess.DEVNULL, stderr=errors,
-                                  env=self.sandbox.environment({"NBGRADER_EXECUTION": "autograde"}))
+        self._errors = Drain(Settings.message_chars)  # read only to say why a kernel did not start
+        env = {"NBGRADER_EXECUTION": "autograde"}
+        if self.sandbox.use_bwrap:
+            # IPython's profile (startup files, configuration) in the sandbox's own /tmp, which is emptied before
+            # each kernel, not in the folder a kernel that died may have written for the one that replaces it
+            env["IPYTHONDIR"] = "/tmp/.ipython"
+        try:
+            self.start_new_kernel(cwd=str(self.sandbox.workdir), stdout=subprocess.DEVNULL,
+                                  stderr=self._errors.writer, env=self.sandbox.environment(env))
+        finally:
+            self._errors.start()
         self.start_new_kernel_client()
         self.wait_for_reply(self.kc.kernel_info())
 
@@ -270,7 +365,7 @@ class SandboxedExecute(Execute):
         if timeout < 1:
             raise StudentFailure("not run: the submission's time budget ran out")
         if self._watch.exceeded:
-            raise StudentFailure(f"not run: the notebook filled its folder past {Settings.folder_bytes >> 20} MiB")
+            raise StudentFailure(f"not run: the notebook {self._watch.reason}")
         if not self.alive and not self._restart():
             raise StudentFailure("not run: the notebook's kernel is gone")
         nonce = secrets.token_hex(8)
@@ -286,7 +381,7 @@ class SandboxedExecute(Execute):
         try:
             answered = self._quiet(code, timeout)
         finally:
-            (self.sandbox.workdir / request_name).unlink(missing_ok=True)
+            _unlink(self.sandbox.workdir / request_name)
         if not answered:
             if self.alive:
                 run_sync(self.km.interrupt_kernel)()
@@ -299,7 +394,16 @@ class SandboxedExecute(Execute):
         try:
             return parse_reply(read_regular_file(path))
         finally:
-            path.unlink(missing_ok=True)
+            _unlink(path)
+
+
+def _unlink(path):
+    """Unlink a name the grader made in the kernel's folder; whatever the kernel put in its place (a folder, say)
+    stays until the folder is emptied."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def probe_arguments(request, reply):

@@ -1,26 +1,33 @@
 """The sandbox every piece of student code runs in: bubblewrap when it is there, resource limits always.
 
-Inside bwrap a process sees the Python environment and normlab read-only, its own copy of one submission
-read-write, a private /tmp and /dev/shm (tmpfs, that is the host's memory, so each is sized), /proc of its own PID
-namespace, and no network. A submission's own folder is on the host's disk: a FolderWatch stops whatever fills it
-past Settings.folder_bytes. Nothing else of the course is mounted:
-not the sources with solutions, the hidden tests, the gradebook, other students or the grader's outputs. It dies
-with the grader (--die-with-parent). When the grader runs as root, the sandboxed code runs as an unprivileged user
-of its own, one per worker slot, so the process limit binds and slots cannot touch each other's processes.
-prlimit applies CPU time, address space, processes, file size and open files; a wall-clock timeout kills the
-whole process group. Without bwrap the limits still apply, and every run says loudly that the sandbox is missing.
+Inside bwrap a process sees the Python environment and normlab read-only, its own folder read-write (a folder the
+grader made, in a folder of the grader's that the sandbox cannot see, so it can neither be renamed nor replaced from
+inside), a private /tmp and /dev/shm (tmpfs, that is the host's memory), /proc of its own PID namespace, and no
+network. Nothing else of the course is mounted: not the sources with solutions, the hidden tests, the gradebook,
+other students or the grader's outputs. It dies with the grader (--die-with-parent). When the grader runs as root,
+the sandboxed code runs as an unprivileged user of its own, one per worker slot, so the process limit binds and
+slots cannot touch each other's processes. The first program of every command (sandboxed/confine.py) applies the
+limits on CPU time, address space, processes, file size and open files, and forbids the System V and POSIX IPC and
+keyrings that no limit bounds; a wall-clock timeout kills the whole process group. A DiskWatch stops processes
+that write more than Settings.disk_bytes in their folder, /tmp and /dev/shm together. Without bwrap the limits
+still apply, and every run says loudly that the sandbox is missing.
 """
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from grading.isolation import procfs, tree
+from grading.sandboxed import program
 from grading.settings import BWRAP, NORMLAB, REPO, Settings
+
+CONFINE = program("confine")
+SHARED_MOUNTS = ("tmp", "dev/shm")  # a sandbox's own tmpfs mounts, relative to its root: host memory
 
 MISSING_SANDBOX = ("WARNING: bubblewrap (bwrap) is missing or does not work here, so student code runs WITHOUT a "
                    "sandbox: it can read the course files and use the network. Only resource limits apply. "
@@ -51,6 +58,7 @@ class Completed:
     returncode: int
     output: str
     timed_out: bool
+    stopped: str = ""  # why the DiskWatch stopped it ("" when it did not)
 
 
 _bwrap_works = None
@@ -101,26 +109,41 @@ def _ancestors(path):
 
 
 class Sandbox:
-    """Runs commands for one submission whose files are in workdir."""
+    """Runs commands for one submission in workdir: a folder the grader made, in a folder of its own that sandboxed
+    code cannot write (so that the grader's paths through it stay the grader's)."""
 
-    def __init__(self, workdir, limits, slot=0, readonly=(), use_bwrap=True):
+    def __init__(self, workdir, limits, slot=0, use_bwrap=True):
         self.workdir = Path(workdir).resolve()
         self.limits = limits
-        self.readonly = [Path(p).resolve() for p in readonly]
         self.use_bwrap = use_bwrap and bwrap_works()
         # Inside bwrap, root drops to a user of its own. Without bwrap that user could not even reach an
         # interpreter kept under /root, so the grader's user runs the code (and, for root, nproc cannot bind).
         self.separate_user = os.geteuid() == 0 and self.use_bwrap
         self.uid = Settings.sandbox_uid_base + slot if self.separate_user else os.getuid()
         if self.separate_user:
-            for path in [self.workdir, *self.workdir.rglob("*")]:
-                os.lchown(path, self.uid, self.uid)
+            folder = tree.open_folder(self.workdir)
+            try:
+                os.fchown(folder, self.uid, self.uid)
+            finally:
+                os.close(folder)
+
+    def place(self, files):
+        """Copy the grader's files into the folder, each (source, path inside the folder), before any student code
+        runs there; they belong to the sandbox's user."""
+        folder = tree.open_folder(self.workdir)
+        try:
+            for source, target in files:
+                tree.place(folder, target, source, self.uid if self.separate_user else None)
+        finally:
+            os.close(folder)
 
     def environment(self, extra=None):
         """A minimal environment: nothing of the grader's own leaks in."""
         env = {
             "PATH": f"{Path(PYTHON).parent}:/usr/bin:/bin", "HOME": str(self.workdir), "USER": "student",
             "LANG": "C.UTF-8", "PYTHONPATH": str(REPO), "PYTHONDONTWRITEBYTECODE": "1",
+            # Nothing a student's code left in its folder (which is also HOME) runs when a new Python starts there.
+            "PYTHONNOUSERSITE": "1",
             "MPLCONFIGDIR": str(self.workdir / ".matplotlib"), "MPLBACKEND": "Agg",
             "NORMLAB_DATA": str(self.workdir / "data"),
             # One thread each: submissions are graded in parallel, and the process limit counts threads.
@@ -129,19 +152,20 @@ class Sandbox:
         env.update(extra or {})
         return env
 
-    def limits_prefix(self):
+    def confine_prefix(self):
+        """The command line of sandboxed/confine.py with this sandbox's limits, to put before a command."""
         limits = self.limits
         processes = limits.processes
         if os.geteuid() != 0:
             # The process limit counts every process and thread of this user, the grader's included.
-            processes += _threads_of(self.uid)
-        return ["prlimit", f"--cpu={limits.cpu_seconds}", f"--as={limits.memory_mb << 20}",
-                f"--nproc={processes}", f"--fsize={limits.file_size_mb << 20}", f"--nofile={limits.open_files}",
-                "--core=0", "--"]
+            processes += procfs.threads_of(self.uid)
+        numbers = {"cpu": limits.cpu_seconds, "as": limits.memory_mb << 20, "nproc": processes,
+                   "fsize": limits.file_size_mb << 20, "nofile": limits.open_files}
+        return [PYTHON, "-I", "-S", "-c", CONFINE, json.dumps(numbers), "--"]
 
     def wrap(self, argv):
         """The full command line that runs argv in the sandbox."""
-        inner = self.limits_prefix() + [str(a) for a in argv]
+        inner = self.confine_prefix() + [str(a) for a in argv]
         if self.separate_user:
             inner = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
                      "--inh-caps=-all", "--bounding-set=-all"] + inner
@@ -155,11 +179,10 @@ class Sandbox:
             if os.path.exists(system):
                 command += ["--ro-bind", system, system]
         command += ["--proc", "/proc", "--dev", "/dev"]
-        for shared in ("/dev/shm", "/tmp"):
-            command += ["--perms", "1777", "--size", str(Settings.tmpfs_bytes), "--tmpfs", shared]
+        for shared in SHARED_MOUNTS:
+            command += ["--perms", "1777", "--size", str(Settings.disk_bytes), "--tmpfs", f"/{shared}"]
         mounted = set()
-        for path, mode in [(p, "--ro-bind") for p in [*python_roots(), NORMLAB, *self.readonly]] + \
-                          [(self.workdir, "--bind")]:
+        for path, mode in self.mounts():
             for parent in _ancestors(path):
                 if parent not in mounted and str(parent) not in ("/usr", "/tmp"):
                     command += ["--perms", "0755", "--dir", str(parent)]
@@ -169,50 +192,100 @@ class Sandbox:
         command += ["--remount-ro", "/", "--chdir", str(self.workdir), "--"]
         return command + inner
 
+    def mounts(self):
+        """(host path, bwrap option) of what is mounted into the sandbox at the same path: the Python environment
+        and normlab read-only, the folder read-write."""
+        return [(path, "--ro-bind") for path in [*python_roots(), NORMLAB]] + [(self.workdir, "--bind")]
+
     def popen(self, argv, env=None, **kwargs):
         return subprocess.Popen(self.wrap(argv), cwd=self.workdir, env=self.environment(env),
                                 start_new_session=True, **kwargs)
 
     def run(self, argv, timeout, env=None):
-        """Run argv to completion or until timeout; output (stdout and stderr) is capped at limits.output_kb."""
-        with tempfile.TemporaryFile() as captured:
-            process = self.popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=captured, stderr=subprocess.STDOUT)
-            timed_out = False
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                kill_group(process)
-            captured.seek(0)
-            output = captured.read(self.limits.output_kb << 10).decode("utf-8", "replace")
-        return Completed(process.returncode, output, timed_out)
+        """Run argv to completion or until timeout, under a DiskWatch; the last limits.output_kb of its output
+        (stdout and stderr) are kept."""
+        output = Drain(self.limits.output_kb << 10)
+        process = self.popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=output.writer, stderr=output.writer)
+        output.start()
+        watch = DiskWatch(self, lambda: kill_group(process), lambda: process.pid)
+        watch.start()
+        timed_out = False
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            kill_group(process)
+        finally:
+            watch.stop()
+        return Completed(process.returncode, output.text(), timed_out, watch.reason)
 
 
 def kill_group(process):
-    """SIGKILL a sandboxed process and everything in its session; bwrap's PID namespace takes the rest."""
+    """SIGKILL a sandboxed process and everything in its session; bwrap's PID namespace takes the rest, and this
+    returns once it has (bwrap's init ends last), so that nothing of the sandbox runs when its folder is emptied."""
+    inits = procfs.started(procfs.children_of(process.pid))
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait()
+    procfs.wait_ended(inits, Settings.sandbox_end_timeout)
 
 
-class FolderWatch(threading.Thread):
-    """Calls stop_writer, once, when folder holds more than Settings.folder_bytes on disk (or more than
-    Settings.folder_entries entries): checked every half second, from the grader's side, for as long as the watch
-    runs. exceeded says whether it did."""
+class Drain(threading.Thread):
+    """The read end of a pipe that a sandboxed process writes its output to, read to its end, of which the last
+    max_bytes are kept: what the process writes costs the grader no disk, and no more memory than that. Give
+    writer to the process; text() once it is done."""
 
-    def __init__(self, folder, stop_writer):
+    def __init__(self, max_bytes):
         super().__init__(daemon=True)
-        self.folder = Path(folder)
+        self._reader, self.writer = os.pipe()
+        self.max_bytes = max_bytes
+        self._kept = b""
+
+    def start(self):
+        """Start reading; the writer is the process's now (call once the process is started)."""
+        os.close(self.writer)
+        super().start()
+
+    def run(self):
+        try:
+            while chunk := os.read(self._reader, 1 << 16):
+                self._kept = (self._kept + chunk)[-self.max_bytes:]
+        finally:
+            os.close(self._reader)
+
+    def text(self, timeout=5.0):
+        """What was kept, decoded, once every writer has closed the pipe (or after timeout)."""
+        self.join(timeout)
+        return self._kept.decode("utf-8", "replace")
+
+
+class DiskWatch(threading.Thread):
+    """Calls stop_writer, once, when a sandbox's processes have written more than Settings.disk_bytes in the places
+    they can write, together (their folder on the host's disk, and the sandbox's /tmp and /dev/shm, in host memory),
+    made more than Settings.disk_entries files and folders there, or nested folders deeper than
+    Settings.folder_depth: checked every half second, from the grader's side, for as long as the watch runs.
+    started_as() gives the PID the sandbox's processes were started as (None while none runs); reason, once it has
+    stopped them, says why ("" until then)."""
+
+    def __init__(self, sandbox, stop_writer, started_as):
+        super().__init__(daemon=True)
+        self.sandbox = sandbox
         self.stop_writer = stop_writer
-        self.exceeded = False
+        self.started_as = started_as
+        self.reason = ""
+        self._root = None  # (the PID it was found for, the procfs.SandboxRoot of the sandbox's processes)
         self._done = threading.Event()
+
+    @property
+    def exceeded(self):
+        return bool(self.reason)
 
     def run(self):
         while not self._done.wait(0.5):
-            if folder_too_full(self.folder):
-                self.exceeded = True
+            self.reason = self.check()
+            if self.reason:
                 self.stop_writer()
                 return
 
@@ -221,37 +294,42 @@ class FolderWatch(threading.Thread):
         if self.is_alive():
             self.join()
 
-
-def folder_too_full(folder):
-    """Whether folder holds more than Settings.folder_bytes of disk blocks or Settings.folder_entries entries; links
-    are not followed, and the walk stops as soon as it knows."""
-    used, entries, stack = 0, 0, [folder]
-    while stack:
+    def check(self):
+        """Why the sandbox's processes must be stopped, or ""."""
+        shared_bytes, shared_entries = self._shared_usage()
+        folder = tree.open_folder(self.sandbox.workdir)
         try:
-            listing = list(os.scandir(stack.pop()))
-        except OSError:
-            continue
-        for entry in listing:
-            entries += 1
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            used += info.st_blocks * 512
-            if entry.is_dir(follow_symlinks=False):
-                stack.append(entry.path)
-            if used > Settings.folder_bytes or entries > Settings.folder_entries:
-                return True
-    return False
+            usage = tree.measure(folder, Settings.disk_bytes - shared_bytes, Settings.disk_entries - shared_entries)
+        finally:
+            os.close(folder)
+        if usage.bytes + shared_bytes > Settings.disk_bytes:
+            return f"wrote more than {Settings.disk_bytes >> 20} MiB (in its folder, /tmp and /dev/shm together)"
+        if usage.entries + shared_entries > Settings.disk_entries:
+            return f"made more than {Settings.disk_entries:,} files and folders"
+        if usage.too_deep:
+            return f"nested folders more than {Settings.folder_depth} deep"
+        return ""
 
-
-def _threads_of(uid):
-    count = 0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    count += len(os.listdir(entry / "task"))
-            except OSError:
+    def _shared_usage(self):
+        """(bytes, entries) in the sandbox's /tmp and /dev/shm, which are its own file systems."""
+        pid = self.started_as() if self.sandbox.use_bwrap else None
+        if pid is None:
+            return 0, 0
+        if self._root is None or self._root[0] != pid:
+            root = procfs.SandboxRoot.of(pid)
+            if root is None:  # not started yet, or gone
+                return 0, 0
+            self._root = (pid, root)
+        used = entries = 0
+        for mount in SHARED_MOUNTS:
+            folder = self._root[1].open(mount)
+            if folder is None:
                 continue
-    return count
+            try:
+                info = os.fstatvfs(folder)
+            finally:
+                os.close(folder)
+            used += (info.f_blocks - info.f_bfree) * info.f_frsize
+            entries += info.f_files - info.f_ffree
+        return used, entries
+

@@ -5,18 +5,17 @@ The child (grading/sandboxed/pyfile_server.py) only computes: each request and r
 and output are never evidence. A call that times out or kills the child fails its test, and the child is
 restarted for the next; the CallBudget ends a grade cell whose calls keep timing out. A child that does not
 say it is ready, before the student's module is imported, is started once more; then it is a GraderError. A
-FolderWatch stops a child that fills its folder, and no call is made after that.
+DiskWatch stops a child that writes past the disk bound, and no call is made after that.
 """
 import os
 import select
 import struct
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 from grading.isolation.protocol import BadReply, CallBudget, GraderError, StudentFailure, parse_reply
-from grading.isolation.sandbox import PYTHON, FolderWatch, kill_group
+from grading.isolation.sandbox import PYTHON, DiskWatch, Drain, kill_group
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
@@ -33,24 +32,26 @@ class StudentModule(CallBudget):
         self.path = Path(path)
         self.call_timeout = call_timeout
         self.process = None
-        self.watch = FolderWatch(sandbox.workdir, self._kill)
+        self.watch = DiskWatch(sandbox, self._kill, lambda: self.process and self.process.pid)
 
     def start(self):
         """Start the child and wait until it is ready, twice at most; GraderError if it never is."""
         for _ in range(2):
-            with tempfile.TemporaryFile() as errors:
+            errors = Drain(Settings.message_chars)
+            try:
                 self.process = self.sandbox.popen(
                     [PYTHON, "-I", "-c", SERVER_SOURCE, str(self.path), str(Settings.message_chars)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
-                try:
-                    self._reply(time.monotonic() + Settings.child_start_timeout)
-                    if not self.watch.is_alive() and not self.watch.exceeded:
-                        self.watch.start()
-                    return
-                except (TimeoutError, EOFError, OSError, struct.error, BadReply):
-                    self._kill()
-                    errors.seek(0)
-                    said = errors.read(Settings.message_chars).decode("utf-8", "replace").strip()
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors.writer)
+            finally:
+                errors.start()
+            try:
+                self._reply(time.monotonic() + Settings.child_start_timeout)
+                if not self.watch.is_alive() and not self.watch.exceeded:
+                    self.watch.start()
+                return
+            except (TimeoutError, EOFError, OSError, struct.error, BadReply):
+                self._kill()
+                said = errors.text().strip()
         raise GraderError("the sandboxed Python for batchnormalization.py did not start, twice: "
                           + (said or "it said nothing"))
 
@@ -68,8 +69,7 @@ class StudentModule(CallBudget):
         """Send one request; return (meta, arrays) of the reply, or raise StudentFailure."""
         self.check()
         if self.watch.exceeded:
-            raise StudentFailure(f"not run: batchnormalization.py filled its folder past "
-                                 f"{Settings.folder_bytes >> 20} MiB")
+            raise StudentFailure(f"not run: batchnormalization.py {self.watch.reason}")
         if self.process is None:
             self.start()
         payload = encode({"op": op, "dtype": dtype, "bn_param": bn_param or {"mode": "train"}}, arrays)
@@ -90,8 +90,7 @@ class StudentModule(CallBudget):
             self.spend()
             self._kill()
             if self.watch.exceeded:
-                raise StudentFailure(f"batchnormalization.py filled its folder past {Settings.folder_bytes >> 20} "
-                                     "MiB and was stopped") from None
+                raise StudentFailure(f"batchnormalization.py {self.watch.reason} and was stopped") from None
             raise StudentFailure(f"the process running batchnormalization.py stopped ({type(error).__name__})") \
                 from None
 

@@ -5,12 +5,13 @@ worker slot therefore keeps one sandbox alive for as long as the grader runs, wi
 (grading/sandboxed/zygote_server.py) that has imported torch and ipykernel once; each submission's kernel is a fork of it.
 
 The sandbox is the one every kernel had (isolation/sandbox.py: the same mounts, user, limits and namespaces), but a
-slot's submissions now share it one after another. What one of them could leave for the next is removed before
-every kernel is forked, and again once the submission is graded:
+slot's submissions now share it one after another, and its one writable folder: the kernel folder, in a folder of
+the grader's (the slot's stage) that the sandbox cannot see. What one of them could leave for the next is removed
+before every kernel is forked, and again once the submission is graded:
 - every process in the sandbox but the zygote (and bwrap's init) is killed, found from the grader's side through
   the process tree under the sandbox's bwrap, which nothing in the sandbox can leave;
-- the slot's folder is emptied but for the submission's own, and the zygote empties the sandbox's /tmp and
-  /dev/shm;
+- the grader empties the sandbox's /tmp and /dev/shm, through the zygote's /proc/<pid>/root and descriptors only
+  (isolation/tree.py), sparing what it mounted there; and, once the submission is graded, the kernel folder;
 - a zygote that cannot be cleaned, has stopped answering or has died is retired (its whole sandbox killed) and the
   submission's kernel starts cold, as before; the process that owns the zygote starts a new one for the next;
 - so is a zygote whose state a kernel changed (same-uid processes may: resource limits, priority, scheduling policy,
@@ -26,7 +27,6 @@ import os
 import platform
 import secrets
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -34,7 +34,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from grading.isolation.sandbox import PYTHON, Sandbox, bwrap_works
+from grading.isolation import procfs, tree
+from grading.isolation.procfs import stat as _stat
+from grading.isolation.sandbox import PYTHON, SHARED_MOUNTS, Sandbox, bwrap_works
 from grading.sandboxed import program
 from grading.settings import SCRATCH_PREFIX, Settings
 
@@ -114,11 +116,13 @@ class Zygote:
     def __init__(self, slot, limits):
         self.owner = os.getpid()
         self.stage = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-z{slot}-", dir="/tmp"))
-        self.stage.chmod(0o711)  # sandboxed users must reach their folders inside
-        self.sandbox = Sandbox(self.stage, limits, slot)
+        self.stage.chmod(0o711)  # sandboxed users must reach their folder inside
+        self.folder = self.stage / "kernel"
+        self.folder.mkdir()
+        self.sandbox = Sandbox(self.folder, limits, slot)
         ours, theirs = socket.socketpair()
         self.process = subprocess.Popen(
-            self.sandbox.wrap([PYTHON, "-c", SOURCE, str(theirs.fileno())]), cwd=self.stage,
+            self.sandbox.wrap([PYTHON, "-c", SOURCE, str(theirs.fileno())]), cwd=self.folder,
             env=self.sandbox.environment(), pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         theirs.close()
@@ -130,16 +134,15 @@ class Zygote:
         self.baseline = self._started_state()
 
     def new_folder(self):
-        """A fresh folder for one submission's kernel, inside the slot's sandbox."""
-        folder = self.stage / f"nb-{secrets.token_hex(6)}"
-        folder.mkdir()
-        return folder
+        """The kernel folder, empty, for one submission's kernel; None (and the zygote retired) when it cannot be
+        emptied."""
+        return self.folder if self.sweep() else None
 
     def fork_kernel(self, folder, env, argv):
-        """A ForkedKernel running in folder, after the sandbox is cleaned of everything before it; None (and the
-        zygote retired) when that cannot be done."""
+        """A ForkedKernel running in folder (the kernel folder), after the sandbox is cleaned of everything but that
+        folder; None (and the zygote retired) when that cannot be done."""
         try:
-            if not self.sweep(keep=folder):
+            if folder != self.folder or not self.sweep(empty_folder=False):
                 return None
             reply = self._request({"op": "fork", "cwd": str(folder), "env": env, "argv": [str(a) for a in argv]})
             return ForkedKernel(self._host_pid(int(reply["pid"])))
@@ -147,9 +150,9 @@ class Zygote:
             self.retire(f"{type(error).__name__}: {error}")
             return None
 
-    def sweep(self, keep=None):
-        """Kill every process in the sandbox but the zygote, and empty the slot's folder (but keep), /tmp and
-        /dev/shm; False, with the zygote retired, when something would not go."""
+    def sweep(self, empty_folder=True):
+        """Kill every process in the sandbox but the zygote, and empty /tmp, /dev/shm and (when empty_folder) the
+        kernel folder; False, with the zygote retired, when something would not go."""
         try:
             for _ in range(SWEEP_ROUNDS):
                 strays = self._strays()
@@ -164,16 +167,38 @@ class Zygote:
             else:
                 raise ZygoteFailed("processes kept appearing in the sandbox")
             self._check_unchanged()
-            for entry in self.stage.iterdir():
-                if entry != keep:
-                    _remove(entry)
-            left = self._request({"op": "clean"}).get("left")
+            left = self._empty_shared_mounts()
+            if empty_folder:
+                folder = tree.open_folder(self.folder)
+                try:
+                    left += tree.empty(folder)
+                finally:
+                    os.close(folder)
             if left:
                 raise ZygoteFailed(f"could not remove {left[:3]}")
             return True
         except (OSError, ValueError, ZygoteFailed) as error:
             self.retire(f"{type(error).__name__}: {error}")
             return False
+
+    def _empty_shared_mounts(self):
+        """Empty the sandbox's /tmp and /dev/shm, seen through the zygote's root; what could not be removed, but for
+        what the grader mounted there and the folders on the way to it."""
+        members = self._members()
+        root = procfs.SandboxRoot.of(members[-1]) if members else None
+        if root is None:
+            raise ZygoteFailed("the zygote is gone, or not in a sandbox of its own")
+        mounted = {str(path) for path, _ in self.sandbox.mounts()}
+        left = []
+        for mount in SHARED_MOUNTS:
+            folder = root.open(mount)
+            if folder is None:
+                raise ZygoteFailed(f"the sandbox's /{mount} cannot be reached")
+            try:
+                left += [f"/{mount}/{name}" for name in tree.empty(folder) if f"/{mount}/{name}" not in mounted]
+            finally:
+                os.close(folder)
+        return left
 
     def alive(self):
         """Whether the zygote runs and is not stopped (it was started when __init__ returned)."""
@@ -194,15 +219,18 @@ class Zygote:
         if self.owner == os.getpid():
             self.process.wait()
         self.channel.close()
-        shutil.rmtree(self.stage, ignore_errors=True)
+        try:
+            tree.remove(self.stage)
+        except OSError:
+            pass  # a process of the sandbox not yet gone: clear_stale_scratch removes it after this grader
 
     def _started_state(self):
-        """The zygote's _state once bubblewrap, setpriv and prlimit have exec'd into its Python; None when the
+        """The zygote's _state once bubblewrap, setpriv and confine have exec'd into its Python; None when the
         sandbox ends first or that takes longer than the start grace."""
         end = time.monotonic() + Settings.zygote_start_grace
         while time.monotonic() < end and _stat(self.process.pid)[0] not in (None, "Z", "X"):
             members = self._members()
-            if members is not None and _argv(members[-1])[:2] == [str(PYTHON), "-c"]:
+            if members is not None and procfs.argv(members[-1])[:2] == [str(PYTHON), "-c"]:
                 try:
                     return _state(members[-1])
                 except OSError:
@@ -232,21 +260,21 @@ class Zygote:
         request retires the sandbox before anything is forked or spared for long."""
         if _stat(self.process.pid)[0] in (None, "Z", "X"):
             return None
-        tree = _children()
-        inits = tree.get(self.process.pid, [])
-        if len(inits) != 1 or not tree.get(inits[0]):
+        family = procfs.children()
+        inits = family.get(self.process.pid, [])
+        if len(inits) != 1 or not family.get(inits[0]):
             return None
-        zygote = min(tree[inits[0]], key=lambda pid: (_stat(pid)[1] or 1 << 62, pid))
+        zygote = min(family[inits[0]], key=lambda pid: (_stat(pid)[1] or 1 << 62, pid))
         return [inits[0], zygote]
 
     def _strays(self):
         members = self._members()
         if members is None:
             raise ZygoteFailed("the zygote is gone")
-        tree = _children()
+        family = procfs.children()
         found, frontier = [], list(members)
         while frontier:
-            for child in tree.get(frontier.pop(), []):
+            for child in family.get(frontier.pop(), []):
                 if child not in members:
                     found.append(child)
                 frontier.append(child)
@@ -254,7 +282,7 @@ class Zygote:
 
     def _host_pid(self, sandbox_pid):
         zygote = self._members()[-1]
-        for child in _children().get(zygote, []):
+        for child in procfs.children().get(zygote, []):
             try:
                 status = Path(f"/proc/{child}/status").read_text()
             except OSError:
@@ -296,22 +324,6 @@ class ZygoteFailed(Exception):
     pass
 
 
-def _stat(pid):
-    """(state, start time in clock ticks) of a host process, or (None, None) when there is none."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None, None
-    return fields[0], int(fields[19])
-
-
-def _argv(pid):
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
-
-
 def _state(pid):
     """What a process hands on to the children it forks, and others of its uid can change: its resource limits,
     priority, scheduling policy, I/O priority, CPU and memory-node affinity, and OOM score."""
@@ -328,24 +340,3 @@ def _io_priority(pid):
     """ioprio_get(IOPRIO_WHO_PROCESS, pid), which Python does not wrap; None where the syscall's number is unknown."""
     number = IOPRIO_GET.get(platform.machine())
     return None if number is None else ctypes.CDLL(None, use_errno=True).syscall(number, 1, pid)
-
-
-def _children():
-    tree = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                parent = int(Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            tree.setdefault(parent, []).append(int(entry.name))
-    return tree
-
-
-def _remove(path):
-    if path.is_dir() and not path.is_symlink():
-        for folder in [path, *(p for p in path.rglob("*") if p.is_dir() and not p.is_symlink())]:
-            folder.chmod(0o700)
-        shutil.rmtree(path)
-    else:
-        path.unlink()

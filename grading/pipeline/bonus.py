@@ -15,6 +15,7 @@ A missing test set on the grading machine is a status, not a zero: the bonus is 
 gives no valid predictions scores nothing, unless the sandbox cannot run Python at all: that is the machine's
 failure, a GraderError.
 """
+import io
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from grading.assignment import BONUS_THRESHOLDS
-from grading.isolation.protocol import GraderError
+from grading.isolation.protocol import BadReply, GraderError, read_regular_file
 from grading.isolation.sandbox import PYTHON
 from grading.settings import Settings
 
@@ -121,9 +122,12 @@ def check_python_runs(make_sandbox, folder):
 
 
 def _predictions(path, count, num_classes):
+    """The predictions the sandbox wrote at path, which it may have made a link, a FIFO or a huge file: read as a
+    reply is, without following links, capped at what count predictions can take."""
     try:
-        predictions = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
+        data = read_regular_file(path, max_bytes=count * 8 + 4096)
+        predictions = np.load(io.BytesIO(data), allow_pickle=False)
+    except (BadReply, OSError, ValueError):
         return None
     if predictions.shape != (count,) or predictions.dtype.kind not in "iu":
         return None

@@ -5,7 +5,6 @@ happens here. The verdicts replace the outputs of the grade cells (verdicts.py);
 kernel is kept as information only.
 """
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 from nbgrader.utils import determine_grade, is_grade, is_solution
 
 from grading.assignment import BY_ID, KERNEL_QUESTIONS, PYFILE, PYFILE_QUESTIONS, question_of
+from grading.isolation import tree
 from grading.isolation.sandbox import Limits, Sandbox
 from grading.isolation.student_module import StudentModule
 from grading.isolation.zygote import zygote_for
@@ -40,10 +40,9 @@ def judge(executor, nb, context, student_id, use_bwrap):
         if box is None:
             box = scratch / name
             box.mkdir()
-        for source, target in files:
-            (box / target).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(source, box / target)
-        return Sandbox(box, limits, slot, use_bwrap=use_bwrap)
+        made = Sandbox(box, limits, slot, use_bwrap=use_bwrap)
+        made.place(files)
+        return made
 
     pyfile_cells = [c for q in questions if q in PYFILE_QUESTIONS for c in BY_ID[q].autograded]
     kernel_cells = [c for q in questions if q in KERNEL_QUESTIONS for c in BY_ID[q].autograded]
@@ -56,7 +55,10 @@ def judge(executor, nb, context, student_id, use_bwrap):
             result.flags = tampering_flags(nb)
             histories = [(p, p.relative_to(intake.folder)) for p in (intake.folder / "runs").rglob("*.json")]
             executor.zygote = zygote_for(slot, limits)
-            executor.sandbox = sandbox("nb", pyfile + histories, executor.zygote and executor.zygote.new_folder())
+            folder = executor.zygote.new_folder() if executor.zygote is not None else None
+            if folder is None:
+                executor.zygote = None  # gone or retired: the kernel starts cold, in a folder of its own
+            executor.sandbox = sandbox("nb", pyfile + histories, folder)
             result.notes += executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, deadline,
                                            settings.cell_timeout)
             kernel = KernelProbes(executor, settings.probe_timeout, cell_failures(nb))
@@ -69,10 +71,8 @@ def judge(executor, nb, context, student_id, use_bwrap):
         if student is not None:
             student.close()
         if kernel is not None:
-            executor.stop()
-            if executor.zygote is not None:
-                shutil.rmtree(executor.sandbox.workdir, ignore_errors=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+            executor.stop()  # the zygote's kernel folder is emptied by its owner's sweep, or before the next kernel
+        tree.remove(scratch)
     problems = {q: intake.problems.get("pyfile") or f"no {PYFILE} was submitted" for q in PYFILE_QUESTIONS
                 if student is None}
     problems.update({q: context.notebook_problem for q in KERNEL_QUESTIONS if kernel is None})

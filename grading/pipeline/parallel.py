@@ -11,7 +11,6 @@ import ctypes
 import multiprocessing
 import multiprocessing.connection
 import os
-import shutil
 import signal
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import nbformat
 
 from grading.assignment import KERNEL_QUESTIONS
+from grading.isolation import tree
 from grading.isolation.protocol import GraderError
 from grading.isolation.sandbox import Limits
 from grading.isolation.zygote import zygote_for
@@ -71,13 +71,13 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
                 del running[sentinel]
                 zygote = zygote_for(slot, limits) if uses_kernel else None
                 # a child killed as overdue leaves its kernel running: it goes now; a zygote that fails is replaced
-                if zygote is not None and not zygote.sweep():
+                if zygote is not None and not _swept(zygote):
                     zygote_for(slot, limits)
                 free_slots.append(slot)
                 result, judged = child_outcome(folder, job, run, overdue)
                 if job is canary:
                     check_canary(result)
-                    shutil.rmtree(folder, ignore_errors=True)
+                    tree.remove(folder)
                     for waiting in held:
                         _finish(finish, *waiting)
                     held = None
@@ -91,9 +91,20 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
             child.join()
 
 
+def _swept(zygote):
+    """Whether the zygote's sandbox was cleaned after a submission. Whatever goes wrong there retires the zygote
+    (the slot's next kernel starts in a new one) and never stops the batch; what was unexpected is logged whole."""
+    try:
+        return zygote.sweep()
+    except Exception:
+        traceback.print_exc()
+        zygote.retire("cleaning after a submission failed (see the grader's log)")
+        return False
+
+
 def _start(job, run, slot, folder):
     """Take the job's files (intake, in this process) and fork its child: {sentinel: what the loop keeps of it}."""
-    shutil.rmtree(folder, ignore_errors=True)
+    tree.remove(folder)
     (folder / "in").mkdir(parents=True)
     job.intake = unpack(job.submission, folder / "in")
     child = multiprocessing.get_context("fork").Process(target=_child, args=(job, run, slot, folder), daemon=False)
@@ -103,7 +114,7 @@ def _start(job, run, slot, folder):
 
 def _finish(finish, job, result, judged):
     finish(job, result, judged)
-    shutil.rmtree(job.intake.folder.parent, ignore_errors=True)
+    tree.remove(job.intake.folder.parent)
 
 
 def _child(job, run, slot, folder):
@@ -152,8 +163,17 @@ def grader_error(submission, run, error):
 
 
 def clear_stale_scratch():
-    """Remove the scratch folders of graders that are no longer running (killed before they could)."""
-    for folder in Path("/tmp").glob(f"{SCRATCH_PREFIX}*-*"):
-        pid = folder.name[len(SCRATCH_PREFIX):].split("-")[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
+    """Remove the scratch folders of this user's graders that are no longer running (killed before they could).
+    Others' folders, and anything in /tmp that is not a folder, are not touched; a folder that cannot be removed
+    is left for the next run."""
+    with os.scandir("/tmp") as entries:
+        for entry in entries:
+            pid = entry.name[len(SCRATCH_PREFIX):].split("-")[0]
+            if not (entry.name.startswith(SCRATCH_PREFIX) and pid.isdigit()) or Path(f"/proc/{pid}").exists():
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if entry.is_dir(follow_symlinks=False) and info.st_uid == os.geteuid():
+                    tree.remove(entry.path)
+            except OSError:
+                continue

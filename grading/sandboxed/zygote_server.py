@@ -4,19 +4,15 @@ above all), then forks one kernel per submission. grading/isolation/zygote.py st
 The grader runs `python -c <this file> CONTROL`, CONTROL being a socket inherited from the grader. Requests and
 replies are JSON lines, each carrying the request's "id":
 - {"op": "fork", "cwd", "env", "argv"}: fork a kernel (argv as ipykernel_launcher's); reply {"pid"}, its PID in
-  the sandbox;
-- {"op": "clean"}: delete what the kernels left in /tmp and /dev/shm; reply {"left"}, what could not be deleted.
-  What the grader mounted there (the slot's folder, and the course and Python environment when they live under
-  /tmp) is spared, and a folder on the way to such a mount point is emptied around it.
-The zygote judges nothing and holds nothing secret. It is not dumpable, so the kernels it forks (same user) cannot
+  the sandbox.
+The grader itself kills what the kernels leave running and deletes what they leave in the sandbox. The zygote
+judges nothing and holds nothing secret. It is not dumpable, so the kernels it forks (same user) cannot
 read its memory or file descriptors, and each kernel closes the control socket before it runs a line of the
 student's code.
 """
 import ctypes
 import json
 import os
-import re
-import shutil
 import signal
 import socket
 import sys
@@ -72,56 +68,6 @@ def become_kernel(control, request):
         os._exit(0)
 
 
-def mount_points():
-    """The mount points of the sandbox (its own mount namespace), from /proc/self/mountinfo."""
-    with open("/proc/self/mountinfo") as mountinfo:
-        escaped = [line.split()[4] for line in mountinfo]
-    return [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point) for point in escaped]
-
-
-def empty_shared_folders():
-    """Empty /tmp and /dev/shm for the next kernel; what could not be removed."""
-    mounted = set(mount_points())
-    left = []
-    for folder in ("/tmp", "/dev/shm"):
-        empty(folder, mounted, left)
-    return left
-
-
-def empty(folder, mounted, left):
-    """Delete what is in folder but the mount points in mounted; a folder on the way to one is emptied around it
-    (where the grader is not root, the sandbox's user owns such folders and could leave files in them)."""
-    try:
-        entries = os.listdir(folder)
-    except OSError:
-        return
-    for name in entries:
-        path = os.path.join(folder, name)
-        if path in mounted:
-            continue
-        if any(point.startswith(path + os.sep) for point in mounted):
-            empty(path, mounted, left)
-            continue
-        try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, onerror=_make_removable)
-            else:
-                os.unlink(path)
-        except OSError:
-            pass
-        if os.path.lexists(path):
-            left.append(path)
-
-
-def _make_removable(function, path, error):
-    os.chmod(os.path.dirname(path), 0o700)
-    if os.path.isdir(path) and not os.path.islink(path):
-        os.chmod(path, 0o700)
-        shutil.rmtree(path, onerror=_make_removable)
-    else:
-        function(path)
-
-
 def serve(control):
     buffer = b""
     while True:
@@ -141,16 +87,14 @@ def serve(control):
                 if pid == 0:
                     become_kernel(control, request)
                 reply["pid"] = pid
-            elif request.get("op") == "clean":
-                reply["left"] = empty_shared_folders()
             control.sendall(json.dumps(reply).encode() + b"\n")
 
 
 def main():
     control = socket.socket(fileno=int(sys.argv[1]))
     if (os.getpid(), os.getppid()) != (2, 1):
-        # Not the first process under bwrap's init in a PID namespace of its own: not in the sandbox, where
-        # "clean" would empty the machine's /tmp.
+        # Not the first process under bwrap's init in a PID namespace of its own: not in the sandbox, whose
+        # processes and /tmp the grader cleans by way of this process.
         control.sendall(b'{"id": "ready", "error": "not started in a sandbox"}\n')
         return
     ctypes.CDLL(None).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)

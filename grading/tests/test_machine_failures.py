@@ -68,8 +68,8 @@ def test_what_is_retried_ends_with_the_exact_score(faulty):
 
 @pytest.mark.parametrize("student,words", [
     ("fault-kernel-twice", "the notebook's kernel could not be started, twice: RuntimeError: Kernel died"),
-    ("fault-bwrap-fails", "could not be started, twice: RuntimeError: Kernel died before replying to kernel_info; it "
-                          "said: bwrap: Creating new namespace failed"),
+    ("fault-bwrap-fails", "could not be started, twice: RuntimeError: the kernel ended before it opened its sockets; "
+                          "it said: bwrap: Creating new namespace failed"),
     ("fault-child-killed", "the grading process ended without a result"),
     ("fault-restart-fails", "the notebook's kernel could not be started, twice: RuntimeError: Kernel died"),
 ])

@@ -1,6 +1,7 @@
 """Kernels forked from a slot's zygote (grading/isolation/zygote.py): each looks like a fresh kernel, nothing one submission
 leaves behind reaches the next on the same slot, and a zygote that a student stops or kills costs the next student
 nothing."""
+import errno
 import json
 import multiprocessing
 import os
@@ -18,7 +19,7 @@ from conftest import REFERENCE, autograde, reference_with_added_cell, results, s
 from grading.isolation.kernel import SandboxedExecute
 from grading.isolation.sandbox import Limits, Sandbox, bwrap_works, python_roots
 from grading.settings import NORMLAB, REPO, Settings
-from grading.isolation.zygote import SOURCE, ForkedKernel, Zygote, zygote_for
+from grading.isolation.zygote import ForkedKernel, Zygote, zygote_for
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
 
@@ -62,8 +63,9 @@ print(json.dumps({"tmp": sorted(os.listdir("/tmp")), "shm": sorted(os.listdir("/
 def start_cells(zygote, cells, slot):
     """Run cells in a notebook kernel the way the grader does, forked from zygote when it can be, and leave the
     kernel running: (the executor, the notebook run, the grader's notes, whether the kernel was forked)."""
-    executor = SandboxedExecute(zygote=zygote)
-    executor.sandbox = Sandbox(zygote.new_folder(), LIMITS, slot)
+    folder = zygote.new_folder()  # None once the zygote is retired: then, as in judge.py, a cold kernel
+    executor = SandboxedExecute(zygote=zygote if folder else None)
+    executor.sandbox = Sandbox(folder or tempfile.mkdtemp(prefix="cold-kernel-", dir="/tmp"), LIMITS, slot)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
     notes = executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 120, 60)
     return executor, nb, notes, isinstance(executor.km.provisioner.process, ForkedKernel)
@@ -108,7 +110,7 @@ import numpy
 print(json.dumps({"cwd": os.getcwd(), "home": os.environ["HOME"], "mode": os.environ.get("NBGRADER_EXECUTION"),
                   "data": os.environ["NORMLAB_DATA"], "path": sys.path, "ppid": os.getppid(),
                   "threads": os.environ["OMP_NUM_THREADS"], "draw": numpy.random.rand(), "argv": sys.argv,
-                  "torch": __import__("torch").rand(1).item()}))
+                  "torch": __import__("torch").rand(1).item(), "files": os.listdir()}))
 """, "open('mine.py', 'w').write('ANSWER = 42')\nimport mine\nprint(mine.ANSWER)")
         assert forked and printed[1].strip() == "42"
         seen.append(json.loads(printed[0]))
@@ -116,7 +118,7 @@ print(json.dumps({"cwd": os.getcwd(), "home": os.environ["HOME"], "mode": os.env
         assert kernel["home"] == kernel["cwd"] and kernel["data"] == kernel["cwd"] + "/data"
         assert kernel["mode"] == "autograde" and kernel["threads"] == "1" and kernel["ppid"] == 2
         assert kernel["cwd"] in kernel["path"] or "" in kernel["path"]
-    assert seen[0]["cwd"] != seen[1]["cwd"]
+    assert "mine.py" not in seen[1]["files"]  # the folder is emptied before each submission's kernel
     # each kernel seeds numpy and torch afresh, as a new process would
     assert seen[0]["draw"] != seen[1]["draw"] and seen[0]["torch"] != seen[1]["torch"]
     assert seen[0]["argv"][0].endswith("ipykernel_launcher.py")
@@ -128,7 +130,9 @@ def test_nothing_a_kernel_leaves_behind_reaches_the_next(zygote):
     printed, forked = run_kernel(zygote, LOOKS_AROUND)
     seen = json.loads(printed[0])
     assert forked
-    assert seen["tmp"] == mounted_under_tmp(zygote) and seen["shm"] == [] and len(seen["slot"]) == 1
+    # in /tmp: the kernel's own IPython folder (IPYTHONDIR) and the grader's mount points, nothing left before it
+    assert seen["tmp"] == sorted([".ipython", *mounted_under_tmp(zygote)]) and seen["shm"] == []
+    assert seen["slot"] == ["kernel"]
     assert seen["pids"] == sorted({1, 2, seen["me"]})  # bwrap's init, the zygote and this kernel: the killer is gone
 
 
@@ -167,25 +171,6 @@ def test_a_course_kept_under_tmp_is_mounted_there_and_spared(monkeypatch):
         shutil.rmtree(home)
 
 
-def test_cleaning_spares_mount_points_and_empties_the_folders_around_them(tmp_path):
-    """The zygote's cleaning, on a folder where two paths stand for mount points: they keep what is in them, and
-    the folder on the way to one of them loses what a student left there (a grader that is not root lets the
-    sandbox's user write to it)."""
-    zygote_code = {}
-    exec(compile(SOURCE.rsplit("\nmain()", 1)[0], "zygote", "exec"), zygote_code)
-    course, slot = tmp_path / "course", tmp_path / "slot"
-    for path in (course / "normlab" / "checks.py", course / "planted.py", slot / "norm.ipynb",
-                 tmp_path / "stray" / "inside"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("x")
-    left = []
-    zygote_code["empty"](str(tmp_path), {str(course / "normlab"), str(slot)}, left)
-    assert left == []
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["course", "slot"]
-    assert [p.name for p in course.iterdir()] == ["normlab"]
-    assert (course / "normlab" / "checks.py").is_file() and (slot / "norm.ipynb").is_file()
-
-
 @pytest.mark.parametrize("signum", [signal.SIGSTOP, signal.SIGKILL], ids=["stops", "kills"])
 def test_a_kernel_that_stops_or_kills_its_zygote_costs_the_next_nothing(signum):
     slot = SLOT + 1
@@ -203,6 +188,78 @@ def test_a_kernel_that_stops_or_kills_its_zygote_costs_the_next_nothing(signum):
     printed, forked = run_kernel(fresh, "print('graded')", slot=slot)
     assert printed[0].strip() == "graded" and forked
     fresh.close()
+
+
+LEAVES_IPC_AND_KEYS = """
+import ctypes, json, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.shmat.restype = ctypes.c_void_p
+
+
+def shmem():
+    return int(next(line for line in open("/proc/meminfo") if line.startswith("Shmem:")).split()[1]) << 10
+
+
+def made(result):
+    return result if result >= 0 else -ctypes.get_errno()
+
+
+before, segments = shmem(), []
+for _ in range(4):  # attached one at a time, so that no address-space limit binds
+    segment = made(libc.shmget(0, 256 << 20, 0o1600))
+    if segment >= 0:
+        address = libc.shmat(segment, None, 0)
+        ctypes.memset(address, 1, 256 << 20)
+        libc.shmdt(ctypes.c_void_p(address))
+    segments.append(segment)
+grew = shmem() - before
+print(json.dumps({"segments": segments, "grew": grew, "queue": made(libc.msgget(0, 0o1600)),
+                  "semaphores": made(libc.semget(0, 1, 0o1600)),
+                  "key": made(libc.syscall(248, b"user", b"for-the-next", b"secret", 6, -4)),
+                  "posix queue": made(ctypes.CDLL("librt.so.1", use_errno=True).mq_open(b"/for-the-next", 0o102,
+                                                                                           0o600, None))}))
+"""
+LOOKS_FOR_IPC = """
+import json
+print(json.dumps({kind: open(f"/proc/sysvipc/{kind}").read().splitlines()[1:] for kind in ("shm", "msg", "sem")}))
+"""
+SHARES_MEMORY_THROUGH_FILES = """
+from multiprocessing import shared_memory
+import torch
+block = shared_memory.SharedMemory(create=True, size=1 << 20)
+block.buf[:3] = b"abc"
+tensor = torch.ones(3).share_memory_()
+print(bytes(block.buf[:3]).decode(), tensor.is_shared())
+block.close()
+block.unlink()
+"""
+
+
+def keys_of(uid):
+    """The keys uid holds, from the host's /proc/key-users (None where the grader cannot read it)."""
+    try:
+        lines = Path("/proc/key-users").read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split()[3] for line in lines if line.split()[0] == f"{uid}:"), "0/0")
+
+
+def test_no_ipc_or_key_is_made_and_none_reaches_the_next_kernel(zygote):
+    """System V shared memory, semaphores and message queues, POSIX message queues and keys are refused: nothing
+    of the kind outlives a kernel, reaches the next one on the slot, or takes host memory past every limit. Honest
+    code sharing memory the usual way (files in /dev/shm, which the disk bound counts) runs as before."""
+    uid = Sandbox(zygote.new_folder(), LIMITS, SLOT).uid
+    keys = keys_of(uid)
+    printed, forked = run_kernel(zygote, LEAVES_IPC_AND_KEYS)
+    tried = json.loads(printed[0])
+    assert forked and tried["grew"] < 256 << 20
+    assert tried["segments"] == [-errno.EPERM] * 4 and {tried[kind] for kind in ("queue", "semaphores", "key",
+                                                                               "posix queue")} == {-errno.EPERM}
+    printed, forked = run_kernel(zygote, LOOKS_FOR_IPC)
+    assert forked and json.loads(printed[0]) == {"shm": [], "msg": [], "sem": []}
+    assert keys_of(uid) == keys
+    printed, forked = run_kernel(zygote, SHARES_MEMORY_THROUGH_FILES)
+    assert printed[0].split() == ["abc", "True"]
 
 
 LOOKS_AT_ITSELF = """

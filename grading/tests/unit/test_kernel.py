@@ -76,21 +76,23 @@ def test_what_the_students_code_raised_comes_back_as_their_failure(kernel):
     assert failure.value.error == "ValueError"
 
 
-def test_a_notebook_that_fills_its_folder_is_stopped_there_and_not_probed(monkeypatch):
-    monkeypatch.setattr(Settings, "folder_bytes", 1 << 20)
+def test_a_notebook_that_writes_past_the_disk_bound_is_stopped_there_and_not_probed(monkeypatch):
+    """The bound counts the kernel's folder and the sandbox's /tmp together: half of it in each is past it."""
+    monkeypatch.setattr(Settings, "disk_bytes", 2 << 20)
     limits = Limits.from_settings(Settings())
     zygote = zygote_for(SLOT, limits)
     executor = SandboxedExecute(zygote=zygote)
     executor.sandbox = Sandbox(zygote.new_folder(), limits, SLOT)
     cells = ["print('small files are fine')\nopen('notes.txt', 'w').write('x' * 1000)",
-             "import time\nopen('big.bin', 'wb').write(b'x' * (4 << 20))\ntime.sleep(30)", "print('never')"]
+             "import time\nopen('half.bin', 'wb').write(b'x' * (3 << 19))\n"
+             "open('/tmp/half.bin', 'wb').write(b'x' * (3 << 19))\ntime.sleep(30)", "print('never')"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
     try:
         notes = executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, time.monotonic() + 60, 50)
         assert outputs(nb.cells[0], "stream")[0].text == "small files are fine\n"
-        assert notes == ["the notebook filled its folder past 1 MiB while running cell 2; 2 cell(s) from there on "
-                         "did not run"]
-        with pytest.raises(StudentFailure, match="filled its folder past 1 MiB"):
+        assert notes == ["the notebook wrote more than 2 MiB (in its folder, /tmp and /dev/shm together) while "
+                         "running cell 2; 2 cell(s) from there on did not run"]
+        with pytest.raises(StudentFailure, match="not run: the notebook wrote more than 2 MiB"):
             executor.probe("no_norm_layer", {"channels": 2}, {"x": np.ones((1, 2, 2, 2))}, 10)
     finally:
         executor.stop()
