@@ -52,7 +52,7 @@ class GradingRun:
     snapshot: Path  # a copy of the gradebook: graders read test cells from it and never touch the real one
     released: object  # the released notebook (nbformat node)
     config: object  # the course's nbgrader configuration (traitlets Config)
-    use_bwrap: bool
+    isolation: object  # isolation.sandbox.Isolation
     grader_pid: int
     due: object = None  # aware datetime, or None for no due date
     late_policy: object = None  # records.late.LatePolicy

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from grading.assignment import QUESTION_IDS
+from grading.assignment import NOTEBOOK, PYFILE, QUESTION_IDS
 
 REPO = Path(__file__).resolve().parent.parent
 GRADING = REPO / "grading"
@@ -13,6 +13,7 @@ HIDDEN = GRADING / "hidden"  # the hidden suites, check_<grade cell>.py; never r
 SANDBOXED = GRADING / "sandboxed"  # code that runs inside the sandbox, sent there as source text
 EXAMPLES = GRADING / "examples"  # the demo's sample students
 NORMLAB = REPO / "normlab"  # the provided package, mounted read-only into every sandbox
+SECRETS = (REPO / PYFILE, REPO / NOTEBOOK, HIDDEN)  # what no student code may read: solutions, hidden suites
 SCRATCH_PREFIX = "nl-"  # /tmp/nl-<grader PID>-...: scratch folders, short because socket paths are limited
 NBGRADER_TIME_FORMAT = "%Y-%m-%d %H:%M:%S.%f UTC"  # submission times, as nbgrader writes timestamp.txt
 # Where bubblewrap is (a name on PATH or a path); pointing it at nothing simulates a machine without it.
@@ -59,8 +60,11 @@ class Settings:
     call_timeout: float = option(10.0, "seconds one call into a student's batchnormalization.py may run "
                                        "(correct code needs milliseconds)")
     # The sandbox
-    require_sandbox: bool = option(False, "stop with an error, instead of a warning, when bubblewrap (bwrap) "
-                                          "is missing")
+    require_sandbox: bool = option(False, "stop with an error where bubblewrap (bwrap) cannot run, instead of "
+                                          "grading as root with student code as a user of its own")
+    unsandboxed: bool = option(False, "where bubblewrap cannot run, grade anyway with student code running as this "
+                                      "grader's own user, which lets it read and write all you can: only for "
+                                      "submissions you trust (without this, a grader that is not root refuses)")
     memory_mb: int = option(6144, "address-space limit of every sandboxed process, in MiB (torch alone maps "
                                   "about 3.3 GiB)")
     cpu_seconds: int = option(900, "CPU-time limit of every sandboxed process, in seconds")
@@ -139,6 +143,9 @@ class Settings:
     sandbox_end_timeout: float = fixed(10.0, "seconds a killed sandbox's processes may take to end, before its "
                                              "folder is emptied")
     sandbox_uid_base: int = fixed(61000, "as root, sandboxed code of worker slot i runs as this uid + i")
+    separate_user_uid_base: int = fixed(62000, "as root without bubblewrap, student code of worker slot i runs as "
+                                               "this uid + i; every process of such a uid is killed after each "
+                                               "submission, so no other program may use them")
 
     @property
     def question_list(self):

@@ -23,18 +23,19 @@ from tqdm import tqdm
 
 from grading.assignment import ASSIGNMENT, BONUS_THRESHOLDS, COURSE_ID, NOTEBOOK, QUESTION_IDS
 from grading.authoring.course import build_course, db_url, grading_fingerprint, import_roster, write_config
-from grading.isolation.sandbox import SandboxMissing, check_sandbox
+from grading.isolation import scratch, users
+from grading.isolation.sandbox import PYTHON, Isolation, SandboxMissing, check_sandbox
 from grading.nbgrader_support import course_config
 from grading.handoff import GradingRun, Job
 from grading.pipeline.canary import canary_job, check_canary
 from grading.pipeline.intake import discover
-from grading.pipeline.parallel import clear_stale_scratch, grade_in_children
+from grading.pipeline.parallel import grade_in_children
 from grading.pipeline.shards import in_shard, record_run
 from grading.records import gradebook
 from grading.records.late import LatePolicy, lateness, parse_due, read_submission_times, record_graded_times
 from grading.records.reports import grades_csv, table, write_student
 from grading.records.results import GRADE_FILE, load_result, mark_done, write_atomic, write_rejected
-from grading.settings import ConfigurationError
+from grading.settings import GRADING, REPO, SECRETS, ConfigurationError
 
 
 def source_stamp(submission):
@@ -45,16 +46,23 @@ def source_stamp(submission):
                                 for p in entries]).encode()).hexdigest()[:20]
 
 
-def prepare_run(out_dir, settings, log, roster=None, course_template=None):
+def prepare_run(out_dir, settings, log, roster=None, course_template=None, submissions_dir=None, protected=()):
     """Build the course (a copy of course_template where that fits: authoring.course.build_course) and the
-    GradingRun every child shares; (course folder, GradingRun)."""
+    GradingRun every child shares; (course folder, GradingRun). Where student code runs as users of its own
+    (isolation/users.py), out_dir is made the grader's alone, and those users are checked to reach none of the
+    secrets, out_dir and submissions_dir, and to write in none of the grader's folders and protected."""
     try:
         settings.question_list
         due = parse_due(settings.due) if settings.due else None
         policy = LatePolicy.parse(settings.late_policy)
-        use_bwrap = check_sandbox(settings.require_sandbox, log)
+        isolation = check_sandbox(settings, log)
     except (ValueError, SandboxMissing) as error:
         raise ConfigurationError(str(error)) from None
+    if isolation is Isolation.SEPARATE_USER:
+        out_dir.chmod(0o700)
+        users.check_users(range(settings.jobs), PYTHON,
+                          hidden=[*SECRETS, out_dir, *([submissions_dir] if submissions_dir else [])],
+                          protected=[REPO, GRADING, out_dir, *protected])
     if roster is not None and not Path(roster).is_file():
         raise ConfigurationError(f"the roster {roster} is not a file")
     course = out_dir / "course"
@@ -75,18 +83,19 @@ def prepare_run(out_dir, settings, log, roster=None, course_template=None):
     work.mkdir(parents=True, exist_ok=True)
     snapshot = work / "gradebook-snapshot.db"
     shutil.copy(course / "gradebook.db", snapshot)
-    clear_stale_scratch()
+    scratch.clear_stale()
     released = nbformat.read(course / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
     return course, GradingRun(settings=settings, fingerprint=fingerprint, snapshot=snapshot, released=released,
-                              config=course_config(course), use_bwrap=use_bwrap, grader_pid=os.getpid(), due=due,
+                              config=course_config(course), isolation=isolation, grader_pid=os.getpid(), due=due,
                               late_policy=policy)
 
 
 def autograde(submissions_dir, out_dir, settings, log=print, progress=True, roster=None, shard=(1, 1),
-              course_template=None, canary=True):
+              course_template=None, canary=True, protected=()):
     """Grade the submissions in submissions_dir (those of shard (I, N): pipeline/shards.py) into out_dir; return
     every student's StudentResult. Without the canary, the caller checks the grader's results itself (the
-    release's self-check, which requires every point of the reference)."""
+    release's self-check, which requires every point of the reference). protected: more folders that student code
+    must not be able to write in (prepare_run)."""
     submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
     if not submissions_dir.is_dir():
         raise ConfigurationError(f"{submissions_dir} is not a folder of submissions")
@@ -98,7 +107,7 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    course, run = prepare_run(out_dir, settings, log, roster, course_template)
+    course, run = prepare_run(out_dir, settings, log, roster, course_template, submissions_dir, protected)
     record_run(out_dir, submissions_dir, shard, run)  # what collect checks the shards against
     if shard != (1, 1):
         submissions = [s for s in submissions if in_shard(s.student_id, shard)]

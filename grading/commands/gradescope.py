@@ -15,8 +15,12 @@ and its stdout is shown to instructors only. Inside the zip:
     normlab/, grading/ (without its own tests and the sample students)
 
 Student code never sees source/: it runs in the same bubblewrap sandbox as under autograde, which mounts only the
-Python environment, normlab/ and the student's own files. Where the container cannot run bubblewrap, run_autograder
-says so on stdout and, if the zip was built with --require-sandbox, grades nothing.
+Python environment, normlab/ and the student's own files. Where the container cannot run bubblewrap (Gradescope's
+cannot make namespaces), run_autograder, which runs as root, runs student code as a user of its own
+(isolation/users.py): `prepare` takes from other users every right to source/ but to normlab/ and .venv/, each run
+keeps its work folder and results/ to root, the grader checks that this user can read and write none of it before
+grading, and every process of that user is killed before results.json is written. It says so on stdout; built with
+--require-sandbox, it grades nothing instead.
 
 A submission the grader could not grade (a grader error, the canary failing, a missing sandbox that is required)
 gets no results.json at all, and run_autograder exits with autograde's status (3, or 2 when misconfigured):
@@ -46,6 +50,9 @@ SETTINGS_FILE = REPO / "gradescope-settings.json"
 # Built once by setup.sh; every run grades in a copy, so that generate_assignment (about 15 s) never runs per student.
 PREPARED_COURSE = REPO / "gradescope-course"
 STUDENT = "student"  # the id of the one student a run grades; Gradescope knows who it is
+# What student code runs with, which other users may read when it runs as a user of its own (the rest of source/
+# holds the solutions, the hidden suites and the prepared course)
+SHARED_WITH_STUDENT_CODE = {"normlab", ".venv"}
 # The settings fixed when the zip is built: how one submission is graded (parallelism, regrading and the bonus data
 # have no meaning inside Gradescope; its late policy replaces ours).
 BUILD_SETTINGS = ("require_sandbox", "timeout", "cell_timeout", "probe_timeout", "call_timeout", "memory_mb",
@@ -169,11 +176,27 @@ def build_settings():
 
 
 def prepare_image():
-    """setup.sh's last step: build the nbgrader course once, for every run to copy."""
+    """setup.sh's last step: build the nbgrader course once, for every run to copy, and keep source/ to root but for
+    what student code runs with (normlab/, the Python environment), should it run as a user of its own."""
     from grading.authoring.course import build_course
 
     build_course(PREPARED_COURSE)
     print(f"prepared the nbgrader course in {PREPARED_COURSE}")
+    for entry in REPO.iterdir():
+        if entry.name not in SHARED_WITH_STUDENT_CODE:
+            keep_to_owner(entry)
+    print(f"took every right to {REPO} from other users, but to {', '.join(sorted(SHARED_WITH_STUDENT_CODE))}")
+
+
+def keep_to_owner(path):
+    """chmod go-rwx path and everything in it; links are neither followed nor changed."""
+    paths = [path]
+    if path.is_dir() and not path.is_symlink():
+        for folder, folders, files in os.walk(path):  # (os.walk enters no linked folder)
+            paths += [Path(folder, name) for name in folders + files]
+    for each in paths:
+        if not each.is_symlink():
+            each.chmod(each.stat().st_mode & 0o700)
 
 
 def stage_submission(uploaded, submissions):
@@ -208,23 +231,26 @@ def run_autograder(root):
     """run_autograder: grade root/submission with autograde, in root/work, and write root/results/results.json;
     returns autograde's exit status, and writes no results.json unless it is 0 (see the module's docstring)."""
     root = Path(root)
-    results_file = root / "results" / "results.json"
-    results_file.unlink(missing_ok=True)
+    results = root / "results"
+    (results / "results.json").unlink(missing_ok=True)
     settings = build_settings()
     if not bwrap_works():
-        # autograde warns with MISSING_SANDBOX; this says what it means here, and what to do about it.
+        # autograde warns too; this says what it means here, and what to do about it.
         print("bubblewrap (bwrap) is missing or cannot run in this container: it needs user namespaces (or, as "
               "root, CAP_SYS_ADMIN), which many containers do not allow. "
               + ("The autograder was built with --require-sandbox: not grading." if settings.require_sandbox else
-                 "Student code runs WITHOUT a sandbox, as the grader's own user, and can read source/ with the "
-                 "solutions and hidden tests. Build the autograder with --require-sandbox to refuse grading "
-                 "instead."))
+                 "Student code runs as a user of its own, which cannot read source/ nor write the results; it can "
+                 "use the network. Build the autograder with --require-sandbox to refuse grading instead."))
         if settings.require_sandbox:
             return EXIT_MISCONFIGURED
     from grading.commands.autograde import autograde  # (seconds of imports: not before a refusal)
 
     work = root / "work"
     shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(mode=0o700)  # the grader's alone: a user of its own runs student code where bwrap cannot
+    if os.geteuid() == 0 and results.is_dir():
+        os.chown(results, 0, 0)
+        results.chmod(0o755)  # results.json is the grader's to write
     out = work / "graded"
     try:
         print(stage_submission(root / "submission", work / "submissions"))
@@ -232,7 +258,7 @@ def run_autograder(root):
             shutil.copytree(PREPARED_COURSE, out / "course", symlinks=True)
         else:
             print(f"no prepared course in {PREPARED_COURSE} (did setup.sh finish?); building one now")
-        graded = autograde(work / "submissions", out, settings, log=print, progress=False)
+        graded = autograde(work / "submissions", out, settings, log=print, progress=False, protected=[results])
     except ConfigurationError as error:
         print(f"error: {error}")
         return EXIT_MISCONFIGURED
@@ -243,7 +269,7 @@ def run_autograder(root):
         print("ERROR: " + (graded[0].error if graded else f"nothing to grade was found in {root / 'submission'}"))
         return EXIT_GRADER_ERRORS
     # The very results.json autograde writes for every student: Gradescope and autograde cannot disagree.
-    write_atomic(results_file, (out / STUDENT / "results.json").read_text(encoding="utf-8"))
+    write_atomic(results / "results.json", (out / STUDENT / "results.json").read_text(encoding="utf-8"))
     return 0
 
 

@@ -9,8 +9,10 @@ the sandboxed code runs as an unprivileged user of its own, one per worker slot,
 slots cannot touch each other's processes. The first program of every command (sandboxed/confine.py) applies the
 limits on CPU time, address space, processes, file size and open files, and forbids the System V and POSIX IPC and
 keyrings that no limit bounds; a wall-clock timeout kills the whole process group. A DiskWatch stops processes
-that write more than Settings.disk_bytes in their folder, /tmp and /dev/shm together. Without bwrap the limits
-still apply, and every run says loudly that the sandbox is missing.
+that write more than Settings.disk_bytes in their folder, /tmp and /dev/shm together.
+
+Without bwrap (Isolation): as root, student code runs as a user of its own per slot (isolation/users.py), with the
+same limits; as another user the grader refuses to grade, unless told the submissions are trusted (--unsandboxed).
 """
 import json
 import os
@@ -20,18 +22,39 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
-from grading.isolation import procfs, tree
+from grading.isolation import procfs, tree, users
 from grading.sandboxed import program
 from grading.settings import BWRAP, NORMLAB, REPO, Settings
 
 CONFINE = program("confine")
 SHARED_MOUNTS = ("tmp", "dev/shm")  # a sandbox's own tmpfs mounts, relative to its root: host memory
 
-MISSING_SANDBOX = ("WARNING: bubblewrap (bwrap) is missing or does not work here, so student code runs WITHOUT a "
-                   "sandbox: it can read the course files and use the network. Only resource limits apply. "
-                   "Install it (Debian/Ubuntu: apt-get install bubblewrap) or pass --require-sandbox.")
+NO_BWRAP = "bubblewrap (bwrap) is missing or cannot create namespaces here"
+INSTALL_BWRAP = "install it (Debian/Ubuntu: apt-get install bubblewrap)"
+UNSANDBOXED = (f"WARNING: {NO_BWRAP}, and --unsandboxed was given: student code runs WITHOUT a sandbox, as this "
+               "grader's own user. It can read the course files and every other student's, write the grader's files "
+               "and outputs, and use the network. Only resource limits apply.")
+SEPARATE_USER = (f"WARNING: {NO_BWRAP}: student code runs without it, as a user of its own per worker slot, which "
+                 "can read no course file and write nothing of the grader's, and whose processes are all killed "
+                 "before results are written; it can still use the network and read what every user may read. "
+                 f"For the whole sandbox, {INSTALL_BWRAP}.")
+
+
+class Isolation(Enum):
+    """How student code is kept from the grading machine (grading/SECURITY.md)."""
+
+    BUBBLEWRAP = "bubblewrap"  # namespaces: it sees the environment and its folder, no network, no other process
+    SEPARATE_USER = "separate user"  # no bwrap, the grader is root: a user of its own (isolation/users.py)
+    NONE = "none"  # --unsandboxed: the grader's own user, for submissions the TA trusts
+
+    @property
+    def note(self):
+        """What a TA is told of a submission graded so ("" under bubblewrap)."""
+        return {Isolation.BUBBLEWRAP: "", Isolation.SEPARATE_USER: "graded without bubblewrap, as a user of its own",
+                Isolation.NONE: "graded WITHOUT a sandbox (--unsandboxed)"}[self]
 
 
 @dataclass(frozen=True)
@@ -79,16 +102,23 @@ def bwrap_works():
     return _bwrap_works
 
 
-def check_sandbox(required, log):
-    """Whether student code runs under bubblewrap here: True, or a warning through log and False; SandboxMissing
-    instead when required."""
+def check_sandbox(settings, log):
+    """The Isolation student code gets here under settings (a warning through log where it is not bubblewrap), or
+    SandboxMissing, saying what to do, where it would get none it should."""
     if bwrap_works():
-        return True
-    if required:
-        raise SandboxMissing("bubblewrap (bwrap) is missing or cannot create namespaces here, and the sandbox is "
-                             "required (--require-sandbox)")
-    log(MISSING_SANDBOX)
-    return False
+        return Isolation.BUBBLEWRAP
+    if settings.require_sandbox:
+        raise SandboxMissing(f"{NO_BWRAP}, and the sandbox is required (--require-sandbox): {INSTALL_BWRAP}")
+    if settings.unsandboxed:
+        log(UNSANDBOXED)
+        return Isolation.NONE
+    if os.geteuid() == 0:
+        log(SEPARATE_USER)
+        return Isolation.SEPARATE_USER
+    raise SandboxMissing(f"{NO_BWRAP}, and without it student code would run as you, able to read and write all "
+                         f"you can: {INSTALL_BWRAP} (it needs user namespaces, which some systems turn off), run the "
+                         "grader as root (student code then runs as a user of its own), or pass --unsandboxed for "
+                         "submissions you trust")
 
 
 # This interpreter, reached through its folder's real path: only real paths are mounted into the sandbox, so a
@@ -112,18 +142,20 @@ class Sandbox:
     """Runs commands for one submission in workdir: a folder the grader made, in a folder of its own that sandboxed
     code cannot write (so that the grader's paths through it stay the grader's)."""
 
-    def __init__(self, workdir, limits, slot=0, use_bwrap=True):
+    def __init__(self, workdir, limits, slot=0, isolation=Isolation.BUBBLEWRAP):
         self.workdir = Path(workdir).resolve()
         self.limits = limits
-        self.use_bwrap = use_bwrap and bwrap_works()
-        # Inside bwrap, root drops to a user of its own. Without bwrap that user could not even reach an
-        # interpreter kept under /root, so the grader's user runs the code (and, for root, nproc cannot bind).
-        self.separate_user = os.geteuid() == 0 and self.use_bwrap
-        self.uid = Settings.sandbox_uid_base + slot if self.separate_user else os.getuid()
+        self.use_bwrap = isolation is Isolation.BUBBLEWRAP and bwrap_works()
+        # As root, the code drops to a user of its own: inside bwrap one per slot, and without it one per slot of
+        # a range of its own, whose every process the grader kills (isolation/users.py).
+        self.separate_user = os.geteuid() == 0 and isolation is not Isolation.NONE
+        self.uid = os.getuid()
         if self.separate_user:
+            self.uid = Settings.sandbox_uid_base + slot if self.use_bwrap else users.uid_of(slot)
             folder = tree.open_folder(self.workdir)
             try:
                 os.fchown(folder, self.uid, self.uid)
+                os.fchmod(folder, 0o700)  # the other slots' users may not read it
             finally:
                 os.close(folder)
 
@@ -146,6 +178,8 @@ class Sandbox:
             "PYTHONNOUSERSITE": "1",
             "MPLCONFIGDIR": str(self.workdir / ".matplotlib"), "MPLBACKEND": "Agg",
             "NORMLAB_DATA": str(self.workdir / "data"),
+            # Without bwrap /tmp is the machine's: temporary files go to the folder, under the disk bound.
+            **({} if self.use_bwrap else {"TMPDIR": str(self.workdir)}),
             # One thread each: submissions are graded in parallel, and the process limit counts threads.
             "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
         }
@@ -312,7 +346,12 @@ class DiskWatch(threading.Thread):
 
     def _shared_usage(self):
         """(bytes, entries) in the sandbox's /tmp and /dev/shm, which are its own file systems."""
-        pid = self.started_as() if self.sandbox.use_bwrap else None
+        if not self.sandbox.use_bwrap:
+            if not self.sandbox.separate_user:
+                return 0, 0
+            found = users.usage(self.sandbox.uid, Settings.disk_bytes, Settings.disk_entries)
+            return found.bytes, found.entries
+        pid = self.started_as()
         if pid is None:
             return 0, 0
         if self._root is None or self._root[0] != pid:

@@ -30,15 +30,14 @@ import select
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from grading.isolation import procfs, tree
+from grading.isolation import procfs, scratch, tree
 from grading.isolation.procfs import stat as _stat
 from grading.isolation.sandbox import PYTHON, SHARED_MOUNTS, Sandbox, bwrap_works
 from grading.sandboxed import program
-from grading.settings import SCRATCH_PREFIX, Settings
+from grading.settings import Settings
 
 SOURCE = program("zygote_server")
 SWEEP_ROUNDS = 50  # rounds of killing before processes that keep appearing retire the zygote
@@ -115,8 +114,7 @@ class Zygote:
 
     def __init__(self, slot, limits):
         self.owner = os.getpid()
-        self.stage = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-z{slot}-", dir="/tmp"))
-        self.stage.chmod(0o711)  # sandboxed users must reach their folder inside
+        self.stage = scratch.make(f"z{slot}-")
         self.folder = self.stage / "kernel"
         self.folder.mkdir()
         self.sandbox = Sandbox(self.folder, limits, slot)
@@ -220,9 +218,9 @@ class Zygote:
             self.process.wait()
         self.channel.close()
         try:
-            tree.remove(self.stage)
+            scratch.remove(self.stage)
         except OSError:
-            pass  # a process of the sandbox not yet gone: clear_stale_scratch removes it after this grader
+            pass  # a process of the sandbox not yet gone: scratch.clear_stale removes it after this grader
 
     def _started_state(self):
         """The zygote's _state once bubblewrap, setpriv and confine have exec'd into its Python; None when the

@@ -5,18 +5,17 @@ points add up. Both front doors use it: autograde grades it as the first job (on
 nbgrader's autograde grades it in JudgedExecute before its first student."""
 import os
 import shutil
-import tempfile
-from pathlib import Path
 
 import nbformat
 
 from grading.assignment import ASSIGNMENT, BY_ID, NOTEBOOK, PYFILE
 from grading.handoff import GradingRun, Job, Submission
-from grading.isolation.sandbox import bwrap_works
+from grading.isolation import scratch
+from grading.isolation.sandbox import check_sandbox
 from grading.pipeline.grade import grade
 from grading.pipeline.intake import unpack
 from grading.records.results import StudentResult
-from grading.settings import REPO, SCRATCH_PREFIX, ConfigurationError
+from grading.settings import REPO, ConfigurationError
 
 CANARY = ".canary"  # a name no student can have (intake takes no entry that starts with a dot)
 ADVICE = [  # (words of what failed, what to do)
@@ -46,17 +45,20 @@ def canary_job(work):
 def grade_canary_here(settings, config, gradebook, slot):
     """Grade the canary in this process, as nbgrader's autograde grades (no child process), and check it; gradebook
     is the course's gradebook file, only read, beside the course's release folder."""
-    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-canary-", dir="/tmp") as scratch:
-        job = canary_job(Path(scratch))
-        (Path(scratch) / "in").mkdir()
-        intake = unpack(job.submission, Path(scratch) / "in")
+    folder = scratch.make("canary-")
+    try:
+        job = canary_job(folder)
+        (folder / "in").mkdir()
+        intake = unpack(job.submission, folder / "in")
         released = nbformat.read(gradebook.parent / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
-        run = GradingRun(settings=settings, fingerprint="", snapshot=gradebook, released=released, config=config,
-                         use_bwrap=bwrap_works(), grader_pid=os.getpid())
         try:
+            run = GradingRun(settings=settings, fingerprint="", snapshot=gradebook, released=released, config=config,
+                             isolation=check_sandbox(settings, log=lambda message: None), grader_pid=os.getpid())
             result, _ = grade(job.submission, intake, run, slot)
         except Exception as error:  # a grader error, or a hidden suite whose points do not add up
             result = StudentResult(CANARY, error=f"{type(error).__name__}: {error}")
+    finally:
+        scratch.remove(folder)
     check_canary(result, settings.question_list)
 
 

@@ -30,7 +30,6 @@ import pwd
 import re
 import shutil
 import stat
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -46,12 +45,13 @@ from nbgrader.utils import check_mode, parse_utc
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK, NOTEBOOK_ID
 from grading.handoff import Submission
+from grading.isolation import scratch
 from grading.pipeline.intake import (FOLDER_DEPTH, SKIPPED_FOLDERS, open_folder, open_member, student_id_refusal,
                                      unpack)
 from grading.pipeline.notebook import submitted_notebook
 from grading.records.late import TIMES_FILE, lateness, parse_due, read_record, read_submission_times, record_text
 from grading.records.results import write_atomic
-from grading.settings import NBGRADER_TIME_FORMAT, SCRATCH_PREFIX, Settings
+from grading.settings import NBGRADER_TIME_FORMAT, Settings
 
 STAGED = set()  # the folders CheckedAutograde staged in this process: the only ones nbgrader may sanitize from
 SECRET = "submission_secret.txt"  # nbgrader's exchange releases feedback under its hash (release_feedback)
@@ -67,11 +67,11 @@ class CheckedAutograde(Autograde):
 
     def start(self):
         self._times = self._trusted_times()  # before anything is read: a CSV that cannot be used grades no one
-        self._staging = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-front-door-", dir="/tmp")
+        self._staging = str(scratch.make("front-door-"))
         try:
             super().start()
         finally:
-            shutil.rmtree(self._staging, ignore_errors=True)
+            scratch.remove(self._staging)
 
     def _format_source(self, assignment_id, student_id, escape=False):
         if not self._sanitizing:

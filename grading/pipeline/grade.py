@@ -7,6 +7,7 @@ import time
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK_ID
 from grading.handoff import SubmissionContext
+from grading.isolation.sandbox import Isolation
 from grading.nbgrader_support import apply_chain
 from grading.pipeline import chains
 from grading.pipeline.notebook import submitted_notebook
@@ -61,6 +62,5 @@ def status_line(result, problems, notebook_problem):
     if result.flags:
         parts.append("REVIEW: the notebook uses " + ", ".join(result.flags))
     parts += [f"REVIEW: {q.review}" for q in result.questions.values() if q.review]
-    if not result.sandboxed:
-        parts.append("graded WITHOUT a sandbox")
+    parts += [Isolation(result.isolation).note] if Isolation(result.isolation).note else []
     return "; ".join(parts) or "ok"

@@ -4,43 +4,40 @@ child), and the bonus models are scored on the test sets. Student processes hand
 happens here. The verdicts replace the outputs of the grade cells (verdicts.py); what the cells printed in the
 kernel is kept as information only.
 """
-import os
-import tempfile
 import time
-from pathlib import Path
 
 from nbgrader.utils import determine_grade, is_grade, is_solution
 
 from grading.assignment import BY_ID, KERNEL_QUESTIONS, PYFILE, PYFILE_QUESTIONS, question_of
-from grading.isolation import tree
-from grading.isolation.sandbox import Limits, Sandbox
+from grading.isolation import scratch as scratch_folders
+from grading.isolation import users
+from grading.isolation.protocol import GraderError
+from grading.isolation.sandbox import PYTHON, Isolation, Limits, Sandbox
 from grading.isolation.student_module import StudentModule
 from grading.isolation.zygote import zygote_for
 from grading.pipeline.bonus import grade_bonus
 from grading.pipeline.hidden_suites import KernelProbes, run_hidden_suite
 from grading.pipeline.verdicts import cell_failures, clean, merge_repeated, points, tampering_flags, write_verdicts
 from grading.records.results import QuestionScore, StudentResult
-from grading.settings import SCRATCH_PREFIX
 
 
-def judge(executor, nb, context, student_id, use_bwrap):
+def judge(executor, nb, context, student_id, isolation):
     """StudentResult for the questions of context.settings, with nb's grade cells rewritten to carry the verdicts.
     executor is the JudgedExecute that runs the kernel; context the SubmissionContext, whose intake holds the files
     taken from the submission."""
     settings, intake, slot, deadline = context.settings, context.intake, context.slot, context.deadline
     questions = settings.question_list
-    result = StudentResult(student_id, sandboxed=use_bwrap)
-    if not use_bwrap:
-        result.ta_notes.append("graded WITHOUT a sandbox (bubblewrap is missing)")
-    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir="/tmp"))
-    scratch.chmod(0o711)  # sandboxed users must reach their folders inside
+    result = StudentResult(student_id, isolation=isolation.value)
+    if isolation.note:
+        result.ta_notes.append(isolation.note)
+    scratch = scratch_folders.make()
     limits = Limits.from_settings(settings)
 
     def sandbox(name, files, box=None):
         if box is None:
             box = scratch / name
             box.mkdir()
-        made = Sandbox(box, limits, slot, use_bwrap=use_bwrap)
+        made = Sandbox(box, limits, slot, isolation)
         made.place(files)
         return made
 
@@ -65,14 +62,17 @@ def judge(executor, nb, context, student_id, use_bwrap):
         judged = [c for c in pyfile_cells if student] + [c for c in kernel_cells if kernel]
         tests = run_hidden_suite(judged, student, kernel) if judged else {}
         if "bonus" in questions:
-            bonus = grade_bonus(intake.bonus, lambda box: Sandbox(box, limits, slot, use_bwrap=use_bwrap), scratch,
+            bonus = grade_bonus(intake.bonus, lambda box: Sandbox(box, limits, slot, isolation), scratch,
                                 settings.cifar_root, timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if student is not None:
             student.close()
         if kernel is not None:
             executor.stop()  # the zygote's kernel folder is emptied by its owner's sweep, or before the next kernel
-        tree.remove(scratch)
+        if isolation is Isolation.SEPARATE_USER and not users.end_user(users.uid_of(slot), PYTHON):
+            raise GraderError(f"the processes or files of the user {users.uid_of(slot)}, which ran this submission's "
+                              "code, could not all be removed")
+        scratch_folders.remove(scratch)
     problems = {q: intake.problems.get("pyfile") or f"no {PYFILE} was submitted" for q in PYFILE_QUESTIONS
                 if student is None}
     problems.update({q: context.notebook_problem for q in KERNEL_QUESTIONS if kernel is None})

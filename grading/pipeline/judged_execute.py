@@ -7,19 +7,19 @@ taken; under nbgrader's own autograde this step is the front door: before its fi
 StudentResult goes on in resources["normlab"].result, for SaveJudgement and for our result files. What the machine
 fails at (GraderError, a failed canary) raises, so that nbgrader records no grade for that student.
 """
-import os
-import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from traitlets import Bool, Dict, Integer
 
 from grading.handoff import Submission, SubmissionContext
 from grading.isolation.kernel import SandboxedExecute
-from grading.isolation.sandbox import SandboxMissing, check_sandbox
+from grading.isolation import scratch, users
+from grading.isolation.sandbox import PYTHON, Isolation, SandboxMissing, check_sandbox
 from grading.pipeline.intake import unpack
 from grading.pipeline.judge import judge
-from grading.settings import SCRATCH_PREFIX, Settings
+from grading.settings import GRADING, REPO, SECRETS, ConfigurationError, Settings
 
 
 class JudgedExecute(SandboxedExecute):
@@ -40,9 +40,12 @@ class JudgedExecute(SandboxedExecute):
         context = resources["normlab"] = SubmissionContext(settings=settings, slot=self.slot,
                                                            deadline=time.monotonic() + settings.timeout)
         student = resources["nbgrader"]["student"]
-        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-in-", dir="/tmp") as incoming:
+        incoming = scratch.make("in-")
+        try:
             context.intake = unpack(Submission(student, Path(resources["metadata"]["path"]), "folder"), incoming)
             nb, resources = self._judge(nb, resources, context)
+        finally:
+            scratch.remove(incoming)
         context.result.notes[:0] = context.intake.notes
         return nb, resources
 
@@ -59,10 +62,15 @@ class JudgedExecute(SandboxedExecute):
             raise RuntimeError(JudgedExecute.canary_failure)
 
     def _judge(self, nb, resources, context):
+        settings = replace(context.settings, require_sandbox=self.require_sandbox or context.settings.require_sandbox)
         try:
-            use_bwrap = check_sandbox(self.require_sandbox or context.settings.require_sandbox, self.log.warning)
-        except SandboxMissing as error:
+            isolation = check_sandbox(settings, self.log.warning)
+            if isolation is Isolation.SEPARATE_USER:
+                gradebook = Path(resources["nbgrader"]["db_url"].removeprefix("sqlite:///"))
+                users.check_users([self.slot], PYTHON, hidden=[*SECRETS, gradebook.parent],
+                                  protected=[REPO, GRADING, gradebook.parent])
+        except (SandboxMissing, ConfigurationError) as error:
             raise RuntimeError(str(error)) from None
         self.output_limit = context.settings.kernel_output_bytes
-        context.result = judge(self, nb, context, resources["nbgrader"]["student"], use_bwrap)
+        context.result = judge(self, nb, context, resources["nbgrader"]["student"], isolation)
         return nb, resources

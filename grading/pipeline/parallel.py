@@ -20,15 +20,15 @@ from pathlib import Path
 import nbformat
 
 from grading.assignment import KERNEL_QUESTIONS
-from grading.isolation import tree
+from grading.isolation import tree, users
 from grading.isolation.protocol import GraderError
-from grading.isolation.sandbox import Limits
+from grading.isolation.sandbox import PYTHON, Isolation, Limits
 from grading.isolation.zygote import zygote_for
 from grading.pipeline.grade import grade
 from grading.pipeline.hidden_suites import warm_up
 from grading.pipeline.intake import unpack
 from grading.records.results import QuestionScore, StudentResult, load_result, save_result, write_atomic
-from grading.settings import SCRATCH_PREFIX, Settings
+from grading.settings import Settings
 
 RESULT, JUDGED, CRASH = "result.json", "judged.ipynb", "crash.txt"  # what a child leaves in its folder
 
@@ -75,6 +75,11 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
                     zygote_for(slot, limits)
                 free_slots.append(slot)
                 result, judged = child_outcome(folder, job, run, overdue)
+                # a child killed as overdue leaves its user's processes: no result is written while one runs
+                if run.isolation is Isolation.SEPARATE_USER and not users.end_user(users.uid_of(slot), PYTHON):
+                    result, judged = grader_error(job.submission, run, f"the processes or files of the user "
+                                                  f"{users.uid_of(slot)}, which ran the submission's code, could not "
+                                                  "all be removed"), None
                 if job is canary:
                     check_canary(result)
                     tree.remove(folder)
@@ -156,24 +161,10 @@ def child_outcome(folder, job, run, overdue):
 def grader_error(submission, run, error):
     """The StudentResult of a submission the machine failed to grade: no points, and it says what failed."""
     result = StudentResult(submission.student_id, status=f"ERROR: {error}", error=error,
-                           fingerprint=run.fingerprint, kind=submission.kind, sandboxed=run.use_bwrap)
+                           fingerprint=run.fingerprint, kind=submission.kind, isolation=run.isolation.value)
     result.questions = {q: QuestionScore(graded=False, status=f"not graded yet: {error}")
                         for q in run.settings.question_list}
     return result
 
 
-def clear_stale_scratch():
-    """Remove the scratch folders of this user's graders that are no longer running (killed before they could).
-    Others' folders, and anything in /tmp that is not a folder, are not touched; a folder that cannot be removed
-    is left for the next run."""
-    with os.scandir("/tmp") as entries:
-        for entry in entries:
-            pid = entry.name[len(SCRATCH_PREFIX):].split("-")[0]
-            if not (entry.name.startswith(SCRATCH_PREFIX) and pid.isdigit()) or Path(f"/proc/{pid}").exists():
-                continue
-            try:
-                info = entry.stat(follow_symlinks=False)
-                if entry.is_dir(follow_symlinks=False) and info.st_uid == os.geteuid():
-                    tree.remove(entry.path)
-            except OSError:
-                continue
+

@@ -43,7 +43,7 @@ def record_run(out_dir, submissions_dir, shard, run):
     settings = run.settings
     write_atomic(Path(out_dir) / RUN_FILE, json.dumps({
         "submissions": str(Path(submissions_dir).resolve()), "shard": list(shard), "fingerprint": run.fingerprint,
-        "sandboxed": run.use_bwrap, "due": settings.due, "late_policy": settings.late_policy,
+        "isolation": run.isolation.value, "due": settings.due, "late_policy": settings.late_policy,
         "questions": ",".join(settings.question_list), "submission_times": times_digest(settings.submission_times)},
         indent=1))
 
@@ -71,7 +71,7 @@ def agreed_options(record):
         "submissions": (record["submissions"],) * 2,
         "shard count": (record["shard"][1],) * 2,
         "grader fingerprint": (record["fingerprint"],) * 2,
-        "sandbox": ("bubblewrap" if record["sandboxed"] else "none",) * 2,
+        "sandbox": (record["isolation"],) * 2,
         "due": (record["due"] or "none", parse_due(record["due"]) if record["due"] else None),
         "late policy": (record["late_policy"], LatePolicy.parse(record["late_policy"])),
         "questions": (record["questions"], frozenset(record["questions"].split(","))),

@@ -58,7 +58,7 @@ class StudentResult:
     timestamp: str = None  # when it was handed in, UTC, in nbgrader's format (settings.NBGRADER_TIME_FORMAT)
     late_seconds: float = 0.0
     late_penalty: float = 0.0
-    sandboxed: bool = True
+    isolation: str = "bubblewrap"  # the value of the isolation.sandbox.Isolation it was graded under
     seconds: float = 0.0
 
     @property

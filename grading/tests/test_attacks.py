@@ -412,11 +412,12 @@ def test_restored_test_cells_are_noted(batch):
 
 
 def test_without_the_sandbox_the_disk_attack_would_win(bundle, release_dir, tmp_path, listener, monkeypatch):
-    """The control experiment: the same attack succeeds when bwrap is missing, so the sandbox is what stops it."""
+    """The control experiment: the same attack succeeds when bwrap is missing and student code runs as the grader's
+    own user (--unsandboxed), so the sandbox is what stops it."""
     catalogue = attacks(listener[0], {"pyfile": tmp_path / "out", "notebook": tmp_path / "out"})
     submissions = submit(bundle, tmp_path / "submissions", {"thief": catalogue["reads-the-reference-from-disk"][0]})
     monkeypatch.setenv("GRADING_BWRAP", "/nonexistent/bwrap")
-    completed = autograde(submissions, tmp_path / "out", release_dir, "--questions", "q1,q2")
+    completed = autograde(submissions, tmp_path / "out", release_dir, "--questions", "q1,q2", "--unsandboxed")
     assert completed.returncode == 0 and "WARNING: bubblewrap" in completed.stdout
     assert results(tmp_path / "out")["thief"].total == 40
     assert "WITHOUT a sandbox" in grades(tmp_path / "out")["thief"]["status"]

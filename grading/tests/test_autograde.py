@@ -1,6 +1,7 @@
 """`python -m grading autograde` end to end: outputs, the gradebook, resuming, --questions, --force, exit status,
 the bonus, and a timeout that costs only its own question."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from grading.authoring.samples import Answers
 from grading.__main__ import main as grading_cli
 from grading.pipeline.bonus import points_for
 from grading.records.late import TIMES_FILE, record_text
+from grading.settings import Settings
 from grading.authoring.course import db_url
 from grading.assignment import COURSE_ID, PYFILE, QUESTIONS
 from normlab import data
@@ -137,12 +139,24 @@ def test_a_misconfigured_grader_exits_with_status_2(tmp_path, arguments, message
     assert message in capsys.readouterr().err
 
 
-def test_require_sandbox_refuses_to_grade_without_bwrap(tmp_path, release_dir, monkeypatch):
+def test_without_bwrap_it_grades_only_where_student_code_reaches_nothing_or_when_told_to(tmp_path, release_dir,
+                                                                                         monkeypatch):
+    """--require-sandbox refuses; as root, student code would run as a user of its own, which here can read the
+    repository (world-readable in a clone) or cannot run this Python (kept under /root): refused, with what to do
+    (unit/test_users.py and test_gradescope.py grade that way where it can); as another user, refused unless
+    --unsandboxed, which warns and grades."""
     (tmp_path / "submissions").mkdir()
     monkeypatch.setenv("GRADING_BWRAP", "/nonexistent/bwrap")
     completed = autograde(tmp_path / "submissions", tmp_path / "out", release_dir, "--require-sandbox")
     assert completed.returncode == 2 and "--require-sandbox" in completed.stderr
-    warned = autograde(tmp_path / "submissions", tmp_path / "out", release_dir)
+    refused = autograde(tmp_path / "submissions", tmp_path / "out", release_dir)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    if os.geteuid() == 0:
+        assert f"student code runs as the user {Settings.separate_user_uid_base}, which can" in refused.stderr
+        assert "chmod o-rwx" in refused.stderr or "not under /root" in refused.stderr
+    else:
+        assert "pass --unsandboxed for submissions you trust" in refused.stderr
+    warned = autograde(tmp_path / "submissions", tmp_path / "out", release_dir, "--unsandboxed")
     assert warned.returncode == 0 and "WARNING: bubblewrap (bwrap) is missing" in warned.stdout
 
 

@@ -1,9 +1,13 @@
 """`python -m grading gradescope`: autograder.zip, unpacked into a folder that stands in for /autograder (source/,
 submission/, results/), grades each sample student of the demo through run_autograder exactly as
-`python -m grading autograde` graded them, in Gradescope's schema; without bubblewrap it warns, or refuses.
+`python -m grading autograde` graded them, in Gradescope's schema. Without bubblewrap (as in Gradescope's
+containers) it grades as root with student code as a user of its own, which can neither read the solutions nor
+write its score, and whose every process is gone before results.json is written; or, built to require the
+sandbox, refuses.
 
 setup.sh's installs need Gradescope's Ubuntu image as root, so source/.venv links to the environment running these
-tests instead, and only setup.sh's last step (prepare) runs here."""
+tests instead, and only setup.sh's last step (prepare) runs here. Runs without bubblewrap run as root in a container
+of their own (unix_users.without_bwrap_as_root), where other users can reach this Python, as in Gradescope's."""
 import json
 import os
 import shutil
@@ -16,11 +20,15 @@ from importlib import metadata
 from pathlib import Path
 
 import jsonschema
+import nbformat
 import pytest
 
 from conftest import GRADESCOPE_SCHEMA, REPO, grades
+from grading.assignment import PYFILE
+from grading.authoring.samples import Answers, build_submission
 from grading.commands.gradescope import BUILD_SETTINGS
 from grading.settings import EXIT_MISCONFIGURED, Settings
+from unix_users import without_bwrap_as_root
 
 # Sample students whose uploads differ in kind: a folder answering everything (with bonus models), a zip with a
 # renamed file, and the untouched release, graded without bubblewrap. (Every sample student's scores are the demo's,
@@ -60,7 +68,9 @@ SPAWNING = threading.Lock()
 def run_autograder(source, root, upload=None, env=None):
     """(completed process, results.json or None) of one run in a fresh root: source/ (a link to the unpacked zip),
     submission/ holding upload (a folder's contents, or one file), results/, and run_autograder copied to the root
-    as Gradescope copies it."""
+    as Gradescope copies it. With NO_BWRAP in env, it runs as in a Gradescope container, which cannot run
+    bubblewrap: as root, in a container of its own, which then waits two seconds and writes into root/left the
+    PIDs of the student code's users' processes still running."""
     root.mkdir(parents=True)
     (root / "source").symlink_to(source, target_is_directory=True)
     if upload is not None and upload.is_dir():
@@ -70,10 +80,15 @@ def run_autograder(source, root, upload=None, env=None):
         if upload is not None:
             shutil.copy(upload, root / "submission")
     (root / "results").mkdir()
+    command = [str(root / "run_autograder")]
+    if env == NO_BWRAP:
+        root.chmod(0o755)  # (pytest's folders are 0700; /autograder is not)
+        command = [*without_bwrap_as_root([root, source]), "sh", "-c",
+                   f'"$0"; status=$?; sleep 2; grep -l "^Uid:[[:space:]]*{Settings.separate_user_uid_base}[[:space:]]" '
+                   '/proc/[0-9]*/status > "$1"; exit $status', *command, str(root / "left")]
     with SPAWNING:
         shutil.copy2(source / "run_autograder", root / "run_autograder")
-        process = subprocess.Popen([str(root / "run_autograder")], cwd=root, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True,
+        process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    env={**os.environ, "AUTOGRADER_ROOT": str(root), **(env or {})})
     try:
         stdout, stderr = process.communicate(timeout=600)
@@ -187,6 +202,8 @@ def test_students_see_each_checks_name_score_and_verdict_only(runs):
 def test_without_bubblewrap_it_grades_as_usual_with_a_loud_warning_for_instructors(runs):
     completed, results = runs[UNSANDBOXED]
     assert "WARNING: bubblewrap (bwrap) is missing" in completed.stdout  # stdout: for instructors only
+    assert "Student code runs as a user of its own, which cannot read source/ nor write the results" in \
+        completed.stdout
     assert "Build the autograder with --require-sandbox to refuse grading instead" in completed.stdout
     assert "sandbox" not in results["output"]  # the machine's set-up is the instructors' business
 
@@ -206,3 +223,67 @@ def test_an_upload_of_nothing_is_graded_as_nothing_submitted(runs):
     jsonschema.validate(results, GRADESCOPE_SCHEMA)
     assert "the upload holds nothing" in completed.stdout
     assert results["score"] == 0 and "no batchnormalization.py was submitted" in results["output"]
+
+
+# batchnormalization.py of an upload that, without bubblewrap, tries the solutions and the hidden suites on disk,
+# and leaves a process in a session of its own that keeps writing its own score into results.json and over the
+# grader's files (as one upload did, when the zip built by default ran student code as root); its notebook leaves
+# another.
+FORGER = """
+import os, sys, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+if os.fork():
+    os._exit(0)
+while True:
+    for path in sys.argv[1:]:
+        try:
+            open(path, "w").write('{"score": 999.0, "tests": []}')
+        except OSError:
+            pass
+    time.sleep(0.01)
+"""
+STEALS_AND_FORGES = """
+import glob, subprocess, sys
+subprocess.Popen([sys.executable, "-c", {forger!r}, {results!r}, {hidden!r}, {reference!r}],
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait()
+STOLEN = []
+for path in [{reference!r}, {hidden!r}, *glob.glob({root!r} + "/**/batchnormalization.py", recursive=True)]:
+    try:
+        STOLEN.append(open(path).read())
+    except OSError:
+        pass
+"""
+STEALER = """
+for text in STOLEN:
+    if "BEGIN SOLUTION" in text:
+        namespace = {}
+        exec(text, namespace)
+        return namespace["batchnorm_forward"](x, gamma, beta, bn_param)
+raise NotImplementedError("nothing to steal")
+"""
+
+
+def test_without_bubblewrap_student_code_can_neither_read_the_solutions_nor_set_its_score(autograders, bundle,
+                                                                                          tmp_path):
+    """The attack that set its score to 999 with the zip built by default: its processes cannot write the results
+    nor source/, are all gone before results.json is written, and its code cannot read the solutions."""
+    source, root = autograders["plain"], tmp_path / "root"
+    reference = (source / PYFILE).read_text()
+    header = STEALS_AND_FORGES.format(forger=FORGER, results=str(root / "results" / "results.json"),
+                                      hidden=str(source / "grading" / "hidden" / "check_q1_forward.py"),
+                                      reference=str(source / PYFILE), root=str(root))
+
+    def notebook_forges_too(nb):
+        nb.cells.insert(1, nbformat.v4.new_code_cell(header))
+
+    upload = tmp_path / "upload"
+    build_submission(Answers(regions={"forward_train": STEALER, "forward_test": STEALER},
+                             file_edits={PYFILE: lambda text: header + "\n" + text},
+                             notebook_edits=[notebook_forges_too]), bundle, REPO, upload)
+    completed, results = run_autograder(source, root, upload, NO_BWRAP)
+    assert completed.returncode == 0 and results is not None, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert results["score"] == 0 and json.loads((root / "results" / "results.json").read_text()) == results
+    assert (root / "left").read_text() == ""  # two seconds later, in the container: no process of its user
+    assert (source / PYFILE).read_text() == reference

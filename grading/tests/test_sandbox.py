@@ -1,7 +1,6 @@
 """The sandbox on its own: what sandboxed code can see and reach, and every limit, with and without bwrap."""
 import json
 import os
-import subprocess
 import sys
 import textwrap
 import time
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from grading.isolation.sandbox import PYTHON, Limits, Sandbox, bwrap_works
+from grading.isolation.sandbox import Isolation, Limits, Sandbox, bwrap_works
 from grading.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,10 +25,10 @@ except MemoryError:
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
 
 
-def run(tmp_path, code, timeout=60, use_bwrap=True, limits=LIMITS):
+def run(tmp_path, code, timeout=60, isolation=Isolation.BUBBLEWRAP, limits=LIMITS):
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    box = Sandbox(work, limits, slot=3, use_bwrap=use_bwrap)
+    box = Sandbox(work, limits, slot=3, isolation=isolation)
     return box.run([sys.executable, "-c", textwrap.dedent(code)], timeout=timeout)
 
 
@@ -166,6 +165,6 @@ def test_one_disk_bound_holds_for_everything_a_sandbox_writes(tmp_path, monkeypa
 
 
 def test_without_bwrap_the_limits_still_apply(tmp_path):
-    completed = run(tmp_path, MEMORY_PROBE, use_bwrap=False)
+    completed = run(tmp_path, MEMORY_PROBE, isolation=Isolation.NONE)
     assert "MemoryError" in completed.output
-    assert run(tmp_path, "while True: pass", timeout=2, use_bwrap=False).timed_out
+    assert run(tmp_path, "while True: pass", timeout=2, isolation=Isolation.NONE).timed_out

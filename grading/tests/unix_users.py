@@ -30,8 +30,8 @@ def unix_users(names, homes):
     if os.geteuid() != 0 or not shutil.which("useradd"):
         pytest.skip("the exchange takes a submission as the user who owns it, so these tests make students' users "
                     "with useradd, which takes root (CI runs as root)")
-    if _hidden() and not shutil.which("bwrap"):
-        pytest.skip(f"other users cannot reach {', '.join(map(str, _hidden()))} (this Python or the repository), "
+    if _hidden(NEEDED) and not shutil.which("bwrap"):
+        pytest.skip(f"other users cannot reach {', '.join(map(str, _hidden(NEEDED)))} (this Python or the repository), "
                     "and bwrap, which would show it to them, is missing: apt-get install bubblewrap")
     made = []
     try:
@@ -56,23 +56,38 @@ def as_user(user, argv, cwd, **kwargs):
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": user.pw_dir, "USER": user.pw_name,
                    "LOGNAME": user.pw_name, "LANG": "C.UTF-8"}
     command = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--", *map(str, argv)]
-    hidden = _hidden()
-    if hidden:
-        shown = ["bwrap", "--dev-bind", "/", "/"]
-        for folder in hidden:
-            shown += ["--perms", "0755", "--tmpfs", str(folder)]
-            for path in (p for p in NEEDED if folder in p.parents):
-                shown += [arg for parent in reversed(path.parents) if folder in parent.parents
-                          for arg in ("--perms", "0755", "--dir", str(parent))]
-                shown += ["--bind", str(path), str(path)]
-        command = [*shown, "--", *command]
+    if _hidden(NEEDED):
+        command = ["bwrap", "--dev-bind", "/", "/", *showing(NEEDED), "--", *command]
     return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, **kwargs)
 
 
-def _hidden():
-    """The outermost folders on the way to NEEDED that users other than their owner cannot enter."""
+def showing(paths):
+    """bwrap options that let other users reach paths where a folder on the way is closed to them (this Python
+    under /root, pytest's folders): that folder becomes an empty one holding only what lies on the way to paths,
+    as the grader's sandbox shows the environment."""
+    paths = sorted({Path(p).resolve() for p in paths})
+    options = []
+    for folder in _hidden(paths):
+        options += ["--perms", "0755", "--tmpfs", str(folder)]
+        for path in (p for p in paths if folder in p.parents and not set(paths) & set(p.parents)):
+            options += [arg for parent in reversed(path.parents) if folder in parent.parents
+                        for arg in ("--perms", "0755", "--dir", str(parent))]
+            options += ["--bind", str(path), str(path)]
+    return options
+
+
+def without_bwrap_as_root(paths):
+    """The command line before a command that runs it as Gradescope runs run_autograder where bubblewrap cannot
+    work: as root, in a container (a PID namespace of its own, so that the grader's kill of a user reaches nothing
+    else of this machine) where other users can reach this Python and paths."""
+    return ["bwrap", "--dev-bind", "/", "/", "--unshare-pid", "--proc", "/proc", "--die-with-parent",
+            "--cap-add", "ALL", *showing([*NEEDED, *paths]), "--"]
+
+
+def _hidden(paths):
+    """The outermost folders on the way to paths that users other than their owner cannot enter."""
     hidden = set()
-    for path in NEEDED:
+    for path in paths:
         for folder in reversed(path.parents):
             if not os.stat(folder).st_mode & stat.S_IXOTH:
                 hidden.add(folder)

@@ -112,3 +112,30 @@ def test_a_sandbox_that_cannot_run_python_is_a_grader_error(synthetic, tmp_path)
     (tmp_path / "model.pt2").write_bytes(b"any model")
     with pytest.raises(GraderError, match="uid map"):
         grade_bonus({"cifar10": tmp_path / "model.pt2"}, Broken, tmp_path, synthetic[0], timeout=60)
+
+
+@pytest.mark.parametrize("planted", ["link", "fifo", "folder"])
+def test_predictions_the_sandbox_replaced_are_not_read_through(synthetic, tmp_path, planted):
+    """The sandbox's folder is its own: predictions.npy may be a link to a host file (here, perfect predictions),
+    a FIFO (which would block a reader) or a folder. None is read through; the model gave no valid predictions."""
+    root, test_set = synthetic
+    perfect = tmp_path / "perfect.npy"
+
+    class Plants:
+        def __init__(self, folder):
+            self.folder = Path(folder)
+
+        def run(self, argv, timeout):
+            if "-c" in argv:  # the check that the sandbox runs Python at all
+                return Completed(0, "", False)
+            count = len(np.load(self.folder / "images.npy", mmap_mode="r"))
+            np.save(perfect, np.zeros(count, dtype=np.int64))
+            target = self.folder / "predictions.npy"
+            {"link": lambda: target.symlink_to(perfect), "fifo": lambda: os.mkfifo(target),
+             "folder": target.mkdir}[planted]()
+            return Completed(0, "", False)
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "model.pt2").write_bytes(b"any model")
+    bonus = grade_bonus({"cifar10": tmp_path / "model.pt2"}, Plants, tmp_path / "work", root, timeout=60)
+    assert bonus.score == 0 and "gave no valid predictions" in bonus.lines[0], bonus.lines

@@ -11,6 +11,7 @@ from grading.commands.collect import collect, read_shards, take_stock
 from grading.pipeline.intake import discover
 from grading.pipeline.shards import ShardError, in_shard, record_run
 from grading.handoff import Submission
+from grading.isolation.sandbox import Isolation
 from grading.records.results import GRADE_FILE, StudentResult, load_result, save_result
 from grading.settings import Settings
 
@@ -37,7 +38,7 @@ def shards(tmp_path, error=None, fingerprint=FINGERPRINT, **options):
         (out / "course").mkdir(parents=True)
         (out / "course" / "gradebook.db").touch()
         settings = Settings(jobs=1, **(options if index == 2 else {}))
-        run = SimpleNamespace(settings=settings, fingerprint=fingerprint, use_bwrap=True)
+        run = SimpleNamespace(settings=settings, fingerprint=fingerprint, isolation=Isolation.BUBBLEWRAP)
         record_run(out, submissions, (index, SHARDS), run)
         for submission in found:
             if in_shard(submission.student_id, (index, SHARDS)):

@@ -11,12 +11,13 @@ from grading.handoff import GradingRun, Submission
 from grading.pipeline import parallel
 from grading.handoff import Job
 from grading.isolation.protocol import GraderError
+from grading.isolation.sandbox import Isolation
 from grading.pipeline.parallel import grade_in_children
 from grading.records.results import QuestionScore, StudentResult
 from grading.settings import Settings
 
 RUN = GradingRun(settings=Settings(jobs=2, questions="q1,q2", timeout=1.0), fingerprint="f", snapshot=None,
-                 released=None, config=None, use_bwrap=True, grader_pid=os.getpid())
+                 released=None, config=None, isolation=Isolation.BUBBLEWRAP, grader_pid=os.getpid())
 
 
 def stand_in(submission, intake, run, slot):

@@ -30,11 +30,15 @@ def chain(top, depth, name="d"):
 
 @pytest.fixture
 def outside(tmp_path):
-    """A host folder with a file, which links in the tree point at: (folder, file)."""
+    """A host folder with a file, which links in the tree point at: (folder, file). Whatever a test leaves in
+    tmp_path goes with tree.remove, since pytest's own clean-up of old temporary folders is shutil.rmtree, which a
+    tree this deep stops with RecursionError."""
     folder = tmp_path / "outside"
     folder.mkdir()
     (folder / "keep.txt").write_text("the host's")
-    return folder, folder / "keep.txt"
+    yield folder, folder / "keep.txt"
+    for left in tmp_path.iterdir():
+        tree.remove(left)
 
 
 def hostile_tree(root, outside):
