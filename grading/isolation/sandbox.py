@@ -318,7 +318,10 @@ class DiskWatch(threading.Thread):
 
     def run(self):
         while not self._done.wait(0.5):
-            self.reason = self.check()
+            try:
+                self.reason = self.check()
+            except OSError:
+                continue  # the folder or the sandbox went away between two looks: the next look will tell
             if self.reason:
                 self.stop_writer()
                 return
@@ -345,7 +348,9 @@ class DiskWatch(threading.Thread):
         return ""
 
     def _shared_usage(self):
-        """(bytes, entries) in the sandbox's /tmp and /dev/shm, which are its own file systems."""
+        """(bytes, entries) that the sandbox's processes hold outside their folder: in the sandbox's /tmp and
+        /dev/shm, which are its own file systems; without bwrap, as a user of its own, in the folders every user may
+        write (isolation/users.py)."""
         if not self.sandbox.use_bwrap:
             if not self.sandbox.separate_user:
                 return 0, 0

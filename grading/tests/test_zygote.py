@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from conftest import REFERENCE, autograde, reference_with_added_cell, results, submit
+from grading.isolation import tree
 from grading.isolation.kernel import SandboxedExecute
 from grading.isolation.sandbox import Limits, Sandbox, bwrap_works, python_roots
 from grading.settings import NORMLAB, REPO, Settings
@@ -72,9 +73,12 @@ def start_cells(zygote, cells, slot):
 
 
 def run_cells(zygote, *cells, slot=SLOT):
-    """start_cells, then stop the kernel: (the notebook run, the grader's notes, whether the kernel was forked)."""
+    """start_cells, then stop the kernel (and remove a cold kernel's folder): (the notebook run, the grader's notes,
+    whether the kernel was forked)."""
     executor, nb, notes, forked = start_cells(zygote, cells, slot)
     executor.stop()
+    if executor.sandbox.workdir != zygote.folder:
+        tree.remove(executor.sandbox.workdir)
     return nb, notes, forked
 
 
