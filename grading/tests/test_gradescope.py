@@ -31,12 +31,44 @@ from grading.settings import EXIT_MISCONFIGURED, Settings
 from unix_users import without_bwrap_as_root
 
 # Sample students whose uploads differ in kind: a folder answering everything (with bonus models), a zip with a
-# renamed file, and the untouched release, graded without bubblewrap. (Every sample student's scores are the demo's,
-# which test_demo.py checks; run_autograder's results.json is autograde's very file.)
+# renamed file, and the untouched release. (Every sample student's scores are the demo's, which test_demo.py checks;
+# run_autograder's results.json is autograde's very file.)
 STUDENTS = ["full_marks", "untouched", "zipped_resubmission"]
 NO_BWRAP = {"GRADING_BWRAP": "/nonexistent/bwrap"}  # how the sandbox is told bubblewrap is not there (settings.BWRAP)
-UNSANDBOXED = "untouched"
+# Graded without bubblewrap: every answer right, and an attack besides (STEALS_AND_FORGES).
+UNSANDBOXED = "right-but-forges"
 NOTHING = "(nothing uploaded)"
+# At the top of its batchnormalization.py, and in a cell of its notebook: it tries the solutions and the hidden suites
+# on disk, and fails to import, losing Q1 and Q2, if it could read any; and it leaves a process in a session of its
+# own that keeps writing its own score into results.json and over the grader's files, as one upload did when the
+# zip built by default ran student code as root.
+FORGER = """
+import os, sys, time
+if os.fork():
+    os._exit(0)
+os.setsid()
+if os.fork():
+    os._exit(0)
+while True:
+    for path in sys.argv[1:]:
+        try:
+            open(path, "w").write('{"score": 999.0, "tests": []}')
+        except OSError:
+            pass
+    time.sleep(0.01)
+"""
+STEALS_AND_FORGES = """
+import glob, subprocess, sys
+subprocess.Popen([sys.executable, "-c", {forger!r}, {results!r}, {hidden!r}, {reference!r}],
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait()
+read = []
+for path in [{reference!r}, {hidden!r}, *glob.glob({source!r} + "/**/batchnormalization.py", recursive=True)]:
+    try:
+        read.append(open(path).read())
+    except OSError:
+        pass
+assert not any("BEGIN SOLUTION" in text or "def test_" in text for text in read), "read the solutions"
+"""
 
 
 def build(out, *options):
@@ -121,18 +153,40 @@ def autograders(tmp_path_factory):
         return {"plain": plain.result(), "strict": strict.result()}
 
 
+def right_but_forges(source, root, bundle, folder):
+    """The UNSANDBOXED upload, in folder, for a run in root of the autograder in source."""
+    header = STEALS_AND_FORGES.format(forger=FORGER, results=str(root / "results" / "results.json"),
+                                      hidden=str(source / "grading" / "hidden" / "check_q1_forward.py"),
+                                      reference=str(source / PYFILE), source=str(source))
+
+    def forges_in_a_cell(nb):
+        nb.cells.insert(1, nbformat.v4.new_code_cell(header))
+
+    build_submission(Answers(base="reference", file_edits={PYFILE: lambda text: header + "\n" + text},
+                             notebook_edits=[forges_in_a_cell]), bundle, REPO, folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
-def runs(autograders, demo, tmp_path_factory):
-    """{student: (completed, results.json)} of run_autograder on every sample student, uploaded as the demo submitted
-    them (a folder's files, or one zip), and on an empty upload (NOTHING), two at a time; UNSANDBOXED (the untouched
-    release: harmless) without bubblewrap."""
+def roots(tmp_path_factory):
+    """The folders that stand in for /autograder, one per run of `runs`."""
+    return tmp_path_factory.mktemp("roots")
+
+
+@pytest.fixture(scope="module")
+def runs(autograders, demo, bundle, roots, tmp_path_factory):
+    """{student: (completed, results.json)} of run_autograder, two at a time, with bubblewrap on every sample
+    student, uploaded as the demo submitted them (a folder's files, or one zip), and on an empty upload (NOTHING);
+    without bubblewrap, on UNSANDBOXED."""
     demo_out, completed = demo
     assert completed.returncode == 0, completed.stderr[-3000:]
-    roots = tmp_path_factory.mktemp("roots")
+    attacker = right_but_forges(autograders["plain"], roots / UNSANDBOXED, bundle,
+                                tmp_path_factory.mktemp("uploads") / UNSANDBOXED)
     with ThreadPoolExecutor(2) as pool:
-        futures = {name: pool.submit(run_autograder, autograders["plain"], roots / name,
-                                     next(demo_out.glob(f"submissions/{name}*")),
-                                     NO_BWRAP if name == UNSANDBOXED else None) for name in STUDENTS}
+        futures = {UNSANDBOXED: pool.submit(run_autograder, autograders["plain"], roots / UNSANDBOXED, attacker,
+                                            NO_BWRAP)}
+        futures |= {name: pool.submit(run_autograder, autograders["plain"], roots / name,
+                                      next(demo_out.glob(f"submissions/{name}*"))) for name in STUDENTS}
         futures[NOTHING] = pool.submit(run_autograder, autograders["plain"], roots / "nothing")
         return {name: future.result() for name, future in futures.items()}
 
@@ -182,7 +236,7 @@ def test_each_sample_student_gets_the_results_json_autograde_gives_them(runs, de
     assert {k: v for k, v in results.items() if k != "execution_time"} == \
         {k: v for k, v in autograded.items() if k != "execution_time"}
     assert f"{results['score']:.2f}" == grades(demo_out / "graded")[student]["total"]
-    assert ("WARNING: bubblewrap (bwrap) is missing" in completed.stdout) == (student == UNSANDBOXED)
+    assert "WARNING: bubblewrap (bwrap) is missing" not in completed.stdout
 
 
 def test_students_see_each_checks_name_score_and_verdict_only(runs):
@@ -201,11 +255,23 @@ def test_students_see_each_checks_name_score_and_verdict_only(runs):
 
 def test_without_bubblewrap_it_grades_as_usual_with_a_loud_warning_for_instructors(runs):
     completed, results = runs[UNSANDBOXED]
+    assert completed.returncode == 0 and results is not None, completed.stdout[-3000:] + completed.stderr[-3000:]
+    jsonschema.validate(results, GRADESCOPE_SCHEMA)
     assert "WARNING: bubblewrap (bwrap) is missing" in completed.stdout  # stdout: for instructors only
     assert "Student code runs as a user of its own, which cannot read source/ nor write the results" in \
         completed.stdout
     assert "Build the autograder with --require-sandbox to refuse grading instead" in completed.stdout
     assert "sandbox" not in results["output"]  # the machine's set-up is the instructors' business
+
+
+def test_without_bubblewrap_student_code_can_neither_read_the_solutions_nor_set_its_score(runs, roots, autograders):
+    """Every answer right, so the 80 points it gets say that it read nothing (it would fail to import); its
+    processes could write neither results.json nor source/, and none was left when results.json was written (the
+    test fails with the grader's kill of its user turned off)."""
+    results, root = runs[UNSANDBOXED][1], roots / UNSANDBOXED
+    assert results["score"] == 80 and json.loads((root / "results" / "results.json").read_text()) == results
+    assert (root / "left").read_text() == ""  # two seconds later, in the container: no process of its user
+    assert "BEGIN SOLUTION" in (autograders["plain"] / PYFILE).read_text()
 
 
 def test_built_with_require_sandbox_it_refuses_to_grade_and_gives_gradescope_no_score(autograders, demo, tmp_path):
@@ -224,66 +290,3 @@ def test_an_upload_of_nothing_is_graded_as_nothing_submitted(runs):
     assert "the upload holds nothing" in completed.stdout
     assert results["score"] == 0 and "no batchnormalization.py was submitted" in results["output"]
 
-
-# batchnormalization.py of an upload that, without bubblewrap, tries the solutions and the hidden suites on disk,
-# and leaves a process in a session of its own that keeps writing its own score into results.json and over the
-# grader's files (as one upload did, when the zip built by default ran student code as root); its notebook leaves
-# another.
-FORGER = """
-import os, sys, time
-if os.fork():
-    os._exit(0)
-os.setsid()
-if os.fork():
-    os._exit(0)
-while True:
-    for path in sys.argv[1:]:
-        try:
-            open(path, "w").write('{"score": 999.0, "tests": []}')
-        except OSError:
-            pass
-    time.sleep(0.01)
-"""
-STEALS_AND_FORGES = """
-import glob, subprocess, sys
-subprocess.Popen([sys.executable, "-c", {forger!r}, {results!r}, {hidden!r}, {reference!r}],
-                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).wait()
-STOLEN = []
-for path in [{reference!r}, {hidden!r}, *glob.glob({root!r} + "/**/batchnormalization.py", recursive=True)]:
-    try:
-        STOLEN.append(open(path).read())
-    except OSError:
-        pass
-"""
-STEALER = """
-for text in STOLEN:
-    if "BEGIN SOLUTION" in text:
-        namespace = {}
-        exec(text, namespace)
-        return namespace["batchnorm_forward"](x, gamma, beta, bn_param)
-raise NotImplementedError("nothing to steal")
-"""
-
-
-def test_without_bubblewrap_student_code_can_neither_read_the_solutions_nor_set_its_score(autograders, bundle,
-                                                                                          tmp_path):
-    """The attack that set its score to 999 with the zip built by default: its processes cannot write the results
-    nor source/, are all gone before results.json is written, and its code cannot read the solutions."""
-    source, root = autograders["plain"], tmp_path / "root"
-    reference = (source / PYFILE).read_text()
-    header = STEALS_AND_FORGES.format(forger=FORGER, results=str(root / "results" / "results.json"),
-                                      hidden=str(source / "grading" / "hidden" / "check_q1_forward.py"),
-                                      reference=str(source / PYFILE), root=str(root))
-
-    def notebook_forges_too(nb):
-        nb.cells.insert(1, nbformat.v4.new_code_cell(header))
-
-    upload = tmp_path / "upload"
-    build_submission(Answers(regions={"forward_train": STEALER, "forward_test": STEALER},
-                             file_edits={PYFILE: lambda text: header + "\n" + text},
-                             notebook_edits=[notebook_forges_too]), bundle, REPO, upload)
-    completed, results = run_autograder(source, root, upload, NO_BWRAP)
-    assert completed.returncode == 0 and results is not None, completed.stdout[-3000:] + completed.stderr[-3000:]
-    assert results["score"] == 0 and json.loads((root / "results" / "results.json").read_text()) == results
-    assert (root / "left").read_text() == ""  # two seconds later, in the container: no process of its user
-    assert (source / PYFILE).read_text() == reference

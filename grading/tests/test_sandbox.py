@@ -154,7 +154,7 @@ def test_one_disk_bound_holds_for_everything_a_sandbox_writes(tmp_path, monkeypa
     monkeypatch.setattr(Settings, "disk_bytes", 4 << 20)
     monkeypatch.setattr(Settings, "disk_entries", 500)
     code, stopped_for = WRITERS[writer]
-    completed = run(tmp_path, f"{code}\nprint('written', flush=True)\nimport time\ntime.sleep(3)", timeout=30)
+    completed = run(tmp_path, f"{code}\nprint('written', flush=True)\nimport time\ntime.sleep(1.5)", timeout=30)
     if stopped_for == "full":
         assert "No space left on device" in completed.output and "written" not in completed.output, completed
     elif stopped_for:

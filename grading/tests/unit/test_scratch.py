@@ -27,7 +27,7 @@ def test_a_folder_a_forked_child_still_uses_is_kept_after_its_maker_is_gone(tmp_
     """The lock, not the maker's PID, says a folder is in use: here the maker exits and its child goes on."""
     code = ("import os, sys, time\nsys.path.insert(0, sys.argv[1])\nfrom grading.isolation import scratch\n"
             "folder = scratch.make('handed-on-')\nprint(folder, flush=True)\n"
-            "if os.fork() == 0:\n    time.sleep(5)\n    os._exit(0)\nos._exit(0)")
+            "if os.fork() == 0:\n    time.sleep(2)\n    os._exit(0)\nos._exit(0)")
     maker = subprocess.Popen([sys.executable, "-c", code, os.getcwd()], stdout=subprocess.PIPE, text=True)
     folder = maker.stdout.readline().strip()
     maker.wait(timeout=30)  # the maker is gone; its child, holding the lock, sleeps on
