@@ -28,7 +28,7 @@ from grading.assignment import PYFILE
 from grading.authoring.samples import Answers, build_submission
 from grading.commands.gradescope import BUILD_SETTINGS
 from grading.settings import EXIT_MISCONFIGURED, Settings
-from unix_users import without_bwrap_as_root
+from unix_users import DETACHES, without_bwrap_as_root
 
 # Sample students whose uploads differ in kind: a folder answering everything (with bonus models), a zip with a
 # renamed file, and the untouched release. (Every sample student's scores are the demo's, which test_demo.py checks;
@@ -42,13 +42,8 @@ NOTHING = "(nothing uploaded)"
 # on disk, and fails to import, losing Q1 and Q2, if it could read any; and it leaves a process in a session of its
 # own that keeps writing its own score into results.json and over the grader's files, as one upload did when the
 # zip built by default ran student code as root.
-FORGER = """
-import os, sys, time
-if os.fork():
-    os._exit(0)
-os.setsid()
-if os.fork():
-    os._exit(0)
+FORGER = DETACHES + """
+import sys, time
 while True:
     for path in sys.argv[1:]:
         try:

@@ -139,18 +139,22 @@ def graded(bundle, release_dir, tmp_path_factory, host):
 
 
 def killed_grader_with_a_deep_tree():
-    """A scratch folder as a grader killed mid-run leaves it, its kernel folder holding a tree 10,000 deep."""
+    """A scratch folder as a grader killed mid-run leaves it, its kernel folder holding a tree 10,000 deep. It is
+    built under a hidden name, which no grader clears, and then given its name: graders of other tests, running
+    meanwhile, would clear it half built."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     stale = Path(f"/tmp/{SCRATCH_PREFIX}{dead.pid}-z0-stale")
+    building = stale.with_name(f".{stale.name}")
     descriptor = os.open(stale.parent, os.O_RDONLY)
-    for name in (stale.name, "kernel", *["d"] * 10_000):
+    for name in (building.name, "kernel", *["d"] * 10_000):
         os.mkdir(name, dir_fd=descriptor)
         inner = os.open(name, os.O_RDONLY, dir_fd=descriptor)
         os.close(descriptor)
         descriptor = inner
     os.mkfifo("fifo", dir_fd=descriptor)
     os.close(descriptor)
+    building.rename(stale)
     return stale
 
 

@@ -19,6 +19,18 @@ _PATHS = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, Path(sys.exec
 NEEDED = sorted(p for p in _PATHS if not _PATHS & set(p.parents))
 
 
+# The start of a program that leaves its parent's session for good (a double fork, as daemons do): what a student
+# leaves running after their code returns.
+DETACHES = """
+import os
+if os.fork():
+    os._exit(0)
+os.setsid()
+if os.fork():
+    os._exit(0)
+"""
+
+
 def new_tag():
     """A tag for the names of one module's users."""
     return secrets.token_hex(3)

@@ -16,7 +16,7 @@ import pytest
 from grading.isolation import sandbox, users
 from grading.isolation.sandbox import Isolation, SandboxMissing, check_sandbox
 from grading.settings import ConfigurationError, Settings
-from unix_users import without_bwrap_as_root
+from unix_users import DETACHES, without_bwrap_as_root
 
 SLOT = 7
 needs_root_and_bwrap = pytest.mark.skipif(os.geteuid() != 0 or not sandbox.bwrap_works(),
@@ -78,13 +78,8 @@ import json, os, subprocess, time
 from grading.isolation import users
 from grading.isolation.sandbox import PYTHON
 uid = users.uid_of({SLOT})
-daemon = '''
-import os, time
-if os.fork():
-    os._exit(0)
-os.setsid()
-if os.fork():
-    os._exit(0)
+daemon = {DETACHES!r} + '''
+import time
 open("/tmp/left-by-the-user", "w").write("x")
 os.makedirs("/dev/shm/deep/" + "/".join(["d"] * 200), exist_ok=True)
 while True:
