@@ -51,14 +51,14 @@ def children_of(pid):
 
 def started(pids):
     """[(pid, start time)] of the processes pids that run now."""
-    return [(pid, stat(pid)[1]) for pid in pids if stat(pid)[0] not in GONE]
+    return [(pid, start) for pid, (state, start) in ((pid, stat(pid)) for pid in pids) if state not in GONE]
 
 
 def wait_ended(processes, timeout):
     """Wait until none of processes ([(pid, start time)], from started()) runs any more, or timeout seconds;
     whether none does."""
     end = time.monotonic() + timeout
-    while any(stat(pid)[0] not in GONE and stat(pid)[1] == start for pid, start in processes):
+    while any((pid, start) in started([pid]) for pid, start in processes):
         if time.monotonic() > end:
             return False
         time.sleep(0.005)

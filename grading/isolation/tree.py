@@ -108,12 +108,13 @@ def empty(folder):
     left = []
     device = os.fstat(folder).st_dev
     current = os.dup(folder)
-    # One entry per level below folder: (its name, its (device, inode), the subfolders of it still to empty).
+    # path: (name, (device, inode)) of each folder from folder down to current; pending: per level from folder down,
+    # the subfolders still to empty (None before the level is listed).
     path, pending = [], [None]
     try:
         while True:
             if pending[-1] is None:
-                pending[-1] = _delete_files(current, path, left)
+                pending[-1] = _delete_files(current, device, path, left)
             if pending[-1]:
                 name = pending[-1].pop()
                 child = _enter(current, name, device, path, left)
@@ -144,9 +145,8 @@ def _identity(descriptor):
     return info.st_dev, info.st_ino
 
 
-def _delete_files(folder, path, left):
-    """Delete every entry of folder that is not a folder on the same file system; the names of its subfolders."""
-    device = os.fstat(folder).st_dev
+def _delete_files(folder, device, path, left):
+    """Delete every entry of folder that is not a folder on the file system device; the names of its subfolders."""
     subfolders = []
     with os.scandir(folder) as entries:
         listed = list(entries)
