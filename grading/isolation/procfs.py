@@ -98,20 +98,31 @@ class SandboxRoot:
         return None
 
     def open(self, relative):
-        """A descriptor of the folder relative, a path the grader made in the sandbox, such as "tmp"; None once the
-        process is gone."""
+        """A descriptor of the folder relative, a file system the grader mounted in the sandbox, such as "tmp";
+        None once the process is gone, and while bubblewrap is still building the sandbox: until its root is
+        switched, the process sees the host's root, and relative there is the host's own folder."""
         try:
             root = os.open(f"/proc/{self.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return None
         try:
-            if self.started is None or stat(self.pid)[1] != self.started:
+            if self.started is None or stat(self.pid)[1] != self.started or _same_file(root, os.stat("/")):
                 return None
-            return os.open(relative, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+            folder = os.open(relative, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+            root_device = os.fstat(root).st_dev
         except OSError:
             return None
         finally:
             os.close(root)
+        if os.fstat(folder).st_dev == root_device:  # a plain folder: bubblewrap has not mounted it yet
+            os.close(folder)
+            return None
+        return folder
+
+
+def _same_file(descriptor, other):
+    seen = os.fstat(descriptor)
+    return (seen.st_dev, seen.st_ino) == (other.st_dev, other.st_ino)
 
 
 def _mount_namespace(pid):
