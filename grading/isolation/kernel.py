@@ -33,7 +33,8 @@ from nbgrader.preprocessors import Execute
 from traitlets import Any, Dict, Integer, List, Type
 
 from grading.authoring.regions import provided_model_code
-from grading.isolation.protocol import GraderError, StudentFailure, parse_reply, read_regular_file
+from grading.failures import GraderError, StudentFailure
+from grading.isolation.protocol import parse_reply, read_regular_file
 from grading.isolation.sandbox import PYTHON, DiskWatch, Drain
 from grading.isolation import procfs, tree
 from grading.sandboxed import program

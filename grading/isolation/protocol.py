@@ -14,26 +14,9 @@ import zipfile
 
 import numpy as np
 
+from grading.failures import BadReply, StudentFailure
 from grading.sandboxed.wire import decode
 from grading.settings import Settings
-
-
-class StudentFailure(Exception):
-    """The student's code gave no usable answer: it raised, crashed, hung or replied something unusable. error is
-    the name of the exception it raised, where it raised one (data its process handed over, like any reply)."""
-
-    def __init__(self, message, error=None):
-        super().__init__(message)
-        self.error = error
-
-
-class GraderError(Exception):
-    """The grading machine failed, not the student's code: the submission gets no verdict, is flagged, and is graded
-    again on the next run. The message says what failed, for the TA."""
-
-
-class BadReply(StudentFailure):
-    """What a student's process handed back is not data the grader accepts."""
 
 
 def parse_reply(raw, max_bytes=Settings.reply_bytes):

@@ -14,7 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from grading.isolation.protocol import BadReply, CallBudget, GraderError, StudentFailure, parse_reply
+from grading.failures import BadReply, GraderError, StudentFailure
+from grading.isolation.protocol import CallBudget, parse_reply
 from grading.isolation.sandbox import PYTHON, DiskWatch, Drain, kill_group
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode

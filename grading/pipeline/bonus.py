@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from grading.assignment import BONUS_THRESHOLDS
-from grading.isolation.protocol import BadReply, GraderError, read_regular_file
+from grading.failures import BadReply, GraderError
+from grading.isolation.protocol import read_regular_file
 from grading.isolation.sandbox import PYTHON
 from grading.settings import Settings
 

@@ -17,7 +17,8 @@ import time
 import pytest
 
 from grading.assignment import AUTOGRADED_POINTS, CELLS
-from grading.isolation.protocol import CallBudget, GraderError, StudentFailure
+from grading.failures import GraderError, StudentFailure
+from grading.isolation.protocol import CallBudget
 from grading.records.results import Test
 from grading.settings import HIDDEN, Settings
 

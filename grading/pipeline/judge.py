@@ -11,7 +11,7 @@ from nbgrader.utils import determine_grade, is_grade, is_solution
 from grading.assignment import BY_ID, KERNEL_QUESTIONS, PYFILE, PYFILE_QUESTIONS, question_of
 from grading.isolation import scratch as scratch_folders
 from grading.isolation import users
-from grading.isolation.protocol import GraderError
+from grading.failures import GraderError
 from grading.isolation.sandbox import PYTHON, Isolation, Limits, Sandbox
 from grading.isolation.student_module import StudentModule
 from grading.isolation.zygote import zygote_for

@@ -21,7 +21,7 @@ import nbformat
 
 from grading.assignment import KERNEL_QUESTIONS
 from grading.isolation import tree, users
-from grading.isolation.protocol import GraderError
+from grading.failures import GraderError
 from grading.isolation.sandbox import PYTHON, Isolation, Limits
 from grading.isolation.zygote import zygote_for
 from grading.pipeline.grade import grade

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from bonus_models import export_lookup_table, trained_network
-from grading.isolation.protocol import GraderError
+from grading.failures import GraderError
 from grading.isolation.sandbox import Completed
 from grading.pipeline.bonus import grade_bonus, points_for
 from normlab import data, evaluate

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from grading.isolation.kernel import SandboxedExecute
-from grading.isolation.protocol import StudentFailure
+from grading.failures import StudentFailure
 from grading.isolation.sandbox import Limits, Sandbox, bwrap_works
 from grading.isolation.zygote import zygote_for
 from grading.settings import Settings

@@ -10,7 +10,7 @@ from grading.assignment import PYFILE
 from grading.handoff import GradingRun, Submission
 from grading.pipeline import parallel
 from grading.handoff import Job
-from grading.isolation.protocol import GraderError
+from grading.failures import GraderError
 from grading.isolation.sandbox import Isolation
 from grading.pipeline.parallel import grade_in_children
 from grading.records.results import QuestionScore, StudentResult

@@ -6,7 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from grading.isolation.protocol import BadReply, CallBudget, StudentFailure, parse_reply, read_regular_file
+from grading.failures import BadReply, StudentFailure
+from grading.isolation.protocol import CallBudget, parse_reply, read_regular_file
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
 

@@ -4,7 +4,7 @@ import nbformat
 import pytest
 
 from grading.authoring.regions import hidden_test_lines
-from grading.isolation.protocol import StudentFailure
+from grading.failures import StudentFailure
 from grading.pipeline.hidden_suites import KernelProbes
 from grading.pipeline.verdicts import cell_failures, clean, kernel_said, merge_repeated, tampering_flags, \
     verdict_lines, write_verdicts
