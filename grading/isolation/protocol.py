@@ -14,7 +14,7 @@ import zipfile
 
 import numpy as np
 
-from grading.failures import BadReply, StudentFailure
+from grading.failures import MALFORMED, BadReply, Ending, StudentFailure
 from grading.sandboxed.wire import decode
 from grading.settings import Settings
 
@@ -34,7 +34,7 @@ def parse_reply(raw, max_bytes=Settings.reply_bytes):
                        "stored ones")
     try:
         meta, arrays = decode(raw)
-    except Exception as error:
+    except (*MALFORMED, zipfile.BadZipFile, OSError) as error:  # numpy reads the student's bytes
         raise BadReply(f"the reply was not in the grader's format ({type(error).__name__})") from None
     for name, value in arrays.items():
         if value.dtype != np.float64:
@@ -42,8 +42,10 @@ def parse_reply(raw, max_bytes=Settings.reply_bytes):
     if meta.get("ok") is not True:
         error = str(meta.get("error", "Error"))[:Settings.error_name_chars]
         message = str(meta.get("message", ""))[:Settings.message_chars]
+        undefined = meta.get("undefined")
         raise StudentFailure(f"your code raised {error}: {message}" if message else f"your code raised {error}",
-                             error)
+                             error=error, undefined=undefined[:Settings.error_name_chars]
+                             if error == "NameError" and isinstance(undefined, str) else None)
     return meta, arrays
 
 
@@ -78,9 +80,10 @@ class CallBudget:
     def check(self):
         if self.reply_bytes > Settings.replies_bytes:
             raise StudentFailure(f"not run: the replies to earlier checks added up to more than "
-                                 f"{Settings.replies_bytes >> 20} MiB")
+                                 f"{Settings.replies_bytes >> 20} MiB", Ending.NOT_RUN)
         if self.timeouts.get(self.cell, 0) >= Settings.timeouts_per_cell:
-            raise StudentFailure("not run: earlier calls of this check timed out or ended the process")
+            raise StudentFailure("not run: earlier calls of this check timed out or ended the process",
+                                 Ending.NOT_RUN)
 
     def spend(self):
         self.timeouts[self.cell] = self.timeouts.get(self.cell, 0) + 1

@@ -261,6 +261,8 @@ def answer():
         meta["ok"] = True
     except BaseException as error:  # the grader wants to know what happened, whatever it was
         meta, reply = {"ok": False, "error": type(error).__name__, "message": str(error)[:MESSAGE_CHARS]}, {}
+        if isinstance(error, NameError) and isinstance(error.name, str):
+            meta["undefined"] = error.name
     with open(REPLY, "wb") as reply_file:
         reply_file.write(encode(meta, reply))
 
