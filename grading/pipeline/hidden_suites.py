@@ -17,7 +17,7 @@ import time
 import pytest
 
 from grading.assignment import AUTOGRADED_POINTS, CELLS
-from grading.failures import GraderError, StudentFailure
+from grading.failures import Cause, GraderError, StudentFailure
 from grading.isolation.protocol import CallBudget
 from grading.records.results import Test
 from grading.settings import HIDDEN, Settings
@@ -158,8 +158,8 @@ def run_hidden_suite(cells, student=None, kernel=None):
     for cell, found in tests.items():
         available = sum(t.max_score for t in found)
         if abs(available - AUTOGRADED_POINTS[cell]) > 1e-9:
-            raise RuntimeError(f"the hidden tests of {cell} are worth {available:g} points, not "
-                               f"{AUTOGRADED_POINTS[cell]:g}")
+            raise GraderError(f"the hidden tests of {cell} are worth {available:g} points, not "
+                              f"{AUTOGRADED_POINTS[cell]:g}", Cause.SUITE)
     return tests
 
 

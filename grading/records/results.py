@@ -20,6 +20,10 @@ class Test:
     message: str = ""
     hidden: bool = False
     cell: str = ""  # the grade cell the test scores
+    failure: str = ""  # how it failed: a failures.Ending value, WRONG for an answer judged wrong; "" if it passed
+
+
+WRONG = "wrong"  # Test.failure of a check whose answer came back and was judged wrong
 
 
 @dataclass
