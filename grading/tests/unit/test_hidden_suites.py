@@ -16,6 +16,7 @@ from grading.settings import HIDDEN, REPO
 RUN_SUITES = """
 import json, os, sys
 from pathlib import Path
+from grading.failures import GraderError
 from grading.isolation.sandbox import Limits, Sandbox
 from grading.isolation.student_module import StudentModule
 from grading.pipeline import hidden_suites
@@ -30,8 +31,8 @@ for name, box in boxes.items():
     student = StudentModule(Sandbox(box, Limits.from_settings(Settings())), "batchnormalization.py", call_timeout=10)
     try:
         tests = hidden_suites.run_hidden_suite(["q1_forward", "q2_backward"], student=student)
-    except RuntimeError as error:
-        outcomes[name] = {"error": str(error)}
+    except GraderError as error:
+        outcomes[name] = {"error": str(error), "cause": error.cause.value}
     else:
         outcomes[name] = {"scores": {cell: sum(t.score for t in found) for cell, found in tests.items()},
                           "messages": [t.message for found in tests.values() for t in found if not t.passed],
@@ -95,4 +96,5 @@ def test_a_suite_whose_points_do_not_add_up_stops_the_grader(tmp_path):
             pass
     """))
     outcome = judged(tmp_path / "boxes", {"anyone": "x = 1\n"}, hidden)
-    assert outcome == {"anyone": {"error": "the hidden tests of q1_forward are worth 19 points, not 20"}}
+    assert outcome == {"anyone": {"error": "the hidden tests of q1_forward are worth 19 points, not 20",
+                                  "cause": "suite"}}
