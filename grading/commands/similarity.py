@@ -33,6 +33,7 @@ from copydetect.utils import get_token_coverage
 
 from grading.assignment import CODE_STUB, NOTEBOOK, PYFILE, PYFILE_REGIONS, TEXT_STUB
 from grading.authoring.regions import STUDENT_BEGIN, STUDENT_END, cell_id, marked_regions, solution_cells, stub_pyfile
+from grading.failures import MALFORMED
 from grading.pipeline.intake import discover, unpack
 from grading.settings import REPO
 
@@ -202,7 +203,7 @@ def notebook_answers(raw, student, notebook_kinds):
         cells = {cell_id(cell): cell.source for cell in nb.cells if cell_id(cell) in notebook_kinds}
         if not all(isinstance(source, str) for source in cells.values()):
             raise TypeError("an answer cell's source is not text")
-    except Exception as error:  # nbformat, and cells of the wrong shape, raise JSON, key, type and attribute errors
+    except MALFORMED as error:  # nbformat, and cells of the wrong shape, raise JSON, key, type and attribute errors
         student.notes.append(f"{NOTEBOOK} could not be read as a notebook ({type(error).__name__}: {error}); its "
                              f"answers were not compared")
         return {}

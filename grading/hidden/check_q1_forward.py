@@ -24,6 +24,8 @@ A test's points are its function's total, shared by its parametrized cases.
 import numpy as np
 import pytest
 
+from grading.failures import StudentFailure
+
 from conftest import assert_close, batch_norm_up_to_a_slip, case, differs, feature_rows, largest_error, \
     reference_forward
 from slips import denominators, recognise, slips
@@ -196,7 +198,7 @@ def test_only_train_and_test_modes_are_accepted(student):
                                                              if mode == "test" else {}))
     try:
         student.call("forward", bn_param={"mode": "eval"}, x=x, gamma=gamma, beta=beta)
-    except Exception as error:
-        assert getattr(error, "error", None) == "ValueError", f"an unknown mode should raise ValueError, not {error}"
+    except StudentFailure as error:
+        assert error.error == "ValueError", f"an unknown mode should raise ValueError, not {error}"
     else:
         raise AssertionError("an unknown mode ('eval') should raise ValueError")

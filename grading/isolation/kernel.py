@@ -14,8 +14,10 @@ made them, before any student code runs in that kernel, and then connects to thr
 files are new names too, and replies are opened without following links. The kernel's stderr is a pipe.
 """
 import asyncio
+import enum
 import json
 import os
+import queue
 import secrets
 import signal
 import stat
@@ -23,6 +25,7 @@ import subprocess
 import time
 
 import nbformat
+import zmq
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
@@ -33,7 +36,7 @@ from nbgrader.preprocessors import Execute
 from traitlets import Any, Dict, Integer, List, Type
 
 from grading.authoring.regions import provided_model_code
-from grading.failures import GraderError, StudentFailure
+from grading.failures import Cause, Ending, GraderError, StudentFailure
 from grading.isolation.protocol import parse_reply, read_regular_file
 from grading.isolation.sandbox import PYTHON, DiskWatch, Drain
 from grading.isolation import procfs, tree
@@ -44,6 +47,17 @@ from grading.settings import Settings
 PROBE_SOURCE = program("kernel_probe")
 # The kernel's channels, each on the IPC socket "<ip>-<number>" that the kernel makes
 CHANNELS = {"shell": 1, "iopub": 2, "stdin": 3, "control": 4, "hb": 5}
+# How a kernel's start fails on a sound grader: it ends or does not answer (RuntimeError, TimeoutError, nbclient's
+# DeadKernelError), a process or file cannot be made (OSError), its sockets cannot be reached (zmq).
+KERNEL_START_FAILURES = (RuntimeError, TimeoutError, OSError, zmq.ZMQError)
+
+
+class Answer(enum.Enum):
+    """What came of code sent to the kernel."""
+
+    REPLIED = "replied"
+    TIMED_OUT = "timed out"
+    ENDED = "ended"
 
 
 class SandboxedKernelManager(AsyncKernelManager):
@@ -215,7 +229,7 @@ class SandboxedExecute(Execute):
         code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
         self._code = code[:Settings.notebook_cells]
         self._completed = 0  # code cells run so far
-        self._killers = set()  # positions of cells that killed the kernel: replays leave them out
+        self._left_out = set()  # positions of cells that killed the kernel or timed out: replays leave them out
         notes = [not_run([c for _, c in code[Settings.notebook_cells:]], f"the notebook has more than "
                          f"{Settings.notebook_cells} code cells, and the grader runs no more")] \
             if len(code) > Settings.notebook_cells else []
@@ -239,15 +253,16 @@ class SandboxedExecute(Execute):
                     break
                 cell.outputs.append(error_output("DeadKernelError", "the kernel died while running this cell"))
                 notes.append(f"the kernel died while running cell {index + 1}")
-                self._killers.add(position)
+                self._left_out.add(position)
                 self._completed += 1
-                if not self._restart():
-                    notes.append(not_run([c for _, c in self._code[position + 1:]],
-                                         "the kernel kept dying"))
+                why_not = self._restart()
+                if why_not:
+                    notes.append(not_run([c for _, c in self._code[position + 1:]], why_not))
                     break
                 continue
             except CellTimeoutError:
                 cell.outputs.append(error_output("CellTimeoutError", "no reply before the timeout"))
+                self._left_out.add(position)
             self._completed += 1
         return notes
 
@@ -284,20 +299,22 @@ class SandboxedExecute(Execute):
 
     def _start_or_retry_cold(self):
         """Start the kernel, and once more cold (in a sandbox of its own) if that fails: no student code has run yet,
-        so a kernel that does not start is the machine's failure, a GraderError, never the student's."""
-        try:
-            self._start_kernel()
-            return
-        except Exception:
-            self._stop_kernel()
-        self.zygote = None
-        try:
-            self._start_kernel()
-        except Exception as error:
-            self._stop_kernel()
-            said = self._errors.text().strip() if self._errors is not None else ""
-            raise GraderError(f"the notebook's kernel could not be started, twice: {type(error).__name__}: "
-                              f"{error}" + (f"; it said: {said}" if said else "")) from None
+        so a kernel that does not start is the machine's failure, a GraderError, never the student's. Only the ways
+        a start fails (KERNEL_START_FAILURES) are retried; anything else is a bug and propagates."""
+        reasons = []
+        for attempt in range(2):
+            if attempt:
+                self.zygote = None  # the second try starts cold
+            try:
+                self._start_kernel()
+                return
+            except KERNEL_START_FAILURES as error:
+                self._stop_kernel()
+                said = self._errors.text().strip() if self._errors is not None else ""
+                reasons.append(f"{type(error).__name__}: {error}" + (f"; it said: {said}" if said else ""))
+                failure = error
+        raise GraderError("the notebook's kernel could not be started, twice: " + "; then, cold: ".join(reasons),
+                          Cause.SANDBOX) from failure
 
     def _start_kernel(self):
         self.km = self.create_kernel_manager()
@@ -316,59 +333,74 @@ class SandboxedExecute(Execute):
         self.wait_for_reply(self.kc.kernel_info())
 
     def _restart(self):
-        """A fresh kernel with the cells that ran so far replayed (without keeping their output); False when no
-        restart is left, the time budget ran out or the replay failed. A kernel that does not start is retried as
-        the first one is, and is then a GraderError: it fails before any of the student's code runs in it."""
+        """A fresh kernel with the cells that completed so far replayed, without keeping their output; "" when it
+        is ready, else why not, for the student: no restart left, the submission's time budget ran out, or a
+        replayed cell ended the kernel again (their code's doing, as the first time).
+
+        A kernel that does not start is a GraderError, as at the first start. So is a replayed cell that gets no
+        reply within the cell timeout: its first run finished within that timeout (cells that timed out or ended
+        the kernel are not replayed), so on the same code a replay that does not can only be the machine's load,
+        and must not cost the student the questions after it. Anything else raised propagates: a bug."""
         self._stop_kernel()
         if self._restarts_left <= 0:
-            return False
+            return "the kernel kept dying"
         self._restarts_left -= 1
         self._start_or_retry_cold()
-        try:
-            for position, (_, cell) in enumerate(self._code[:self._completed]):
-                if position in self._killers:
-                    continue
-                if not self._quiet(cell.source, min(self._cell_timeout, self._deadline - time.monotonic())):
-                    return False
-        except Exception:
-            self._stop_kernel()
-            return False
-        return True
+        for position, (index, cell) in enumerate(self._code[:self._completed]):
+            if position in self._left_out:
+                continue
+            remaining = self._deadline - time.monotonic()
+            if remaining < 1:
+                return "the submission's time budget ran out while its cells were run again"
+            timeout = min(self._cell_timeout, remaining)
+            answer = self._quiet(cell.source, timeout)
+            if answer is Answer.ENDED:
+                self._stop_kernel()
+                if self._watch is not None and self._watch.exceeded:
+                    return f"the notebook {self._watch.reason}"
+                return f"the kernel died again when cell {index + 1} was run again"
+            if answer is Answer.TIMED_OUT:
+                if timeout < self._cell_timeout:
+                    return "the submission's time budget ran out while its cells were run again"
+                raise GraderError(f"cell {index + 1} ran within {self._cell_timeout:g} s the first time but not "
+                                  "when it was run again after the kernel died (is the machine overloaded?)",
+                                  Cause.OVERLOAD)
+        return ""
 
     def _quiet(self, code, timeout):
-        """Execute code with nothing kept of its output; True when the kernel answered within timeout."""
-        if timeout < 1:
-            return False
+        """Execute code with nothing kept of its output: the kernel's Answer within timeout seconds."""
         message_id = self.kc.execute(code, store_history=False, allow_stdin=False)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             self._drain_iopub()
             try:
                 reply = run_sync(self.kc.get_shell_msg)(timeout=0.2)
-            except Exception:  # queue.Empty, or a kernel that went away
+            except queue.Empty:
                 if not self.alive:
-                    return False
+                    return Answer.ENDED
                 continue
             if reply.get("parent_header", {}).get("msg_id") == message_id:
-                return True
-        return False
+                return Answer.REPLIED
+        return Answer.TIMED_OUT
 
     def _drain_iopub(self):
         while True:
             try:
                 run_sync(self.kc.get_iopub_msg)(timeout=0)
-            except Exception:
+            except queue.Empty:
                 return
 
     def probe(self, op, args, arrays, timeout):
         """Ask the kernel for op on the grader's inputs; (meta, arrays) of its reply, or StudentFailure."""
         timeout = min(timeout, self._deadline - time.monotonic())
         if timeout < 1:
-            raise StudentFailure("not run: the submission's time budget ran out")
+            raise StudentFailure("not run: the submission's time budget ran out", Ending.OUT_OF_TIME)
         if self._watch.exceeded:
-            raise StudentFailure(f"not run: the notebook {self._watch.reason}")
-        if not self.alive and not self._restart():
-            raise StudentFailure("not run: the notebook's kernel is gone")
+            raise StudentFailure(f"not run: the notebook {self._watch.reason}", Ending.NOT_RUN)
+        if not self.alive:
+            why_not = self._restart()
+            if why_not:
+                raise StudentFailure(f"not run: the notebook's kernel is gone ({why_not})", Ending.NOT_RUN)
         nonce = secrets.token_hex(8)
         request_name, reply_name = f".request-{nonce}.npz", f".reply-{nonce}.npz"
         # a new name, created here and never through a link the student may have planted
@@ -380,17 +412,17 @@ class SandboxedExecute(Execute):
                 f"{{'STUDENT': globals(), **{probe_arguments(request_name, reply_name)!r}}})")
         started = time.monotonic()
         try:
-            answered = self._quiet(code, timeout)
+            answer = self._quiet(code, timeout)
         finally:
             _unlink(self.sandbox.workdir / request_name)
-        if not answered:
-            if self.alive:
-                run_sync(self.km.interrupt_kernel)()
-                if not self._quiet("None", Settings.interrupt_grace):
-                    self._stop_kernel()  # stuck for good: the next probe starts a fresh kernel
-                raise StudentFailure(f"timed out after {time.monotonic() - started:.0f} s")
+        if answer is Answer.TIMED_OUT:
+            run_sync(self.km.interrupt_kernel)()
+            if self._quiet("None", Settings.interrupt_grace) is not Answer.REPLIED:
+                self._stop_kernel()  # stuck for good: the next probe starts a fresh kernel
+            raise StudentFailure(f"timed out after {time.monotonic() - started:.0f} s", Ending.TIMED_OUT)
+        if answer is Answer.ENDED:
             self._stop_kernel()
-            raise StudentFailure("the kernel died while answering")
+            raise StudentFailure("the kernel died while answering", Ending.ENDED)
         path = self.sandbox.workdir / reply_name
         try:
             return parse_reply(read_regular_file(path))

@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from grading.failures import BadReply, GraderError, StudentFailure
+from grading.failures import BadReply, Ending, GraderError, StudentFailure
 from grading.isolation.protocol import CallBudget, parse_reply
 from grading.isolation.sandbox import PYTHON, DiskWatch, Drain, kill_group
 from grading.sandboxed import program
@@ -70,7 +70,7 @@ class StudentModule(CallBudget):
         """Send one request; return (meta, arrays) of the reply, or raise StudentFailure."""
         self.check()
         if self.watch.exceeded:
-            raise StudentFailure(f"not run: batchnormalization.py {self.watch.reason}")
+            raise StudentFailure(f"not run: batchnormalization.py {self.watch.reason}", Ending.NOT_RUN)
         if self.process is None:
             self.start()
         payload = encode({"op": op, "dtype": dtype, "bn_param": bn_param or {"mode": "train"}}, arrays)
@@ -82,7 +82,7 @@ class StudentModule(CallBudget):
         except TimeoutError:
             self.spend()
             self._kill()
-            raise StudentFailure(f"timed out after {self.call_timeout:g} s") from None
+            raise StudentFailure(f"timed out after {self.call_timeout:g} s", Ending.TIMED_OUT) from None
         except BadReply:
             self.spend()
             self._kill()  # its unread bytes would answer the next call
@@ -91,9 +91,10 @@ class StudentModule(CallBudget):
             self.spend()
             self._kill()
             if self.watch.exceeded:
-                raise StudentFailure(f"batchnormalization.py {self.watch.reason} and was stopped") from None
-            raise StudentFailure(f"the process running batchnormalization.py stopped ({type(error).__name__})") \
-                from None
+                raise StudentFailure(f"batchnormalization.py {self.watch.reason} and was stopped",
+                                     Ending.ENDED) from None
+            raise StudentFailure("batchnormalization.py ended its own process (or was stopped) before it answered",
+                                 Ending.ENDED) from None
 
     def _reply(self, deadline):
         (length,) = struct.unpack(">Q", self._read(8, deadline))

@@ -12,14 +12,13 @@ import contextlib
 import io
 import os
 import re
-import time
 
 import pytest
 
 from grading.assignment import AUTOGRADED_POINTS, CELLS
-from grading.failures import Cause, GraderError, StudentFailure
+from grading.failures import Cause, Ending, GraderError, StudentFailure
 from grading.isolation.protocol import CallBudget
-from grading.records.results import Test
+from grading.records.results import WRONG, Test
 from grading.settings import HIDDEN, Settings
 
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "no:threadexception", "-p",
@@ -40,15 +39,14 @@ class KernelProbes(CallBudget):
 
     def call(self, op, args=None, **arrays):
         self.check()
-        started = time.monotonic()
         try:
             return self.received(self.executor.probe(op, args or {}, arrays, self.timeout))
         except StudentFailure as failure:
-            if "timed out" in str(failure) or time.monotonic() - started >= self.timeout:
+            if failure.ending in (Ending.TIMED_OUT, Ending.ENDED):
                 self.spend()
-            missing = re.fullmatch(r"your code raised NameError: name '(\w+)' is not defined", str(failure))
-            if missing and missing.group(1) in self.undefined:
-                raise StudentFailure(self.undefined[missing.group(1)], failure.error) from None
+            if failure.undefined in self.undefined:
+                raise StudentFailure(self.undefined[failure.undefined], failure.ending, failure.error,
+                                     failure.undefined) from None
             raise
 
 
@@ -78,30 +76,40 @@ def files_for(cells):
 
 
 class Collector:
-    """A pytest plugin that provides the student to the tests and turns reports into points per grade cell."""
+    """A pytest plugin that provides the student to the tests and turns reports into points per grade cell.
+
+    Who is at fault is read from the type of what a test raised: a StudentFailure (the student's code gave no
+    usable answer) or a failed assertion (its answer was judged wrong) fails the test; a GraderError, or any other
+    exception (a bug of the hidden test or of the grader), is kept in grader_error, and then no outcome counts."""
 
     def __init__(self, student=None, kernel=None):
         self._student = student
         self._kernel = kernel
         self.outcomes = {}
         self.cell_of = {}
-        self.grader_error = None  # the first GraderError a test met: no test's outcome counts then
+        self.failures = {}  # {node id: (Test.failure, message)} of the tests that failed
+        self.grader_error = None  # the first GraderError, or unexpected exception, a test or the suite met
 
     @pytest.fixture(scope="session")
     def student(self):
         if self._student is None:
-            pytest.fail("no batchnormalization.py to check")
+            raise StudentFailure("no batchnormalization.py to check", Ending.NOT_RUN)
         return self._student
 
     @pytest.fixture(scope="session")
     def kernel(self):
         if self._kernel is None:
-            pytest.fail("no notebook kernel to check")
+            raise StudentFailure("no notebook kernel to check", Ending.NOT_RUN)
         return self._kernel
 
     def pytest_configure(self, config):
         config.addinivalue_line("markers", "points(n): what the test is worth")
         config.addinivalue_line("markers", "cell(grade_id): the grade cell the test scores (default: from the file)")
+
+    def pytest_collectreport(self, report):
+        if report.failed:
+            self._grader_error(GraderError(f"the hidden tests could not be collected: {report.longreprtext}",
+                                           Cause.SUITE))
 
     def pytest_collection_modifyitems(self, items):
         groups = {}
@@ -109,15 +117,20 @@ class Collector:
             marker = item.get_closest_marker("cell")
             cell = marker.args[0] if marker else item.path.stem.removeprefix("check_")
             if cell not in CELLS:
-                raise RuntimeError(f"hidden test {item.nodeid} scores {cell!r}, which is not a grade cell")
+                self._grader_error(GraderError(f"hidden test {item.nodeid} scores {cell!r}, which is not a grade "
+                                               "cell", Cause.SUITE))
             self.cell_of[item.nodeid] = cell
             groups.setdefault((item.path, item.originalname, cell), []).append(item)
         for group in groups.values():
             points = group[0].get_closest_marker("points")
             if points is None:
-                raise RuntimeError(f"hidden test {group[0].nodeid} has no @pytest.mark.points")
+                self._grader_error(GraderError(f"hidden test {group[0].nodeid} has no @pytest.mark.points",
+                                               Cause.SUITE))
+                continue
             for item in group:
                 item.user_properties.append(("points", float(points.args[0]) / len(group)))
+        if self.grader_error is not None:
+            items.clear()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item):
@@ -127,21 +140,32 @@ class Collector:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_makereport(self, item, call):
-        if call.excinfo is not None and call.excinfo.errisinstance(GraderError) and self.grader_error is None:
-            self.grader_error = call.excinfo.value
+        if call.excinfo is None:
+            return
+        raised = call.excinfo.value
+        if isinstance(raised, StudentFailure):
+            self.failures[item.nodeid] = (raised.ending.value, str(raised))
+        elif isinstance(raised, (AssertionError, pytest.fail.Exception)) and call.when == "call":
+            self.failures[item.nodeid] = (WRONG, str(raised))
+        elif isinstance(raised, GraderError):
+            self._grader_error(raised)
+        else:
+            error = GraderError(f"the hidden test {item.nodeid} raised {type(raised).__name__}: {raised}", Cause.BUG)
+            error.__cause__ = raised
+            self._grader_error(error)
+
+    def _grader_error(self, error):
+        if self.grader_error is None:
+            self.grader_error = error
 
     def pytest_runtest_logreport(self, report):
         if report.when == "call" or report.failed:
             points = dict(report.user_properties).get("points", 0.0)
-            if report.failed and hasattr(report.longrepr, "reprcrash"):
-                message = report.longrepr.reprcrash.message
-            else:
-                message = "" if report.passed else str(report.longrepr)[-Settings.message_chars:]
-            message = re.sub(r"^(AssertionError|Failed|grading\.[\w.]+\.(StudentFailure|BadReply)): ", "",
-                             message).strip()
+            failure, message = self.failures.get(report.nodeid, ("", "")) if report.failed else ("", "")
             self.outcomes[report.nodeid] = Test(report.nodeid.split("::")[-1], points if report.passed else 0.0,
-                                                points, report.passed, message, hidden=True,
-                                                cell=self.cell_of.get(report.nodeid, ""))
+                                                points, report.passed, message.strip()[:Settings.message_chars],
+                                                hidden=True, cell=self.cell_of.get(report.nodeid, ""),
+                                                failure=failure)
 
 
 def run_hidden_suite(cells, student=None, kernel=None):

@@ -41,7 +41,7 @@ def defined(name):
     """The student's definition of name, or the NameError Python itself raises for a name never defined (say,
     because the cell that defines it did not compile): the grader tells the student which cell."""
     if name not in STUDENT:
-        raise NameError(f"name {name!r} is not defined")
+        raise NameError(f"name {name!r} is not defined", name=name)
     return STUDENT[name]
 
 

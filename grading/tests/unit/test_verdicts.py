@@ -116,7 +116,8 @@ def test_what_a_test_cell_raised_about_a_name_its_failed_cell_should_define_says
 def test_a_probe_that_misses_a_name_of_a_failed_cell_says_which_cell_and_error():
     class Executor:
         def probe(self, op, args, arrays, timeout):
-            raise StudentFailure(f"your code raised NameError: name '{args['name']}' is not defined", "NameError")
+            raise StudentFailure(f"your code raised NameError: name '{args['name']}' is not defined",
+                                 error="NameError", undefined=args["name"])
 
     kernel = KernelProbes(Executor(), 5, {"make_norm": "make_norm is not defined: its cell, q3_make_norm, ..."})
     with pytest.raises(StudentFailure, match=r"^make_norm is not defined: its cell, q3_make_norm"):
