@@ -22,6 +22,10 @@ from grading.sandboxed.wire import encode
 from grading.settings import Settings
 
 SERVER_SOURCE = program("pyfile_server")
+# What each operation of the child (sandboxed/pyfile_server.py) always replies. A reply without it is forged or broken,
+# and is the student's BadReply before any check reads it, never a check that fails on a missing key.
+REPLY_ARRAYS = {"forward": {"out", "x_after", "gamma_after", "beta_after"}, "forward_many": {"out"},
+                "forward_backward": {"out", "dx", "dgamma", "dbeta"}}
 
 
 class StudentModule(CallBudget):
@@ -78,7 +82,7 @@ class StudentModule(CallBudget):
         try:
             self.process.stdin.write(struct.pack(">Q", len(payload)) + payload)
             self.process.stdin.flush()
-            return self.received(self._reply(deadline))
+            return self.received(checked(op, self._reply(deadline)))
         except TimeoutError:
             self.spend()
             self._kill()
@@ -114,3 +118,17 @@ class StudentModule(CallBudget):
             chunks.append(chunk)
             received += len(chunk)
         return b"".join(chunks)
+
+
+def checked(op, reply):
+    """reply (meta, arrays) of op if it holds what the child always replies (REPLY_ARRAYS, and a forward's dtype
+    names); BadReply otherwise."""
+    meta, arrays = reply
+    missing = sorted(REPLY_ARRAYS[op] - set(arrays))
+    if missing:
+        raise BadReply(f"the reply had no {', '.join(missing)}")
+    dtypes = meta.get("dtypes")
+    if op == "forward" and not (isinstance(dtypes, dict) and "out" in dtypes
+                                and all(isinstance(value, str) for value in dtypes.values())):
+        raise BadReply("the reply did not name the dtypes of what was returned")
+    return reply
