@@ -244,6 +244,7 @@ class SandboxedExecute(Execute):
                 notes.append(not_run([c for _, c in self._code[position:]], "the submission's time budget ran out"))
                 break
             self.timeout = max(1, int(min(cell_timeout, remaining)))
+            began = time.monotonic()
             try:
                 self.execute_cell(cell, index, store_history=True)
             except DeadKernelError:
@@ -260,9 +261,10 @@ class SandboxedExecute(Execute):
                     notes.append(not_run([c for _, c in self._code[position + 1:]], why_not))
                     break
                 continue
-            except CellTimeoutError:
+            except CellTimeoutError:  # raised where the configuration does not interrupt (nbgrader's interrupts)
                 cell.outputs.append(error_output("CellTimeoutError", "no reply before the timeout"))
-                self._left_out.add(position)
+            if time.monotonic() - began >= self.timeout:
+                self._left_out.add(position)  # it ran into its timeout: a replay would only wait for it again
             self._completed += 1
         return notes
 

@@ -6,8 +6,8 @@ import nbformat
 import numpy as np
 import pytest
 
+from grading.failures import Cause, GraderError, StudentFailure
 from grading.isolation.kernel import SandboxedExecute
-from grading.failures import StudentFailure
 from grading.isolation.sandbox import Limits, Sandbox, bwrap_works
 from grading.isolation.zygote import zygote_for
 from grading.settings import Settings
@@ -96,3 +96,41 @@ def test_a_notebook_that_writes_past_the_disk_bound_is_stopped_there_and_not_pro
             executor.probe("no_norm_layer", {"channels": 2}, {"x": np.ones((1, 2, 2, 2))}, 10)
     finally:
         executor.stop()
+
+
+# A cell that runs at once, but hangs when it is run again: what a busy machine does to a replay, made certain.
+HANGS_WHEN_RUN_AGAIN = "import os, time\nif os.path.exists('ran'):\n    time.sleep(60)\nopen('ran', 'w').close()"
+# The same, but ending the kernel when it is run again: the student's code, as deterministic as the first time.
+ENDS_WHEN_RUN_AGAIN = "import os\nif os.path.exists('ran'):\n    os._exit(1)\nopen('ran', 'w').close()"
+
+
+def run_cold(tmp_path, cells, cell_timeout=3):
+    """cells run in a cold kernel (no zygote) in a folder under tmp_path: the notes, or what start raised."""
+    folder = tmp_path / "kernel"
+    folder.mkdir()
+    executor = SandboxedExecute()
+    executor.sandbox = Sandbox(folder, Limits.from_settings(Settings()), SLOT + 1)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in cells])
+    try:
+        return executor.start(nb, {"metadata": {"path": str(folder)}}, time.monotonic() + 60, cell_timeout)
+    finally:
+        executor.stop()
+
+
+def test_a_replay_that_times_out_where_the_first_run_did_not_is_the_machines_failure(tmp_path):
+    with pytest.raises(GraderError, match="cell 1 ran within 3 s the first time but not when it was run again") \
+            as error:
+        run_cold(tmp_path, [HANGS_WHEN_RUN_AGAIN, "import os\nos._exit(1)", "print('after')"])
+    assert error.value.cause is Cause.OVERLOAD
+
+
+def test_a_replayed_cell_that_ends_the_kernel_again_is_the_students(tmp_path):
+    notes = run_cold(tmp_path, [ENDS_WHEN_RUN_AGAIN, "import os\nos._exit(1)", "print('after')"])
+    assert notes == ["the kernel died while running cell 2",
+                     "the kernel died again when cell 1 was run again; 1 cell(s) from there on did not run"]
+
+
+def test_a_cell_that_timed_out_is_not_run_again(tmp_path):
+    """(its first run did not finish: a replay would wait for the timeout again, and then be taken for load)"""
+    notes = run_cold(tmp_path, ["x = 1", "import time\ntime.sleep(60)", "import os\nos._exit(1)", "print('after')"])
+    assert notes == ["the kernel died while running cell 3"]
