@@ -7,7 +7,8 @@ feedback.html, records the grades in the gradebook, and writes grade.json last, 
 grades.csv is rewritten after every student. Killed at any moment (even with SIGKILL), a new run finds every student
 either done or not, regrades only the latter, and ends with the same files and gradebook as an uninterrupted run.
 A student whose grading the machine failed (a grader error) is recorded without points, flagged, listed at the end,
-and graded again by the next run.
+and graded again by the next run; what failed, what to do and the traceback are in OUT/errors/<student>.txt, which
+goes once the student is graded.
 """
 import hashlib
 import json
@@ -27,14 +28,14 @@ from grading.isolation import scratch, users
 from grading.isolation.sandbox import PYTHON, Isolation, SandboxMissing, check_sandbox
 from grading.nbgrader_support import course_config
 from grading.handoff import GradingRun, Job
-from grading.pipeline.canary import canary_job, check_canary
+from grading.pipeline.canary import CANARY, canary_job, check_canary
 from grading.pipeline.intake import discover
 from grading.pipeline.parallel import grade_in_children
 from grading.pipeline.shards import in_shard, record_run
 from grading.records import gradebook
 from grading.records.late import LatePolicy, lateness, parse_due, read_submission_times, record_graded_times
-from grading.records.reports import grades_csv, table, write_student
-from grading.records.results import GRADE_FILE, load_result, mark_done, write_atomic, write_rejected
+from grading.records.reports import error_report, errors_summary, grades_csv, table, write_student
+from grading.records.results import GRADE_FILE, error_file, load_result, mark_done, write_atomic, write_rejected
 from grading.settings import GRADING, REPO, SECRETS, ConfigurationError
 
 
@@ -133,14 +134,16 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
     bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress or not jobs)
     tqdm.monitor_interval = 0  # no monitor thread: this process forks
 
-    def finish(job, result, judged):
+    def finish(job, result, judged, failure):
         stamp, previous, late = job.extra
         kept = [q for q in previous.questions if q not in result.questions] if previous and not full_run else []
         if result.error:
-            pass  # no points to merge or to take a penalty from
-        elif previous is not None and previous.error and kept:
-            result.error = previous.error
-            result.status = f"ERROR: {previous.error} ({', '.join(kept)} not graded since; regrade them)"
+            write_atomic(out_dir / result.error_file, error_report(result, failure))
+        elif previous is not None and previous.error and kept:  # its error file stays: it still tells what failed
+            result.error, result.error_cause, result.error_file = previous.error, previous.error_cause, \
+                previous.error_file
+            told = f"; see {previous.error_file}" if previous.error_file else ""
+            result.status = f"ERROR: {previous.error} ({', '.join(kept)} not graded since; regrade them{told})"
         elif previous is not None and not full_run:
             merged = {**previous.questions, **result.questions}
             result.questions = {q: merged[q] for q in QUESTION_IDS if q in merged}
@@ -154,25 +157,28 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
         gradebook.record(course, job.intake.folder, result, judged, settings.question_list, run.config,
                          run.released)
         mark_done(out_dir, result)
+        if not result.error:
+            (out_dir / error_file(result.student_id)).unlink(missing_ok=True)
         results[result.student_id] = result
         write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
         bar.update()
         bar.set_postfix_str(f"{result.student_id}: {result.total:.1f}")
 
-    grade_in_children(jobs, run, out_dir / ".work", finish,
-                      canary=canary_job(out_dir / ".work") if jobs and canary else None,
-                      check_canary=lambda result: check_canary(result, settings.question_list))
-    bar.close()
+    try:
+        grade_in_children(jobs, run, out_dir / ".work", finish,
+                          canary=canary_job(out_dir / ".work") if jobs and canary else None,
+                          check_canary=lambda result, failure: check_canary(result, settings, failure,
+                                                                            out_dir / error_file(CANARY)))
+    finally:
+        bar.close()  # before a failed canary's message, which would otherwise end under the bar's last line
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
     record_graded_times(course, results.values(), "python -m grading autograde")
     log(table(results.values()))
     for entry in rejected:
         log(f"not graded: {entry.name}: {entry.status}")
-    errors = sorted(r.student_id for r in results.values() if r.error)
-    if errors:
-        log(f"{len(errors)} student(s) could not be graded because the grading machine failed (ERROR in grades.csv, "
-            f"flagged in the gradebook, no points recorded): {', '.join(errors)}. Run the same command again to "
-            "grade them; if the error repeats, its message says what to fix.")
+    summary = errors_summary(results.values(), out_dir)
+    if summary:
+        log(summary)
     log(f"wrote {out_dir / 'grades.csv'}, per-student results.json and feedback.html, and the gradebook "
         f"{course / 'gradebook.db'}")
     return [results[k] for k in sorted(results)]

@@ -11,7 +11,7 @@ It merges whole shards only. The shards must agree on what decides a score (thei
 in SUBMISSIONS must hold a verdict in their own shard: a grade.json from that shard's latest grader, of the files
 submitted now, without a grader error. That is, nobody a plain rerun of the shard would grade again. Otherwise it
 names who is missing and merges nothing; with --partial it merges what there is (grader errors as ERROR, without
-points) and names who is missing.
+points, each with its account in MERGED/errors/<student>.txt as in its shard) and names who is missing.
 """
 import shutil
 from dataclasses import dataclass, field
@@ -29,8 +29,9 @@ from grading.pipeline.intake import discover
 from grading.pipeline.shards import ShardError, check_agreement, in_shard, read_run
 from grading.records import gradebook
 from grading.records.late import record_graded_times
-from grading.records.reports import grades_csv, table
-from grading.records.results import GRADE_FILE, load_result, mark_done, read_rejected, write_atomic, write_rejected
+from grading.records.reports import errors_summary, grades_csv, table
+from grading.records.results import (ERRORS, GRADE_FILE, error_file, load_result, mark_done, read_rejected,
+                                     write_atomic, write_rejected)
 
 NAMES_SHOWN = 10  # students named per shard and reason in a message; the rest are counted
 
@@ -41,7 +42,7 @@ class Stock:
     merge only with --partial), and the rest {student: (shard index, why it cannot be merged)}."""
 
     mergeable: dict = field(default_factory=dict)
-    errors: dict = field(default_factory=dict)  # {student: (shard index, the grader error)}
+    errors: dict = field(default_factory=dict)  # {student: (shard index, the grader error, its file in the shard)}
     ungraded: dict = field(default_factory=dict)  # {student: (shard index, why)}
 
 
@@ -79,6 +80,9 @@ def collect(shard_dirs, merged, partial=False, log=print, progress=True):
     write_atomic(merged / "grades.csv", grades_csv(results, rejected))
     record_graded_times(course, results, "python -m grading collect")
     log(table(results))
+    summary = errors_summary(results, merged)
+    if summary:
+        log(summary)
     log(f"collected {len(results)} students from {len(shards)} shards into {merged / 'grades.csv'} and the "
         f"gradebook {course / 'gradebook.db'}")
     return results, stock.ungraded
@@ -129,7 +133,7 @@ def take_stock(shards):
         else:
             stock.mergeable[student] = folder / student / GRADE_FILE
             if result.error:
-                stock.errors[student] = (index, result.error)
+                stock.errors[student] = (index, result.error, folder / error_file(student))
     return stock
 
 
@@ -139,8 +143,8 @@ def shortfall(stock, shards):
     by_shard = {}
     for student, (index, why) in stock.ungraded.items():
         by_shard.setdefault(index, {}).setdefault(why, []).append(student)
-    for student, (index, error) in stock.errors.items():
-        by_shard.setdefault(index, {}).setdefault("grader error", []).append(f"{student}: {error}")
+    for student, (index, error, told) in stock.errors.items():
+        by_shard.setdefault(index, {}).setdefault("grader error", []).append(f"{student}: {error} (see {told})")
     lines = []
     for index in sorted(by_shard):
         where = shards[index][0] if index in shards else "not started or not given"
@@ -162,6 +166,11 @@ def record_student(grade_file, course, merged, released, config, run_questions):
     (merged / student).mkdir(parents=True, exist_ok=True)
     for name in ("results.json", "feedback.html"):
         shutil.copy(grade_file.parent / name, merged / student / name)
+    told = error_file(student)  # a grader error's account: where the status line says, as in the shard
+    (merged / told).unlink(missing_ok=True)
+    if result.error and (grade_file.parent.parent / told).is_file():
+        (merged / ERRORS).mkdir(exist_ok=True)
+        shutil.copy(grade_file.parent.parent / told, merged / told)
     copy_student(shard_course, course, student)
     judged = shard_course / "autograded" / student / ASSIGNMENT / NOTEBOOK
     gradebook.record(course, shard_course / "submitted" / student / ASSIGNMENT, result,

@@ -25,7 +25,9 @@ grading, and every process of that user is killed before results.json is written
 A submission the grader could not grade (a grader error, the canary failing, a missing sandbox that is required)
 gets no results.json at all, and run_autograder exits with autograde's status (3, or 2 when misconfigured):
 Gradescope then marks the run as failed, with no score, for the instructors to regrade once the machine is fixed,
-instead of a 0 that looks like a verdict. What failed is on stdout, which only instructors see.
+instead of a 0 that looks like a verdict. What failed is on stdout, which only instructors see, whole: the file
+that autograde writes for a grader error (OUT/errors/<student>.txt) or a failed canary, with its traceback, is
+printed there, since the container and its work folder are gone after the run.
 """
 import json
 import os
@@ -244,6 +246,7 @@ def run_autograder(root):
         if settings.require_sandbox:
             return EXIT_MISCONFIGURED
     from grading.commands.autograde import autograde  # (seconds of imports: not before a refusal)
+    from grading.pipeline.canary import CanaryFailed
 
     work = root / "work"
     shutil.rmtree(work, ignore_errors=True)
@@ -259,14 +262,21 @@ def run_autograder(root):
         else:
             print(f"no prepared course in {PREPARED_COURSE} (did setup.sh finish?); building one now")
         graded = autograde(work / "submissions", out, settings, log=print, progress=False, protected=[results])
+    except CanaryFailed as failed:
+        print(f"error: {failed}\n" + (failed.details.read_text(encoding="utf-8") if failed.details.is_file() else ""))
+        return EXIT_MISCONFIGURED
     except ConfigurationError as error:
         print(f"error: {error}")
         return EXIT_MISCONFIGURED
     except Exception:  # the grader's own failure: the traceback is for the instructors
         traceback.print_exc(file=sys.stdout)
         return EXIT_GRADER_ERRORS
-    if not graded or graded[0].error:
-        print("ERROR: " + (graded[0].error if graded else f"nothing to grade was found in {root / 'submission'}"))
+    if not graded:
+        print(f"ERROR: nothing to grade was found in {root / 'submission'}")
+        return EXIT_GRADER_ERRORS
+    if graded[0].error:
+        told = out / graded[0].error_file
+        print(f"ERROR: {graded[0].error}\n" + (told.read_text(encoding="utf-8") if told.is_file() else ""))
         return EXIT_GRADER_ERRORS
     # The very results.json autograde writes for every student: Gradescope and autograde cannot disagree.
     write_atomic(results / "results.json", (out / STUDENT / "results.json").read_text(encoding="utf-8"))

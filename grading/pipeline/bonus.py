@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from grading.assignment import BONUS_THRESHOLDS
-from grading.failures import BadReply, GraderError
+from grading.failures import BadReply, Cause, GraderError
 from grading.isolation.protocol import read_regular_file
 from grading.isolation.sandbox import PYTHON
 from grading.settings import Settings
@@ -119,7 +119,7 @@ def check_python_runs(make_sandbox, folder):
     completed = make_sandbox(folder).run([PYTHON, "-c", "import numpy"], timeout=Settings.child_start_timeout)
     if completed.returncode != 0:
         raise GraderError("the sandboxed Python for the bonus models did not start: "
-                          + (completed.output.strip()[:Settings.message_chars] or "it said nothing"))
+                          + (completed.output.strip()[:Settings.message_chars] or "it said nothing"), Cause.SANDBOX)
 
 
 def _predictions(path, count, num_classes):

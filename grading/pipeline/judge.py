@@ -11,7 +11,7 @@ from nbgrader.utils import determine_grade, is_grade, is_solution
 from grading.assignment import BY_ID, KERNEL_QUESTIONS, PYFILE, PYFILE_QUESTIONS, question_of
 from grading.isolation import scratch as scratch_folders
 from grading.isolation import users
-from grading.failures import GraderError
+from grading.failures import Cause, GraderError
 from grading.isolation.sandbox import PYTHON, Isolation, Limits, Sandbox
 from grading.isolation.student_module import StudentModule
 from grading.isolation.zygote import zygote_for
@@ -71,7 +71,7 @@ def judge(executor, nb, context, student_id, isolation):
             executor.stop()  # the zygote's kernel folder is emptied by its owner's sweep, or before the next kernel
         if isolation is Isolation.SEPARATE_USER and not users.end_user(users.uid_of(slot), PYTHON):
             raise GraderError(f"the processes or files of the user {users.uid_of(slot)}, which ran this submission's "
-                              "code, could not all be removed")
+                              "code, could not all be removed", Cause.CLEAN_UP)
         scratch_folders.remove(scratch)
     problems = {q: intake.problems.get("pyfile") or f"no {PYFILE} was submitted" for q in PYFILE_QUESTIONS
                 if student is None}

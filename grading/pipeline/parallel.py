@@ -6,8 +6,14 @@ once and the parent holds the files it records, whatever becomes of the child. A
 (records/results.py) and the judged notebook into its folder and exits; one that overruns --timeout by more than
 the watchdog's grace is killed. What a child leaves behind goes to `finish`; a child that leaves no result (it
 crashed, was killed, met a GraderError or overran) becomes a grader error, never a verdict.
+
+A child that fails hands its failure over as data, failure.json in its folder (a records.results.GraderFailure:
+cause, message, traceback), which the parent reads from its own child's folder and nowhere else, and never parses
+out of text. The parent adds what only it can see (a child that overran, or ended without a word) and passes the
+GraderFailure on to `finish`, whose caller writes it where the TA reads it.
 """
 import ctypes
+import json
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -21,26 +27,28 @@ import nbformat
 
 from grading.assignment import KERNEL_QUESTIONS
 from grading.isolation import tree, users
-from grading.failures import GraderError
+from grading.failures import Cause
 from grading.isolation.sandbox import PYTHON, Isolation, Limits
 from grading.isolation.zygote import zygote_for
 from grading.pipeline.grade import grade
 from grading.pipeline.hidden_suites import warm_up
 from grading.pipeline.intake import unpack
-from grading.records.results import QuestionScore, StudentResult, load_result, save_result, write_atomic
+from grading.records.results import (GraderFailure, QuestionScore, StudentResult, error_file, load_result, save_result,
+                                     write_atomic)
 from grading.settings import Settings
 
-RESULT, JUDGED, CRASH = "result.json", "judged.ipynb", "crash.txt"  # what a child leaves in its folder
+RESULT, JUDGED, FAILURE = "result.json", "judged.ipynb", "failure.json"  # what a child leaves in its folder
 
 
 def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
     """Grade jobs (Job) in forked children, at most run.settings.jobs at a time, in folders under work; call
-    finish(job, result, judged notebook or None) for each, in the order they end. Nothing is started (no slot, no
-    zygote) that the jobs do not need.
+    finish(job, result, judged notebook or None, GraderFailure or None) for each, in the order they end: the
+    GraderFailure of a result that is a grader error, None for a verdict (or for an error kept from earlier). Nothing
+    is started (no slot, no zygote) that the jobs do not need.
 
     A canary Job, when given, is graded first, on slot 0, while the other slots start on the jobs; check_canary(its
-    result) raises when the grader must not go on, and then nothing is finished and every child is stopped. Until
-    it has passed, finished jobs wait."""
+    result, its GraderFailure or None) raises when the grader must not go on, and then nothing is finished and every
+    child is stopped. Until it has passed, finished jobs wait."""
     if not jobs:
         return
     settings = run.settings
@@ -74,22 +82,22 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
                 if zygote is not None and not _swept(zygote):
                     zygote_for(slot, limits)
                 free_slots.append(slot)
-                result, judged = child_outcome(folder, job, run, overdue)
+                result, judged, failure = child_outcome(folder, job, run, overdue, child.exitcode)
                 # a child killed as overdue leaves its user's processes: no result is written while one runs
                 if run.isolation is Isolation.SEPARATE_USER and not users.end_user(users.uid_of(slot), PYTHON):
-                    result, judged = grader_error(job.submission, run, f"the processes or files of the user "
-                                                  f"{users.uid_of(slot)}, which ran the submission's code, could not "
-                                                  "all be removed"), None
+                    failure = GraderFailure(Cause.CLEAN_UP, f"the processes or files of the user {users.uid_of(slot)}, "
+                                            "which ran the submission's code, could not all be removed")
+                    result, judged = grader_error(job.submission, run, failure), None
                 if job is canary:
-                    check_canary(result)
+                    check_canary(result, failure)
                     tree.remove(folder)
                     for waiting in held:
                         _finish(finish, *waiting)
                     held = None
                 elif held is not None:
-                    held.append((job, result, judged))
+                    held.append((job, result, judged, failure))
                 else:
-                    _finish(finish, job, result, judged)
+                    _finish(finish, job, result, judged, failure)
     finally:
         for child, *_ in running.values():
             child.kill()
@@ -117,13 +125,14 @@ def _start(job, run, slot, folder):
     return {child.sentinel: (child, job, slot, folder, time.monotonic())}
 
 
-def _finish(finish, job, result, judged):
-    finish(job, result, judged)
+def _finish(finish, job, result, judged, failure):
+    finish(job, result, judged, failure)
     tree.remove(job.intake.folder.parent)
 
 
 def _child(job, run, slot, folder):
-    """Body of a submission's child process: grade, write the result, exit."""
+    """Body of a submission's child process: grade, write the result (or the GraderFailure of whatever was raised
+    instead: a GraderError's cause, any other exception a bug), exit."""
     libc = ctypes.CDLL(None)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the grader, taking the sandboxes along
     import torch
@@ -133,38 +142,48 @@ def _child(job, run, slot, folder):
         if judged is not None:
             write_atomic(folder / JUDGED, nbformat.writes(judged))
         save_result(folder / RESULT, result)
-    except GraderError as error:
-        write_atomic(folder / CRASH, str(error))
-    except BaseException:
-        write_atomic(folder / CRASH, traceback.format_exc())
+    except BaseException as error:
+        write_atomic(folder / FAILURE, json.dumps(GraderFailure.of(error).to_json()))
     sys.stdout.flush()
     os._exit(0)
 
 
-def child_outcome(folder, job, run, overdue):
-    """The child's (result, judged notebook), or a result that says what of the machine failed (a grader error)."""
+def child_outcome(folder, job, run, overdue, exitcode):
+    """(result, judged notebook, None) of the child that graded in folder, or, where it left no result, (a result
+    that says what of the machine failed, None, its GraderFailure): the one the child handed over, else an overdue
+    child's (OVERLOAD) or a silent one's (KILLED). exitcode: the child's, as multiprocessing has it (minus the signal
+    that ended it)."""
     result = load_result(folder / RESULT)
     if result is not None:
         judged = nbformat.read(folder / JUDGED, as_version=4) if (folder / JUDGED).is_file() else None
-        return result, judged
-    if overdue:
-        error = (f"grading took longer than {run.settings.timeout + Settings.watchdog_grace:g} s, past the "
-                 "submission's own time budget, and was stopped (is the machine overloaded?)")
-    elif (folder / CRASH).is_file():
-        last_line = (folder / CRASH).read_text().strip().splitlines()[-1]
-        error = "the grader failed: " + last_line[:Settings.message_chars]
-    else:
-        error = "the grading process ended without a result (was it killed?)"
-    return grader_error(job.submission, run, error), None
+        return result, judged, None
+    failure = handed_over(folder / FAILURE)
+    if failure is None and overdue:
+        failure = GraderFailure(Cause.OVERLOAD, f"grading took longer than "
+                                f"{run.settings.timeout + Settings.watchdog_grace:g} s, past the submission's own time "
+                                "budget, and was stopped (is the machine overloaded?)")
+    elif failure is None:
+        how = f"was killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else \
+            f"exited with status {exitcode}"
+        failure = GraderFailure(Cause.KILLED, f"the grading process ended without a result: it {how}")
+    return grader_error(job.submission, run, failure), None, failure
 
 
-def grader_error(submission, run, error):
-    """The StudentResult of a submission the machine failed to grade: no points, and it says what failed."""
-    result = StudentResult(submission.student_id, status=f"ERROR: {error}", error=error,
+def handed_over(path):
+    """The GraderFailure a child wrote at path, or None where it wrote none that can be read."""
+    try:
+        return GraderFailure.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, LookupError, TypeError, AttributeError):
+        return None
+
+
+def grader_error(submission, run, failure):
+    """The StudentResult of a submission the machine failed to grade (failure: a GraderFailure): no points, and its
+    status says what failed and which file under OUT tells the rest."""
+    error, where = failure.summary, error_file(submission.student_id)
+    result = StudentResult(submission.student_id, status=f"ERROR: {error} (cause: {failure.cause.value}; traceback "
+                           f"and what to do in {where})", error=error, error_cause=failure.cause, error_file=where,
                            fingerprint=run.fingerprint, kind=submission.kind, isolation=run.isolation.value)
     result.questions = {q: QuestionScore(graded=False, status=f"not graded yet: {error}")
                         for q in run.settings.question_list}
     return result
-
-
-

@@ -1,6 +1,8 @@
 """What is made of a StudentResult for people: Gradescope's results.json, feedback.html for the student, the rows of
 grades.csv and the table that ends a run. A grader error shows no points anywhere: the student reads that the
-submission could not be graded yet and that the course staff know, never anything that blames their code."""
+submission could not be graded yet and that the course staff know, never anything that blames their code; the TA
+reads its whole account (error_report) in OUT/errors/<student>.txt, which the status line and the end of the run
+name."""
 import csv
 import html
 import io
@@ -8,7 +10,7 @@ import json
 from pathlib import Path
 
 from grading.assignment import BY_ID, QUESTION_IDS
-from grading.records.results import write_atomic
+from grading.records.results import ERRORS, write_atomic
 from grading.settings import Settings
 
 NOT_GRADED_YET = ("Your submission could not be graded yet: the grading machine failed, not your code. Nothing is "
@@ -138,6 +140,36 @@ def table(results):
                         for q in QUESTION_IDS)
         total = f"{'-':>8}" if r.error else f"{r.total:>8.2f}"
         lines.append(f"{r.student_id[:24]:<24}{cells}{total}  {r.status}")
+    return "\n".join(lines)
+
+
+def error_report(result, failure):
+    """The text of a grader error's error_file, for whoever fixes the machine: what failed, what to do, and the
+    traceback of the process that met it (failure: a GraderFailure)."""
+    told = failure.traceback.rstrip() or ("none: the grading process did not end on its own (it was killed, or "
+                                          "overran and was stopped), or what failed was noticed after it ended")
+    return (f"{result.student_id} was not graded: the grading machine failed (cause: {failure.cause.value}).\n\n"
+            f"What failed: {failure.message.strip()}\n\n"
+            f"What to do: {failure.cause.advice}. The same command, run again, grades this student again.\n\n"
+            f"Traceback:\n{told}\n")
+
+
+def errors_summary(results, out_dir):
+    """The lines that end a run in which the machine failed some students: who, where each one's account is, and
+    what to do, by cause; "" when it failed no one."""
+    errors = sorted((r for r in results if r.error), key=lambda r: r.student_id)
+    if not errors:
+        return ""
+    by_cause = {}
+    for r in errors:
+        by_cause.setdefault(r.error_cause, []).append(r.student_id)
+    lines = [f"{len(errors)} student(s) could not be graded because the grading machine failed (ERROR in grades.csv, "
+             f"flagged in the gradebook, no points recorded): {', '.join(r.student_id for r in errors)}. Run the same "
+             "command again to grade them. What failed, what to do and the traceback of each are in "
+             f"{Path(out_dir) / ERRORS}/<student>.txt; by cause:"]
+    for cause, students in by_cause.items():
+        advice = cause.advice if cause else "not recorded (an earlier grader's result): regrade them"
+        lines.append(f"  {cause.value if cause else 'unknown'} ({', '.join(students)}): {advice}")
     return "\n".join(lines)
 
 

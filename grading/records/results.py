@@ -4,11 +4,16 @@ boundary (the grading child's result.json, grade.json between runs and shards). 
 atomically (a temporary file, then rename)."""
 import json
 import os
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from grading.failures import Cause, GraderError
+from grading.settings import Settings
+
 GRADE_FILE = "grade.json"  # per student: the grader's record, written last
 REJECTED_FILE = "rejected.json"  # per run: what could not be taken as a submission, for collect
+ERRORS = "errors"  # per run: OUT/errors/<student>.txt, the whole of each grader error (error_file)
 
 
 @dataclass
@@ -45,12 +50,15 @@ class QuestionScore:
 @dataclass
 class StudentResult:
     """A student's grading. error, when not empty, says what of the grading machine failed (a grader error, as
-    opposed to a verdict on the student's work): such a result holds no points, is never taken as done, and the next
-    run grades the student again."""
+    opposed to a verdict on the student's work), in one line; error_cause is its kind, and error_file the file under
+    OUT that holds the rest. Such a result holds no points, is never taken as done, and the next run grades the
+    student again."""
 
     student_id: str
     status: str = "ok"
     error: str = ""
+    error_cause: Cause = None  # what of the machine failed, for a grader error; None otherwise
+    error_file: str = ""  # a grader error's traceback and what to do, relative to OUT (error_file()); "" otherwise
     questions: dict = field(default_factory=dict)  # {question id: QuestionScore}
     notes: list = field(default_factory=list)  # for the student and the TA
     ta_notes: list = field(default_factory=list)  # about the grading itself, for the TA only
@@ -75,14 +83,59 @@ class StudentResult:
         return self.raw_total - self.late_penalty
 
     def to_json(self):
-        return asdict(self)
+        return {**asdict(self), "error_cause": self.error_cause.value if self.error_cause else None}
 
     @classmethod
     def from_json(cls, data):
         data = dict(data)
         questions = {name: QuestionScore(**{**q, "tests": [Test(**t) for t in q["tests"]]})
                      for name, q in data.pop("questions").items()}
-        return cls(questions=questions, **data)
+        cause = data.pop("error_cause", None)
+        return cls(questions=questions, error_cause=Cause(cause) if cause else None, **data)
+
+
+@dataclass
+class GraderFailure:
+    """A grader error as the process that met it hands it over (a grading child, as JSON): what failed, the whole
+    message for the TA, and the traceback where there is one ("" for a process that was killed or overran)."""
+
+    cause: Cause
+    message: str
+    traceback: str = ""
+
+    @classmethod
+    def of(cls, error):
+        """The failure of a caught exception: a GraderError's own cause; any other exception is a bug of the
+        grader."""
+        told = "".join(traceback.format_exception(error))
+        if isinstance(error, GraderError):
+            return cls(error.cause, str(error), told)
+        return cls(Cause.BUG, f"the grader failed: {type(error).__name__}: {error}", told)
+
+    @property
+    def summary(self):
+        """The message's first line, cut to Settings.message_chars: what StudentResult.error and status lines
+        show."""
+        first = next((line.strip() for line in self.message.splitlines() if line.strip()), self.cause.value)
+        return first if len(first) <= Settings.message_chars else first[:Settings.message_chars - 1] + "\u2026"
+
+    def to_json(self):
+        return {"cause": self.cause.value, "message": self.message, "traceback": self.traceback}
+
+    @classmethod
+    def from_json(cls, data):
+        """ValueError, KeyError or TypeError where data is not a failure's JSON."""
+        if not isinstance(data.get("message"), str) or not isinstance(data.get("traceback"), str):
+            raise TypeError("a grader failure's message and traceback are text")
+        return cls(Cause(data["cause"]), data["message"], data["traceback"])
+
+
+def error_file(student_id):
+    """Where a student's grader error is told in whole, relative to OUT: errors/<student_id>.txt. Intake took only
+    ids that are plain names; this refuses (ValueError) any other, so that no id makes the path lead elsewhere."""
+    if not student_id or "/" in student_id or "\0" in student_id:
+        raise ValueError(f"{student_id!r} cannot name a file")
+    return f"{ERRORS}/{student_id}.txt"
 
 
 @dataclass

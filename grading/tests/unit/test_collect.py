@@ -6,13 +6,15 @@ from types import SimpleNamespace
 
 import pytest
 
+from grading.commands import collect as collect_command
 from grading.commands.autograde import source_stamp
-from grading.commands.collect import collect, read_shards, take_stock
+from grading.commands.collect import collect, read_shards, record_student, take_stock
 from grading.pipeline.intake import discover
 from grading.pipeline.shards import ShardError, in_shard, record_run
 from grading.handoff import Submission
 from grading.isolation.sandbox import Isolation
-from grading.records.results import GRADE_FILE, StudentResult, load_result, save_result
+from grading.failures import Cause
+from grading.records.results import GRADE_FILE, StudentResult, error_file, load_result, save_result
 from grading.settings import Settings
 
 SHARDS = 2
@@ -42,9 +44,15 @@ def shards(tmp_path, error=None, fingerprint=FINGERPRINT, **options):
         record_run(out, submissions, (index, SHARDS), run)
         for submission in found:
             if in_shard(submission.student_id, (index, SHARDS)):
+                failed = submission.student_id == error
                 save_result(out / submission.student_id / GRADE_FILE, StudentResult(
                     submission.student_id, fingerprint=fingerprint, stamp=source_stamp(submission),
-                    error="the kernel could not be started" if submission.student_id == error else ""))
+                    error="the kernel could not be started" if failed else "",
+                    error_cause=Cause.SANDBOX if failed else None,
+                    error_file=error_file(submission.student_id) if failed else ""))
+                if failed:
+                    (out / "errors").mkdir()
+                    (out / error_file(submission.student_id)).write_text("Traceback: the kernel's")
         folders.append(out)
     return folders
 
@@ -73,10 +81,30 @@ def test_a_student_graded_by_an_earlier_grader_counts_as_not_graded(tmp_path):
     assert f"1 not graded yet ({stale})" in refusal(folders, tmp_path)
 
 
-def test_a_grader_error_is_refused_with_its_message(tmp_path):
+def test_a_grader_error_is_refused_with_its_message_and_where_its_traceback_is(tmp_path):
     student = STUDENTS[3]
-    message = refusal(shards(tmp_path, error=student), tmp_path)
-    assert f"{student}: the kernel could not be started" in message and f"shard {shard_of(student)}/" in message
+    folders = shards(tmp_path, error=student)
+    message = refusal(folders, tmp_path)
+    assert f"{student}: the kernel could not be started (see {folders[shard_of(student) - 1] / 'errors' / student}" \
+           f".txt)" in message and f"shard {shard_of(student)}/" in message
+
+
+def test_a_merged_grader_error_keeps_its_traceback_and_a_merged_verdict_drops_a_stale_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(collect_command.gradebook, "record", lambda *args: None)
+    monkeypatch.setattr(collect_command, "copy_student", lambda *args: None)
+    failed, fine = STUDENTS[3], STUDENTS[4]
+    folders = shards(tmp_path, error=failed)
+    merged = tmp_path / "merged"
+    (merged / "errors").mkdir(parents=True)
+    (merged / error_file(fine)).write_text("from an earlier merge")
+    for student in (failed, fine):
+        folder = folders[shard_of(student) - 1] / student
+        for name in ("results.json", "feedback.html"):
+            (folder / name).write_text(name)
+        record_student(folder / GRADE_FILE, merged / "course", merged, None, None, ["q1"])
+    assert (merged / error_file(failed)).read_text() == "Traceback: the kernel's"
+    assert load_result(merged / failed / GRADE_FILE).error_file == f"errors/{failed}.txt"
+    assert not (merged / error_file(fine)).exists()
 
 
 def test_an_id_with_a_final_newline_is_no_student_of_the_merge_and_unusual_ids_are(tmp_path):

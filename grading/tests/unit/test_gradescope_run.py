@@ -1,12 +1,14 @@
 """commands/gradescope.py's run_autograder with autograde stood in for: Gradescope is handed results.json only for
 a verdict; a grader error or a misconfigured grader leaves none (Gradescope then shows a failed run, not a 0) and
-exits with autograde's status."""
+exits with autograde's status, and what failed, tracebacks included, is on stdout for the instructors."""
 import json
 
 import pytest
 
 from grading.commands import autograde, gradescope
-from grading.records.results import QuestionScore, StudentResult
+from grading.failures import Cause
+from grading.pipeline.canary import CanaryFailed
+from grading.records.results import QuestionScore, StudentResult, error_file
 from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED, ConfigurationError
 
 
@@ -25,8 +27,19 @@ def stand_in(result=None, raises=None):
             raise raises
         (out / result.student_id).mkdir(parents=True)
         (out / result.student_id / "results.json").write_text(json.dumps({"score": result.total, "tests": []}))
+        if result.error:
+            (out / "errors").mkdir()
+            (out / result.error_file).write_text("Traceback (most recent call last):\nRuntimeError: no kernel\n")
         return [result]
     return grade
+
+
+class FailingCanary(CanaryFailed):
+    """A canary that failed, whose details file is written when it is raised."""
+
+    def __init__(self, details):
+        details.write_text("q3 test_layer_norm [timed out, 0 of 4]: timed out after 20 s\n")
+        super().__init__("the canary failed, so no student was graded: it timed out", details)
 
 
 def test_a_verdict_is_handed_to_gradescope(root, monkeypatch):
@@ -38,7 +51,8 @@ def test_a_verdict_is_handed_to_gradescope(root, monkeypatch):
 
 @pytest.mark.parametrize("grade,status", [
     (stand_in(StudentResult(gradescope.STUDENT, status="ERROR: the kernel could not be started",
-                            error="the kernel could not be started")), EXIT_GRADER_ERRORS),
+                            error="the kernel could not be started", error_cause=Cause.SANDBOX,
+                            error_file=error_file(gradescope.STUDENT))), EXIT_GRADER_ERRORS),
     (stand_in(raises=ConfigurationError("the reference solution did not earn every point")), EXIT_MISCONFIGURED),
     (stand_in(raises=RuntimeError("a bug in the grader")), EXIT_GRADER_ERRORS),
 ])
@@ -47,3 +61,19 @@ def test_what_is_not_a_verdict_gives_gradescope_no_results(root, monkeypatch, ca
     assert gradescope.run_autograder(root) == status
     assert not (root / "results" / "results.json").exists()
     assert capsys.readouterr().out.strip()  # what failed, for the instructors
+
+
+def test_a_grader_errors_traceback_is_on_stdout(root, monkeypatch, capsys):
+    failed = StudentResult(gradescope.STUDENT, error="the kernel could not be started", error_cause=Cause.SANDBOX,
+                           error_file=error_file(gradescope.STUDENT))
+    monkeypatch.setattr(autograde, "autograde", stand_in(failed))
+    assert gradescope.run_autograder(root) == EXIT_GRADER_ERRORS
+    out = capsys.readouterr().out
+    assert "ERROR: the kernel could not be started\nTraceback (most recent call last):\nRuntimeError: no kernel" in out
+
+
+def test_a_failed_canarys_details_are_on_stdout(root, monkeypatch, capsys):
+    monkeypatch.setattr(autograde, "autograde", stand_in(raises=FailingCanary(root / "canary.txt")))
+    assert gradescope.run_autograder(root) == EXIT_MISCONFIGURED
+    out = capsys.readouterr().out
+    assert "error: the canary failed, so no student was graded: it timed out\nq3 test_layer_norm [timed out" in out

@@ -4,11 +4,14 @@ import csv
 import io
 
 import jsonschema
+import pytest
 
 from conftest import GRADESCOPE_SCHEMA
-from grading.records.reports import CSV_COLUMNS, feedback_html, grades_csv, results_json, table
-from grading.records.results import (QuestionScore, Rejected, StudentResult, load_result, read_rejected,
-                                     save_result, write_rejected)
+from grading.failures import Cause, GraderError
+from grading.records.reports import CSV_COLUMNS, error_report, errors_summary, feedback_html, grades_csv, \
+    results_json, table
+from grading.records.results import (GraderFailure, QuestionScore, Rejected, StudentResult, error_file, load_result,
+                                     read_rejected, save_result, write_rejected)
 from grading.records.results import Test as Check
 from grading.settings import Settings
 
@@ -28,6 +31,56 @@ def test_a_result_comes_back_from_json_as_it_went(tmp_path):
     save_result(tmp_path / "grade.json", graded())
     assert load_result(tmp_path / "grade.json") == graded()
     assert graded().raw_total == 23.5 and graded().total == 20.5
+
+
+def failed(student="bob", cause=Cause.SANDBOX):
+    return StudentResult(student, status="ERROR: the kernel could not be started", error="the kernel could not be "
+                         "started", error_cause=cause, error_file=error_file(student))
+
+
+def test_a_grader_errors_cause_and_file_come_back_from_json(tmp_path):
+    save_result(tmp_path / "grade.json", failed())
+    assert load_result(tmp_path / "grade.json") == failed()
+    assert load_result(tmp_path / "grade.json").error_cause is Cause.SANDBOX
+
+
+def test_a_failure_is_taken_from_what_was_raised_and_survives_json():
+    try:
+        raise GraderError("the processes of the user 60001 could not all be removed", Cause.CLEAN_UP)
+    except GraderError as error:
+        told = GraderFailure.of(error)
+    assert told.cause is Cause.CLEAN_UP and told.message == "the processes of the user 60001 could not all be removed"
+    assert "Traceback" in told.traceback and "test_a_failure_is_taken" in told.traceback
+    assert GraderFailure.from_json(told.to_json()) == told
+    try:
+        {}["x"]
+    except KeyError as error:
+        bug = GraderFailure.of(error)
+    assert bug.cause is Cause.BUG and bug.message == "the grader failed: KeyError: 'x'"
+
+
+@pytest.mark.parametrize("student", ["", "../alice", "a/b", "a\0b"])
+def test_an_error_file_is_never_named_after_anything_but_a_plain_name(student):
+    with pytest.raises(ValueError):
+        error_file(student)
+
+
+def test_an_error_report_says_what_failed_what_to_do_and_holds_the_traceback():
+    report = error_report(failed(), GraderFailure(Cause.SANDBOX, "the kernel could not be started\nit said: bwrap",
+                                                  "Traceback (most recent call last):\n  ...\nGraderError: no\n"))
+    assert report.startswith("bob was not graded: the grading machine failed (cause: sandbox).")
+    assert "it said: bwrap" in report and Cause.SANDBOX.advice in report
+    assert report.rstrip().endswith("Traceback (most recent call last):\n  ...\nGraderError: no")
+    assert "Traceback:\nnone: " in error_report(failed(), GraderFailure(Cause.OVERLOAD, "took longer"))
+
+
+def test_the_summary_of_errors_names_each_student_where_their_account_is_and_what_to_do(tmp_path):
+    summary = errors_summary([graded(), failed("bob"), failed("carol", Cause.BUG), failed("dave")], tmp_path)
+    lines = summary.splitlines()
+    assert lines[0].startswith("3 student(s) could not be graded") and "bob, carol, dave" in lines[0]
+    assert lines[0].endswith(f"{tmp_path / 'errors'}/<student>.txt; by cause:")
+    assert lines[1:] == [f"  sandbox (bob, dave): {Cause.SANDBOX.advice}", f"  bug (carol): {Cause.BUG.advice}"]
+    assert errors_summary([graded()], tmp_path) == ""
 
 
 def test_a_missing_or_broken_record_is_no_result(tmp_path):
