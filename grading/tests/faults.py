@@ -34,16 +34,9 @@ def kernel_fails(times):
     SandboxedExecute._start_kernel = failing
 
 
-def restart_fails(times):
-    """The next `times` kernels this process starts to replace one that died fail before they answer."""
-    start, restart = SandboxedExecute._start_kernel, SandboxedExecute._restart
-    left, restarting = [times], [False]
-
-    def failing(self):
-        if restarting[0] and left[0] > 0:
-            left[0] -= 1
-            raise RuntimeError("Kernel died before replying to kernel_info")
-        return start(self)
+def marked_restarts():
+    """[whether a kernel is being restarted now], kept up to date from now on."""
+    restart, restarting = SandboxedExecute._restart, [False]
 
     def marked(self):
         restarting[0] = True
@@ -51,7 +44,31 @@ def restart_fails(times):
             return restart(self)
         finally:
             restarting[0] = False
-    SandboxedExecute._start_kernel, SandboxedExecute._restart = failing, marked
+    SandboxedExecute._restart = marked
+    return restarting
+
+
+def restart_fails(times):
+    """The next `times` kernels this process starts to replace one that died fail before they answer."""
+    start, restarting, left = SandboxedExecute._start_kernel, marked_restarts(), [times]
+
+    def failing(self):
+        if restarting[0] and left[0] > 0:
+            left[0] -= 1
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        return start(self)
+    SandboxedExecute._start_kernel = failing
+
+
+def replay_bug():
+    """A bug of the grader in the replay of a restarted kernel's cells: an AttributeError, as a typo would raise."""
+    quiet, restarting = SandboxedExecute._quiet, marked_restarts()
+
+    def buggy(self, code, timeout):
+        if restarting[0]:
+            raise AttributeError("'SandboxedExecute' object has no attribute 'replayed' (made by faults.py)")
+        return quiet(self, code, timeout)
+    SandboxedExecute._quiet = buggy
 
 
 def zygote_killed(job, slot):
@@ -81,6 +98,7 @@ FAULTS = {  # student id: what happens in that student's grading child, before i
     # for students whose notebook ends its own kernel once, so that the grader restarts it
     "fault-restart-once": lambda job, slot: restart_fails(1),
     "fault-restart-fails": lambda job, slot: restart_fails(3),
+    "fault-replay-bug": lambda job, slot: replay_bug(),
 }
 
 

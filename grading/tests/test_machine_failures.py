@@ -1,8 +1,11 @@
 """When the grading machine fails, no student is recorded with a score: the failure is retried where it can be, or
-the student is an ERROR (exit status 3) that a plain rerun grades exactly; a grader that cannot grade the reference
-solution grades no one (exit status 2). The faults are made on purpose (faults.py), each in one student's
-grading child; a symlinked Python environment, and a machine kept busy, are real."""
+the student is an ERROR (exit status 3), whose cause, message and traceback are kept in OUT/errors/<student>.txt,
+and whom a plain rerun grades exactly; a grader that cannot grade the reference solution grades no one (exit status
+2) and says in a few lines what failed and what to do, the details in a file. The faults are made on purpose
+(faults.py), each in one student's grading child; a symlinked Python environment, and a machine kept busy, are
+real."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 from conftest import REFERENCE, REPO, autograde, grades, reference_with_added_cell, results, submit
 from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, MODULE_CLASSES
 from grading.authoring.samples import Answers
+from grading.failures import Cause
 from grading.isolation.sandbox import bwrap_works
 from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED
 
@@ -44,14 +48,17 @@ def faulty(bundle, release_dir, tmp_path_factory):
     students = ["fault-kernel-once", "fault-kernel-twice", "fault-zygote-killed", "fault-bwrap-fails",
                 "fault-child-killed", "untouched-by-faults"]
     submissions = submit(bundle, root / "submissions", {student: REFERENCE for student in students}
-                         | {student: ENDS_ITS_KERNEL_ONCE for student in ("fault-restart-once", "fault-restart-fails")})
+                         | {student: ENDS_ITS_KERNEL_ONCE for student in ("fault-restart-once", "fault-restart-fails",
+                                                                          "fault-replay-bug")})
     (root / "out").mkdir()
     first = with_fault("per-student", submissions, root / "out", release_dir, "--jobs", "2")
     outputs = {s: {"row": row, **{name: (root / "out" / s / name).read_text() for name in ("results.json",
                                                                                       "feedback.html")}}
                for s, row in grades(root / "out").items()}
+    outputs |= {"errors": {path.name: path.read_text() for path in (root / "out" / "errors").glob("*.txt")}}
     first_results = results(root / "out")
     second = autograde(submissions, root / "out", release_dir, "--jobs", "2")
+    outputs |= {"errors after the rerun": sorted(path.name for path in (root / "out" / "errors").glob("*"))}
     return first, first_results, second, results(root / "out"), outputs
 
 
@@ -72,6 +79,7 @@ def test_what_is_retried_ends_with_the_exact_score(faulty):
                           "it said: bwrap: Creating new namespace failed"),
     ("fault-child-killed", "the grading process ended without a result"),
     ("fault-restart-fails", "the notebook's kernel could not be started, twice: RuntimeError: Kernel died"),
+    ("fault-replay-bug", "the grader failed: AttributeError: 'SandboxedExecute' object has no attribute"),
 ])
 def test_what_cannot_be_retried_is_an_error_without_points(faulty, student, words):
     first, graded, _, _, outputs = faulty
@@ -84,12 +92,57 @@ def test_what_cannot_be_retried_is_an_error_without_points(faulty, student, word
     assert "the grading machine failed, not your code" in outputs[student]["feedback.html"]
 
 
-def test_a_plain_rerun_grades_exactly_the_students_with_errors(faulty):
-    first, graded, second, regraded, _ = faulty
+# {student: (cause, what its error file holds)}: every ERROR of the faulty batch
+ACCOUNTS = {
+    "fault-kernel-twice": (Cause.SANDBOX, ["GraderError: the notebook's kernel could not be started, twice",
+                                           "Traceback (most recent call last):", "RuntimeError: Kernel died"]),
+    "fault-bwrap-fails": (Cause.SANDBOX, ["Traceback (most recent call last):",
+                                          "bwrap: Creating new namespace failed"]),
+    "fault-child-killed": (Cause.KILLED, ["the grading process ended without a result: it was killed by signal 9",
+                                          "Traceback:\nnone: the grading process did not end on its own"]),
+    "fault-restart-fails": (Cause.SANDBOX, ["Traceback (most recent call last):", "in _restart",
+                                            "GraderError: the notebook's kernel could not be started, twice"]),
+    "fault-replay-bug": (Cause.BUG, ["Traceback (most recent call last):", "in _restart", "in buggy",
+                                     "AttributeError: 'SandboxedExecute' object has no attribute 'replayed'"]),
+}
+
+
+@pytest.mark.parametrize("student", ACCOUNTS)
+def test_every_error_keeps_its_cause_and_traceback_in_a_file_its_status_line_names(faulty, student):
+    first, graded, _, _, outputs = faulty
+    cause, told = ACCOUNTS[student]
+    result = graded[student]
+    assert result.error_cause is cause and result.error_file == f"errors/{student}.txt"
+    assert result.status.endswith(f"(cause: {cause.value}; traceback and what to do in errors/{student}.txt)")
+    assert outputs[student]["row"]["status"] == result.status
+    account = outputs["errors"][f"{student}.txt"]
+    assert account.startswith(f"{student} was not graded: the grading machine failed (cause: {cause.value}).")
+    assert f"What to do: {cause.advice}" in account and all(words in account for words in told), account
+    assert f"  {cause.value} (" in first.stdout.split("could not be graded because the grading machine failed")[1]
+
+
+def test_the_summary_of_a_run_says_where_the_tracebacks_are(faulty):
+    first, _, _, _, outputs = faulty
+    summary = first.stdout.split("could not be graded because the grading machine failed")[1]
+    assert "errors/<student>.txt; by cause:" in summary
+    assert f"  bug (fault-replay-bug): {Cause.BUG.advice}" in summary
+    assert sorted(outputs["errors"]) == sorted(f"{student}.txt" for student in ACCOUNTS)
+
+
+def test_a_plain_rerun_grades_exactly_the_students_with_errors_and_drops_their_accounts(faulty):
+    first, graded, second, regraded, outputs = faulty
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    assert "4 of 8 submissions already graded and unchanged" in second.stdout
+    assert "4 of 9 submissions already graded and unchanged" in second.stdout
     assert all(not r.error and scores(r, EVERY_POINT) == EVERY_POINT for r in regraded.values())
     assert regraded["untouched-by-faults"].seconds == graded["untouched-by-faults"].seconds  # not regraded
+    assert outputs["errors after the rerun"] == []
+
+
+def test_a_bug_in_the_kernels_replay_is_an_error_and_without_it_the_notebook_gets_every_point(faulty):
+    first, graded, _, regraded, _ = faulty
+    assert first.returncode == EXIT_GRADER_ERRORS, first.stdout[-2000:] + first.stderr[-2000:]
+    assert graded["fault-replay-bug"].error_cause is Cause.BUG
+    assert scores(regraded["fault-replay-bug"], EVERY_POINT) == EVERY_POINT  # the same notebook, graded without it
 
 
 def test_a_suite_whose_points_do_not_add_up_stops_the_grader_before_anyone_is_graded(bundle, release_dir, tmp_path):
@@ -98,8 +151,34 @@ def test_a_suite_whose_points_do_not_add_up_stops_the_grader_before_anyone_is_gr
     completed = with_fault("inconsistent-suite", submissions, tmp_path / "out", release_dir, "--questions", "q1",
                            scratch=tmp_path)
     assert completed.returncode == EXIT_MISCONFIGURED, completed.stdout[-2000:] + completed.stderr[-2000:]
-    assert "the hidden tests of q1_forward are worth 21 points, not 20" in completed.stderr
-    assert "make the points of the checks in grading/hidden/ add up" in completed.stderr
+    message = canary_message(completed)
+    assert message[0] == ("error: the canary failed, so no student was graded: the points of the hidden suites do "
+                          "not add up: the hidden tests of q1_forward are worth 21 points, not 20")
+    assert message[1].startswith("To fix it: make the points of the checks in grading/hidden/ add up")
+    details = tmp_path / "out" / "errors" / ".canary.txt"
+    assert message[-1].endswith(f"is in {details}") and len(message) <= 4
+    assert "GraderError: the hidden tests of q1_forward are worth 21 points" in details.read_text()
+    assert not (tmp_path / "out" / "alice").exists()
+
+
+def canary_message(completed):
+    """The lines of the error that stopped a run (the end of its stderr, after the progress bar)."""
+    return ("error: " + completed.stderr.rsplit("error: ", 1)[1]).strip().splitlines()
+
+
+def test_a_canary_that_runs_out_of_time_says_so_first_and_what_to_do(bundle, release_dir, tmp_path):
+    """--timeout far too short for this machine: each check of the reference ends not run, for lack of time."""
+    submissions = submit(bundle, tmp_path / "submissions", {"alice": REFERENCE})
+    completed = autograde(submissions, tmp_path / "out", release_dir, "--questions", "q3", "--timeout", "2",
+                          "--jobs", "1")
+    assert completed.returncode == EXIT_MISCONFIGURED, completed.stdout[-2000:] + completed.stderr[-2000:]
+    message = canary_message(completed)
+    assert re.match(r"error: the canary failed, so no student was graded: it timed out: the reference solution lost "
+                    r"[\d.]+ of 20 points, all to checks that ran out of time", message[0]), message
+    assert message[1] == f"To fix it: {Cause.OVERLOAD.advice} (this run: --timeout 2, --jobs 1)."
+    details = tmp_path / "out" / "errors" / ".canary.txt"
+    assert message[-1].endswith(f"is in {details}") and len(message) <= 4 and len(message[0]) <= 250
+    assert "[out of time, 0 of" in details.read_text() and "--timeout 2 " in details.read_text()
     assert not (tmp_path / "out" / "alice").exists()
 
 
