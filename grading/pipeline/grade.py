@@ -13,21 +13,6 @@ from grading.pipeline import chains
 from grading.pipeline.notebook import submitted_notebook
 
 
-class ChangedSettings(logging.Handler):
-    """Keeps nbgrader's warnings about cell settings it reset, as notes for the student and the TA."""
-
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.notes = []
-
-    def emit(self, record):
-        text = record.getMessage()
-        # Every released test cell differs from its gradebook copy by its checksum; edits are found by comparing
-        # with the release instead (notebook.test_cell_changes).
-        if "has changed" in text and "'checksum'" not in text:
-            self.notes.append(f"a changed cell setting was reset: {text}")
-
-
 def grade(submission, intake, run, slot):
     """(StudentResult, judged notebook) of one submission (a handoff.Submission whose files intake took) in the
     GradingRun run, on worker slot slot. A notebook that could not be graded is judged as the released one, so that
@@ -39,15 +24,16 @@ def grade(submission, intake, run, slot):
     resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": submission.student_id,
                               "db_url": f"sqlite:///{run.snapshot}"},
                  "metadata": {"path": str(intake.folder)}, "normlab": context}
-    changed = ChangedSettings()
+    # What nbgrader warns of as it resets cells, submitted_notebook has already noted from its own comparison with
+    # the release; the warnings would only fill the child's stderr.
     log = logging.getLogger("grading.pipeline.submission")
-    log.handlers, log.propagate = [logging.NullHandler(), changed], False
+    log.handlers, log.propagate = [logging.NullHandler()], False
     nb, resources = apply_chain(chains.SANITIZE, nb, resources, run.config, log)
     nb, resources = apply_chain(chains.JUDGE, nb, resources, run.config, log)
     result = context.result
     result.kind = submission.kind
     result.fingerprint, result.submission = run.fingerprint, intake.digest
-    result.notes = intake.notes + notes + changed.notes + result.notes
+    result.notes = intake.notes + notes + result.notes
     result.status = status_line(result, intake.problems, problem)
     result.seconds = time.monotonic() - started
     return result, nb

@@ -1,5 +1,6 @@
 """The bad-input catalogue: each gets a clear status line or note, zero only for what could not be graded, and the
 batch never crashes."""
+import copy
 import io
 import json
 import os
@@ -14,6 +15,59 @@ from conftest import REFERENCE, REPO, autograde, graded_both_ways, grades, resul
 from grading.assignment import NOTEBOOK, PYFILE
 
 FULL = {"q1": 20, "q2": 20, "q3": 20, "q4": 10, "q5": 10}
+DEPTH = 200_000  # levels of lists in the deeply nested notebook: far past what json, or any recursive reader, takes
+
+
+def cell_index(nb, grade_id):
+    return next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def edited(notebook, *edits):
+    """The notebook's bytes once each edit(nb) has changed it."""
+    nb = nbformat.reads(notebook.decode(), as_version=4)
+    for edit in edits:
+        edit(nb)
+    return nbformat.writes(nb).encode()
+
+
+def duplicate(grade_id, stub=None):
+    """JupyterLab's duplicate of a cell: the copy, below it, with the same metadata and a new id; stub, where given,
+    is what the lower copy holds (the student wrote the answer into the upper one)."""
+    def edit(nb):
+        index = cell_index(nb, grade_id)
+        copied = copy.deepcopy(nb.cells[index])
+        copied["id"] = f"{copied['id']}-copy"
+        copied.source = copied.source if stub is None else stub
+        nb.cells.insert(index + 1, copied)
+    return edit
+
+
+def nested_deep(notebook):
+    """The notebook with DEPTH levels of lists in the metadata of a cell (built as text: json writes no such thing)."""
+    data = json.loads(notebook)
+    data["cells"][2]["metadata"]["deep"] = "DEEP"
+    return json.dumps(data).replace('"DEEP"', "[" * DEPTH + "]" * DEPTH).encode()
+
+
+def unknown_grade_cell(nb):
+    """A cell that claims 10 more points under a grade id the assignment does not have."""
+    claim = nbformat.v4.new_code_cell("print('q6: 10 / 10')")
+    claim.metadata["nbgrader"] = {"grade": True, "solution": False, "locked": True, "grade_id": "q6_extra",
+                                  "points": 10, "schema_version": 3}
+    nb.cells.insert(cell_index(nb, "q5_cifar_stem") + 1, claim)
+
+
+def harmless_metadata(nb):
+    """What editors and nbgrader's own feedback leave in a notebook that changes no grade: no cell ids, a cell whose
+    nbgrader metadata gives it no role, extra keys and tags beside a test cell's nbgrader metadata."""
+    for each in nb.cells:
+        each.pop("id", None)
+    helper = nbformat.v4.new_code_cell("shapes = {}", metadata={"nbgrader": {}})
+    helper.pop("id")
+    nb.cells.insert(cell_index(nb, "q3_make_shortcut") + 1, helper)
+    test = nb.cells[cell_index(nb, "q3_shortcut")]
+    test.metadata.nbgrader.update(schema_version=1, comment="checked with my own shapes")
+    test.metadata.update(tags=["tests"], jupyter={"source_hidden": True})
 
 
 def zipped(folder, extra=(), leave_out=()):
@@ -99,6 +153,17 @@ def batch(bundle, release_dir, tmp_path_factory):
     shutil.copytree(good, subs / "bad name!")
     shutil.copytree(good, subs / "duplicate\n")  # a second row for duplicate, once an LMS trims the newline
     (subs / "notes.txt").write_text("a stray file")
+    folder("test-cell-made-an-answer-cell", **{PYFILE: reference_py, NOTEBOOK: edited(reference_nb, lambda nb: nb.cells[
+        cell_index(nb, "q3_layer_norm")].metadata.nbgrader.update(solution=True))})
+    folder("deeply-nested-notebook", **{PYFILE: reference_py, NOTEBOOK: nested_deep(reference_nb)})
+    folder("unknown-grade-id", **{PYFILE: reference_py, NOTEBOOK: edited(reference_nb, unknown_grade_cell)})
+    released = nbformat.read(bundle / NOTEBOOK, as_version=4)
+    written_stub = released.cells[cell_index(released, "q4_analysis")].source
+    folder("duplicated-answer-cells", **{PYFILE: reference_py, NOTEBOOK: edited(
+        reference_nb, duplicate("q3_make_norm"), duplicate("q4_analysis", stub=written_stub))})
+    folder("duplicated-test-cells", **{PYFILE: reference_py, NOTEBOOK: edited(
+        reference_nb, duplicate("q3_layer_norm"), duplicate("q4_trains"), duplicate("model_code"))})
+    folder("harmless-metadata", **{PYFILE: reference_py, NOTEBOOK: edited(reference_nb, harmless_metadata)})
     shutil.copytree(good, subs / "claims-its-own-time")
     (subs / "claims-its-own-time" / "timestamp.txt").write_text("2026-11-20T18:00:00+08:00")
     completed = autograde(subs, root / "out", release_dir, "--jobs", "2", "--cell-timeout", "30",
@@ -127,6 +192,43 @@ def test_an_ungradable_notebook_costs_only_the_notebook(batch, name, status):
     result = batch[0][name]
     expect(result, q3=0, q4=0, q5=0)
     assert status in result.status or any(status in q.status for q in result.questions.values()), result.status
+
+
+@pytest.mark.parametrize("name,status", [
+    ("test-cell-made-an-answer-cell", "the cell q3_layer_norm of norm.ipynb is a test cell of the assignment, but "
+                                      "its nbgrader metadata was changed to make it an answer cell graded by hand"),
+    ("deeply-nested-notebook", "norm.ipynb is nested more than 100 levels deep"),
+    ("unknown-grade-id", "norm.ipynb has a cell marked for nbgrader as a test cell with the grade id 'q6_extra', "
+                         "which the assignment does not have"),
+])
+def test_a_notebook_nbgrader_cannot_grade_costs_only_the_notebook(batch, name, status):
+    """Defects that once made the whole submission a grader ERROR (nbgrader's checksums, a RecursionError, a
+    KeyError): the .py is graded, the notebook is graded as the released one, and the status says why."""
+    result, row = batch[0][name], batch[1][name]
+    expect(result, q3=0, q4=0, q5=0)
+    assert result.status.startswith("notebook: ") and status in result.status, result.status
+    assert row["status"] == result.status and float(row["total"]) == 40 and row["manual_pending"] == "", row
+
+
+@pytest.mark.parametrize("name,note", [
+    ("duplicated-answer-cells", "the cell q4_analysis appears 2 times (a duplicated cell?); the grader graded the "
+                                "last copy you changed"),
+    ("duplicated-test-cells", "the cell q3_layer_norm appears 2 times (a duplicated cell?); the grader graded the "
+                              "last copy"),
+])
+def test_duplicated_cells_keep_full_marks(batch, name, note):
+    """JupyterLab's duplicate copies a cell's nbgrader metadata; the written answer in the upper copy of a duplicated
+    answer cell, above an untouched stub, still waits for the TA rather than scoring a blank answer's 0."""
+    result = batch[0][name]
+    expect(result)
+    assert result.status == "ok" and any(note in n for n in result.notes), (result.status, result.notes)
+    assert result.questions["q4"].manual_pending and result.questions["q5"].manual_pending
+
+
+def test_metadata_that_changes_no_grade_costs_nothing(batch):
+    result = batch[0]["harmless-metadata"]
+    expect(result)
+    assert result.status == "ok" and result.notes == [], (result.status, result.notes)
 
 
 @pytest.mark.parametrize("name,status", [
@@ -205,10 +307,18 @@ def test_a_time_the_student_wrote_into_the_submission_is_not_recorded(batch):
 
 
 def test_nbgrader_gives_the_same_grades_to_inputs_it_reads_in_its_own_way(batch, tmp_path):
-    """Plain `nbgrader autograde` in the course the batch wrote, for the inputs nbgrader's own reading could treat
-    otherwise: the same gradebook, cell by cell, and the same export."""
-    students = ["invalid-notebook-json", "nbformat-3", "missing-notebook", "missing-pyfile", "misnamed-files"]
-    ours, theirs = graded_both_ways(batch[2] / "out" / "course", tmp_path, students)
+    """Plain `nbgrader autograde` of the inputs nbgrader's own reading could treat otherwise, as handed in (a TA's
+    copy into submitted/; the course the batch wrote keeps the released notebook in place of one it could not
+    grade): the same gradebook, cell by cell, and the same export."""
+    students = ["invalid-notebook-json", "nbformat-3", "missing-notebook", "missing-pyfile", "misnamed-files",
+                "test-cell-made-an-answer-cell", "deeply-nested-notebook", "unknown-grade-id",
+                "duplicated-answer-cells"]
+    course = tmp_path / "course"
+    shutil.copytree(batch[2] / "out" / "course", course)
+    for student in students:
+        shutil.rmtree(course / "submitted" / student / "norm")
+        shutil.copytree(batch[2] / "submissions" / student, course / "submitted" / student / "norm")
+    ours, theirs = graded_both_ways(course, tmp_path, students)
     assert ours == theirs
     q1 = {row[0]: row[3] for row in ours[0] if row[2] == "q1_forward"}
     assert q1["missing-notebook"] == 20 and q1["invalid-notebook-json"] == 20  # the .py is graded all the same
