@@ -5,10 +5,11 @@ front doors grade a symlinked or oversized submission alike.
 
 - CheckedAutograde is nbgrader's autograde converter (the `nbgrader autograde` command and the formgrader's button)
   with a sanitize step that reads, instead of submitted/<student>/norm/, a copy that intake took from it when that
-  student's turn comes: the files intake takes, the notebook autograde would grade (the released one in place of
-  one that cannot be read), and a timestamp.txt only from a source records/late.py trusts. nbgrader creates its
-  converter by name, so `install()`, run by the course's nbgrader_config.py in every nbgrader process before
-  anything is converted, puts CheckedAutograde where nbgrader looks it up; ReadThroughIntake, first in the SANITIZE
+  student's turn comes: the files intake takes, the notebook autograde would grade (pipeline/notebook.py: the
+  released one in place of one that cannot be graded, with its problem told to JudgedExecute, which reports it as
+  autograde does), and a timestamp.txt only from a source records/late.py trusts. nbgrader creates its converter
+  by name, so `install()`, run by the course's nbgrader_config.py in every nbgrader process before anything is
+  converted, puts CheckedAutograde where nbgrader looks it up; ReadThroughIntake, first in the SANITIZE
   chain, refuses a notebook that was not read through it, so a future nbgrader that converted submissions some
   other way would grade no one rather than read submitted/ unchecked.
 - CheckedCollect is the exchange's collect (ExchangeFactory.collect): it takes an inbox only as the submission of
@@ -54,6 +55,9 @@ from grading.records.results import write_atomic
 from grading.settings import NBGRADER_TIME_FORMAT, Settings
 
 STAGED = set()  # the folders CheckedAutograde staged in this process: the only ones nbgrader may sanitize from
+# {student id: why CheckedAutograde staged the released notebook in place of theirs, "" where it did not}: for
+# JudgedExecute, which nbgrader hands the sanitized notebook in another folder (autograded/)
+NOTEBOOK_PROBLEMS = {}
 SECRET = "submission_secret.txt"  # nbgrader's exchange releases feedback under its hash (release_feedback)
 
 
@@ -125,6 +129,7 @@ class CheckedAutograde(Autograde):
             (folder / "timestamp.txt").write_text(when)
         carry_secret(source, folder)
         STAGED.add(os.path.normpath(folder))
+        NOTEBOOK_PROBLEMS[student_id] = problem
 
     def _trusted_times(self):
         """{student_id: time in nbgrader's format} from the sources autograde trusts: the TA's --submission-times

@@ -3,9 +3,10 @@
 It runs the student's notebook in a sandboxed kernel and judges every autograded cell outside it (judge.py). Under
 `python -m grading autograde` the submission's SubmissionContext comes in resources["normlab"], its files already
 taken; under nbgrader's own autograde this step is the front door: before its first student it grades the canary
-(canary.py), and it takes the files from the folder nbgrader hands it, as autograde's intake does. Either way the
-StudentResult goes on in resources["normlab"].result, for SaveJudgement and for our result files. What the machine
-fails at (GraderError, a failed canary) raises, so that nbgrader records no grade for that student.
+(canary.py), it takes the files from the folder nbgrader hands it, as autograde's intake does, and where
+CheckedAutograde staged the released notebook in place of the student's, why (front_door.NOTEBOOK_PROBLEMS). Either
+way the StudentResult goes on in resources["normlab"].result, for SaveJudgement and for our result files. What the
+machine fails at (GraderError, a failed canary) raises, so that nbgrader records no grade for that student.
 """
 import time
 from dataclasses import replace
@@ -17,6 +18,7 @@ from grading.handoff import Submission, SubmissionContext
 from grading.isolation.kernel import SandboxedExecute
 from grading.isolation import scratch, users
 from grading.isolation.sandbox import PYTHON, Isolation, SandboxMissing, check_sandbox
+from grading.pipeline.front_door import NOTEBOOK_PROBLEMS
 from grading.pipeline.intake import unpack
 from grading.pipeline.judge import judge
 from grading.settings import GRADING, REPO, SECRETS, ConfigurationError, Settings
@@ -37,9 +39,10 @@ class JudgedExecute(SandboxedExecute):
             return self._judge(nb, resources, context)
         settings = Settings.from_json(self.settings) if self.settings else Settings()
         self._check_canary(settings, resources["nbgrader"]["db_url"])
-        context = resources["normlab"] = SubmissionContext(settings=settings, slot=self.slot,
-                                                           deadline=time.monotonic() + settings.timeout)
         student = resources["nbgrader"]["student"]
+        context = resources["normlab"] = SubmissionContext(settings=settings, slot=self.slot,
+                                                           deadline=time.monotonic() + settings.timeout,
+                                                           notebook_problem=NOTEBOOK_PROBLEMS.get(student, ""))
         incoming = scratch.make("in-")
         try:
             context.intake = unpack(Submission(student, Path(resources["metadata"]["path"]), "folder"), incoming)
