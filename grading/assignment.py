@@ -60,6 +60,10 @@ QUESTIONS = (
     Question("bonus", "Bonus: exported models", " and ".join(BONUS_FILES.values()), {"bonus": 0.0},
              extra=sum(points for _, _, points in BONUS_THRESHOLDS.values())),
 )
+# A slip (grading/hidden/slips.py: the unbiased variance, eps outside the square root, no eps or too large an eps,
+# momentum and 1 - momentum swapped) costs at most this share of its question's autograded points, once per
+# question, however many checks and cells it shows in: what a careful TA takes off for a convention, not an idea.
+SLIP_SHARE = 0.1
 QUESTION_IDS = tuple(q.id for q in QUESTIONS)
 BY_ID = {q.id: q for q in QUESTIONS}
 # {grade cell id: the Question it belongs to}, for autograded and written cells alike

@@ -44,6 +44,17 @@ class BadReply(StudentFailure):
         super().__init__(message, Ending.BAD_REPLY)
 
 
+class Slip(AssertionError):
+    """A check found the student's answer right but for named slips (grading/hidden/slips.py): found is {slip key:
+    what the slip is, in this check's words}. A slip is charged once per question, whichever checks and cells reveal
+    it (pipeline/hidden_suites.charge_slips, with the size in assignment.SLIP_SHARE), where a failed assertion costs
+    the check its points."""
+
+    def __init__(self, message, found):
+        super().__init__(message)
+        self.found = found
+
+
 class SubmissionDefect(Exception):
     """A part of the submission cannot be graded as submitted; the message, for the student, says why. part is
     "notebook", "pyfile" or "bonus"."""

@@ -7,8 +7,9 @@ reads what comes back. Rubric, per norm type, each property judged on its own:
   come out centred and divided by one number close to their std, whatever slip it makes computing that number;
 - 2 points: it computes (x - mean) / sqrt(var + eps) as defined, with the biased variance and any eps up
   to slips.EPS_MAX, on layers.slip_input, whose groups range from constant to large: the unbiased variance or std,
-  eps outside the square root, no eps or a wrong eps lose these 2 points and are named. A layer whose only defect
-  is such a slip keeps 3 of 5; one over the wrong axes loses these 2 as well, 3 in all;
+  eps outside the square root, no eps or a wrong eps are slips, named and charged once for all of Q3 (a slip in a
+  helper that LN, IN and GN share is one slip: grading/failures.Slip); one over the wrong axes loses these 2 as
+  well, 3 in all;
 - 1 point: learnable per-channel γ and β, starting at 1 and 0, acting on its own output as γ[c] * out + β[c];
 - 1 point: it keeps no running statistics: in eval mode it gives what it gives in train mode, and it still
   normalizes each sample: its output does not move when a sample is shifted (whatever eps, it subtracts the mean).
@@ -18,6 +19,8 @@ Tolerances: layers.CLOSE for outputs, layers.RECOGNISE for the formula a layer f
 """
 import numpy as np
 import pytest
+
+from grading.failures import Slip
 
 from layers import CLOSE, NORMALIZED_OVER, RECOGNISE, close, describe, grouped, layer_input, looks_normalized, \
     normalization_of, normalizes_as, parameters, slip_input, statistics
@@ -107,7 +110,9 @@ def test_divides_by_the_square_root_of_the_biased_variance_plus_eps(replies, nor
         "normalization divides by sqrt(var + eps), with the biased variance")
     said = slips(form, bool(np.all(np.isfinite(rows[constant]))),
                  "a group whose values are all equal (a channel a ReLU zeroed, say)")
-    assert not said, f"the {norm_type} layer normalizes {NORMALIZED_OVER[norm_type]}, but " + "; and ".join(said)
+    if said:
+        raise Slip(f"the {norm_type} layer normalizes {NORMALIZED_OVER[norm_type]}, but " + "; and ".join(
+            said.values()), said)
 
 
 @pytest.mark.points(1)

@@ -6,7 +6,7 @@ channel, or a sample's group of channels) and divides it by a denominator D comp
 (the biased one, 1/n) and its size n. The definition is D = sqrt(v + eps). From the student's output, `denominators`
 reads the D their code used for each group; `recognise` finds the FORM, and the eps, that explain every one of them.
 A form other than the definition, an eps above EPS_MAX, or a NaN on a group with zero variance is a slip, and
-`slips` names it as a TA would.
+`slips` names it as a TA would, by a key under which it is charged once per question.
 
 On a group of std 1 or more, the definition's D is the std to within a hair, and no slip makes it smaller: the
 unbiased variance makes it larger by sqrt(n / (n - 1)), eps outside the square root or a wrong eps by a little
@@ -99,19 +99,27 @@ def recognise(found, variance, size, precision):
     return (in_range or fitting or [None])[0]
 
 
+# The slips a check may name, by key: each is charged once per question (grading/failures.Slip)
+UNBIASED, NO_EPS, LARGE_EPS, EPS_OUTSIDE, MOMENTUM_SWAPPED = (
+    "the unbiased variance", "no eps", "too large an eps", "eps outside the square root",
+    "momentum and 1 - momentum swapped")
+
+
 def slips(form, finite_on_constant_groups=True, constant_group="a group whose values are all equal"):
-    """What a TA would say is wrong with a recognised Form: [] for the definition. finite_on_constant_groups: whether
-    the output stayed finite on constant_group (where only eps keeps 0 / 0 away)."""
-    said = []
+    """{slip key: what a TA would say is wrong} with a recognised Form; {} for the definition.
+    finite_on_constant_groups: whether the output stayed finite on constant_group (where only eps keeps 0 / 0
+    away)."""
+    said = {}
     if form.variance == "unbiased":
-        said.append(f"it uses the unbiased variance, dividing by n - 1 = {form.size - 1} (as torch's var and std do "
-                    f"by default, and numpy's with ddof=1), where normalization divides by n = {form.size}")
+        said[UNBIASED] = (f"it uses the unbiased variance, dividing by n - 1 = {form.size - 1} (as torch's var and "
+                          f"std do by default, and numpy's with ddof=1), where normalization divides by "
+                          f"n = {form.size}")
     if not finite_on_constant_groups:
-        said.append(f"it has no eps: {constant_group} divides by zero (add eps inside the square root)")
+        said[NO_EPS] = f"it has no eps: {constant_group} divides by zero (add eps inside the square root)"
     elif form.eps > EPS_MAX * EPS_SLACK:
-        said.append(f"its eps is {form.eps:.3g}, far larger than a small constant such as 1e-5: it shrinks groups of "
-                    "small variance")
+        said[LARGE_EPS] = (f"its eps is {form.eps:.3g}, far larger than a small constant such as 1e-5: it shrinks "
+                           "groups of small variance")
     if form.eps_goes == "outside" and form.eps > 0 and finite_on_constant_groups:
-        said.append(f"it adds eps = {form.eps:.2g} outside the square root, std + eps, where the definition has "
-                    "sqrt(var + eps)")
+        said[EPS_OUTSIDE] = (f"it adds eps = {form.eps:.2g} outside the square root, std + eps, where the definition "
+                             "has sqrt(var + eps)")
     return said

@@ -15,10 +15,11 @@ import re
 
 import pytest
 
-from grading.assignment import AUTOGRADED_POINTS, CELLS
-from grading.failures import Cause, Ending, GraderError, StudentFailure
+from grading.assignment import AUTOGRADED_POINTS, BY_ID, CELLS, SLIP_SHARE, question_of
+from grading.failures import Cause, Ending, GraderError, Slip, StudentFailure
 from grading.isolation.protocol import CallBudget
-from grading.records.results import WRONG, Test
+from grading.pipeline.verdicts import points
+from grading.records.results import SLIP, WRONG, Test
 from grading.settings import HIDDEN, Settings
 
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "no:threadexception", "-p",
@@ -88,6 +89,7 @@ class Collector:
         self.outcomes = {}
         self.cell_of = {}
         self.failures = {}  # {node id: (Test.failure, message)} of the tests that failed
+        self.slips = {}  # {node id: [slip key]} of the tests that found the answer right but for slips
         self.grader_error = None  # the first GraderError, or unexpected exception, a test or the suite met
 
     @pytest.fixture(scope="session")
@@ -143,7 +145,10 @@ class Collector:
         if call.excinfo is None:
             return
         raised = call.excinfo.value
-        if isinstance(raised, StudentFailure):
+        if isinstance(raised, Slip) and call.when == "call":
+            self.failures[item.nodeid] = (SLIP, str(raised))
+            self.slips[item.nodeid] = list(raised.found)
+        elif isinstance(raised, StudentFailure):
             self.failures[item.nodeid] = (raised.ending.value, str(raised))
         elif isinstance(raised, (AssertionError, pytest.fail.Exception)) and call.when == "call":
             self.failures[item.nodeid] = (WRONG, str(raised))
@@ -165,7 +170,7 @@ class Collector:
             self.outcomes[report.nodeid] = Test(report.nodeid.split("::")[-1], points if report.passed else 0.0,
                                                 points, report.passed, message.strip()[:Settings.message_chars],
                                                 hidden=True, cell=self.cell_of.get(report.nodeid, ""),
-                                                failure=failure)
+                                                failure=failure, slips=self.slips.get(report.nodeid, []))
 
 
 def run_hidden_suite(cells, student=None, kernel=None):
@@ -184,7 +189,49 @@ def run_hidden_suite(cells, student=None, kernel=None):
         if abs(available - AUTOGRADED_POINTS[cell]) > 1e-9:
             raise GraderError(f"the hidden tests of {cell} are worth {available:g} points, not "
                               f"{AUTOGRADED_POINTS[cell]:g}", Cause.SUITE)
+    charge_slips([test for found in tests.values() for test in found])
     return tests
+
+
+def charge_slips(tests):
+    """Charge each slip once per question (tests: [Test], in the order they ran, changed in place): a slip costs
+    assignment.SLIP_SHARE of its question's points, taken from the checks that reveal it in that order, each losing
+    at most its own points; a check that reveals only slips charged before loses nothing. Messages say where each slip
+    is charged and where else it shows."""
+    by_question = {}
+    for test in tests:
+        if test.failure == SLIP:
+            by_question.setdefault(question_of(test.cell), []).append(test)
+    for question, slipped in by_question.items():
+        size = SLIP_SHARE * BY_ID[question].points
+        left, charged_in, shows_in = {}, {}, {}
+        for test in slipped:
+            for key in test.slips:
+                left.setdefault(key, size)
+                shows_in.setdefault(key, []).append(test)
+        for test in slipped:
+            taken = 0.0
+            for key in test.slips:
+                take = min(left[key], test.max_score - taken)
+                left[key] -= take
+                taken += take
+                if take > 0:
+                    charged_in.setdefault(key, test)
+            test.score = points([test.max_score - taken])
+        for test in slipped:
+            test.message += "".join(slip_note(key, test, charged_in.get(key), shows_in[key], question,
+                                              size - left[key]) for key in test.slips)
+
+
+def slip_note(key, test, charged_in, shows_in, question, cost):
+    """What a check that reveals the slip key says of where it is charged (cost: its points off, in all)."""
+    if charged_in is None:
+        return f" [a slip ({key}): the checks that reveal it have no points left to take]"
+    if charged_in is not test:
+        return f" [the slip ({key}) is charged once, in {charged_in.name}]"
+    elsewhere = [other.name for other in shows_in if other is not test]
+    return (f" [a slip ({key}): {points([cost]):g} point(s) off {question}, once"
+            + (f"; it also shows in {', '.join(elsewhere)}, which lose nothing more for it]" if elsewhere else "]"))
 
 
 @contextlib.contextmanager

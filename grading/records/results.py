@@ -25,10 +25,13 @@ class Test:
     message: str = ""
     hidden: bool = False
     cell: str = ""  # the grade cell the test scores
-    failure: str = ""  # how it failed: a failures.Ending value, WRONG for an answer judged wrong; "" if it passed
+    failure: str = ""  # how it failed: a failures.Ending value, WRONG for an answer judged wrong, SLIP for an answer
+    # right but for slips (named in slips); "" if it passed
+    slips: list = field(default_factory=list)  # keys of the slips it revealed (grading/hidden/slips.py)
 
 
 WRONG = "wrong"  # Test.failure of a check whose answer came back and was judged wrong
+SLIP = "slip"  # Test.failure of a check whose answer was right but for slips, charged once per question
 
 
 @dataclass

@@ -292,13 +292,14 @@ def test_a_degenerate_forward_earns_nothing_for_agreeing_with_its_own_backward(g
     assert graded["degenerate"].questions["q2"].score == 0
 
 
-def test_a_slip_keeps_more_than_half_of_its_cell_and_is_named(graded):
-    assert graded["train-unbiased-variance"].questions["q1"].score >= 10
+def test_a_slip_is_charged_once_in_its_question_and_named(graded):
+    assert graded["train-unbiased-variance"].questions["q1"].score == 18
     layer_norm = [t for t in graded["ln-unbiased-variance"].questions["q3"].tests if t.cell == "q3_layer_norm"]
-    assert sum(t.score for t in layer_norm) == 3
+    assert sum(t.score for t in layer_norm) == 3 and graded["ln-unbiased-variance"].questions["q3"].score == 18
     assert [t.message for t in layer_norm if not t.passed] == [
         "the LN layer normalizes per sample, over (C, H, W), but it uses the unbiased variance, dividing by n - 1 = "
-        "239 (as torch's var and std do by default, and numpy's with ddof=1), where normalization divides by n = 240"]
+        "239 (as torch's var and std do by default, and numpy's with ddof=1), where normalization divides by n = 240 "
+        "[a slip (the unbiased variance): 2 point(s) off q3, once]"]
 
 
 def test_a_shortcut_without_num_groups_loses_only_its_gn_case(graded):

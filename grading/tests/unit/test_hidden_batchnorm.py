@@ -1,8 +1,8 @@
-"""The hidden Q1/Q2 suites as a careful TA grades batchnormalization.py: a slip in the normalization (the unbiased
-variance or std, eps outside the square root, no eps) costs the check of the formula and is named, keeping well over
-half of Q1; the textbook backward, fed by such a forward, is not charged again on Q2; real mistakes still lose
-points on their own question; and an output that is not batch normalization earns nothing for its other
-properties.
+"""The hidden Q1/Q2 suites as a careful TA grades batchnormalization.py: a slip (the unbiased variance or std, eps
+outside the square root, no eps, momentum swapped) is named and charged once in Q1, assignment.SLIP_SHARE of its
+points, however many checks reveal it; two slips are charged once each; the textbook backward, fed by such a forward,
+is not charged again on Q2; real mistakes still lose points on their own question; and an output that is not batch
+normalization earns nothing for its other properties.
 
 Every student runs behind the real sandboxed child, all in one process (hidden_suite_runner.py).
 """
@@ -62,24 +62,46 @@ STUDENTS = {  # name: (batchnormalization.py, Q1 points, Q2 points, words of Q1'
     "reference": (SOURCE, 20, 20, []),
     "staged-cs231n-style": (with_regions(STAGED_FORWARD, STAGED_BACKWARD), 20, 20, []),
     # the ddof=1 bug: normalization and running_var both use the unbiased variance
-    "unbiased-variance": (edited(("batch_var = x.var(axis=0)", "batch_var = x.var(axis=0, ddof=1)")), 13, 20,
+    "unbiased-variance": (edited(("batch_var = x.var(axis=0)", "batch_var = x.var(axis=0, ddof=1)")), 18, 20,
                           ["train mode normalizes each feature with the batch variance, but it uses the unbiased "
-                           "variance, dividing by n - 1", "updated with the unbiased batch variance (N - 1)"]),
+                           "variance, dividing by n - 1", "2 point(s) off q1, once",
+                           "updated with the unbiased batch variance (N - 1, as torch.nn.BatchNorm1d does)",
+                           "the slip (the unbiased variance) is charged once, in "
+                           "test_divides_by_the_square_root_of_the_biased_variance_plus_eps[train]"]),
+    # torch's convention for running_var alone: one slip, said once where it is charged
+    "running-var-unbiased": (edited(("running_var = momentum * running_var + (1 - momentum) * batch_var",
+                                     "running_var = momentum * running_var + (1 - momentum) * x.var(axis=0, ddof=1)")),
+                             18, 20, ["running_var is updated with the unbiased batch variance",
+                                      "2 point(s) off q1, once; it also shows in "
+                                      "test_running_statistics_over_several_steps, "
+                                      "test_running_statistics_default_to_zeros_in_the_input_dtype"]),
+    # the demo's common_mistakes: two slips, each charged once
+    "two-slips": (edited(("running_var = momentum * running_var + (1 - momentum) * batch_var",
+                          "running_var = momentum * running_var + (1 - momentum) * x.var(axis=0, ddof=1)"),
+                         (TEST_DENOMINATOR, "/ (np.sqrt(running_var) + eps) + beta")), 16, 20,
+                  ["a slip (eps outside the square root)", "a slip (the unbiased variance)"]),
     "unbiased-std": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (x.std(axis=0, ddof=1) + eps)")), 18, 20,
                      ["unbiased variance, dividing by n - 1 = 15", "eps = 1e-05 outside the square root"]),
     "eps-outside-sqrt": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / (np.sqrt(batch_var) + eps)"),
-                                (TEST_DENOMINATOR, "/ (np.sqrt(running_var) + eps) + beta")), 16, 20,
+                                (TEST_DENOMINATOR, "/ (np.sqrt(running_var) + eps) + beta")), 18, 20,
                          ["train mode normalizes each feature with the batch variance, but it adds eps = 1e-05 "
                           "outside the square root", "test mode normalizes each feature with running_var, but it "
                           "adds eps = 1e-05 outside the square root"]),
     "no-eps": (edited((TRAIN_DENOMINATOR, "inv_std = 1.0 / np.sqrt(batch_var)"),
-                      (TEST_DENOMINATOR, "/ np.sqrt(running_var) + beta")), 16, 20,
+                      (TEST_DENOMINATOR, "/ np.sqrt(running_var) + beta")), 18, 20,
                ["no eps: a feature whose values are all equal divides by zero",
                 "no eps: a feature whose running_var is 0 divides by zero"]),
-    # real mistakes keep costing their own question
     "momentum-swapped": (edited(("momentum * running_mean + (1 - momentum) * batch_mean",
-                                 "(1 - momentum) * running_mean + momentum * batch_mean")), 15, 20,
-                         ["momentum and 1 - momentum swapped"]),
+                                 "(1 - momentum) * running_mean + momentum * batch_mean")), 18, 20,
+                         ["momentum and 1 - momentum are swapped"]),
+    # a wrong idea beside a slip: the wrong idea (no test mode at all) still loses its own checks
+    "slip-and-no-test-mode": (edited(("running_var = momentum * running_var + (1 - momentum) * batch_var",
+                                      "running_var = momentum * running_var + (1 - momentum) * x.var(axis=0, ddof=1)"),
+                                     ("out = gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta",
+                                      "out = gamma * (x - x.mean(axis=0)) / np.sqrt(x.var(axis=0) + eps) + beta")),
+                              11.5, 20, ["a slip (the unbiased variance)", "the test-mode output is not batch "
+                                                                        "normalization"]),
+    # real mistakes keep costing their own question
     "dx-over-n-minus-1": (edited(("inv_std / batch_size", "inv_std / (batch_size - 1)")), 20, 12, []),
     # attacks on the properties now judged on their own: an output that is not batch normalization earns none
     "output-scaled-by-a-constant": (edited(("out = gamma * x_hat + beta", "out = gamma * 1.3 * x_hat + beta"),

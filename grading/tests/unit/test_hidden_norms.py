@@ -1,6 +1,7 @@
 """The hidden Q3–Q5 suites as a careful TA grades: a slip in a normalization layer (the unbiased variance or std,
-eps outside the square root, no eps, a wrong eps) keeps 3 of the cell's 5 points and is named; wrong axes lose the
-cell's normalization points; every other property counts on its own; honest choices (float64 as torch's default,
+eps outside the square root, no eps, a wrong eps) is named and charged once for Q3, however many of LN, IN and GN
+show it (one helper they share is one slip), two different slips once each, and a wrong idea beside a slip still
+loses its own points; wrong axes lose the cell's normalization points; every other property counts on its own; honest choices (float64 as torch's default,
 any eps up to 1e-3, a shortcut that leaves out num_groups only where it matters) keep their points; layers that do
 not normalize earn nothing; and an answer cell that does not compile is named with its error and line.
 
@@ -42,16 +43,31 @@ class OwnNorm(nn.Module):
 
 return OwnNorm({{"LN": 1, "IN": num_channels, "GN": num_groups}}[norm_type], num_channels)
 """
-SLIPS = {  # name: (how the layer divides, the words the message must use)
+SLIPS = {  # name: (how the layer divides, the words the message must use, {norm type: points of its cell})
     "unbiased-variance": ("(g - mean) / torch.sqrt(g.var(-1, keepdim=True) + 1e-5)",
-                          ["unbiased variance, dividing by n - 1"]),
+                          ["unbiased variance, dividing by n - 1"], {"LN": 3.0, "IN": 5.0, "GN": 5.0}),
+    # two slips in one helper: each charged once, the second where the first left points
     "unbiased-std": ("(g - mean) / (g.std(-1, keepdim=True) + 1e-5)",
-                     ["unbiased variance, dividing by n - 1", "outside the square root"]),
+                     ["unbiased variance, dividing by n - 1", "outside the square root"],
+                     {"LN": 3.0, "IN": 3.0, "GN": 5.0}),
     "eps-outside-sqrt": ("(g - mean) / (g.var(-1, unbiased=False, keepdim=True).sqrt() + 1e-5)",
-                         ["eps = 1e-05 outside the square root, std + eps"]),
-    "no-eps": ("(g - mean) / g.var(-1, unbiased=False, keepdim=True).sqrt()", ["no eps", "divides by zero"]),
-    "eps-of-a-tenth": ("(g - mean) / torch.sqrt(g.var(-1, unbiased=False, keepdim=True) + 0.1)", ["eps is 0.1"]),
+                         ["eps = 1e-05 outside the square root, std + eps"], {"LN": 3.0, "IN": 5.0, "GN": 5.0}),
+    "no-eps": ("(g - mean) / g.var(-1, unbiased=False, keepdim=True).sqrt()", ["no eps", "divides by zero"],
+               {"LN": 3.0, "IN": 5.0, "GN": 5.0}),
+    "eps-of-a-tenth": ("(g - mean) / torch.sqrt(g.var(-1, unbiased=False, keepdim=True) + 0.1)", ["eps is 0.1"],
+                       {"LN": 3.0, "IN": 5.0, "GN": 5.0}),
+    # the slip in IN alone (the helper takes norm_type from make_norm)
+    "unbiased-in-in-only": ("(g - mean) / torch.sqrt(g.var(-1, unbiased=norm_type == 'IN', keepdim=True) + 1e-5)",
+                            ["unbiased variance, dividing by n - 1"], {"LN": 5.0, "IN": 3.0, "GN": 5.0}),
+    # two different slips in two cells: each charged once, where it shows
+    "two-slips-in-two-cells": ("(g - mean) / (g.var(-1, unbiased=False, keepdim=True).sqrt() + 1e-5 "
+                               "if norm_type == 'GN' else torch.sqrt(g.var(-1, unbiased=norm_type == 'LN', "
+                               "keepdim=True) + 1e-5))", ["unbiased variance, dividing by n - 1"],
+                               {"LN": 3.0, "IN": 5.0, "GN": 3.0}),
 }
+# a wrong idea beside a slip: LN as batch normalization (wrong axes) and the unbiased variance in IN
+WRONG_BESIDE_A_SLIP = 'if norm_type == "LN":\n    return nn.BatchNorm2d(num_channels)\n' + OWN_NORM.format(
+    normalized="(g - mean) / torch.sqrt(g.var(-1, unbiased=norm_type == 'IN', keepdim=True) + 1e-5)")
 GROUP_NORM_WITH_EPS = 'return nn.GroupNorm({{"LN": 1, "IN": num_channels, "GN": num_groups}}[norm_type], num_channels, eps={})'
 WRONG = {  # name: (make_norm, {norm type: points}, words)
     "ln-as-batchnorm": ('if norm_type == "LN":\n    return nn.BatchNorm2d(num_channels)\n'
@@ -86,7 +102,8 @@ BROKEN = {  # answer cell: code with a syntax error on its second line
 
 def students(executed):
     found = {f"slip-{name}": {"answers": {"q3_make_norm": OWN_NORM.format(normalized=code)}, "cells": Q3}
-             for name, (code, _) in SLIPS.items()}
+             for name, (code, _, _) in SLIPS.items()}
+    found["wrong-beside-a-slip"] = {"answers": {"q3_make_norm": WRONG_BESIDE_A_SLIP}, "cells": Q3}
     found.update({f"wrong-{name}": {"answers": {"q3_make_norm": code}, "cells": Q3}
                   for name, (code, _, _) in WRONG.items()})
     found.update({f"degenerate-{name}": {"answers": {"q3_make_norm": code}, "cells": Q3}
@@ -141,15 +158,24 @@ def points(graded, student, cell):
     return round(graded[0][student][cell][0], 6)
 
 
-@pytest.mark.parametrize("norm_type", NORM_CELLS)
 @pytest.mark.parametrize("slip", SLIPS)
-def test_a_slip_keeps_three_of_five_points_and_is_named(graded, slip, norm_type):
-    cell = NORM_CELLS[norm_type]
-    assert points(graded, f"slip-{slip}", cell) == 3.0
-    messages = graded[0][f"slip-{slip}"][cell][1]
-    assert len(messages) == 1 and messages[0].startswith(f"the {norm_type} layer normalizes per sample")
-    assert all(words in messages[0] for words in SLIPS[slip][1]), messages
-    assert points(graded, f"slip-{slip}", "q3_shortcut") == 5.0
+def test_a_slip_is_charged_once_for_q3_and_named_where_it_shows(graded, slip):
+    _, words, expected = SLIPS[slip]
+    student = f"slip-{slip}"
+    assert {norm_type: points(graded, student, cell) for norm_type, cell in NORM_CELLS.items()} == expected
+    assert points(graded, student, "q3_shortcut") == 5.0
+    said = {norm_type: graded[0][student][cell][1] for norm_type, cell in NORM_CELLS.items()}
+    charged = [norm_type for norm_type, messages in said.items() if any("point(s) off q3, once" in m for m in messages)]
+    assert charged == [norm_type for norm_type, kept in expected.items() if kept < 5], said
+    for norm_type, messages in said.items():
+        assert len(messages) <= 1 and all(m.startswith(f"the {norm_type} layer normalizes") for m in messages)
+    assert all(any(w in m for messages in said.values() for m in messages) for w in words), said
+
+
+def test_a_wrong_idea_beside_a_slip_still_loses_its_own_points(graded):
+    scores = {norm_type: points(graded, "wrong-beside-a-slip", cell) for norm_type, cell in NORM_CELLS.items()}
+    assert scores == {"LN": 1.0, "IN": 3.0, "GN": 5.0}
+    assert any("it normalizes like BN" in m for m in graded[0]["wrong-beside-a-slip"]["q3_layer_norm"][1])
 
 
 @pytest.mark.parametrize("name", WRONG)
