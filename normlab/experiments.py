@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from normlab import RUNS_ROOT
 from normlab import data as cifar
 from normlab.notebook import NotebookFunction
-from normlab.train import TrainConfig, best_device, seed_everything, steady_epoch_seconds, train, warmup_seconds
+from normlab.train import (TrainConfig, TrainingStopped, best_device, seed_everything, steady_epoch_seconds, train,
+                           warmup_seconds)
 
 GRID_DIR = RUNS_ROOT / "grid"  # the real grid: submitted with the notebook
 FOLLOW_SECONDS = 5  # how often the progress bar of the grid's processes reads their histories
@@ -123,14 +124,21 @@ def run_grid(build_model, grid, out_dir=GRID_DIR, devices=None, progress=True):
                   f"the same models as {getattr(build_model, '__name__', 'build_model')} here (or could not be "
                   f"read). Save the notebook (Ctrl+S) and run this cell again to train on all {len(devices)} GPUs.")
             devices, builder = devices[:1], build_model
-    if len(devices) == 1 or len(pending) <= 1:
-        datasets = {}  # each dataset is loaded once for all its runs
-        for run in pending:
-            if run.dataset not in datasets:
-                datasets[run.dataset] = grid_data(grid, run.dataset)
-            train_run(builder, grid, run, out_dir, devices[0], progress, datasets[run.dataset])
-    else:
-        run_in_processes(builder, grid, pending, out_dir, devices, progress)
+    try:
+        if len(devices) == 1 or len(pending) <= 1:
+            datasets = {}  # each dataset is loaded once for all its runs
+            for run in pending:
+                if run.dataset not in datasets:
+                    datasets[run.dataset] = grid_data(grid, run.dataset)
+                train_run(builder, grid, run, out_dir, devices[0], progress, datasets[run.dataset])
+        else:
+            run_in_processes(builder, grid, pending, out_dir, devices, progress)
+    except KeyboardInterrupt as stop:
+        finished = sum(is_finished(out_dir / run.name, grid.fingerprint(run)) for run in runs)
+        raise TrainingStopped(
+            (f"{stop}\n" if isinstance(stop, TrainingStopped) else "The grid stopped. ")
+            + f"{finished} of {len(runs)} runs of the grid are finished in {out_dir}. Run this cell again to train the "
+            "rest: finished runs are kept, and every other run resumes after its last finished epoch.") from None
     return [history for run in runs if (history := read_history(out_dir / run.name)) is not None]
 
 
@@ -241,10 +249,13 @@ def _worker(build_model, grid, work, out_dir, device, threads):
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     datasets = {}
-    while (run := work.get()) is not None:
-        if run.dataset not in datasets:
-            datasets[run.dataset] = grid_data(grid, run.dataset)
-        train_run(build_model, grid, run, out_dir, device, False, datasets[run.dataset])
+    try:
+        while (run := work.get()) is not None:
+            if run.dataset not in datasets:
+                datasets[run.dataset] = grid_data(grid, run.dataset)
+            train_run(build_model, grid, run, out_dir, device, False, datasets[run.dataset])
+    except KeyboardInterrupt:  # the stop button signals every process of the kernel: the notebook says what to do
+        sys.exit(130)
 
 
 def load_results(out_dir=GRID_DIR):

@@ -26,6 +26,7 @@ import math
 import os
 import random
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -77,6 +78,27 @@ class TrainConfig:
 
     def replace(self, **changes):
         return replace(self, **changes)
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """Training stopped by the user (the notebook's stop button, Ctrl+C), with a message that says what was kept and
+    how to resume. Jupyter shows the message alone (IPython shows what _render_traceback_ returns): the traceback
+    through torch of the KeyboardInterrupt would only hide it."""
+
+    def _render_traceback_(self):
+        return [f"{type(self).__name__}: {self}"]
+
+
+def stopped_during(name, epoch, epochs, out_dir, saved_epoch):
+    """What a run stopped during an epoch tells the student: what is kept, and how to go on."""
+    said = f"{name}: stopped during epoch {epoch} of {epochs}. "
+    if out_dir is None:
+        return said + "Nothing of it was saved (it has no out_dir): running it again starts from the first epoch."
+    if saved_epoch < 1:
+        return said + (f"No epoch had finished, so nothing was saved in {out_dir}: running it again starts from the "
+                       "first epoch.")
+    return said + (f"Its state after epoch {saved_epoch} is saved in {out_dir}: run the cell (or the command) again "
+                   f"and it resumes from there, losing only the epoch in progress.")
 
 
 def seed_everything(seed):
@@ -243,7 +265,8 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
     resumes after the last finished epoch, records that in history["resumed"], and ends with the same weights and
     history as an uninterrupted run (on the CPU bit for bit; on GPUs up to the nondeterminism of their kernels).
     A finished run leaves its final weights in out_dir/checkpoint.pt and no resume.pt; called again, train() loads
-    them into model and returns the history without training.
+    them into model and returns the history without training. Stopped by the user (KeyboardInterrupt), it raises
+    TrainingStopped, which says what was kept and how to resume.
     """
     device = torch.device(device) if device is not None else best_device()
     seed_everything(config.seed)
@@ -279,38 +302,49 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
                    "parameters": sum(p.numel() for p in model.parameters()), **(metadata or {}), "resumed": [],
                    "epochs": []}
     averaged_epochs = min(config.ema_epochs, config.epochs)
-    epochs = tqdm(range(first_epoch, config.epochs + 1), initial=first_epoch - 1, total=config.epochs,
-                  desc=label or "training", disable=not progress, leave=True)
-    for epoch in epochs:
-        graphs_before = compiled_graphs() if execution.compile else 0
-        if averaged_epochs and epoch == config.epochs - averaged_epochs + 1:
-            average = WeightAverage(session.model, config.ema_decay)
-        warm_up = epoch == first_epoch
-        record = {"epoch": epoch, **train_epoch(session, train_batches, average, progress, f"epoch {epoch}", warm_up)}
-        last = epoch == config.epochs
-        if last and average is not None:
-            average.copy_into_model()
-        evaluation = timed_evaluation(session, test_batches, tta=last, warm_up=warm_up)
-        tta_test_accuracy = evaluation.pop("tta_test_accuracy", None)
-        record["warmup_seconds"] += evaluation.pop("warmup_seconds")
-        record.update(evaluation)
-        if execution.compile:
-            record["compiled_graphs"] = compiled_graphs() - graphs_before
-        history["epochs"].append(record)
-        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
-        if not math.isfinite(record["train_loss"]):
-            history["status"] = "diverged"
-            break
-        if last:
-            history["status"] = "complete"
-            weights = f"moving average over the last {averaged_epochs} epoch(s)" if average else "last"
-            history["final"] = {"weights": weights, "test_loss": record["test_loss"],
-                                "test_accuracy": record["test_accuracy"], "tta_test_accuracy": tta_test_accuracy}
-            break
-        if out_dir is not None:
-            checkpoint.save(out_dir, end_of_epoch_state(identity, epoch, history, session, train_batches, average,
-                                                        device))
-        _write_history(history, out_dir)
+    # counted by hand after each finished epoch: a bar that an iterator drives misses the epoch the loop breaks in
+    bar = tqdm(total=config.epochs, initial=first_epoch - 1, desc=label or "training", unit="epoch",
+               disable=not progress, leave=True)
+    saved_epoch, epoch = first_epoch - 1 if state else 0, first_epoch
+    try:
+        for epoch in range(first_epoch, config.epochs + 1):
+            graphs_before = compiled_graphs() if execution.compile else 0
+            if averaged_epochs and epoch == config.epochs - averaged_epochs + 1:
+                average = WeightAverage(session.model, config.ema_decay)
+            warm_up = epoch == first_epoch
+            record = {"epoch": epoch, **train_epoch(session, train_batches, average, progress, f"epoch {epoch}",
+                                                    warm_up)}
+            last = epoch == config.epochs
+            if last and average is not None:
+                average.copy_into_model()
+            evaluation = timed_evaluation(session, test_batches, tta=last, warm_up=warm_up)
+            tta_test_accuracy = evaluation.pop("tta_test_accuracy", None)
+            record["warmup_seconds"] += evaluation.pop("warmup_seconds")
+            record.update(evaluation)
+            if execution.compile:
+                record["compiled_graphs"] = compiled_graphs() - graphs_before
+            history["epochs"].append(record)
+            bar.update()
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
+            if not math.isfinite(record["train_loss"]):
+                history["status"] = "diverged"
+                bar.set_postfix_str(f"diverged in epoch {epoch}: the loss is no longer finite")
+                break
+            if last:
+                history["status"] = "complete"
+                weights = f"moving average over the last {averaged_epochs} epoch(s)" if average else "last"
+                history["final"] = {"weights": weights, "test_loss": record["test_loss"],
+                                    "test_accuracy": record["test_accuracy"], "tta_test_accuracy": tta_test_accuracy}
+                break
+            if out_dir is not None:
+                checkpoint.save(out_dir, end_of_epoch_state(identity, epoch, history, session, train_batches,
+                                                            average, device))
+                saved_epoch = epoch
+            _write_history(history, out_dir)
+    except KeyboardInterrupt:
+        raise TrainingStopped(stopped_during(label or "the run", epoch, config.epochs, out_dir, saved_epoch)) from None
+    finally:
+        bar.close()
     if execution.compile:
         history["compile_check"] = compare_with_eager(session.model, session.step_model, test_batches,
                                                       session.autocast)
@@ -407,12 +441,16 @@ def main(argv=None):
     dataset = cifar.load_synthetic(args.dataset) if args.synthetic else cifar.load(args.dataset,
                                                                                    download_if_missing=True)
     print(dataset.describe())
-    model = load_models().resnet18(norm_type=args.norm, stem=args.stem, num_classes=dataset.num_classes,
-                                   base_width=args.width)
     compiling = {"auto": None, "on": True, "off": False}[args.compile]
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, compile=compiling)
+    model = load_models().resnet18(norm_type=args.norm, stem=args.stem, num_classes=dataset.num_classes,
+                                   base_width=args.width)
     label = f"{args.dataset}-{args.norm}-{args.stem}"
-    history = train(model, dataset, config, out_dir=Path(args.out) / label, label=label)
+    try:
+        history = train(model, dataset, config, out_dir=Path(args.out) / label, label=label)
+    except TrainingStopped as stopped:
+        print(stopped, file=sys.stderr)
+        raise SystemExit(130) from None  # the shell's status for a program stopped by Ctrl+C
     epochs, final, execution = history["epochs"], history.get("final", {}), history["execution"]
     print(f"{label} on {history['device']} ({history['autocast']}, channels_last {execution['channels_last']}, "
           f"compile {execution['compile']}, by {execution['chosen_by']}): status {history['status']}")

@@ -4,7 +4,8 @@ button) passes on the sources and fails while batchnormalization.py is not imple
 
 One real kernel runs the source notebook up to its last test cell of Q1–Q5; each case then runs make_norm's cell
 again with another implementation in its solution region, and the test cells of Q3–Q5 after it, and reads every
-test cell with nbgrader's own determine_grade.
+test cell with nbgrader's own determine_grade. Another kernel, interrupted as the stop button does during a training
+run, shows how to resume in one line.
 """
 import copy
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbgrader.utils import determine_grade, is_grade
 
@@ -116,3 +118,50 @@ def test_nbgrader_validate_reports_the_unimplemented_pyfile(bundle, tmp_path):
     block = shown[start:end + 1]  # Q1's message, whole: no colour codes, no line cut short by validate
     assert not any("\x1b[" in line or line.endswith("...") for line in block), block
     assert "not implemented yet. Fill in the region" in " ".join(block), block
+
+
+STOPPED_RUN = """
+import sys
+sys.path.insert(0, {repo!r})
+from torch import nn
+from normlab import data, train
+root = {root!r}
+data.write_synthetic("cifar10", root, train_size=1024, test_size=50)
+model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                      nn.Flatten(), nn.Linear(8, 10))
+config = train.TrainConfig(epochs=1000, batch_size=64, amp="off", channels_last=False, compile=False)
+train.train(model, data.load("cifar10", root), config, "cpu", out_dir={out!r}, label="bonus")
+"""
+
+
+def test_the_stop_button_says_how_to_resume_instead_of_showing_a_traceback(tmp_path):
+    """A real kernel, interrupted as Jupyter's stop button does, once a run has saved its first epoch."""
+    out = tmp_path / "bonus"
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path))
+    try:
+        request = client.execute(STOPPED_RUN.format(repo=str(REPO), root=str(tmp_path / "data"), out=str(out)))
+        deadline = time.monotonic() + 300
+        while not (out / "resume.pt").is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        manager.interrupt_kernel()
+        reply = client.get_shell_msg(timeout=120)
+        errors = []
+        while True:
+            message = client.get_iopub_msg(timeout=30)
+            if message["parent_header"].get("msg_id") != request:
+                continue
+            if message["msg_type"] == "error":
+                errors.append(message["content"])
+            if message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                break
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+    assert reply["content"]["status"] == "error" and len(errors) == 1
+    shown = errors[0]["traceback"]
+    assert len(shown) == 1
+    said = re.fullmatch(
+        rf"TrainingStopped: bonus: stopped during epoch (\d+) of 1000\. Its state after epoch (\d+) is saved in "
+        rf"{re.escape(str(out))}: run the cell \(or the command\) again and it resumes from there, losing only the "
+        r"epoch in progress\.", shown[0])
+    assert said and int(said[2]) == int(said[1]) - 1, shown

@@ -1,7 +1,11 @@
 """normlab.train's engine on the CPU: static shapes, compiling once, the timed choice of execution, the moving
-average of the weights and flip test-time augmentation."""
+average of the weights and flip test-time augmentation; what a student sees of a run: a progress bar that ends full,
+and a stop that says how to resume."""
 import copy
+import dataclasses
 import json
+import os
+import re
 import subprocess
 import sys
 import types
@@ -10,8 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from normlab import checkpoint, data, devices, execution, train
+from normlab import checkpoint, data, devices, execution, experiments, train
 from normlab.batches import DeviceBatches, eval_batch_size
 from normlab.session import Execution, Session, WeightAverage
 
@@ -368,8 +373,11 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_a_changed_one_starts_ov
     stopped.load_state_dict(initial)
     with monkeypatch.context() as patch:
         stop_at_step(patch, 8)
-        with pytest.raises(KeyboardInterrupt):
+        with pytest.raises(train.TrainingStopped) as stopped_run:
             train.train(stopped, synthetic, config, "cpu", out_dir=tmp_path, progress=False)
+    assert str(stopped_run.value) == (
+        f"the run: stopped during epoch 2 of 2. Its state after epoch 1 is saved in {tmp_path}: run the cell (or "
+        "the command) again and it resumes from there, losing only the epoch in progress.")
     assert torch.load(tmp_path / checkpoint.RESUME_FILE, weights_only=True)["epoch"] == 1
     resumed_model = small_cnn()  # other initial weights: the saved state replaces them
     resumed = train.train(resumed_model, synthetic, config, "cpu", out_dir=tmp_path, progress=False)
@@ -391,3 +399,105 @@ def test_an_interrupted_run_resumes_where_it_stopped_and_a_changed_one_starts_ov
         loaded = small_cnn()
         assert train.train(loaded, synthetic, config, "cpu", out_dir=tmp_path, progress=False) == resumed
     assert all(torch.equal(value, resumed_model.state_dict()[name]) for name, value in loaded.state_dict().items())
+
+
+def test_a_run_stopped_before_its_first_epoch_ended_or_without_a_folder_says_it_starts_over(synthetic, tmp_path,
+                                                                                               monkeypatch):
+    config = plain(epochs=2, batch_size=64)
+    stop_at_step(monkeypatch, 2)
+    with pytest.raises(train.TrainingStopped, match=f"No epoch had finished, so nothing was saved in {tmp_path}: "
+                                                    "running it again starts from the first epoch"):
+        train.train(small_cnn(), synthetic, config, "cpu", out_dir=tmp_path, progress=False)
+    stop_at_step(monkeypatch, 8)
+    with pytest.raises(train.TrainingStopped, match="Nothing of it was saved"):
+        train.train(small_cnn(), synthetic, config, "cpu", progress=False)
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """[(description, count, total, postfix)] of every progress bar that normlab.train and normlab.experiments
+    show, as each closes."""
+    closed = []
+
+    class RecordedBar(tqdm):
+        def close(self):
+            if not self.disable and not getattr(self, "recorded", False):
+                self.recorded = True
+                closed.append((self.desc, self.n, self.total, self.postfix))
+            super().close()
+
+    monkeypatch.setattr(train, "tqdm", RecordedBar)
+    monkeypatch.setattr(experiments, "tqdm", RecordedBar)
+    return closed
+
+
+def run_bars(closed):
+    """The bars of whole runs (one per run, counting epochs), not those of the steps of an epoch."""
+    return [bar for bar in closed if not bar[0].startswith("epoch ")]
+
+
+def test_a_finished_run_ends_with_a_full_bar_a_resumed_one_too_and_a_diverged_one_says_so(synthetic, tmp_path,
+                                                                                         monkeypatch, bars):
+    train.train(small_cnn(), synthetic, plain(epochs=1, batch_size=64), "cpu", label="one epoch")  # the bonus cell
+    assert [bar[:3] for bar in run_bars(bars)] == [("one epoch", 1, 1)]
+    with monkeypatch.context() as patch:
+        stop_at_step(patch, 8)
+        with pytest.raises(train.TrainingStopped):
+            train.train(small_cnn(), synthetic, plain(epochs=3, batch_size=64), "cpu", out_dir=tmp_path,
+                        label="stopped")
+    train.train(small_cnn(), synthetic, plain(epochs=3, batch_size=64), "cpu", out_dir=tmp_path, label="resumed")
+    assert [bar[:3] for bar in run_bars(bars)[1:]] == [("stopped", 1, 3), ("resumed", 3, 3)]
+
+    diverging = small_cnn()
+    with torch.no_grad():
+        diverging[-1].weight.fill_(float("nan"))
+    history = train.train(diverging, synthetic, plain(epochs=3, batch_size=64), "cpu", label="diverging")
+    description, count, total, postfix = run_bars(bars)[-1]
+    assert history["status"] == "diverged" and (description, count, total) == ("diverging", 1, 3)
+    assert postfix == "diverged in epoch 1: the loss is no longer finite"
+
+
+def test_every_run_of_the_smoke_grid_ends_with_a_full_bar(synthetic_root, tmp_path, monkeypatch, bars):
+    monkeypatch.setattr(data, "SYNTHETIC_ROOT", synthetic_root)
+    grid = dataclasses.replace(experiments.Grid.smoke(), norms=("BN", "none"), stems=("cifar",))
+    results = experiments.run_grid(lambda **options: small_cnn(options["num_classes"]), grid, tmp_path,
+                                   devices=["cpu"])
+    assert [h["status"] for h in results] == ["complete", "complete"]
+    assert [bar[:3] for bar in run_bars(bars)] == [(run.name, 2, 2) for run in grid.runs()]
+
+
+@pytest.fixture(scope="module")
+def two_cli_runs(tmp_path_factory):
+    """Two runs of one `python -m normlab.train --synthetic` command, each in a process of its own, on a small
+    synthetic CIFAR-10: [(what it wrote to stderr, its history)]."""
+    root = tmp_path_factory.mktemp("cli")
+    data.write_synthetic("cifar10", root / "synthetic", train_size=512, test_size=100)
+    runs = []
+    for attempt in ("first", "second"):
+        completed = subprocess.run([sys.executable, "-m", "normlab.train", "--synthetic", "--width", "8", "--epochs",
+                                    "2", "--batch-size", "256", "--out", str(root / attempt)], cwd=REPO,
+                                   env={**os.environ, "NORMLAB_DATA": str(root)}, capture_output=True, text=True,
+                                   timeout=600)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        runs.append((completed.stderr, json.loads((root / attempt / "cifar10-BN-cifar" / "history.json").read_text())))
+    return runs
+
+
+def test_the_cli_shows_its_bar_full_when_the_run_ends(two_cli_runs):
+    shown = [line for line in two_cli_runs[0][0].replace("\r", "\n").splitlines()
+             if line.startswith("cifar10-BN-cifar:")]
+    assert shown and re.match(r"cifar10-BN-cifar: 100%\|█+\| 2/2 ", shown[-1]), shown
+
+
+def test_a_stopped_grid_says_how_many_runs_are_kept_and_how_to_go_on(synthetic_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SYNTHETIC_ROOT", synthetic_root)
+    grid = dataclasses.replace(experiments.Grid.smoke(), norms=("BN", "none"), stems=("cifar",))
+    stop_at_step(monkeypatch, 5)  # two steps per epoch: in the first epoch of the second run
+    with pytest.raises(train.TrainingStopped) as stopped:
+        experiments.run_grid(lambda **options: small_cnn(options["num_classes"]), grid, tmp_path, devices=["cpu"],
+                             progress=False)
+    assert str(stopped.value).splitlines() == [
+        f"cifar10-none-cifar: stopped during epoch 1 of 2. No epoch had finished, so nothing was saved in "
+        f"{tmp_path / 'cifar10-none-cifar'}: running it again starts from the first epoch.",
+        f"1 of 2 runs of the grid are finished in {tmp_path}. Run this cell again to train the rest: finished runs "
+        "are kept, and every other run resumes after its last finished epoch."]
