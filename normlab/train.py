@@ -443,6 +443,7 @@ def main(argv=None):
     print(dataset.describe())
     compiling = {"auto": None, "on": True, "off": False}[args.compile]
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, compile=compiling)
+    seed_everything(config.seed)  # the initial weights too: two runs of one command give the same history
     model = load_models().resnet18(norm_type=args.norm, stem=args.stem, num_classes=dataset.num_classes,
                                    base_width=args.width)
     label = f"{args.dataset}-{args.norm}-{args.stem}"

@@ -1,6 +1,6 @@
 """normlab.train's engine on the CPU: static shapes, compiling once, the timed choice of execution, the moving
 average of the weights and flip test-time augmentation; what a student sees of a run: a progress bar that ends full,
-and a stop that says how to resume."""
+a stop that says how to resume, and the same history from the same command."""
 import copy
 import dataclasses
 import json
@@ -481,6 +481,11 @@ def two_cli_runs(tmp_path_factory):
         assert completed.returncode == 0, completed.stderr[-3000:]
         runs.append((completed.stderr, json.loads((root / attempt / "cifar10-BN-cifar" / "history.json").read_text())))
     return runs
+
+
+def test_two_runs_of_one_cli_command_give_the_same_history(two_cli_runs):
+    (_, first), (_, second) = two_cli_runs
+    assert first["status"] == "complete" and comparable(first) == comparable(second)
 
 
 def test_the_cli_shows_its_bar_full_when_the_run_ends(two_cli_runs):
