@@ -6,7 +6,7 @@ hidden checks, outside your notebook; under the autograder these do nothing.
   result with the definition of each normalization, so any correct implementation passes (nn.GroupNorm,
   nn.LayerNorm, nn.InstanceNorm2d, a module of your own) and a normalization over the wrong axes fails with a
   message that says which normalization it computes instead.
-Each check raises AssertionError with that message, or returns None.
+Each check raises AssertionError with that message, or says in a printed line what it found and returns None.
 """
 import functools
 import math
@@ -38,6 +38,7 @@ NORMALIZATION_MODULES = tuple(
                     nn.CrossMapLRN2d, getattr(nn, "RMSNorm", None)) if cls is not None
 )
 
+FUNCTIONS = {"q1": "batchnorm_forward", "q2": "batchnorm_backward"}
 EPS = 1e-5
 TOLERANCE = 1e-4
 REPORT_WIDTH = 80  # `nbgrader validate` cuts lines longer than 87 characters, its indent included
@@ -51,6 +52,11 @@ def for_students(check):
         if os.environ.get("NBGRADER_EXECUTION") != "autograde":
             return check(*args, **kwargs)
     return run
+
+
+def passed(what):
+    """Say in words that a test cell's check passed, and what it found."""
+    print(f"passed / 通过: {what}")
 
 
 class PublicTestsFailed(AssertionError):
@@ -78,8 +84,10 @@ def public_tests(question):
                                     "--assert=plain", f"--junitxml={report}", "-k", question, str(tests)],
                                    capture_output=True, text=True, timeout=600, env={**environment, "NO_COLOR": "1"})
         failed = failures(report) if report.is_file() else {"pytest": completed.stderr.strip()[-500:]}
+        tests_run = test_names(report) if report.is_file() else []
     if completed.returncode == 0:
-        print(completed.stdout.strip().splitlines()[-1])
+        passed(f"{FUNCTIONS[question]} passes all {len(tests_run)} public tests of {question.upper()}. The grader runs "
+               "more checks of its own.")
         return
     by_message = {}
     for name, message in failed.items():
@@ -90,6 +98,11 @@ def public_tests(question):
                                    break_on_hyphens=False))
     lines.append(f"`pytest tests/ -k {question}` in a terminal runs them with every detail.")
     raise PublicTestsFailed("\n".join(lines))
+
+
+def test_names(report):
+    """The names of the tests pytest ran, from its JUnit XML report."""
+    return [case.get("name") for case in ElementTree.parse(report).getroot().iter("testcase")]
 
 
 def failures(report):
@@ -205,6 +218,8 @@ def check_norm_layer(layer, norm_type, num_groups=4, shape=(4, 8, 5, 6), seed=0)
             "each sample's own statistics at test time too, so it keeps no running statistics"
         )
     layer.train(was_training)
+    passed(f"your {norm_type} layer normalizes {NORMALIZED_OVER[norm_type]}, with per-channel γ and β"
+           + ("" if norm_type == "BN" else ", in train and eval mode alike"))
 
 
 def _check_per_channel_affine(layer, norm_type, x, normalized, channels):
@@ -266,6 +281,8 @@ def check_shortcut(shortcut, in_channels, out_channels, stride, norm_type, num_g
             f"after its 1x1 convolution the shortcut should apply {norm_type} "
             f"({NORMALIZED_OVER[norm_type]}); it applies {actual or 'something else'}"
         )
+    passed(f"the shortcut is a 1x1 convolution with stride {stride} from {in_channels} to {out_channels} channels, "
+           f"then {norm_type}")
 
 
 @for_students
@@ -287,6 +304,8 @@ def check_no_normalization(model, shape=(4, 3, 32, 32), seed=0):
     assert not _close(first, scaled), (
         "the output does not change when the input is scaled by 3: something still normalizes each sample"
     )
+    passed("the model normalizes nowhere: no norm layer, no dependence on the rest of the batch, and an input "
+           "scaled by 3 changes the output")
 
 
 @for_students
@@ -315,6 +334,7 @@ def check_loss_falls(model, steps=60, batch_size=32, num_classes=10, seed=0, fac
     assert losses[-1] < factor * losses[0], (
         f"the loss did not fall on a small fixed batch: from {losses[0]:.3f} to {losses[-1]:.3f} in {steps} steps"
     )
+    passed(f"the loss fell from {losses[0]:.3f} to {losses[-1]:.3f} in {steps} steps on a small fixed batch")
 
 
 @for_students
@@ -340,6 +360,7 @@ def check_receptive_field(stem, kernel_size, stride=1, size=16, seed=0):
         f"(a {kernel_size}x{kernel_size} window at stride {stride}); it depends on rows "
         f"{found[0] if found else '-'}..{found[1] if found else '-'}"
     )
+    passed(f"each output pixel depends on a {kernel_size}x{kernel_size} window of the input, at stride {stride}")
 
 
 def _close(actual, expected):

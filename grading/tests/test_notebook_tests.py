@@ -62,14 +62,20 @@ def kernel():
             if cell.cell_type == "code":
                 client.execute_cell(cell, index)
         reference = {c.metadata.nbgrader.grade_id: determine_grade(c) for c in nb.cells if is_test_cell(c)}
-        yield client, reference, again
+        said = {c.metadata.nbgrader.grade_id: printed(c) for c in nb.cells if is_test_cell(c)}
+        yield client, reference, again, said
+
+
+def printed(cell):
+    """What a cell printed."""
+    return "".join(output.get("text", "") for output in cell.outputs if output.output_type == "stream")
 
 
 def scores_with(kernel, make_norm_body):
     """{grade_id: (score, max_score)} of the test cells of Q3–Q5 after make_norm's cell is run again with
     make_norm_body in place of its solution (the Q1/Q2 cells do not use it); the reference's, of every test cell,
     without a body."""
-    client, reference, again = kernel
+    client, reference, again, _ = kernel
     if make_norm_body is None:
         return reference
     cells = [(index, copy.deepcopy(cell)) for index, cell in again]
@@ -84,6 +90,18 @@ def scores_with(kernel, make_norm_body):
 def test_correct_implementations_get_full_credit(kernel, make_norm_body):
     scores = scores_with(kernel, make_norm_body)
     assert scores and all(score == max_score for score, max_score in scores.values()), scores
+
+
+def test_every_passing_test_cell_says_so_in_words(kernel):
+    said = kernel[3]
+    assert set(said) == {"q1_forward", "q2_backward", *NORM_CELLS, "q3_shortcut", "q4_no_norm", "q4_trains",
+                         "q5_cifar_stem"}
+    for grade_id, text in said.items():
+        assert text.startswith("passed / 通过: ") and "Traceback" not in text, (grade_id, text)
+    assert said["q1_forward"] == ("passed / 通过: batchnorm_forward passes all 8 public tests of Q1. The grader runs "
+                                  "more checks of its own.\n")
+    assert said["q3_layer_norm"] == ("passed / 通过: your LN layer normalizes per sample, over (C, H, W), with "
+                                     "per-channel γ and β, in train and eval mode alike\n")
 
 
 @pytest.mark.parametrize("make_norm_body", [SWAPPED_AXES, PER_PIXEL_LN_AND_NO_AFFINE],
