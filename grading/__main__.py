@@ -1,4 +1,4 @@
-"""python -m grading release | autograde | collect | demo | gradescope | similarity | bench"""
+"""python -m grading release | autograde | collect | export | feedback | demo | gradescope | similarity | bench"""
 import argparse
 import sys
 from pathlib import Path
@@ -38,6 +38,23 @@ def main(argv=None):
     collect.add_argument("--partial", action="store_true", help="merge even shards that are not finished (students "
                          "not graded yet, or with grader errors), and say who is missing; exits 3 then")
 
+    export = commands.add_parser("export", help="the final grades from the gradebook, after manual grading, as CSV "
+                                              "or as Canvas's or Moodle's grade import")
+    export.add_argument("out", type=Path, help="the --out folder of autograde (or collect), with course/gradebook.db")
+    from grading.commands.export import DEFAULT_FILES, FORMATS
+    export.add_argument("--format", choices=FORMATS, default="csv", help="csv: every question, the penalty, the total "
+                        "and why a grade is not final; canvas: Canvas's gradebook import; moodle: Moodle's CSV grade "
+                        "import, matched on email (default: %(default)s)")
+    export.add_argument("--out", dest="target", type=Path, help="the file to write (default: OUT/" + ", OUT/".join(
+        f"{name} for {fmt}" for fmt, name in DEFAULT_FILES.items()) + ")")
+    export.add_argument("--column", default="norm", help="the LMS's name of the assignment's grade column; for "
+                        "Canvas, as its own export names it, `Name (id)`, so the import updates that assignment "
+                        "(default: %(default)s)")
+
+    feedback = commands.add_parser("feedback", help="rewrite each student's feedback.html and results.json from the "
+                                                    "gradebook, with the TA's scores and comments")
+    feedback.add_argument("out", type=Path, help="the --out folder of autograde (or collect)")
+
     demo = commands.add_parser("demo", help="release, then autograde the sample submissions in grading/examples/")
     demo.add_argument("--out", type=Path, default=Path("grading-out/demo"), help="(default: %(default)s)")
     settings.add_arguments(demo, only={"jobs", "require_sandbox"})
@@ -68,6 +85,19 @@ def main(argv=None):
     if args.command == "gradescope":
         from grading.commands.gradescope import build_autograder
         build_autograder(args.out, settings.from_arguments(args))
+        return 0
+    if args.command in ("export", "feedback"):
+        from grading.settings import ConfigurationError
+        try:
+            if args.command == "feedback":
+                from grading.commands.feedback import feedback
+                feedback(args.out)
+            else:
+                from grading.commands.export import export
+                export(args.out, args.format, args.target, args.column)
+        except ConfigurationError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_MISCONFIGURED
         return 0
     if args.command == "bench":
         from grading.commands.bench import bench

@@ -44,12 +44,14 @@ def verdict(test):
     return first if len(first) <= cap else first[:cap - 1] + "\u2026"
 
 
-def results_json(result):
+def results_json(result, final=None):
     """results.json in Gradescope's schema, visible to the student at once: every check of the hidden suites as a
     test showing only its name, score and verdict; then a summary of notes and of what could not be graded. The
     written answers are graded by hand (on Gradescope, or in nbgrader's formgrader) and never scored here. No
     leaderboard; stdout, which may name the grading machine's paths, stays with the instructors. A grader error has
-    no score at all (Gradescope is never handed one: gradescope.py writes no results.json then)."""
+    no score at all (Gradescope is never handed one: gradescope.py writes no results.json then). With final (a
+    records.final.FinalGrade, rewritten by `python -m grading feedback`), the score is the gradebook's, and the
+    output starts with the TA's points and comments."""
     if result.error:
         return {"output": NOT_GRADED_YET, "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
     tests = []
@@ -67,20 +69,37 @@ def results_json(result):
             # An answer cell left as handed out already scores 0 (nbgrader's rule); the others await a person.
             unanswered = q.graded and not q.manual_pending
             written.append(f"{BY_ID[n].title} ({q.manual_max:g} points{', unanswered' if unanswered else ''})")
-    if written:
+    if written and final is None:
         output.append("Graded by hand, not part of this score: the written answers of " + "; ".join(written) + ".")
-    return {"score": round(result.total, 6), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
+    if final is not None:
+        by_hand = [f"{BY_ID[n].title}: {final_points_line(n, q)}" + "".join(f"\n  Your TA: {c}" for c in q.comments)
+                   for n, q in final.questions.items() if q.pending or q.comments or any(c.manual_score is not None
+                                                                                          for c in q.cells)]
+        output = [f"Points after grading by hand: {final.total:.2f} (autograded: {result.total:.2f}).", *by_hand,
+                  *output[1:]]
+    return {"score": round(final.total if final is not None else result.total, 6), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
             "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
 
 
-def feedback_html(result):
+def feedback_html(result, final=None):
     """Per-question scores and the grader's messages for the student: nothing about the grading machine, and never
-    a line of hidden test source."""
+    a line of hidden test source. With final (the student's records.final.FinalGrade, after manual grading), the
+    points are the gradebook's: the TA's scores, overrides and comments shown beside the checks' verdicts."""
     e = html.escape
-    headline = e(NOT_GRADED_YET) if result.error else f"Autograded points: {result.total:.2f}"
+    if result.error:
+        headline = e(NOT_GRADED_YET)
+    elif final is not None:
+        waiting = any(q.pending for q in final.questions.values())
+        headline = f"Points: {final.total:.2f}" + (" so far (some answers are still to be graded by hand)"
+                                                    if waiting else "")
+    else:
+        headline = f"Autograded points: {result.total:.2f}"
     rows = []
     for name, q in ({} if result.error else result.questions).items():
-        rows.append(f"<h2>{e(BY_ID[name].title)}: {e(points_line(name, q))}</h2>")
+        graded = final.questions.get(name) if final is not None else None
+        rows.append(f"<h2>{e(BY_ID[name].title)}: {e(final_points_line(name, graded) if graded else points_line(name, q))}</h2>")
+        if graded:
+            rows.extend(ta_lines(graded))
         if q.status:
             rows.append(f"<p class='status'>{e(q.status)}</p>")
         if q.tests:
@@ -91,17 +110,51 @@ def feedback_html(result):
                             f"<td>{t.score:.2f} / {t.max_score:.2f}</td><td>{shown}</td></tr>")
             rows.append("</table>")
     notes = "".join(f"<li>{e(n)}</li>" for n in result.notes)
+    late = final_late_line(result, final) if final is not None else late_line(result)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Feedback for {e(result.student_id)}</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}table{{border-collapse:collapse;width:100%}}
 td,th{{border:1px solid #ccc;padding:.3em;text-align:left;vertical-align:top}}.pass td:last-child{{color:#060}}
-.fail td:last-child{{color:#a00}}.status{{color:#555}}</style></head><body>
+.fail td:last-child{{color:#a00}}.status{{color:#555}}.comment{{border-left:4px solid #48c;margin:.5em 0;
+padding:.3em 1em;white-space:pre-wrap}}</style></head><body>
 <h1>Normalization layers: feedback for {e(result.student_id)}</h1>
-<p><b>{headline}</b>{late_line(result)}</p>
+<p><b>{headline}</b>{late}</p>
 {"<ul>" + notes + "</ul>" if notes else ""}
 {''.join(rows)}
 </body></html>
 """
+
+
+def final_points_line(name, question):
+    """How a question stands in the gradebook (a records.final.FinalQuestion), in words."""
+    if name == "bonus":
+        if not question.graded:
+            return f"not graded yet (up to {BY_ID[name].extra:g} extra points)"
+        return f"{question.extra:.2f} of {BY_ID[name].extra:g} extra points"
+    line = f"{question.score:.2f} / {question.max_score:g}"
+    return line + (" so far (graded by hand: pending)" if question.pending else "")
+
+
+def ta_lines(question):
+    """The TA's scores and comments on a question (a records.final.FinalQuestion), as HTML for the student."""
+    e = html.escape
+    lines = []
+    for cell in question.cells:
+        if cell.overridden:
+            lines.append(f"<p class='ta'>Your TA set {e(cell.name)} to {cell.manual_score:.2f} / {cell.max_score:g} "
+                         f"(the checks below gave {cell.auto_score:.2f}).</p>")
+        elif cell.manual_score is not None and cell.auto_score is None and cell.max_score:
+            lines.append(f"<p class='ta'>Graded by your TA: {e(cell.name)} {cell.manual_score:.2f} / "
+                         f"{cell.max_score:g}.</p>")
+    lines += [f"<blockquote class='comment'>Your TA: {e(comment)}</blockquote>" for comment in question.comments]
+    return lines
+
+
+def final_late_line(result, final):
+    if not final.late_penalty and not result.late_seconds:
+        return ""
+    hours = f"handed in {result.late_seconds / 3600:.1f} hours late: " if result.late_seconds else ""
+    return html.escape(f" ({hours}{final.late_penalty:.2f} points off)")
 
 
 def late_line(result):
@@ -124,11 +177,18 @@ def grades_csv(results, rejected=()):
         row = {"student_id": r.student_id, "late_minutes": f"{r.late_seconds / 60:.1f}",
                "late_penalty": f"{r.late_penalty:.2f}", "total": "" if r.error else f"{r.total:.2f}",
                "status": r.status, "manual_pending": manual_pending(r), "notes": " | ".join(r.notes + r.ta_notes)}
-        row.update({q: "" if r.error or q not in r.questions else f"{r.questions[q].score:.2f}" for q in QUESTION_IDS})
+        row.update({q: "" if r.error or q not in r.questions or ungraded_extra(r.questions[q])
+                    else f"{r.questions[q].score:.2f}" for q in QUESTION_IDS})
         writer.writerow(row)
     for entry in rejected:
         writer.writerow({"student_id": entry.name, "status": f"not graded: {entry.status}"})
     return buffer.getvalue()
+
+
+def ungraded_extra(question):
+    """Whether question is extra credit of which nothing is graded yet (a bonus NOT GRADED): shown empty, not as 0,
+    which would read as a verdict."""
+    return bool(question.extra_max) and not question.graded and not question.score
 
 
 def table(results):
@@ -136,8 +196,8 @@ def table(results):
     header = f"{'student':<24}" + "".join(f"{q:>7}" for q in QUESTION_IDS) + f"{'total':>8}  status"
     lines = [header, "-" * len(header)]
     for r in sorted(results, key=lambda r: r.student_id):
-        cells = "".join(f"{r.questions[q].score:>7.2f}" if q in r.questions and not r.error else f"{'-':>7}"
-                        for q in QUESTION_IDS)
+        cells = "".join(f"{r.questions[q].score:>7.2f}" if q in r.questions and not r.error
+                        and not ungraded_extra(r.questions[q]) else f"{'-':>7}" for q in QUESTION_IDS)
         total = f"{'-':>8}" if r.error else f"{r.total:>8.2f}"
         lines.append(f"{r.student_id[:24]:<24}{cells}{total}  {r.status}")
     return "\n".join(lines)

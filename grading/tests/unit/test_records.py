@@ -132,3 +132,13 @@ def test_the_final_table_shows_every_question_column():
     lines = table([graded()]).splitlines()
     assert lines[0].split() == ["student", "q1", "q2", "q3", "q4", "q5", "bonus", "total", "status"]
     assert lines[2].split()[:8] == ["alice", "15.00", "-", "-", "6.00", "-", "2.50", "20.50"]
+
+
+def test_a_bonus_not_graded_is_empty_in_grades_csv_and_the_table_not_zero():
+    result = graded()
+    result.questions["bonus"] = QuestionScore(0.0, 0.0, graded=False, status="NOT GRADED", extra_max=10.0)
+    rows = list(csv.DictReader(io.StringIO(grades_csv([result]))))
+    assert rows[0]["bonus"] == "" and rows[0]["total"] == "18.00"
+    assert table([result]).splitlines()[2].split()[6] == "-"
+    result.questions["bonus"].graded = True  # graded, and worth nothing: a verdict, shown as 0
+    assert list(csv.DictReader(io.StringIO(grades_csv([result]))))[0]["bonus"] == "0.00"
