@@ -33,6 +33,7 @@ from grading.pipeline.intake import discover
 from grading.pipeline.parallel import grade_in_children
 from grading.pipeline.shards import in_shard, record_run
 from grading.records import gradebook
+from grading.records.cohort import write_report
 from grading.records.late import LatePolicy, lateness, parse_due, read_submission_times, record_graded_times
 from grading.records.reports import error_report, errors_summary, grades_csv, table, write_student
 from grading.records.results import GRADE_FILE, error_file, load_result, mark_done, write_atomic, write_rejected
@@ -173,12 +174,14 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
         bar.close()  # before a failed canary's message, which would otherwise end under the bar's last line
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
     record_graded_times(course, results.values(), "python -m grading autograde")
+    write_report(out_dir, results.values(), rejected)
     log(table(results.values()))
     for entry in rejected:
         log(f"not graded: {entry.name}: {entry.status}")
     summary = errors_summary(results.values(), out_dir)
     if summary:
         log(summary)
-    log(f"wrote {out_dir / 'grades.csv'}, per-student results.json and feedback.html, and the gradebook "
+    log(f"wrote {out_dir / 'grades.csv'}, the cohort's {out_dir / 'report.html'}, per-student results.json and "
+        "feedback.html, and the gradebook "
         f"{course / 'gradebook.db'}")
     return [results[k] for k in sorted(results)]
