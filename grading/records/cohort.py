@@ -209,7 +209,7 @@ the final grades, with the TA's, come from <code>python -m grading export</code>
 <table><tr><th>question</th><th>graded</th><th>mean</th><th>median</th><th>min</th><th>max</th><th>of</th>
 <th>full marks</th></tr>{summary_rows}</table>
 <h2 id="checks">Checks that failed, most often first</h2>
-{"<table class='checks'><tr><th style='width:10%'>question</th><th style='width:22%'>check</th>"
+{"<table class='checks'><tr><th style='width:13%'>question</th><th style='width:20%'>check</th>"
  "<th style='width:7%'>failed</th><th>most common verdicts (example students)</th><th style='width:18%'>slips named"
  "</th></tr>" + "".join(checks) + "</table>" if checks else "<p>Every check passed for everyone.</p>"}
 <h2 id="slips">Slips, over all checks</h2>

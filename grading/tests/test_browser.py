@@ -338,3 +338,28 @@ def test_what_a_student_wrote_cannot_cover_the_tas_controls(site, browser):
     assert browser.execute_script("return document.activeElement === arguments[0]", field)
     field.send_keys("0", Keys.TAB)  # 0: the totals other tests compare stay as autograde left them
     wait_for(browser, "window.scoreSaved", timeout=120, what="the score to be saved")
+
+
+def test_the_cohort_report_plots_each_question_and_names_who_needs_a_person(site, browser, tmp_path):
+    """report.html of the site's autograde run, as a TA opens it: the histograms load, the lists name bob and carl
+    (written answers to grade; carl flagged for review), and carl's script, which reaches the page only as his
+    failing checks' messages and status, runs nowhere. The screenshot stays in $BROWSER_SCREENSHOTS (default: the
+    test's temporary folder) to be looked at."""
+    root, _, _ = site
+    browser.get((root / "graded" / "report.html").as_uri())
+    wait_for(browser, "document.readyState === 'complete'", what="the cohort report")
+    assert pwned(browser) == ""
+    plot = browser.execute_script("const plot = document.getElementById('histograms');"
+                                  "return plot.complete ? [plot.naturalWidth, plot.naturalHeight] : null")
+    assert plot and plot[0] >= 800 and plot[1] >= 500, plot  # six questions and the total, three to a row
+    needs = browser.find_element(By.ID, "needs-a-person").text
+    manual = needs[needs.index("Written answers"):needs.index("REVIEW")]
+    assert all(student in manual for student in ("ada", "bob", "carl")), needs
+    assert "REVIEW: 1" in needs and "carl: REVIEW" in needs
+    checks = browser.find_element(By.ID, "checks").find_element(By.XPATH, "following-sibling::table").text
+    assert "bob" in checks and "not implemented yet" in checks, "bob left every check's stub"
+    folder = Path(os.environ.get("BROWSER_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    browser.set_window_size(1400, 2400)
+    assert browser.save_screenshot(str(folder / "cohort-report.png"))
+    assert (folder / "cohort-report.png").stat().st_size > 50_000
