@@ -6,8 +6,13 @@ One real kernel runs the source notebook up to its last test cell of Q1–Q5; ea
 again with another implementation in its solution region, and the test cells of Q3–Q5 after it, and reads every
 test cell with nbgrader's own determine_grade. Another kernel, interrupted as the stop button does during a training
 run, shows how to resume in one line.
+
+The Q1/Q2 cells run the public tests of batchnormalization.py: on every Q1/Q2 mutant, slip and alternative that the
+grader's own tests have (test_mutations.py, test_hidden_batchnorm.py), the public Q2 tests pass exactly where the
+real hidden suite gives Q2 full marks, and a public Q1 test fails only where it takes Q1 points.
 """
 import copy
+import json
 import re
 import shutil
 import subprocess
@@ -15,6 +20,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 import nbformat
 import pytest
@@ -22,7 +28,11 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbgrader.utils import determine_grade, is_grade
 
+from test_mutations import ALTERNATIVES, DEGENERATE, PYFILE_MUTANTS
 from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, PER_PIXEL_LN_AND_NO_AFFINE, SWAPPED_AXES
+from grading.assignment import PYFILE, PYFILE_REGIONS
+from grading.authoring.regions import reference_answers, stub_pyfile
+from grading.authoring.samples import fill_code
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,3 +193,87 @@ def test_the_stop_button_says_how_to_resume_instead_of_showing_a_traceback(tmp_p
         rf"{re.escape(str(out))}: run the cell \(or the command\) again and it resumes from there, losing only the "
         r"epoch in progress\.", shown[0])
     assert said and int(said[2]) == int(said[1]) - 1, shown
+
+
+def pyfile_of(answers):
+    """The batchnormalization.py that answers (a grading.authoring.samples.Answers) describes."""
+    fills = dict(reference_answers(REPO)[PYFILE]) if answers.base == "reference" else {}
+    fills.update(answers.regions)
+    text = fill_code(stub_pyfile((REPO / PYFILE).read_text()), [fills.get(name) for name in PYFILE_REGIONS])
+    return answers.file_edits.get(PYFILE, lambda unchanged: unchanged)(text)
+
+
+def batchnorm_students():
+    """{name: batchnormalization.py} of every Q1/Q2 mutant, slip and alternative the grader's tests have."""
+    sys.path.insert(0, str(REPO / "grading" / "tests" / "unit"))
+    from test_hidden_batchnorm import STUDENTS
+
+    students = {f"mutant {name}": pyfile_of(answers) for name, (answers, _) in PYFILE_MUTANTS.items()}
+    students["degenerate"] = pyfile_of(DEGENERATE)
+    students |= {f"alternative {name}": pyfile_of(answers) for name, answers in ALTERNATIVES.items()}
+    return students | {f"hidden-suite student {name}": source for name, (source, *_) in STUDENTS.items()}
+
+
+# Runs the public tests of Q1 and Q2 with pytest, in one process, on the folders given: a student's folder holds
+# their batchnormalization.py and the public tests/, as released. Between folders it forgets the modules that
+# pytest imported from the last one.
+PUBLIC_TESTS_RUNNER = """
+import sys
+import pytest
+for folder in sys.argv[1:]:
+    for name in ("batchnormalization", "test_batchnorm", "conftest"):
+        sys.modules.pop(name, None)
+    pytest.main(["-q", "-p", "no:cacheprovider", "--assert=plain", f"--junitxml={folder}/report.xml", "-k",
+                 "q1 or q2", f"{folder}/tests"])
+"""
+
+
+@pytest.fixture(scope="module")
+def verdicts(tmp_path_factory):
+    """{student: {"public": {question: whether all its public tests pass}, "grader": {question: whether the hidden
+    suite gives full marks}}} for Q1 and Q2, the hidden suites run by grading/tests/unit/hidden_suite_runner.py."""
+    students = batchnorm_students()
+    root = tmp_path_factory.mktemp("students")
+    folders = {}
+    for index, (name, source) in enumerate(students.items()):
+        folder = folders[name] = root / f"student{index}"
+        folder.mkdir()
+        (folder / PYFILE).write_text(source)
+        shutil.copytree(REPO / "tests", folder / "tests")
+    completed = subprocess.run([sys.executable, "-c", PUBLIC_TESTS_RUNNER, *map(str, folders.values())], cwd=REPO,
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    spec = root / "students.json"
+    spec.write_text(json.dumps({name: {"pyfile": source, "cells": ["q1_forward", "q2_backward"]}
+                                for name, source in students.items()}))
+    graded = subprocess.run([sys.executable, str(REPO / "grading/tests/unit/hidden_suite_runner.py"), str(spec)],
+                            cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert graded.returncode == 0, graded.stderr[-3000:]
+    hidden = json.loads(graded.stdout.splitlines()[-1])
+    found = {}
+    for name, folder in folders.items():
+        cases = list(ElementTree.parse(folder / "report.xml").getroot().iter("testcase"))
+        public = {question: all(case.find("failure") is None and case.find("error") is None for case in cases
+                                if case.get("name").startswith(f"test_{question}_")) for question in ("q1", "q2")}
+        grader = {question: all(test["passed"] for test in hidden[name] if test["cell"].startswith(question))
+                  for question in ("q1", "q2")}
+        found[name] = {"public": public, "grader": grader}
+    return found
+
+
+@pytest.mark.parametrize("student", batchnorm_students())
+def test_the_public_q2_tests_pass_exactly_where_the_grader_gives_q2_full_marks(verdicts, student):
+    assert verdicts[student]["public"]["q2"] == verdicts[student]["grader"]["q2"], verdicts[student]
+
+
+@pytest.mark.parametrize("student", batchnorm_students())
+def test_a_public_q1_test_fails_only_where_the_grader_takes_q1_points(verdicts, student):
+    assert verdicts[student]["public"]["q1"] or not verdicts[student]["grader"]["q1"], verdicts[student]
+
+
+def test_the_agreement_is_tested_on_right_and_wrong_backwards_and_on_slips_of_the_forward(verdicts):
+    assert {tuple(v["grader"].values()) for v in verdicts.values()} == {(True, True), (True, False), (False, True),
+                                                                          (False, False)}
+    for slip in ("mutant train-unbiased-variance", "mutant train-eps-outside-sqrt",
+                 "hidden-suite student unbiased-variance", "hidden-suite student no-eps"):
+        assert verdicts[slip]["public"] == {"q1": False, "q2": True}, slip
