@@ -25,8 +25,8 @@ def main(argv=None):
                                                           "files, or an nbgrader submitted/ tree")
     autograde.add_argument("--out", type=Path, required=True, help="folder for grades.csv, per-student results "
                                                                    "and the nbgrader course with its gradebook")
-    autograde.add_argument("--roster", type=Path, help="CSV of students (id, first_name, last_name, email) for the "
-                                                       "gradebook, loaded with nbgrader's student import")
+    autograde.add_argument("--roster", type=Path, help="CSV of students (id, first_name, last_name, email, and "
+                           "optionally lms_user_id for Canvas) for the gradebook, loaded with nbgrader's student import")
     autograde.add_argument("--shard", default="1/1", help="grade shard I of N (I/N): a fixed 1/N of the students, "
                                                           "to merge with `collect` (default: %(default)s, all)")
     settings.add_arguments(autograde)
@@ -45,7 +45,7 @@ def main(argv=None):
     export.add_argument("--format", choices=FORMATS, default="csv", help="csv: every question, the penalty, the total "
                         "and why a grade is not final; canvas: Canvas's gradebook import; moodle: Moodle's CSV grade "
                         "import, matched on email (default: %(default)s)")
-    export.add_argument("--out", dest="target", type=Path, help="the file to write (default: OUT/" + ", OUT/".join(
+    export.add_argument("--out", dest="target", type=Path, metavar="FILE", help="the file to write (default: OUT/" + ", OUT/".join(
         f"{name} for {fmt}" for fmt, name in DEFAULT_FILES.items()) + ")")
     export.add_argument("--column", default="norm", help="the LMS's name of the assignment's grade column; for "
                         "Canvas, as its own export names it, `Name (id)`, so the import updates that assignment "
@@ -63,6 +63,9 @@ def main(argv=None):
                                                         "each upload as autograde does")
     gradescope.add_argument("--out", type=Path, required=True, help="folder for autograder.zip")
     settings.add_arguments(gradescope, only=set(BUILD_SETTINGS))
+    gradescope.add_argument("--try", dest="try_upload", type=Path, metavar="SUBMISSION", help="then run the zip "
+                            "on SUBMISSION (a folder of the files a student uploads, or one zip) as Gradescope does, "
+                            "in OUT/try standing in for /autograder, and print what the student would see")
 
     similarity = commands.add_parser("similarity", help="rank pairs of students by the answers they share, as "
                                                         "evidence for a person to read (it accuses no one)")
@@ -83,9 +86,16 @@ def main(argv=None):
         from grading.commands.similarity import similarity
         return similarity(args.submissions, args.out, args.top)
     if args.command == "gradescope":
-        from grading.commands.gradescope import build_autograder
-        build_autograder(args.out, settings.from_arguments(args))
-        return 0
+        from grading.commands.gradescope import build_autograder, try_autograder
+        from grading.settings import ConfigurationError
+        archive = build_autograder(args.out, settings.from_arguments(args))
+        if args.try_upload is None:
+            return 0
+        try:
+            return try_autograder(archive, args.try_upload, args.out / "try")
+        except ConfigurationError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_MISCONFIGURED
     if args.command in ("export", "feedback"):
         from grading.settings import ConfigurationError
         try:

@@ -98,7 +98,8 @@ cd "$source_dir" && .venv/bin/python -m grading.commands.gradescope prepare
 RUN_AUTOGRADER = """\
 #!/usr/bin/env bash
 # Gradescope runs this for every submission, as /autograder/run_autograder (a copy of source/run_autograder).
-# Only tests set AUTOGRADER_ROOT, to stand a temporary folder in for /autograder. Written by grading/gradescope.py.
+# Only tests and `python -m grading gradescope --try` set AUTOGRADER_ROOT, to stand a folder in for /autograder.
+# Written by grading/gradescope.py.
 set -eu
 root="${AUTOGRADER_ROOT:-/autograder}"
 cd "$root/source"
@@ -281,6 +282,65 @@ def run_autograder(root):
     # The very results.json autograde writes for every student: Gradescope and autograde cannot disagree.
     write_atomic(results / "results.json", (out / STUDENT / "results.json").read_text(encoding="utf-8"))
     return 0
+
+
+def try_autograder(archive, upload, root, log=print):
+    """Do with archive (autograder.zip) what Gradescope does with one upload, in root, which stands in for
+    /autograder: unzip it into root/source keeping its modes, stand this Python environment in for what setup.sh
+    installs (source/.venv links to it), run setup.sh's last step (prepare), put upload (a folder of the files a
+    student hands in, or one file such as a zip) into root/submission, and run run_autograder as Gradescope does.
+    Logs what instructors see (its stdout) and then what the student sees (results.json); returns run_autograder's
+    exit status."""
+    import subprocess
+
+    upload, root = Path(upload), Path(root)
+    if not upload.exists():
+        raise ConfigurationError(f"--try {upload}: no such file or folder; pass a folder of the files a student "
+                                 "uploads (batchnormalization.py, norm.ipynb, ...) or one zip of them")
+    shutil.rmtree(root, ignore_errors=True)
+    source = root / "source"
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            path = Path(zf.extract(info, source))
+            if info.external_attr >> 16 & 0o777:
+                path.chmod(info.external_attr >> 16 & 0o777)  # run_autograder and setup.sh stay executable
+    (source / ".venv").symlink_to(sys.prefix, target_is_directory=True)
+    log(f"unpacked {archive} into {source}; preparing the course as setup.sh's last step does")
+    prepared = subprocess.run([str(source / ".venv" / "bin" / "python"), "-m", "grading.commands.gradescope",
+                               "prepare"], cwd=source, capture_output=True, text=True)
+    if prepared.returncode:
+        log(prepared.stdout + prepared.stderr)
+        return prepared.returncode
+    if upload.is_dir():
+        shutil.copytree(upload, root / "submission", symlinks=True)
+    else:
+        (root / "submission").mkdir()
+        shutil.copy(upload, root / "submission")
+    (root / "results").mkdir()
+    root.chmod(0o755)  # as /autograder is: where student code runs as a user of its own, it must reach source/.venv
+    shutil.copy2(source / "run_autograder", root / "run_autograder")  # Gradescope runs its copy of it
+    completed = subprocess.run([str(root / "run_autograder")], cwd=root, capture_output=True, text=True,
+                               env={**os.environ, "AUTOGRADER_ROOT": str(root)})
+    log("--- run_autograder's stdout (on Gradescope, instructors only) ---")
+    log((completed.stdout + completed.stderr).rstrip())
+    results = root / "results" / "results.json"
+    log("--- what the student sees ---")
+    log(student_view(json.loads(results.read_text())) if results.is_file() else
+        f"no results.json (exit status {completed.returncode}): Gradescope shows the run as failed, with no score, "
+        "until you regrade it; stdout above says what failed")
+    return completed.returncode
+
+
+def student_view(results):
+    """results.json as Gradescope shows it to a student, in text: the score, the output, then each test. Control
+    characters (a verdict may quote what student code said) are shown escaped, so that none drives the terminal."""
+    lines = [f"Autograder score: {results['score']:.2f}" if "score" in results else "Autograder score: none", "",
+             results.get("output", ""), ""]
+    for test in results.get("tests", []):
+        mark = "PASS" if test.get("status") == "passed" else "FAIL"
+        lines.append(f"[{mark}] {test['name']} ({test['score']:g} / {test['max_score']:g})"
+                     + (f"\n       {test['output']}" if test.get("output") and test["output"] != "passed" else ""))
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in "\n".join(lines).rstrip())
 
 
 def main(argv=None):

@@ -77,3 +77,17 @@ def test_a_failed_canarys_details_are_on_stdout(root, monkeypatch, capsys):
     assert gradescope.run_autograder(root) == EXIT_MISCONFIGURED
     out = capsys.readouterr().out
     assert "error: the canary failed, so no student was graded: it timed out\nq3 test_layer_norm [timed out" in out
+
+
+def test_the_students_view_shows_scores_and_verdicts_and_drives_no_terminal():
+    """What --try prints: a verdict quoting student code's escape sequences (clear the screen, retitle the terminal)
+    shows them as text."""
+    shown = gradescope.student_view({"score": 61.5, "output": "Autograded points: 61.50.", "tests": [
+        {"name": "Q1: test_a", "score": 2.0, "max_score": 2.0, "status": "passed", "output": "passed"},
+        {"name": "Q1: test_b", "score": 0.0, "max_score": 0.5, "status": "failed",
+         "output": "it raised ValueError: \x1b[2J\x1b]0;owned\x07"}]})
+    assert shown.startswith("Autograder score: 61.50") and "[PASS] Q1: test_a (2 / 2)" in shown
+    assert "[FAIL] Q1: test_b (0 / 0.5)" in shown and "\\x1b[2J" in shown
+    assert not any(not c.isprintable() and c != "\n" for c in shown)
+    assert gradescope.student_view({"output": "could not be graded yet", "tests": []}).startswith(
+        "Autograder score: none")
