@@ -5,6 +5,7 @@ demo builds their submissions from the fresh release, the way a student would fi
 """
 import json
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -59,7 +60,11 @@ def demo(out_dir, settings, log=print):
     results = autograde(out_dir / "submissions", graded, Settings(jobs=settings.jobs,
                                                                   require_sandbox=settings.require_sandbox),
                         log=log, course_template=out_dir / "release" / "course")
-    log(f"\nPer-student feedback: {graded}/<student>/feedback.html; Gradescope files: {graded}/<student>/results.json"
-        f"\nManual grading of the written answers: cd {graded / 'course'} && jupyter lab, then open "
-        "http://localhost:8888/formgrader")
+    # The environment's own jupyter and python, by path: a TA who never activated .venv has them on no PATH.
+    scripts = Path(sys.executable).parent
+    log(f"\nThe cohort: {graded / 'report.html'}. Per-student feedback: {graded}/<student>/feedback.html; Gradescope "
+        f"files: {graded}/<student>/results.json"
+        f"\nManual grading of the written answers: cd {graded / 'course'} && {scripts / 'jupyter'} lab, then open "
+        "http://localhost:8888/formgrader"
+        f"\nThen the final grades and feedback: {sys.executable} -m grading export {graded} (and feedback {graded})")
     return results

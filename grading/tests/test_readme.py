@@ -60,7 +60,8 @@ def as_run(command):
 def test_the_readme_shows_the_commands_people_need():
     commands = readme_commands()
     for expected in ("make demo", "make test", "grading autograde", "grading release", "grading collect",
-                     "grading gradescope", "grading similarity", "nbgrader autograde", "jupyter lab"):
+                     "grading gradescope", "grading similarity", "grading export", "grading feedback",
+                     "nbgrader autograde", "jupyter lab", "gradescope --out grading-out/gradescope --try"):
         assert any(expected in command for command in commands), expected
 
 
