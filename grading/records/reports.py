@@ -77,7 +77,8 @@ def results_json(result, final=None):
                                                                                           for c in q.cells)]
         output = [f"Points after grading by hand: {final.total:.2f} (autograded: {result.total:.2f}).", *by_hand,
                   *output[1:]]
-    return {"score": round(final.total if final is not None else result.total, 6), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
+    score = final.total if final is not None else result.total
+    return {"score": round(score, 6), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
             "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
 
 
@@ -97,7 +98,8 @@ def feedback_html(result, final=None):
     rows = []
     for name, q in ({} if result.error else result.questions).items():
         graded = final.questions.get(name) if final is not None else None
-        rows.append(f"<h2>{e(BY_ID[name].title)}: {e(final_points_line(name, graded) if graded else points_line(name, q))}</h2>")
+        line = final_points_line(name, graded) if graded else points_line(name, q)
+        rows.append(f"<h2>{e(BY_ID[name].title)}: {e(line)}</h2>")
         if graded:
             rows.extend(ta_lines(graded))
         if q.status:
