@@ -97,3 +97,17 @@ def test_no_students_feedback_names_the_grading_machine(demo, graded_by_hand):
     assert len(pages) >= 18
     found = {str(page): internals.findall(page.read_text()) for page in pages}
     assert not {page: words for page, words in found.items() if words}
+
+
+def test_nbgraders_feedback_gives_the_same_points_as_ours(graded_by_hand):
+    """The README lets a TA release either feedback: both show the gradebook's points, the late penalty taken."""
+    assert run("feedback", graded_by_hand).returncode == 0
+    course = graded_by_hand / "course"
+    for student in ("full_marks", "common_mistakes"):
+        completed = subprocess.run([sys.executable, "-m", "nbgrader", "generate_feedback", ASSIGNMENT, "--student",
+                                    student, "--force"], cwd=course, capture_output=True, text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+        theirs = re.search(r"Score: ([\d.]+) / ", (course / "feedback" / student / ASSIGNMENT / "norm.html")
+                           .read_text()).group(1)
+        ours = re.search(r"Points: ([\d.]+)", (graded_by_hand / student / "feedback.html").read_text()).group(1)
+        assert float(theirs) == pytest.approx(float(ours), abs=0.005), student
