@@ -7,6 +7,7 @@ import csv
 import html
 import io
 import json
+import math
 from pathlib import Path
 
 from grading.assignment import BY_ID, QUESTION_IDS
@@ -55,12 +56,13 @@ def results_json(result, final=None):
     if result.error:
         return {"output": NOT_GRADED_YET, "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
     tests = []
-    for name, question in result.questions.items():
-        for test in question.tests:
-            tests.append({"name": f"{BY_ID[name].title}: {test.name}", "score": round(test.score, 6),
-                          "max_score": round(test.max_score, 6), "status": "passed" if test.passed else "failed",
-                          "output": verdict(test), "visibility": "visible"})
+    checks = [(name, test) for name, question in result.questions.items() for test in question.tests]
+    for (name, test), (score, most) in zip(checks, in_cents(result.questions)):
+        tests.append({"name": f"{BY_ID[name].title}: {test.name}", "score": score / 100, "max_score": most / 100,
+                      "status": "passed" if test.passed else "failed", "output": verdict(test),
+                      "visibility": "visible"})
     output = [f"Autograded points: {result.total:.2f}.", *(f"Note: {n}" for n in result.notes)]
+    output += [f"{BY_ID[n].title}: {points_line(n, q)}" for n, q in result.questions.items() if q.tests]
     output += [f"{BY_ID[n].title}: {points_line(n, q)}. {q.status}".strip() for n, q in result.questions.items()
                if q.status or not q.graded]
     written = []
@@ -78,8 +80,38 @@ def results_json(result, final=None):
         output = [f"Points after grading by hand: {final.total:.2f} (autograded: {result.total:.2f}).", *by_hand,
                   *output[1:]]
     score = final.total if final is not None else result.total
-    return {"score": round(score, 6), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
+    return {"score": round(score, 2), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
             "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
+
+
+def in_cents(questions):
+    """[(score, max_score)] in whole cents of every test of questions ({id: QuestionScore}), in order: Gradescope
+    shows them as they are, and 0.333333 of a point reads as noise. Each question's maxima add up to its points,
+    the scores to the autograded total to the cent, and a test never scores over its maximum. The cents that
+    rounding down leaves go to the maxima of tests without full marks first (so that a test with full marks shows
+    score = maximum), and to the scores of tests with full marks first; then by the largest remainder."""
+    tests = [test for question in questions.values() for test in question.tests]
+    maxima = []
+    for question in questions.values():
+        exact = [t.max_score * 100 for t in question.tests]
+        maxima += share_out(exact, round(sum(exact)), [t.score < t.max_score for t in question.tests])
+    scores = share_out([t.score * 100 for t in tests], round(sum(t.score for t in tests) * 100),
+                       [t.score >= t.max_score for t in tests], maxima)
+    return list(zip(scores, maxima))
+
+
+def share_out(exact, total, first, caps=None):
+    """Whole numbers near exact that add up to total: each rounded down (to at most its cap), then one more to each
+    in turn, those marked first before the others, each by the largest remainder, while total is not reached."""
+    caps = caps or [math.inf] * len(exact)
+    shares = [min(math.floor(value + 1e-6), cap) for value, cap in zip(exact, caps)]
+    order = sorted(range(len(exact)), key=lambda i: (not first[i], -(exact[i] - shares[i]), i))
+    for i in order:
+        if sum(shares) >= total:
+            break
+        if shares[i] < caps[i]:
+            shares[i] += 1
+    return shares
 
 
 def feedback_html(result, final=None):

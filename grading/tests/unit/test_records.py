@@ -142,3 +142,37 @@ def test_a_bonus_not_graded_is_empty_in_grades_csv_and_the_table_not_zero():
     assert table([result]).splitlines()[2].split()[6] == "-"
     result.questions["bonus"].graded = True  # graded, and worth nothing: a verdict, shown as 0
     assert list(csv.DictReader(io.StringIO(grades_csv([result]))))[0]["bonus"] == "0.00"
+
+
+def thirds(passed):
+    """Q3 as its suite scores it: three checks of a third of a point each, then one of 5/6, per entry of passed."""
+    tests = [Check(f"test_axes[{i}]", (1 / 3) * ok, 1 / 3, bool(ok), "" if ok else "wrong axes", True, "q3_layer_norm")
+             for i, ok in enumerate(passed[:3])]
+    tests += [Check(f"test_shortcut[{i}]", (5 / 6) * ok, 5 / 6, bool(ok), "" if ok else "no norm", True, "q3_shortcut")
+              for i, ok in enumerate(passed[3:])]
+    return StudentResult("ada", questions={"q3": QuestionScore(sum(t.score for t in tests), 6.0, tests=tests)})
+
+
+@pytest.mark.parametrize("passed", [(1, 1, 1, 1, 1, 1, 1, 1, 1), (0, 0, 1, 1, 0, 1, 1, 1, 1), (1, 0, 0, 0, 1, 0, 0, 0, 0),
+                                    (0, 0, 0, 0, 0, 0, 0, 0, 0)])
+def test_gradescope_sees_points_in_cents_that_add_up_and_full_marks_as_full(passed):
+    """Honest students whose checks are worth thirds and sixths of a point: no 0.333333 on Gradescope, and each
+    check with full marks shows score = maximum."""
+    result = thirds(passed)
+    document = results_json(result)
+    tests = document["tests"]
+    assert all(round(t["score"], 2) == t["score"] and round(t["max_score"], 2) == t["max_score"] for t in tests)
+    assert sum(t["max_score"] for t in tests) == pytest.approx(6.0, abs=1e-9)
+    assert sum(t["score"] for t in tests) == pytest.approx(round(result.total, 2), abs=1e-9) == document["score"]
+    assert all(t["score"] == t["max_score"] if t["status"] == "passed" else t["score"] <= t["max_score"]
+               for t in tests)
+    assert "Q3 normalization layers and shortcut: " in document["output"], "the question's subtotal"
+
+
+def test_a_score_a_hair_over_its_maximum_shows_no_more_than_the_maximum():
+    """A check's float score just over its maximum (as summing thirds gives) is shown as the maximum, never more."""
+    result = thirds((1, 1, 1, 1, 1, 1, 1, 1, 1))
+    result.questions["q3"].tests[0].score = 1 / 3 + 1e-12
+    tests = results_json(result)["tests"]
+    assert all(t["score"] <= t["max_score"] for t in tests)
+    assert sum(t["score"] for t in tests) == pytest.approx(6.0, abs=1e-9)
