@@ -146,6 +146,7 @@ def test_the_rerun_shard_records_each_student_once_in_a_sound_gradebook(runs):
 def test_the_merge_equals_one_unsharded_run(runs):
     root = runs[0]
     assert (root / "merged" / "grades.csv").read_bytes() == (root / "whole" / "grades.csv").read_bytes()
+    assert (root / "merged" / "report.html").read_bytes() == (root / "whole" / "report.html").read_bytes()
     assert gradebook_cells(root / "merged" / "course") == gradebook_cells(root / "whole" / "course")
     assert {p.parent.name for p in (root / "merged").glob("*/feedback.html")} == set(STUDENTS)
 
