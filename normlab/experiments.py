@@ -114,6 +114,7 @@ def run_grid(build_model, grid, out_dir=GRID_DIR, devices=None, progress=True):
         print("SYNTHETIC DATA: this grid trains on a small synthetic stand-in written in the CIFAR format; its "
               "accuracies show that the code runs, not how the normalizations compare on CIFAR.")
     print(f"{len(runs) - len(pending)} of {len(runs)} runs already finished in {out_dir}; {len(pending)} to train")
+    build_each(build_model, grid, pending)
     devices = devices or available_devices()
     builder = build_model
     if len(devices) > 1 and len(pending) > 1:
@@ -140,6 +141,19 @@ def run_grid(build_model, grid, out_dir=GRID_DIR, devices=None, progress=True):
             + f"{finished} of {len(runs)} runs of the grid are finished in {out_dir}. Run this cell again to train the "
             "rest: finished runs are kept, and every other run resumes after its last finished epoch.") from None
     return [history for run in runs if (history := read_history(out_dir / run.name)) is not None]
+
+
+def build_each(build_model, grid, runs):
+    """Build the model of every kind that runs train, once, before any of them trains: a model that cannot be built
+    (an answer of the notebook not written yet) stops the grid at once, not after hours of training the others."""
+    built = set()
+    for run in runs:
+        if (run.norm_type, run.stem) in built:
+            continue
+        built.add((run.norm_type, run.stem))
+        with torch.random.fork_rng(devices=[]):  # the runs' initial weights stay as they would be without this
+            build_model(norm_type=run.norm_type, stem=run.stem, num_classes=cifar.NUM_CLASSES[run.dataset],
+                        base_width=grid.base_width, num_groups=grid.num_groups)
 
 
 def grid_data(grid, dataset):

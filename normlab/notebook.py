@@ -1,16 +1,36 @@
-"""The ResNet that norm.ipynb defines, for code outside the notebook (the benchmark, tests).
+"""The ResNet that norm.ipynb defines, for code outside the notebook (the benchmark, tests), and what the notebook's
+training cells do while its answers are unwritten.
 
 The model lives in one place, the notebook: this module executes its model-building cells, found by their
 nbgrader ids. In the instructors' repository that is the reference solution; in a student's copy it is their code.
 """
+import contextlib
 import functools
 import json
+import traceback
 import types
 from dataclasses import dataclass
 from pathlib import Path
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "norm.ipynb"
 MODEL_CELLS = ("q3_make_norm", "q3_make_shortcut", "model_code", "q4_make_no_norm", "q5_make_cifar_stem")
+ANSWER_FUNCTIONS = {"make_norm": "Q3", "make_shortcut": "Q3", "make_no_norm": "Q4", "make_cifar_stem": "Q5"}
+
+
+@contextlib.contextmanager
+def skipped_until_answered(what):
+    """Run the block, unless it reaches an answer function of the notebook that raises NotImplementedError itself
+    (the released stub does): then print that `what` waits for that answer, and go on without raising, so that Run
+    All reaches the cells after this one. Every other exception goes through."""
+    try:
+        yield
+    except NotImplementedError as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        unanswered = frames[-1].name if frames else None
+        if unanswered not in ANSWER_FUNCTIONS:
+            raise
+        print(f"Not run / 未运行: {what} needs {unanswered} ({ANSWER_FUNCTIONS[unanswered]}), which is not "
+              f"implemented yet. Write it, then run this cell again. / {unanswered} 尚未实现，完成后请重新运行本单元格。")
 
 
 def load_models(path=NOTEBOOK):

@@ -1,6 +1,8 @@
 """The notebook's visible test cells, students' quick feedback (the grader scores with its hidden suites): they pass
 for any correct way of writing each norm and fail for a wrong-axis one, and `nbgrader validate` (the Validate
-button) passes on the sources and fails while batchnormalization.py is not implemented.
+button) passes on the sources and fails while batchnormalization.py is not implemented. Run All on the untouched
+release (through nbclient, and through JupyterLab in Chromium) goes past every failing test cell, which the tag
+raises-exception marks, to the last cell; the training cells say which answer they wait for.
 
 One real kernel runs the source notebook up to its last test cell of Q1–Q5; each case then runs make_norm's cell
 again with another implementation in its solution region, and the test cells of Q3–Q5 after it, and reads every
@@ -13,8 +15,11 @@ real hidden suite gives Q2 full marks, and a public Q1 test fails only where it 
 """
 import copy
 import json
+import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -28,6 +33,7 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbgrader.utils import determine_grade, is_grade
 
+from test_browser import By, Keys, browser, free_port, wait_for  # noqa: F401 (browser is a fixture)
 from test_mutations import ALTERNATIVES, DEGENERATE, PYFILE_MUTANTS
 from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, PER_PIXEL_LN_AND_NO_AFFINE, SWAPPED_AXES
 from grading.assignment import PYFILE, PYFILE_REGIONS
@@ -131,6 +137,74 @@ def test_nbgrader_validate_passes_on_the_source_within_two_minutes_on_a_cpu():
     assert result.returncode == 0 and "Success! Your notebook passes all the tests." in result.stdout, (
         result.stdout[-3000:] + result.stderr[-3000:])
     assert time.monotonic() - started < 120
+
+
+def test_run_all_on_the_untouched_release_reaches_the_last_cell_and_shows_every_failure(bundle, tmp_path):
+    """Run All as JupyterLab runs it: a cell that raises stops the run unless it is tagged raises-exception (nbclient
+    with allow_errors=False honours the tag as JupyterLab does). A laptop without a GPU: the smoke configuration."""
+    student = tmp_path / "norm"
+    shutil.copytree(bundle, student)
+    nb = nbformat.read(student / "norm.ipynb", as_version=4)
+    NotebookClient(nb, timeout=600, allow_errors=False, kernel_name="python3",
+                   resources={"metadata": {"path": str(student)}}).execute()
+    failed = {c.metadata.nbgrader.grade_id for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"}
+    assert failed == {c.metadata.nbgrader.grade_id for c in nb.cells if is_test_cell(c)}
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "raises-exception" in cell.metadata.get("tags", []):
+            assert is_test_cell(cell), cell.source  # no other cell may fail and let Run All go on
+    said = "".join(printed(c) for c in nb.cells if c.cell_type == "code")
+    for what, needs in (("the comparison grid", "make_shortcut (Q3)"), ("the bonus", "make_cifar_stem (Q5)")):
+        assert f"Not run / 未运行: {what} needs {needs}, which is not implemented yet." in said, said
+    assert printed(nb.cells[-1]) == "bonus_cifar10.pt2: not exported yet (optional)\nbonus_cifar100.pt2: not exported " \
+                                    "yet (optional)\n"
+
+
+@pytest.fixture
+def lab(bundle, tmp_path):
+    """(the untouched release's folder, the base URL of a `jupyter lab` serving its parent)."""
+    student = tmp_path / "untouched"
+    shutil.copytree(bundle, student)
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+                               "--ip=127.0.0.1", "--IdentityProvider.token=", "--allow-root",
+                               f"--ServerApp.root_dir={tmp_path}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=open(tmp_path / "lab.log", "w"), start_new_session=True,
+                              env=dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings")))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    yield student, f"http://127.0.0.1:{port}"
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=30)
+
+
+def test_run_all_in_jupyterlab_goes_past_every_failing_test_to_the_last_cell(lab, browser):
+    """JupyterLab's Run All, clicked in Chromium on the untouched release: it sends every cell at once, and the
+    kernel stops at a failing cell unless that cell's tag raises-exception asks it to go on."""
+    student, base = lab
+    browser.get(f"{base}/lab/tree/untouched/norm.ipynb?reset")
+    wait_for(browser, "[...document.querySelectorAll('.jp-Notebook-ExecutionIndicator, .jp-Toolbar-kernelStatus')]"
+                      ".some(e => (e.getAttribute('title') || e.textContent).includes('Idle'))", timeout=120,
+             what="the kernel")
+    browser.find_element(By.XPATH, "//div[contains(@class, 'lm-MenuBar-itemLabel') and text()='Run']").click()
+    browser.find_element(By.XPATH, "//div[contains(@class, 'lm-Menu-itemLabel') and text()='Run All Cells']").click()
+    wait_for(browser, "(() => { const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]; "
+                      "return prompts.length > 0 && /\\[\\d+\\]/.test(prompts[prompts.length - 1].textContent); })()",
+             timeout=600, what="the last cell to run")
+    browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").send_keys(Keys.CONTROL, "s")
+    wait_for(browser, "![...document.querySelectorAll('.lm-TabBar-tab.jp-mod-dirty')].length", what="the save")
+    nb = nbformat.read(student / "norm.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code), [c.execution_count for c in code]
+    failed = {c.metadata.nbgrader.grade_id for c in code for o in c.outputs if o.output_type == "error"}
+    assert failed == {c.metadata.nbgrader.grade_id for c in code if is_test_cell(c)}
 
 
 def test_nbgrader_validate_reports_the_unimplemented_pyfile(bundle, tmp_path):
