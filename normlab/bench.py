@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from normlab.batches import DeviceBatches
 from normlab.data import MEAN, STD
 from normlab.devices import best_device, device_name, synchronize
-from normlab.estimate import Timing, eval_image_seconds, run_seconds
+from normlab.estimate import Timing, eval_image_seconds, run_seconds, where_to_train
 from normlab.execution import TUNE_WARMUP_STEPS, choose_execution
 from normlab.notebook import load_models
 from normlab.session import Execution, Session, keep_compiled_graphs
@@ -180,6 +180,8 @@ def grid_estimate(loops, seconds, images, labels, device, config, args):
     variants = 2 * sum(loop.name == "normlab" for loop in loops)
     print(f"grid estimate: {variants} runs x {recipe.epochs} epochs, batch {args.batch_size}: training and evaluation "
           f"{total / 60:.1f} min + setup and timing {setup / 60:.1f} min = {(total + setup) / 60:.1f} min")
+    if device.type != "cuda":
+        print(where_to_train(f"That is on {device_name(device)}, not on a CUDA GPU."))
 
 
 def main(argv=None):

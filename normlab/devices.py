@@ -1,10 +1,17 @@
 """Which device to train on, and in which precision.
 
+A CUDA GPU is used only where this torch build has kernels for it: pip's torch wheels leave out older GPUs (the
+CUDA 12.8 and 13 builds start at sm_75, so Kaggle's P100, sm_60, and a V100 fail with "no kernel image is
+available"). best_device falls back to the CPU there and says why.
+
 bf16 autocast only where the hardware computes in bf16: CUDA GPUs of compute capability 8.0 or above (A100, RTX 30
 and 40, H100) and CPUs with AVX512-BF16 or AMX. Older GPUs only emulate bf16, slowly: cuDNN has no bf16 convolutions
 below sm_80, and Inductor will not compile bf16 there. So a T4 (sm_75), a V100 or an RTX 20 trains in fp16 with loss
 scaling, which their tensor cores run fast, as does the P100's double-rate fp16 (sm_60); other GPUs train in float32.
 """
+import re
+import warnings
+
 import torch
 
 BF16_FROM = (8, 0)        # compute capability from which bf16 is native (Ampere)
@@ -13,9 +20,55 @@ FAST_FP16 = {(6, 0)}      # P100: no tensor cores, but fp16 arithmetic at twice 
 COMPILE_FROM = (7, 0)     # Triton, which torch.compile generates GPU kernels with, needs sm_70
 
 
+def runs_on(capability, arch_list):
+    """Whether a torch built for arch_list (torch.cuda.get_arch_list(): "sm_75", "compute_120", ...) has kernels
+    for a GPU of this compute capability: machine code for its major version and a minor one no newer than its own
+    (an sm_86 GPU runs sm_80 code), or PTX (compute_XY) no newer than it, which the driver compiles for it. Code
+    for an architecture-specific target (sm_90a) runs on that exact capability only."""
+    for arch in arch_list:
+        found = re.fullmatch(r"(sm|compute)_(\d+)([a-z]?)", arch)
+        if found is None:
+            continue
+        kind, number, specific = found.groups()
+        built = divmod(int(number), 10)
+        if specific == "a" and built != tuple(capability):
+            continue
+        if kind == "sm" and built[0] == capability[0] and built[1] <= capability[1]:
+            return True
+        if kind == "compute" and built <= tuple(capability):
+            return True
+    return False
+
+
+def cuda_problem(index=0):
+    """Why this torch cannot train on CUDA GPU `index`, in words with what to do instead; None where it can, or
+    where there is no CUDA GPU at all."""
+    if not torch.cuda.is_available() or torch.version.hip:  # ROCm builds name their targets otherwise (gfx...)
+        return None
+    capability, built_for = torch.cuda.get_device_capability(index), torch.cuda.get_arch_list()
+    if runs_on(capability, built_for):
+        return None
+    return (f"{torch.cuda.get_device_name(index)} (compute capability {capability[0]}.{capability[1]}) cannot run "
+            f"this torch {torch.__version__}, whose GPU code is built for {', '.join(built_for) or 'no GPU'} only, "
+            "so training runs on the CPU instead. Choose a T4 GPU (Colab, Kaggle), or install a torch build for "
+            "this GPU; `python -m normlab.estimate` says how long training takes on a T4.")
+
+
+def usable_cuda_indices():
+    """The CUDA GPUs this torch can train on."""
+    if not torch.cuda.is_available():
+        return []
+    return [index for index in range(torch.cuda.device_count()) if cuda_problem(index) is None]
+
+
 def best_device():
+    """The first CUDA GPU this torch can run on, else Apple's GPU (MPS), else the CPU. A CUDA GPU it cannot run on
+    is passed over with a warning that says why (cuda_problem)."""
+    usable = usable_cuda_indices()
+    if usable:
+        return torch.device("cuda", usable[0]) if usable[0] else torch.device("cuda")
     if torch.cuda.is_available():
-        return torch.device("cuda")
+        warnings.warn(cuda_problem(), stacklevel=2)
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")

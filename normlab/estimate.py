@@ -1,4 +1,10 @@
-"""How long the comparison grid and the bonus will take on this machine, measured before they start.
+"""How long the comparison grid and the bonus will take, and where to train them.
+
+    python -m normlab.estimate
+
+times the notebook's models on this machine's GPU and prints how long the grid and the bonus will take there; on
+a machine without a CUDA GPU that this torch can run on, it says why, where to train instead (Colab or Kaggle,
+with a T4) and how long it takes there (EXPECTED_TIMES).
 
 measure() times each architecture on the device as a run would execute it without torch.compile: a few training
 steps in each memory layout (normlab.execution, whose timings the grid's runs then reuse instead of timing again)
@@ -6,6 +12,7 @@ and a few evaluation batches. A run's time is then predicted from the steps and 
 torch.compile, which a run uses only where it is predicted to pay, and the checkpoint after every epoch (under a
 second each on a local disk, more on a network drive such as Google Drive).
 """
+import argparse
 import time
 from dataclasses import dataclass, replace
 
@@ -14,10 +21,70 @@ from tqdm.auto import tqdm
 
 from normlab.batches import DeviceBatches, eval_batch_size
 from normlab.data import NUM_CLASSES, TEST_SIZE, TRAIN_SIZE
-from normlab.devices import autocast_dtype, device_name, synchronize
+from normlab.devices import autocast_dtype, best_device, cuda_problem, device_name, synchronize, usable_cuda_indices
 from normlab.execution import candidate_executions, timings_for
 from normlab.session import Execution
 from normlab.train import evaluate
+
+HOUR, MINUTE = 3600, 60
+
+
+@dataclass(frozen=True)
+class ExpectedTime:
+    """How long the notebook's full grid (20 runs x 30 epochs) and the bonus (2 runs x 60 epochs) take on one GPU
+    of a class, in seconds, (low, high)."""
+
+    gpu: str
+    grid: tuple
+    bonus: tuple
+
+
+# The one source of the time figures that README.md, BENCHMARKS.md and the notebook show (a test keeps them equal).
+# ESTIMATED, NOT MEASURED: from the models' FLOP counts and each GPU's published training throughput (BENCHMARKS.md
+# shows the arithmetic); no GPU has run the grid yet. The notebook's time-estimate cell measures the student's GPU.
+EXPECTED_BASIS = "estimated, not measured"
+EXPECTED_TIMES = (
+    ExpectedTime("T4 (Colab, Kaggle), in fp16", (1.5 * HOUR, 3 * HOUR), (30 * MINUTE, 45 * MINUTE)),
+    ExpectedTime("RTX 3060", (1.2 * HOUR, 2.5 * HOUR), (20 * MINUTE, 45 * MINUTE)),
+    ExpectedTime("RTX 3090", (35 * MINUTE, 75 * MINUTE), (10 * MINUTE, 20 * MINUTE)),
+    ExpectedTime("RTX 4090", (25 * MINUTE, 45 * MINUTE), (6 * MINUTE, 11 * MINUTE)),
+    ExpectedTime("A100", (15 * MINUTE, 35 * MINUTE), (4 * MINUTE, 7 * MINUTE)),
+    ExpectedTime("H100", (10 * MINUTE, 20 * MINUTE), (2 * MINUTE, 4 * MINUTE)),
+)
+WHERE_TO_TRAIN = EXPECTED_TIMES[0]
+
+
+def span(seconds):
+    """(low, high) seconds as the tables write them: "1.5–3 h" or "30–45 min"."""
+    low, high = seconds
+    if high >= 90 * MINUTE:
+        return f"{low / HOUR:g}–{high / HOUR:g} h"
+    return f"{low / MINUTE:g}–{high / MINUTE:g} min"
+
+
+def expected_times_table():
+    """EXPECTED_TIMES as the markdown table that README.md and the notebook show."""
+    rows = ["| GPU | the grid (20 runs x 30 epochs) | the bonus (2 runs x 60 epochs) |", "|---|---|---|"]
+    return "\n".join(rows + [f"| {e.gpu} | {span(e.grid)} | {span(e.bonus)} |" for e in EXPECTED_TIMES])
+
+
+def where_to_train(reason):
+    """What to do without a GPU to train on here (reason says why there is none): the text that the notebook's
+    time-estimate cell and `python -m normlab.estimate` print."""
+    t4 = WHERE_TO_TRAIN
+    return (f"{reason}\n"
+            f"Train on a T4 GPU instead: on Colab, Runtime > Change runtime type > T4 GPU; on Kaggle, Settings > "
+            f"Accelerator > GPU T4 x2. There the grid (20 runs x 30 epochs) takes about {span(t4.grid)} and the bonus "
+            f"(2 runs x 60 epochs) about {span(t4.bonus)} ({EXPECTED_BASIS}; the notebook's time-estimate cell "
+            "measures the GPU you get). To train less, train the grid on one dataset or with fewer epochs: the "
+            "time-estimate cell says how.\n"
+            "Without a GPU the notebook's training cells run a tiny smoke configuration on synthetic data: it shows "
+            "that your code runs, not how the norms compare.")
+
+
+def no_gpu_reason():
+    """Why this machine has no CUDA GPU to train on, in words."""
+    return cuda_problem() or "This machine has no CUDA GPU that torch can see, so training here would run on the CPU."
 
 EVAL_PASSES = 2  # timed passes over one evaluation batch, after an untimed one (cuDNN autotuning)
 
@@ -106,3 +173,21 @@ def print_estimate(build_model, grid, bonus_config, device, devices=1):
           f"experiments.Grid(datasets={one_dataset.datasets!r}) (about {duration(grid_seconds(timings, one_dataset))})"
           f" or experiments.Grid(train=train.TrainConfig(epochs={fewer_epochs.train.epochs})) "
           f"(about {duration(grid_seconds(timings, fewer_epochs))}), and bonus_config to fewer epochs.")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
+    if best_device().type != "cuda":
+        print(where_to_train(no_gpu_reason()))
+        return
+    from normlab.experiments import Grid
+    from normlab.notebook import load_models
+    from normlab.train import TrainConfig
+
+    grid, bonus_config = Grid(), TrainConfig(epochs=60)
+    print_estimate(load_models().resnet18, grid, bonus_config, best_device(), devices=len(usable_cuda_indices()))
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from normlab import RUNS_ROOT
 from normlab import data as cifar
+from normlab.devices import usable_cuda_indices
 from normlab.notebook import NotebookFunction
 from normlab.train import (TrainConfig, TrainingStopped, best_device, seed_everything, steady_epoch_seconds, train,
                            warmup_seconds)
@@ -76,9 +77,10 @@ class Run:
 
 
 def available_devices():
-    """Every CUDA GPU, else the best device there is."""
-    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
-        return [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    """Every CUDA GPU this torch can run on, if there are several, else the best device there is."""
+    usable = usable_cuda_indices()
+    if len(usable) > 1:
+        return [f"cuda:{index}" for index in usable]
     return [str(best_device())]
 
 

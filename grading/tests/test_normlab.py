@@ -226,3 +226,17 @@ def test_the_estimate_times_this_machines_models_and_says_how_to_train_less(caps
                      "Run All trains the grid, then the bonus", "experiments.Grid(datasets=('cifar10',))",
                      "experiments.Grid(train=train.TrainConfig(epochs=15))"):
         assert expected in printed, printed
+
+
+def test_the_estimate_command_on_a_machine_without_a_gpu_says_where_to_train_and_how_long_it_takes_there():
+    result = subprocess.run([sys.executable, "-m", "normlab.estimate"], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    t4 = estimate.EXPECTED_TIMES[0]
+    assert result.stdout.splitlines()[:2] == [
+        "This machine has no CUDA GPU that torch can see, so training here would run on the CPU.",
+        "Train on a T4 GPU instead: on Colab, Runtime > Change runtime type > T4 GPU; on Kaggle, Settings > Accelerator "
+        f"> GPU T4 x2. There the grid (20 runs x 30 epochs) takes about {estimate.span(t4.grid)} and the bonus (2 runs x "
+        f"60 epochs) about {estimate.span(t4.bonus)} (estimated, not measured; the notebook's time-estimate cell "
+        "measures the GPU you get). To train less, train the grid on one dataset or with fewer epochs: the "
+        "time-estimate cell says how."], result.stdout

@@ -153,6 +153,7 @@ def test_run_all_on_the_untouched_release_reaches_the_last_cell_and_shows_every_
         if cell.cell_type == "code" and "raises-exception" in cell.metadata.get("tags", []):
             assert is_test_cell(cell), cell.source  # no other cell may fail and let Run All go on
     said = "".join(printed(c) for c in nb.cells if c.cell_type == "code")
+    assert "Train on a T4 GPU instead: on Colab, Runtime > Change runtime type > T4 GPU" in said  # no GPU here
     for what, needs in (("the comparison grid", "make_shortcut (Q3)"), ("the bonus", "make_cifar_stem (Q5)")):
         assert f"Not run / 未运行: {what} needs {needs}, which is not implemented yet." in said, said
     assert printed(nb.cells[-1]) == "bonus_cifar10.pt2: not exported yet (optional)\nbonus_cifar100.pt2: not exported " \

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from normlab import checkpoint, data, devices, execution, experiments, train
+from normlab import checkpoint, data, devices, estimate, execution, experiments, train
 from normlab.batches import DeviceBatches, eval_batch_size
 from normlab.session import Execution, Session, WeightAverage
 
@@ -191,13 +191,24 @@ def test_train_leaves_the_average_of_its_last_epochs_in_the_model(synthetic, mon
     assert again["test_accuracy"] == history["final"]["test_accuracy"]
 
 
-def fake_gpu(monkeypatch, capability, name="a fake GPU"):
-    """Make torch report a CUDA GPU of the given compute capability, as far as choosing a precision and an
-    execution asks (nothing here runs on it)."""
+def fake_gpu(monkeypatch, capability, name="a fake GPU", arch_list=("sm_75", "sm_80", "sm_86", "sm_90", "sm_120")):
+    """Make torch report CUDA GPUs of the given compute capability (one, or a list: one per GPU), and a build with
+    kernels for arch_list, as far as choosing a device, a precision and an execution asks (nothing here runs on
+    them)."""
+    capabilities = capability if isinstance(capability, list) else [capability]
+    names = name if isinstance(name, list) else [name] * len(capabilities)
+
+    def index(device):  # None, an index, "cuda:1" or a torch.device
+        if device is None or isinstance(device, int):
+            return device or 0
+        return torch.device(device).index or 0
+
     monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: name)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: list(arch_list))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capabilities[index(device)])
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: names[index(device)])
     return torch.device("cuda")
 
 
@@ -214,6 +225,46 @@ def test_each_gpu_generation_trains_in_the_precision_it_runs_fast(monkeypatch, c
     assert any(c.compile for c in execution.candidate_executions(train.TrainConfig(), cuda)) == compiles
     assert devices.autocast_dtype("bf16", cuda) == torch.bfloat16  # asked for, it is obeyed
     assert devices.autocast_dtype("off", cuda) is None
+
+
+@pytest.mark.parametrize("capability,arch_list,runs", [
+    ((7, 5), ["sm_75", "sm_80"], True),              # T4 on pip's torch
+    ((6, 0), ["sm_75", "sm_80"], False),             # Kaggle's P100: no kernels below sm_75
+    ((7, 0), ["sm_75", "sm_80"], False),             # V100
+    ((8, 6), ["sm_80"], True),                       # RTX 30 runs sm_80 code: same major, older minor
+    ((8, 6), ["sm_90"], False),
+    ((12, 0), ["sm_90", "compute_90"], True),        # a newer GPU: the driver compiles the PTX
+    ((9, 0), ["sm_90a"], True),
+    ((10, 0), ["sm_90a"], False)])                   # sm_90a code runs on sm_90 only
+def test_a_gpu_is_usable_where_this_torch_has_code_for_it(capability, arch_list, runs):
+    assert devices.runs_on(capability, arch_list) == runs
+
+
+def test_a_gpu_this_torch_cannot_run_on_is_passed_over_with_the_reason_and_where_to_train(monkeypatch, capsys):
+    fake_gpu(monkeypatch, (6, 0), "Tesla P100-PCIE-16GB")
+    with pytest.warns(UserWarning) as warned:
+        assert devices.best_device() == torch.device("cpu")
+    assert str(warned[0].message).startswith(
+        f"Tesla P100-PCIE-16GB (compute capability 6.0) cannot run this torch {torch.__version__}, whose GPU code is "
+        "built for sm_75, sm_80, sm_86, sm_90, sm_120 only, so training runs on the CPU instead. Choose a T4 GPU")
+    assert devices.usable_cuda_indices() == []
+    with pytest.warns(UserWarning, match="Tesla P100"):
+        assert experiments.available_devices() == ["cpu"]
+    with pytest.warns(UserWarning, match="Tesla P100"):
+        estimate.main([])
+    printed = capsys.readouterr().out
+    assert printed.startswith(str(warned[0].message) + "\nTrain on a T4 GPU instead: on Colab, Runtime > Change "
+                              "runtime type > T4 GPU; on Kaggle, Settings > Accelerator > GPU T4 x2. There the grid (20 "
+                              "runs x 30 epochs) takes about 1.5–3 h and the bonus (2 runs x 60 epochs) about 30–45 min "
+                              "(estimated, not measured;"), printed
+
+
+def test_of_two_gpus_only_the_one_this_torch_can_run_on_trains(monkeypatch):
+    fake_gpu(monkeypatch, [(6, 0), (7, 5)], ["Tesla P100-PCIE-16GB", "Tesla T4"])
+    assert devices.best_device() == torch.device("cuda", 1) and devices.usable_cuda_indices() == [1]
+    assert experiments.available_devices() == ["cuda:1"]
+    fake_gpu(monkeypatch, [(7, 5), (7, 5)], "Tesla T4")  # Kaggle's two T4s
+    assert devices.best_device() == torch.device("cuda") and experiments.available_devices() == ["cuda:0", "cuda:1"]
 
 
 def test_an_fp16_step_that_overflows_is_skipped_and_halves_the_loss_scale(synthetic):
