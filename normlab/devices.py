@@ -9,6 +9,7 @@ and 40, H100) and CPUs with AVX512-BF16 or AMX. Older GPUs only emulate bf16, sl
 below sm_80, and Inductor will not compile bf16 there. So a T4 (sm_75), a V100 or an RTX 20 trains in fp16 with loss
 scaling, which their tensor cores run fast, as does the P100's double-rate fp16 (sm_60); other GPUs train in float32.
 """
+import functools
 import re
 import warnings
 
@@ -131,9 +132,27 @@ def autocast_dtype(setting, device):
     return torch.bfloat16 if cpu_supports_bf16() else None
 
 
-def can_compile(device):
-    """Whether torch.compile is worth offering on device: CUDA GPUs that Triton supports. On the CPU, compiling
-    ResNet-18 took minutes and was no faster (BENCHMARKS.md)."""
+@functools.cache
+def triton_problem():
+    """Why Triton, which torch.compile generates GPU kernels with, cannot work here; None where it imports. pip's
+    torch for Windows comes without it, and a broken install fails on import."""
+    try:
+        import triton  # noqa: F401
+    except Exception as error:  # any failure to import it, not only its absence, rules it out
+        return f"Triton does not import here ({type(error).__name__}: {error})"
+    return None
+
+
+def compile_problem(device):
+    """Why torch.compile is not offered on device, or None where it is: CUDA GPUs that Triton supports, with
+    Triton working. On the CPU, compiling ResNet-18 took minutes and was no faster (BENCHMARKS.md)."""
     if device.type != "cuda":
-        return False
-    return bool(torch.version.hip) or torch.cuda.get_device_capability(device) >= COMPILE_FROM
+        return "torch.compile is offered on CUDA GPUs only"
+    if not torch.version.hip and torch.cuda.get_device_capability(device) < COMPILE_FROM:
+        return "Triton needs a GPU of compute capability 7.0 or more"
+    return triton_problem()
+
+
+def can_compile(device):
+    """Whether torch.compile is worth offering on device (compile_problem)."""
+    return compile_problem(device) is None

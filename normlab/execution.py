@@ -9,27 +9,51 @@ run has left, fewer for a resumed run.
 import copy
 import statistics
 import time
+import warnings
 from dataclasses import asdict
 
 from torch import nn
 
 from normlab.batches import DeviceBatches
-from normlab.devices import can_compile, synchronize
+from normlab.devices import can_compile, compile_problem, synchronize
 from normlab.session import Execution, Session
 
 TUNE_WARMUP_STEPS = 2  # untimed steps of each candidate: compiling and cuDNN autotuning happen here
 
 _timed = {}        # per architecture, device, batch size and precision: what time_executions measured
 _compiled = set()  # the compiled_model_key of every model compiled in this process
+_compile_failures = {}  # str(device): why torch.compile failed on it in this process
+
+
+def compile_blocked(device):
+    """Why torch.compile cannot run on device in this process, or None: a compile already failed on it here, or,
+    on a CUDA GPU, Triton does not work (devices.compile_problem). On the CPU Inductor generates C++, not Triton."""
+    if str(device) in _compile_failures:
+        return _compile_failures[str(device)]
+    return compile_problem(device) if device.type == "cuda" else None
 
 
 def candidate_executions(config, device):
-    """The executions to choose from: both memory layouts, and torch.compile where it is offered (can_compile),
-    unless config fixes them."""
+    """The executions to choose from: both memory layouts, and torch.compile where it is offered (can_compile)
+    and has not failed here, unless config fixes them. A compile that config asks for but that cannot run here
+    (compile_blocked) gives way to eager execution: compile_note says so."""
     layouts = [True, False] if config.channels_last is None else [config.channels_last]
-    compiling = [False, True] if can_compile(device) else [False]
-    compiling = compiling if config.compile is None else [config.compile]
+    if config.compile is None:
+        compiling = [False, True] if can_compile(device) and str(device) not in _compile_failures else [False]
+    else:
+        compiling = [bool(config.compile and not compile_blocked(device))]
     return [Execution(layout, compiled) for compiled in compiling for layout in layouts]
+
+
+def compile_note(config, device):
+    """What a run's record of its execution says about torch.compile on a CUDA GPU where it cannot run (or on any
+    device where it failed in this process); None where there is nothing to say."""
+    blocked = compile_blocked(device)
+    if blocked is None or config.compile is False:
+        return None
+    if config.compile:
+        return f"torch.compile was asked for, but {blocked}: eager instead"
+    return f"torch.compile not a candidate: {blocked}"
 
 
 def architecture(model, classifier=False):
@@ -66,14 +90,22 @@ def time_executions(model, config, device, images, labels, executions, steps):
     executions, so that all of them meet the same load on a shared machine."""
     trials, batches, timings = [], [], []
     for execution in executions:
-        trial = Session(copy.deepcopy(model), config, device, TUNE_WARMUP_STEPS + steps, execution)
-        trial.model.train()
         batch = next(DeviceBatches(images[:config.batch_size], labels[:config.batch_size], device,
                                    config.batch_size, execution.memory_format).epoch(shuffle=False))
+        try:
+            trial = Session(copy.deepcopy(model), config, device, TUNE_WARMUP_STEPS + steps, execution)
+            trial.model.train()
+            warmup_seconds = timed_steps(trial, batch, TUNE_WARMUP_STEPS)
+        except Exception as error:  # torch.compile's first steps compile: a broken toolchain fails here
+            if not execution.compile:
+                raise
+            first_line = (str(error).strip().splitlines() or [""])[0][:200]
+            _compile_failures[str(device)] = f"torch.compile failed here ({type(error).__name__}: {first_line})"
+            warnings.warn(f"{_compile_failures[str(device)]}; training runs without it", stacklevel=2)
+            continue
         trials.append(trial)
         batches.append(batch)
-        timings.append({**asdict(execution), "warmup_seconds": timed_steps(trial, batch, TUNE_WARMUP_STEPS),
-                        "step_times": []})
+        timings.append({**asdict(execution), "warmup_seconds": warmup_seconds, "step_times": []})
     for round_index in range(steps):
         order = range(len(trials)) if round_index % 2 == 0 else reversed(range(len(trials)))
         for index in order:
@@ -149,18 +181,24 @@ def choose_execution(model, config, device, images, labels, remaining_steps, for
     the process, and only candidates without one are timed. An execution is predicted to take remaining_steps x
     step_seconds, plus setup_seconds if it compiles a model not yet compiled in this process. Unless force, a run
     too short to pay for the timings it needs (more than config.tune_share of its steps) takes the default
-    instead: eager and NCHW wherever config leaves the choice open.
+    instead: eager and NCHW wherever config leaves the choice open. Where torch.compile cannot run (compile_blocked:
+    no working Triton on a CUDA GPU, or a compiled trial that failed in this process), the run executes eagerly,
+    with a warning and a note in the record (compile_note).
     """
+    note = compile_note(config, device) if candidates is None else None
+    if note:
+        warnings.warn(note, stacklevel=2)
+    note = f"; {note}" if note else ""
     candidates = candidates or candidate_executions(config, device)
     if len(candidates) == 1:
-        return candidates[0], {**asdict(candidates[0]), "chosen_by": "config"}
+        return candidates[0], {**asdict(candidates[0]), "chosen_by": "config" + note}
     eager = [c for c in candidates if not c.compile] or candidates
     compiling = [c for c in candidates if c not in eager]
     trials = _trials_needed(model, config, device, eager, compiling)
     chosen_by = "timing" if trials else "timing (cached from an earlier run of this architecture)"
     if trials and not force and trials * (TUNE_WARMUP_STEPS + config.tune_steps) > config.tune_share * remaining_steps:
-        default = Execution(bool(config.channels_last), bool(config.compile))
-        return default, {**asdict(default), "chosen_by": "default: the run is too short to time candidates"}
+        default = Execution(bool(config.channels_last), bool(config.compile) and candidates[0].compile)
+        return default, {**asdict(default), "chosen_by": "default: the run is too short to time candidates" + note}
     timings = timings_for(model, config, device, images, labels, eager)
     fastest = min(timings, key=lambda t: t["step_seconds"])
     compiled = _in_layout(compiling, fastest)
@@ -171,8 +209,10 @@ def choose_execution(model, config, device, images, labels, remaining_steps, for
                       f"{remaining_steps} steps would not pay back a {outlook[1]:.0f} s compile")
     elif compiled:
         timings += timings_for(model, config, device, images, labels, compiled)
+        if str(device) in _compile_failures:
+            chosen_by += f"; {_compile_failures[str(device)]}: eager instead"
     considered = [{**t, "predicted_seconds": predicted_seconds(t, model, config, device, remaining_steps)}
                   for t in timings]
     best = min(considered, key=lambda t: t["predicted_seconds"])
     execution = Execution(best["channels_last"], best["compile"])
-    return execution, {**asdict(execution), "chosen_by": chosen_by, "timings": considered}
+    return execution, {**asdict(execution), "chosen_by": chosen_by + note, "timings": considered}

@@ -1,6 +1,8 @@
 """normlab.train's engine on the CPU: static shapes, compiling once, the timed choice of execution, the moving
-average of the weights and flip test-time augmentation; what a student sees of a run: a progress bar that ends full,
-a stop that says how to resume, and the same history from the same command."""
+average of the weights and flip test-time augmentation; the GPUs it trains on (faked): only those this torch has
+code for, in the precision each runs fast, with torch.compile only where Triton works and eager execution wherever
+a compile fails; what a student sees of a run: a progress bar that ends full, a stop that says how to resume, and
+the same history from the same command."""
 import copy
 import dataclasses
 import json
@@ -322,6 +324,50 @@ def fresh_process(monkeypatch):
     """No timings and no compiled models yet, as in a new process."""
     monkeypatch.setattr(execution, "_timed", {})
     monkeypatch.setattr(execution, "_compiled", set())
+
+
+@pytest.fixture
+def without_triton(monkeypatch):
+    """A Python in which `import triton` fails, as on Windows, where pip's torch comes without it."""
+    monkeypatch.setitem(sys.modules, "triton", None)
+    devices.triton_problem.cache_clear()
+    yield
+    devices.triton_problem.cache_clear()
+
+
+def test_without_triton_a_gpu_trains_eagerly_and_says_why(monkeypatch, fresh_process, without_triton):
+    cuda = fake_gpu(monkeypatch, (8, 9), "NVIDIA GeForce RTX 4090")
+    assert not any(c.compile for c in execution.candidate_executions(train.TrainConfig(), cuda))
+    images, labels = torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.zeros(8, dtype=torch.long)
+    for compiling, said in ((None, "torch.compile not a candidate: Triton does not import here (ModuleNotFoundError: "),
+                            (True, "torch.compile was asked for, but Triton does not import here (ModuleNotFoundError: ")):
+        config = train.TrainConfig(channels_last=False, compile=compiling)
+        with pytest.warns(UserWarning, match=re.escape(said)):
+            chosen, record = execution.choose_execution(small_cnn(), config, cuda, images, labels, 3000)
+        assert chosen == Execution(False, False) and record["chosen_by"].startswith(f"config; {said}"), record
+    assert record["chosen_by"].endswith("): eager instead")
+
+
+def test_a_compile_that_fails_gives_way_to_eager_execution_for_the_rest_of_the_process(synthetic, monkeypatch,
+                                                                                        fresh_process):
+    def broken_compile(model, **options):  # what a missing C++ compiler or a broken Triton does on the first step
+        def fails(*args, **kwargs):
+            raise RuntimeError("Compiler: cl is not found.\nmore details")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(execution, "_compile_failures", {})
+    failed = "torch.compile failed here (RuntimeError: Compiler: cl is not found.)"
+    with pytest.warns(UserWarning, match=re.escape(f"{failed}; training runs without it")):
+        chosen, record = execution.choose_execution(small_cnn(), plain(batch_size=64), torch.device("cpu"),
+                                                    synthetic.train_images, synthetic.train_labels, 300, force=True,
+                                                    candidates=[Execution(False, False), Execution(False, True)])
+    assert chosen == Execution(False, False) and record["chosen_by"] == f"timing; {failed}: eager instead"
+    assert [t["compile"] for t in record["timings"]] == [False]
+    with pytest.warns(UserWarning, match=re.escape(f"torch.compile was asked for, but {failed}: eager instead")):
+        history = train.train(small_cnn(), synthetic, plain(epochs=1, batch_size=64, compile=True), "cpu",
+                              progress=False)
+    assert history["status"] == "complete" and not history["execution"]["compile"]
 
 
 def test_the_execution_is_the_one_with_the_shortest_predicted_run(synthetic, monkeypatch, fresh_process):
