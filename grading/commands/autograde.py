@@ -34,6 +34,7 @@ from grading.pipeline.parallel import grade_in_children
 from grading.pipeline.shards import in_shard, record_run
 from grading.records import gradebook
 from grading.records.cohort import write_report
+from grading.records.final import waiting
 from grading.records.late import LatePolicy, lateness, parse_due, read_submission_times, record_graded_times
 from grading.records.reports import error_report, errors_summary, grades_csv, table, write_student
 from grading.records.results import GRADE_FILE, error_file, load_result, mark_done, write_atomic, write_rejected
@@ -174,7 +175,7 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
         bar.close()  # before a failed canary's message, which would otherwise end under the bar's last line
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
     record_graded_times(course, results.values(), "python -m grading autograde")
-    write_report(out_dir, results.values(), rejected)
+    write_report(out_dir, results.values(), rejected, waiting(course, out_dir))
     log(table(results.values()))
     for entry in rejected:
         log(f"not graded: {entry.name}: {entry.status}")

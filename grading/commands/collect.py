@@ -29,6 +29,7 @@ from grading.pipeline.intake import discover
 from grading.pipeline.shards import ShardError, check_agreement, in_shard, read_run
 from grading.records import gradebook
 from grading.records.cohort import write_report
+from grading.records.final import waiting
 from grading.records.late import record_graded_times
 from grading.records.reports import errors_summary, grades_csv, table
 from grading.records.results import (ERRORS, GRADE_FILE, error_file, load_result, mark_done, read_rejected,
@@ -80,7 +81,7 @@ def collect(shard_dirs, merged, partial=False, log=print, progress=True):
     write_rejected(merged, rejected)
     write_atomic(merged / "grades.csv", grades_csv(results, rejected))
     record_graded_times(course, results, "python -m grading collect")
-    write_report(merged, results, rejected)
+    write_report(merged, results, rejected, waiting(course, merged))
     log(table(results))
     summary = errors_summary(results, merged)
     if summary:

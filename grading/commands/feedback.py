@@ -2,13 +2,15 @@
 gradebook, once TAs have graded by hand, so that they show the TA's scores, overrides and comments and the final
 points that `python -m grading export` and nbgrader's generate_feedback show. The checks' verdicts are autograde's,
 from the student's grade.json; a student with a grader ERROR keeps the feedback that says it will be graded again.
+report.html is rewritten too, its list of who needs a person taken from the gradebook.
 """
 import json
 from pathlib import Path
 
+from grading.records.cohort import REPORT_FILE, write_report
 from grading.records.final import read_final
 from grading.records.reports import feedback_html, results_json
-from grading.records.results import GRADE_FILE, load_result, write_atomic
+from grading.records.results import GRADE_FILE, load_result, read_rejected, write_atomic
 from grading.settings import ConfigurationError
 
 
@@ -20,14 +22,18 @@ def feedback(out_dir, log=print):
     if not (course / "gradebook.db").is_file():
         raise ConfigurationError(f"{out_dir} holds no course/gradebook.db: pass the --out folder of "
                                  "`python -m grading autograde` (or of collect)")
-    written = []
-    for student, final in read_final(course, out_dir).items():
+    written, results, finals = [], [], read_final(course, out_dir)
+    for student, final in finals.items():
         result = load_result(out_dir / student / GRADE_FILE)
         if result is None or not final.submitted:  # in the roster, never graded here: nothing to give back
             continue
+        results.append(result)
         write_atomic(out_dir / student / "results.json",
                      json.dumps(results_json(result, final), indent=1, ensure_ascii=False))
         write_atomic(out_dir / student / "feedback.html", feedback_html(result, final))
         written.append(student)
-    log(f"rewrote feedback.html and results.json of {len(written)} students from {course / 'gradebook.db'}")
+    write_report(out_dir, results, read_rejected(out_dir),
+                 {student: final.needs_person for student, final in finals.items() if final.needs_person})
+    log(f"rewrote feedback.html and results.json of {len(written)} students from {course / 'gradebook.db'}, and "
+        f"{out_dir / REPORT_FILE}'s list of who still needs a person")
     return written

@@ -164,8 +164,20 @@ def person_list(title, entries, empty):
     return f"<h3>{html.escape(title)}: {len(entries)}</h3><ul class='people'>{items}</ul>"
 
 
-def cohort_html(results, rejected=()):
-    """The page of report.html for results (StudentResults) and the entries of SUBMISSIONS that were not taken."""
+def from_gradebook(waiting):
+    """needs_person's lists from the gradebook's account ({student: records.final.FinalGrade.needs_person})."""
+    manual, review, error = [], [], []
+    for student, reasons in sorted(waiting.items()):
+        for why in reasons:
+            kind = error if why.startswith("ERROR") else review if why.startswith("REVIEW") else manual
+            kind.append((student, why))
+    return manual, review, error
+
+
+def cohort_html(results, rejected=(), waiting=None):
+    """The page of report.html for results (StudentResults) and the entries of SUBMISSIONS that were not taken.
+    waiting, where given, is who needs a person as the gradebook has it ({student: FinalGrade.needs_person}), so
+    that what a TA has graded by hand since autograde is no longer listed."""
     results = list(results)
     graded = [r for r in results if not r.error]
     e = html.escape
@@ -182,7 +194,8 @@ def cohort_html(results, rejected=()):
     late = sorted((r for r in results if r.late_seconds > 0), key=lambda r: (-r.late_seconds, r.student_id))
     late_items = "".join(f"<li><b>{e(r.student_id)}</b>: {r.late_seconds / 3600:.1f} hours late, "
                          f"{r.late_penalty:.2f} points off</li>" for r in late)
-    manual, review, error = needs_person(results)
+    manual, review, error = needs_person(results) if waiting is None else from_gradebook(waiting)
+    errors = sum(1 for r in results if r.error)
     not_taken = "".join(f"<li><b>{e(entry.name)}</b>: {e(entry.status)}</li>" for entry in rejected)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -194,11 +207,11 @@ text-align:left;vertical-align:top;overflow-wrap:anywhere}}table.checks{{table-l
 .who,.quiet{{color:#666}}.needs{{background:#fff6e0;border:1px solid #e0c070;padding:.5em 1em}}
 img{{max-width:100%}}</style></head><body>
 <h1>Normalization layers: the cohort</h1>
-<p>{len(results)} students: {len(graded)} graded, {len(error)} not graded because the grading machine failed
+<p>{len(results)} students: {len(graded)} graded, {errors} not graded because the grading machine failed
 (ERROR){f", and {len(rejected)} entries that are not submissions" if rejected else ""}. These are autograde's points;
 the final grades, with the TA's, come from <code>python -m grading export</code>.</p>
 <section class="needs" id="needs-a-person"><h2>Who needs a person</h2>
-{person_list("Written answers to grade by hand", manual, "every written answer is graded or unanswered")}
+{person_list("To grade by hand (written answers, a bonus)", manual, "nothing is left to grade by hand")}
 {person_list("REVIEW", review, "no submission was flagged for review")}
 {person_list("ERROR (grade again: run the same command)", error, "the grading machine failed no one")}
 {"<h3>Not taken as submissions: " + str(len(rejected)) + "</h3><ul>" + not_taken + "</ul>" if rejected else ""}
@@ -222,8 +235,8 @@ the final grades, with the TA's, come from <code>python -m grading export</code>
 """
 
 
-def write_report(out_dir, results, rejected=()):
-    """Write OUT/report.html; return its path."""
+def write_report(out_dir, results, rejected=(), waiting=None):
+    """Write OUT/report.html (waiting: as for cohort_html); return its path."""
     path = Path(out_dir) / REPORT_FILE
-    write_atomic(path, cohort_html(results, rejected))
+    write_atomic(path, cohort_html(results, rejected, waiting))
     return path

@@ -104,6 +104,12 @@ class FinalGrade:
         return q.score + q.extra
 
 
+def waiting(course, out_dir=None):
+    """{student: why} of every student of the course whose grade is not final yet (FinalGrade.needs_person)."""
+    return {student: grade.needs_person for student, grade in read_final(course, out_dir).items()
+            if grade.needs_person}
+
+
 def solution_question(cell_name):
     """The question a cell of norm.ipynb belongs to: its grade cell's, or for an answer cell the question its id
     starts with (the notebook names them so: q3_make_norm); "" for any other."""

@@ -353,7 +353,7 @@ def test_the_cohort_report_plots_each_question_and_names_who_needs_a_person(site
                                   "return plot.complete ? [plot.naturalWidth, plot.naturalHeight] : null")
     assert plot and plot[0] >= 800 and plot[1] >= 500, plot  # six questions and the total, three to a row
     needs = browser.find_element(By.ID, "needs-a-person").text
-    manual = needs[needs.index("Written answers"):needs.index("REVIEW")]
+    manual = needs[needs.index("To grade by hand"):needs.index("REVIEW")]
     assert all(student in manual for student in ("ada", "bob", "carl")), needs
     assert "REVIEW: 1" in needs and "carl: REVIEW" in needs
     checks = browser.find_element(By.ID, "checks").find_element(By.XPATH, "following-sibling::table").text

@@ -77,6 +77,10 @@ def test_feedback_shows_the_tas_points_and_comment(graded_by_hand):
     assert "(pending)" not in page
     page = (graded_by_hand / "common_mistakes" / "feedback.html").read_text()
     assert "Your TA set q1_forward to 19.00 / 20 (the checks below gave 16.00)" in page
+    report = (graded_by_hand / "report.html").read_text()
+    needs = report[report.index('id="needs-a-person"'):report.index('id="distributions"')]
+    assert "To grade by hand (written answers, a bonus): none" in needs, "the TA graded them all"
+    assert "<b>hostile</b>: REVIEW" in needs
 
 
 def test_autograde_wrote_the_cohort_report(demo):

@@ -59,7 +59,7 @@ def test_the_report_plots_each_question_and_lists_who_needs_a_person(tmp_path):
     for q in QUESTION_IDS:
         assert BY_ID[q].title in page
     needs = page[page.index("id=\"needs-a-person\""):page.index("id=\"distributions\"")]
-    assert re.search(r"Written answers to grade by hand: 4\b", needs) and "REVIEW: 1" in needs
+    assert re.search(r"To grade by hand \(written answers, a bonus\): 4\b", needs) and "REVIEW: 1" in needs
     assert "<b>eve</b>: the sandbox did not start (sandbox; see errors/eve.txt)" in needs
     assert "<b>notes.txt</b>: not a folder" in needs
     assert "1 of 5 handed in late" in page and "1.5 hours late, 10.00 points off" in page
@@ -93,3 +93,15 @@ def test_an_honest_cohort_with_nobody_graded_late_or_failing_reads_plainly():
 def test_the_page_does_not_depend_on_the_order_students_came_in(tmp_path):
     """collect merges shards in another order than one run grades students: both reports are the same bytes."""
     assert cohort_html(cohort()) == cohort_html(list(reversed(cohort())))
+
+
+def test_who_needs_a_person_can_come_from_the_gradebook():
+    """After manual grading (records.final.waiting): those the TA has graded are no longer listed, and each reason
+    goes under its heading."""
+    page = cohort_html(cohort(), waiting={"bob": ["to grade by hand: Q4 no normalization (q4_analysis)"],
+                                          "dee": ["REVIEW: uses get_ipython (flagged in the formgrader)"],
+                                          "eve": ["ERROR: the grading machine failed (the sandbox did not start)"]})
+    needs = page[page.index("id=\"needs-a-person\""):page.index("id=\"distributions\"")]
+    assert re.search(r"To grade by hand \(written answers, a bonus\): 1\b", needs) and "<b>ada</b>" not in needs
+    assert "REVIEW: 1" in needs and re.search(r"ERROR \(grade again: run the same command\): 1\b", needs)
+    assert "4 graded, 1 not graded because the grading machine failed" in page
