@@ -49,8 +49,9 @@ class Grid:
 
     @classmethod
     def smoke(cls):
-        """About a second on a laptop CPU: narrow ResNets, two epochs on 64 synthetic CIFAR-10 images, evaluated on
-        32 (the last evaluation, with flip TTA, passes over them twice).
+        """Seconds on a CPU (5 to 18 s for its 10 runs, measured on 2 shared cores: BENCHMARKS.md): narrow ResNets,
+        two epochs on 64 synthetic CIFAR-10 images, evaluated on 32 (the last evaluation, with flip TTA, passes over
+        them twice).
 
         Plain float32 NCHW: on CPUs, bf16 and channels_last slow GroupNorm down several times at these widths.
         """

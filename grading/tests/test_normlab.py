@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import numpy as np
 import pytest
 import torch
@@ -240,3 +241,27 @@ def test_the_estimate_command_on_a_machine_without_a_gpu_says_where_to_train_and
         f"60 epochs) about {estimate.span(t4.bonus)} (estimated, not measured; the notebook's time-estimate cell "
         "measures the GPU you get). To train less, train the grid on one dataset or with fewer epochs: the "
         "time-estimate cell says how."], result.stdout
+
+
+def time_table_rows(text):
+    """{GPU: (grid, bonus)} of the markdown rows in text that begin with a GPU of estimate.EXPECTED_TIMES: the last
+    two cells of each (BENCHMARKS.md's table has an assumed epoch time between)."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.strip().startswith("|") and cells[0] in {e.gpu for e in estimate.EXPECTED_TIMES}:
+            rows[cells[0]] = tuple(cells[-2:])
+    return rows
+
+
+def test_every_time_table_shows_the_one_source_of_figures_marked_estimated():
+    expected = {e.gpu: (estimate.span(e.grid), estimate.span(e.bonus)) for e in estimate.EXPECTED_TIMES}
+    notebook = "\n".join(cell.source for cell in nbformat.read(REPO / "norm.ipynb", as_version=4).cells)
+    readme = (REPO / "README.md").read_text()
+    student_readme = readme[readme.index("<!-- student-readme:start -->"):readme.index("<!-- student-readme:end -->")]
+    benchmarks = (REPO / "BENCHMARKS.md").read_text()
+    for name, text in (("norm.ipynb", notebook), ("README.md", student_readme), ("BENCHMARKS.md", benchmarks)):
+        assert time_table_rows(text) == expected, name
+        assert "estimated, not measured" in text, name
+    assert time_table_rows(estimate.expected_times_table()) == expected
+    assert not re.search(r"\d+ minutes", notebook), "a time claim outside the table"
