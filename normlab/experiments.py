@@ -1,9 +1,11 @@
 """The comparison grid: datasets x normalization types x stems, trained with normlab.train.
 
 Each run writes <grid folder>/<dataset>-<norm>-<stem>/history.json, and its state after every epoch: a stopped grid,
-run again, skips the finished runs and resumes the others after their last finished epoch. The grid folder is
+run again, skips the finished runs and resumes the others after their last finished epoch. A finished run keeps its
+history only (its final weights are not kept), so the folder that students submit stays small. The grid folder is
 GRID_DIR (runs/grid, under NORMLAB_RUNS if set) unless given. With several GPUs, one spawned process per GPU takes
-runs from a shared queue. `show` prints a markdown summary and shows the plots (normlab.plots).
+runs from a shared queue, once each dataset is downloaded. `show` prints a markdown summary and shows the plots
+(normlab.plots).
 """
 import hashlib
 import json
@@ -136,6 +138,8 @@ def run_grid(build_model, grid, out_dir=GRID_DIR, devices=None, progress=True):
                     datasets[run.dataset] = grid_data(grid, run.dataset)
                 train_run(builder, grid, run, out_dir, devices[0], progress, datasets[run.dataset])
         else:
+            for dataset in dict.fromkeys(run.dataset for run in pending):  # downloaded and cached once, here
+                grid_data(grid, dataset)
             run_in_processes(builder, grid, pending, out_dir, devices, progress)
     except KeyboardInterrupt as stop:
         finished = sum(is_finished(out_dir / run.name, grid.fingerprint(run)) for run in runs)
@@ -165,7 +169,9 @@ def grid_data(grid, dataset):
 
 def train_run(build_model, grid, run, out_dir, device, progress, data=None):
     """Train one run of grid on data (grid_data(grid, run.dataset) unless given); it resumes if it was stopped.
-    Its model starts from the same weights whichever process builds it, and whatever ran before."""
+    Its model starts from the same weights whichever process builds it, and whatever ran before. Its folder keeps
+    what the TA reads, the history, and no final weights: nothing reads them, and they would make runs/grid, which
+    students submit, 45 MB a run."""
     data = data if data is not None else grid_data(grid, run.dataset)
     seed_everything(grid.train.seed)
     model = build_model(norm_type=run.norm_type, stem=run.stem, num_classes=data.num_classes,
@@ -173,7 +179,7 @@ def train_run(build_model, grid, run, out_dir, device, progress, data=None):
     run_dir = Path(out_dir) / run.name
     metadata = dict(fingerprint=grid.fingerprint(run), dataset=run.dataset, norm_type=run.norm_type, stem=run.stem)
     return train(model, data, grid.train, device=device, out_dir=run_dir, progress=progress, label=run.name,
-                 metadata=metadata)
+                 metadata=metadata, keep_weights=False)
 
 
 def importable(function):

@@ -247,7 +247,7 @@ def restore(state, session, batches, config, device):
 
 
 def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress=True, label=None,
-          metadata=None):
+          metadata=None, keep_weights=True):
     """Train model on data (a normlab.data.Cifar) and return the history as a dict. When it returns, model holds
     the final weights: their moving average over the last config.ema_epochs epochs.
 
@@ -264,8 +264,9 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
     out_dir/resume.pt (normlab.checkpoint): called again with the same model, data, config and metadata, train()
     resumes after the last finished epoch, records that in history["resumed"], and ends with the same weights and
     history as an uninterrupted run (on the CPU bit for bit; on GPUs up to the nondeterminism of their kernels).
-    A finished run leaves its final weights in out_dir/checkpoint.pt and no resume.pt; called again, train() loads
-    them into model and returns the history without training. Stopped by the user (KeyboardInterrupt), it raises
+    A finished run leaves its final weights in out_dir/checkpoint.pt (unless keep_weights is False) and no resume.pt;
+    called again, train() loads them into model and returns the history without training (without them, it trains
+    again). Stopped by the user (KeyboardInterrupt), it raises
     TrainingStopped, which says what was kept and how to resume.
     """
     device = torch.device(device) if device is not None else best_device()
@@ -348,7 +349,7 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
     if execution.compile:
         history["compile_check"] = compare_with_eager(session.model, session.step_model, test_batches,
                                                       session.autocast)
-    if out_dir is not None:  # the final weights first: a history that says finished has them beside it
+    if out_dir is not None and keep_weights:  # the final weights first: a history that says finished has them beside it
         checkpoint.atomic_save({"model": session.model.state_dict(), "config": asdict(config)},
                                Path(out_dir) / "checkpoint.pt")
     _write_history(history, out_dir)

@@ -5,6 +5,7 @@ GPUs start afresh (spawned), rebuilding a model defined in the notebook from the
 Spawned processes import this module to build their models, so it imports little.
 """
 import json
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from normlab import checkpoint, data, experiments, train
+from normlab import data, experiments, train
 from normlab.notebook import NotebookFunction, load_models
 from normlab.session import Session
 
@@ -79,19 +80,24 @@ def test_a_run_killed_mid_epoch_resumes_at_the_next_epoch_and_ends_as_if_never_s
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the killed process: one thread computes the same sums in the same order
+    models, built = load_models(), []
+
+    def resnet18(**options):  # the last model built of a grid's run is the one it trained: train() leaves it final
+        built.append(models.resnet18(**options))
+        return built[-1]
+
     try:
-        models = load_models()
-        resumed, = experiments.run_grid(models.resnet18, resume_grid(), drive / "runs" / "grid", progress=False)
-        uninterrupted, = experiments.run_grid(models.resnet18, resume_grid(), tmp_path / "reference", progress=False)
+        resumed, = experiments.run_grid(resnet18, resume_grid(), drive / "runs" / "grid", progress=False)
+        weights = built[-1].state_dict()
+        uninterrupted, = experiments.run_grid(resnet18, resume_grid(), tmp_path / "reference", progress=False)
+        reference = built[-1].state_dict()
     finally:
         torch.set_num_threads(threads)
     assert [r["epoch"] for r in resumed["resumed"]] == [3] and resumed["status"] == "complete"
     # bit for bit: the CPU is deterministic with one thread
     assert comparable(resumed) == comparable(uninterrupted)
-    weights = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
-    reference = torch.load(tmp_path / "reference" / "cifar10-BN-imagenet" / "checkpoint.pt", weights_only=True)["model"]
     assert weights.keys() == reference.keys() and all(torch.equal(weights[k], reference[k]) for k in weights)
-    assert not (run_dir / checkpoint.RESUME_FILE).exists()
+    assert sorted(path.name for path in run_dir.iterdir()) == ["history.json"]  # what the TA reads, and no more
 
 
 def builds_and_notes_its_process(**options):
@@ -108,14 +114,19 @@ def two_run_grid():
                             train=train.TrainConfig(epochs=1, batch_size=32, amp="off", channels_last=False))
 
 
-def test_the_grid_shares_its_runs_among_fresh_spawned_processes(drive, tmp_path, monkeypatch):
+def test_the_grid_shares_its_runs_among_fresh_spawned_processes_once_its_data_is_here(drive, tmp_path, monkeypatch):
     notes = tmp_path / "notes"
     notes.mkdir()
     monkeypatch.setenv("NORMLAB_TEST_NOTES", str(notes))
     monkeypatch.setenv("NORMLAB_DATA", str(drive / "data"))  # where the processes find the synthetic data
     monkeypatch.setitem(sys.modules, "normlab_test_parent_only", sys)
+    events, load, start = [], experiments.load_dataset, multiprocessing.context.SpawnProcess.start
+    monkeypatch.setattr(experiments, "load_dataset", lambda *args: events.append("load") or load(*args))
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start",
+                        lambda process: events.append("start") or start(process))
     results = experiments.run_grid(builds_and_notes_its_process, two_run_grid(), tmp_path / "grid",
                                    devices=["cpu", "cpu"], progress=False)
+    assert events == ["load", "start", "start"]  # downloaded once, here, before the processes could each try
     assert sorted(h["run"] for h in results) == ["cifar10-BN-imagenet", "cifar10-GN-imagenet"]
     assert all(h["status"] == "complete" for h in results)
     # this process builds each model once too, to find a missing answer before anything trains
