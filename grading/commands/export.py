@@ -97,7 +97,8 @@ def export(out_dir, fmt="csv", target=None, column=ASSIGNMENT, log=print, warn=N
         unmatched = [g.student_id for g in grades.values() if not g.email]
         if unmatched:
             warn(f"{len(unmatched)} student(s) have no email, on which Moodle matches grades: {', '.join(unmatched)}; "
-                 "load a roster with emails (autograde --roster) and export again")
+                 f"load a roster with emails (in {course}: nbgrader db student import ROSTER.csv, or autograde --roster) "
+                 "and export again")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
