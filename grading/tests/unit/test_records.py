@@ -105,6 +105,17 @@ def test_results_json_follows_gradescopes_schema_and_shows_one_line_per_check():
         report["output"]
 
 
+def test_on_gradescope_a_check_that_only_shows_a_slip_charged_elsewhere_passes_with_its_note():
+    charged = Check("test_one_step", 0.0, 2.0, False, "running_var ... [a slip (the unbiased variance): 2 point(s) "
+                    "off q1, once]", True, "q1_forward", failure="slip", slips=["the unbiased variance"])
+    elsewhere = Check("test_six_steps", 2.0, 2.0, False, "after six train steps ... [the slip (the unbiased "
+                      "variance) is charged once, in test_one_step]", True, "q1_forward", failure="slip",
+                      slips=["the unbiased variance"])
+    report = results_json(StudentResult("ada", questions={"q1": QuestionScore(2.0, 4.0, tests=[charged, elsewhere])}))
+    assert [(t["status"], t["score"]) for t in report["tests"]] == [("failed", 0.0), ("passed", 2.0)]
+    assert "charged once, in test_one_step" in report["tests"][1]["output"]
+
+
 def test_a_long_verdict_is_cut_to_its_cap():
     result = graded()
     result.questions["q1"].tests[1].message = "x" * 1000
