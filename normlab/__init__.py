@@ -10,13 +10,13 @@
 - normlab.estimate: how long the grid and the bonus will take on this machine's GPU.
 - normlab.evaluate: scores an exported .pt2 model on the CIFAR test set (the bonus).
 - normlab.bench: training-throughput benchmark against a naive DataLoader loop.
+- normlab.places: Colab, Kaggle or elsewhere, and where the runs and the data live there (its settings).
 """
-import os
-from pathlib import Path
+from normlab import places
 
 # What students submit for the bonus, by dataset.
 BONUS_FILES = {"cifar10": "bonus_cifar10.pt2", "cifar100": "bonus_cifar100.pt2"}
 
-# Where training runs are written (runs/grid is submitted). NORMLAB_RUNS moves them, for example onto a mounted
-# Google Drive where a recycled Colab machine cannot take them along; NORMLAB_DATA (normlab.data) moves the data.
-RUNS_ROOT = Path(os.environ.get("NORMLAB_RUNS") or "runs")
+# Where training runs are written (runs/grid is submitted): on Colab on Google Drive, where a recycled machine cannot
+# take them along; NORMLAB_RUNS moves them (normlab.places holds the settings).
+RUNS_ROOT = places.runs_root()

@@ -7,7 +7,6 @@
   loading code runs in tests and offline. Everything loaded from it says SYNTHETIC.
 """
 import hashlib
-import os
 import pickle
 import struct
 from dataclasses import dataclass, replace
@@ -16,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-# NORMLAB_DATA moves the data folder, for example where the repository is read-only (the grading sandbox).
-DATA_ROOT = Path(os.environ.get("NORMLAB_DATA") or Path(__file__).resolve().parent.parent / "data")
+from normlab import places
+
+# On Colab on Google Drive (normlab.places); NORMLAB_DATA moves it, for example where the repository is read-only
+# (the grading sandbox).
+DATA_ROOT = places.data_root(Path(__file__).resolve().parent.parent / "data")
 SYNTHETIC_ROOT = DATA_ROOT / "synthetic"
 
 
