@@ -215,9 +215,10 @@ def finished_run(out_dir, identity):
     return history if history.get("identity") == identity and history["status"] != "running" else None
 
 
-def saved_state(out_dir, identity, device, label):
-    """The resume state in out_dir if it is this run's, else None (saying why where it is another run's)."""
-    state = checkpoint.load(out_dir, device) if out_dir is not None else None
+def saved_state(resume_state, out_dir, identity, device, label):
+    """The state resume_state (a checkpoint.ResumeState or None) holds if it is this run's, else None (saying why
+    where it is another run's)."""
+    state = resume_state.load(device) if resume_state is not None else None
     if state is not None and state["identity"] != identity:
         tqdm.write(f"{label or out_dir}: {Path(out_dir) / checkpoint.RESUME_FILE} is the state of a run with other "
                    "settings, model or data; training from the first epoch")
@@ -261,8 +262,9 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
     stored in the history as it is.
 
     With out_dir, the history is written to out_dir/history.json after every epoch, and the run's whole state to
-    out_dir/resume.pt (normlab.checkpoint): called again with the same model, data, config and metadata, train()
-    resumes after the last finished epoch, records that in history["resumed"], and ends with the same weights and
+    out_dir/resume.pt (normlab.checkpoint; on Google Drive by time, after every epoch on the local disk, and on a stop
+    or a crash): called again with the same model, data, config and metadata, train()
+    resumes after the last saved epoch, records that in history["resumed"], and ends with the same weights and
     history as an uninterrupted run (on the CPU bit for bit; on GPUs up to the nondeterminism of their kernels).
     A finished run leaves its final weights in out_dir/checkpoint.pt (unless keep_weights is False) and no resume.pt;
     called again, train() loads them into model and returns the history without training (without them, it trains
@@ -279,7 +281,8 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
                                          weights_only=True)["model"])
         tqdm.write(f"{label or out_dir}: trained before ({finished['status']}); its final weights loaded")
         return finished
-    state = saved_state(out_dir, identity, device, label)
+    resume_state = checkpoint.ResumeState(out_dir) if out_dir is not None else None
+    state = saved_state(resume_state, out_dir, identity, device, label)
     first_epoch = state["epoch"] + 1 if state else 1
     choosing = time.perf_counter()
     execution, chosen = choose_execution(model, config, device, data.train_images, data.train_labels,
@@ -337,13 +340,18 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
                 history["final"] = {"weights": weights, "test_loss": record["test_loss"],
                                     "test_accuracy": record["test_accuracy"], "tta_test_accuracy": tta_test_accuracy}
                 break
-            if out_dir is not None:
-                checkpoint.save(out_dir, end_of_epoch_state(identity, epoch, history, session, train_batches,
-                                                            average, device))
+            if resume_state is not None:
+                resume_state.save(end_of_epoch_state(identity, epoch, history, session, train_batches, average,
+                                                     device))
                 saved_epoch = epoch
             _write_history(history, out_dir)
-    except KeyboardInterrupt:
-        raise TrainingStopped(stopped_during(label or "the run", epoch, config.epochs, out_dir, saved_epoch)) from None
+    except BaseException as stop:
+        if resume_state is not None:  # a stop or a crash: the last finished epoch reaches out_dir, whatever the time
+            resume_state.flush()
+        if isinstance(stop, KeyboardInterrupt):
+            raise TrainingStopped(stopped_during(label or "the run", epoch, config.epochs, out_dir,
+                                                 saved_epoch)) from None
+        raise
     finally:
         bar.close()
     if execution.compile:
@@ -353,8 +361,8 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
         checkpoint.atomic_save({"model": session.model.state_dict(), "config": asdict(config)},
                                Path(out_dir) / "checkpoint.pt")
     _write_history(history, out_dir)
-    if out_dir is not None:
-        checkpoint.discard(out_dir)
+    if resume_state is not None:
+        resume_state.discard()
     return history
 
 
