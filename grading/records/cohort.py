@@ -98,14 +98,17 @@ def check_rows(graded):
     and example students."""
     failures = {}  # (question, check): {"students": set, "verdicts": Counter, "who": {verdict: set}, "slips": ...}
     for r in graded:
+        named = {test.name: test for question in r.questions.values() for test in question.tests}
         for q, question in r.questions.items():
             for test in question.tests:
                 if test.passed:
                     continue
+                # a message merged into an earlier check's is counted as what that check said
+                said_by = named.get(test.same_as, test)
                 entry = failures.setdefault((q, test.name), {"students": set(), "verdicts": Counter(), "who": {},
                                                             "slips": Counter(), "slipped": {}})
                 entry["students"].add(r.student_id)
-                said = "slip: " + verdict(test) if test.failure == SLIP else verdict(test)
+                said = "slip: " + verdict(said_by) if test.failure == SLIP else verdict(said_by)
                 entry["verdicts"][said] += 1
                 entry["who"].setdefault(said, set()).add(r.student_id)
                 for key in test.slips:

@@ -28,6 +28,7 @@ class Test:
     failure: str = ""  # how it failed: a failures.Ending value, WRONG for an answer judged wrong, SLIP for an answer
     # right but for slips (named in slips); "" if it passed
     slips: list = field(default_factory=list)  # keys of the slips it revealed (grading/hidden/slips.py)
+    same_as: str = ""  # the name of the check whose message this one repeats (verdicts.merge_repeated), if any
 
 
 WRONG = "wrong"  # Test.failure of a check whose answer came back and was judged wrong

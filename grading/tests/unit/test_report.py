@@ -6,6 +6,7 @@ from html.parser import HTMLParser
 
 from grading.assignment import BY_ID, QUESTION_IDS
 from grading.failures import Cause
+from grading.pipeline.verdicts import merge_repeated
 from grading.records.cohort import POLICY, cohort_html, write_report
 from grading.records.results import SLIP, WRONG, QuestionScore, Rejected, StudentResult
 from grading.records.results import Test as Check
@@ -105,3 +106,11 @@ def test_who_needs_a_person_can_come_from_the_gradebook():
     assert re.search(r"To grade by hand \(written answers, a bonus\): 1\b", needs) and "<b>ada</b>" not in needs
     assert "REVIEW: 1" in needs and re.search(r"ERROR \(grade again: run the same command\): 1\b", needs)
     assert "4 graded, 1 not graded because the grading machine failed" in page
+
+
+def test_a_message_merged_into_another_checks_is_counted_as_what_that_check_said():
+    """(verdicts.merge_repeated leaves "the same as ..." in the later checks; the cohort counts the verdict)"""
+    ada = student("ada", 0.0, message="make_norm is not defined")
+    merge_repeated([t for q in ada.questions.values() for t in q.tests])
+    page = cohort_html([ada])
+    assert "the same as" not in page and page.count("make_norm is not defined") >= 2
