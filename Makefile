@@ -23,7 +23,7 @@ demo: $(VENV)/installed
 	$(BIN)/python -m grading demo
 
 test: $(VENV)/installed
-	$(BIN)/python -m pytest -q -n 2 tests grading/tests
+	$(BIN)/python -m pytest -q -n 2 --durations=25 tests grading/tests
 
 unit: $(VENV)/installed
 	$(BIN)/python -m pytest -q grading/tests/unit
