@@ -93,8 +93,8 @@ def set_up():
         print(f"Colab: Google Drive mounted; runs in {RUNS_ROOT} and data in {DATA_ROOT} outlive this machine, and "
               "a stopped run resumes from there when you run its cell again.")
     elif on_kaggle():
-        print(f"Kaggle: nothing to set up; runs in {RUNS_ROOT.resolve()} are kept when you Save Version "
+        print(f"Kaggle: nothing to set up; runs in {RUNS_ROOT} are kept when you Save Version "
               "(Save & Run All).")
     else:
-        print(f"Not on Colab or Kaggle: nothing to set up; runs in {RUNS_ROOT.resolve()}.")
+        print(f"Not on Colab or Kaggle: nothing to set up; runs in {RUNS_ROOT}.")
     return RUNS_ROOT

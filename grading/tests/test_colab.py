@@ -125,6 +125,27 @@ def test_a_fresh_colab_runtime_keeps_its_runs_on_drive_and_resumes_them_after_a_
     assert resumed["history"]["final"]["test_accuracy"] == uninterrupted["history"]["final"]["test_accuracy"]
 
 
+def test_the_set_up_cell_gets_the_assignment_from_drive_on_a_fresh_colab_runtime(tmp_path):
+    fake_colab(tmp_path)
+    my_drive = tmp_path / "drive-storage" / "MyDrive"
+    shutil.copytree(REPO / "normlab", tmp_path / "zip" / "norm" / "normlab",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    my_drive.mkdir(parents=True)
+    shutil.make_archive(str(my_drive / "norm"), "zip", tmp_path / "zip")  # only norm.zip on Drive, as uploaded
+    notebook = json.loads((REPO / "norm.ipynb").read_text())
+    cell = "".join(next(c for c in notebook["cells"] if c.get("id") == "colab-setup")["source"])
+    environment = colab_runtime(tmp_path)
+    environment["PYTHONPATH"] = str(tmp_path / "fake-colab")  # normlab is not importable: it is not here yet
+    (tmp_path / "content").mkdir()
+    done = subprocess.run([sys.executable, "-c", cell + "\nprint(os.getcwd())"], cwd=tmp_path / "content",
+                          env=environment, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    said, working_in = done.stdout.splitlines()
+    assert said.startswith("Colab: Google Drive mounted; runs in ")
+    assert Path(working_in).resolve() == (my_drive / "norm").resolve()
+    assert (my_drive / "norm" / "normlab" / "places.py").is_file()
+
+
 @pytest.fixture
 def simulated_drive(tmp_path, monkeypatch):
     """Drive mounted at tmp_path/drive and the local disk at tmp_path/local, in this process."""
