@@ -11,10 +11,12 @@ image's style: the TA still clicks the score box.
 A failing test leaves a screenshot, its name in the failure message, in $BROWSER_SCREENSHOTS (default: pytest's
 temporary folder).
 """
+import contextlib
 import csv
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -93,6 +95,33 @@ def free_port():
         return probe.getsockname()[1]
 
 
+@contextlib.contextmanager
+def jupyter_lab(root, cwd):
+    """A `jupyter lab` serving root, started in cwd, without a token (the formgrader's pages fetch their data without
+    one; it listens on loopback only) and without JupyterLab's news prompt: its base URL, once it listens."""
+    port = free_port()
+    settings = root / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
+    server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+                               "--ip=127.0.0.1", "--IdentityProvider.token=", "--allow-root",
+                               f"--ServerApp.root_dir={root}"], cwd=cwd, stdout=subprocess.DEVNULL,
+                              stderr=open(root / "lab.log", "w"), start_new_session=True,
+                              env=dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(root / "lab-settings")))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.5)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def site(bundle, release_dir, tmp_path_factory):
     """(root folder, course folder, base URL) of a running jupyter lab."""
@@ -112,27 +141,8 @@ def site(bundle, release_dir, tmp_path_factory):
     build_submission(REFERENCE, bundle, REPO, root / "students" / "reference")
     for name in ("tests", "normlab", "data"):
         shutil.copytree(bundle / name, root / "students" / "reference" / name)
-    port = free_port()
-    settings = root / "lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    # No token: the formgrader's pages fetch their data without one, and the server listens on loopback only.
-    server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-                               "--ip=127.0.0.1", "--IdentityProvider.token=", "--allow-root",
-                               f"--ServerApp.root_dir={root}"], cwd=course, stdout=subprocess.DEVNULL,
-                              stderr=open(root / "lab.log", "w"), start_new_session=True,
-                              env=dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(root / "lab-settings")))
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield root, course, base
-    os.killpg(server.pid, 15)
-    server.wait(timeout=30)
+    with jupyter_lab(root, course) as base:
+        yield root, course, base
 
 
 @pytest.fixture

@@ -15,11 +15,8 @@ real hidden suite gives Q2 full marks, and a public Q1 test fails only where it 
 """
 import copy
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -33,7 +30,7 @@ from jupyter_client.manager import start_new_kernel
 from nbclient import NotebookClient
 from nbgrader.utils import determine_grade, is_grade
 
-from test_browser import By, Keys, browser, free_port, wait_for  # noqa: F401 (browser is a fixture)
+from test_browser import By, Keys, browser, jupyter_lab, wait_for  # noqa: F401 (browser is a fixture)
 from test_mutations import ALTERNATIVES, DEGENERATE, PYFILE_MUTANTS
 from variants import LAYER_NORM_INSTANCE_NORM_AND_MANUAL_GROUPS, PER_PIXEL_LN_AND_NO_AFFINE, SWAPPED_AXES
 from grading.assignment import PYFILE, PYFILE_REGIONS
@@ -165,25 +162,8 @@ def lab(bundle, tmp_path):
     """(the untouched release's folder, the base URL of a `jupyter lab` serving its parent)."""
     student = tmp_path / "untouched"
     shutil.copytree(bundle, student)
-    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True)
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-                               "--ip=127.0.0.1", "--IdentityProvider.token=", "--allow-root",
-                               f"--ServerApp.root_dir={tmp_path}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
-                              stderr=open(tmp_path / "lab.log", "w"), start_new_session=True,
-                              env=dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "lab-settings")))
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    yield student, f"http://127.0.0.1:{port}"
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+    with jupyter_lab(tmp_path, tmp_path) as base:
+        yield student, base
 
 
 def test_run_all_in_jupyterlab_goes_past_every_failing_test_to_the_last_cell(lab, browser):
