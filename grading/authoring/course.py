@@ -18,6 +18,8 @@ from grading.assignment import ASSIGNMENT, CODE_STUB, COURSE_ID, NOTEBOOK, PYFIL
 from grading.authoring.regions import stub_pyfile
 from grading.settings import GRADING, REPO, Settings
 
+# The student bundle's README.md is the part of this file between the two markers.
+STUDENT_README_SOURCE = "docs/students.md"
 STUDENT_README = ("<!-- student-readme:start -->", "<!-- student-readme:end -->")
 # Besides the notebook and the stubbed .py, what students get (folders are copied whole, but caches).
 BUNDLED = ["tests/conftest.py", "tests/test_batchnorm.py", "data/README.md", "data/download.py", "requirements.txt",
@@ -58,7 +60,7 @@ c.HTMLExporter.filters = {{"markdown2html": "grading.records.inert.markdown2html
 def course_fingerprint(source_dir=REPO):
     """What the course is built from: the sources, everything bundled, and this file."""
     source_dir = Path(source_dir)
-    paths = [source_dir / NOTEBOOK, source_dir / PYFILE, source_dir / "README.md", Path(__file__),
+    paths = [source_dir / NOTEBOOK, source_dir / PYFILE, source_dir / STUDENT_README_SOURCE, Path(__file__),
              GRADING / "assignment.py", GRADING / "settings.py"]
     for entry in BUNDLED:
         path = source_dir / entry
@@ -86,7 +88,7 @@ def db_url(root):
 
 
 def student_readme(source_dir=REPO):
-    text = (Path(source_dir) / "README.md").read_text(encoding="utf-8")
+    text = (Path(source_dir) / STUDENT_README_SOURCE).read_text(encoding="utf-8")
     start, end = (text.index(marker) for marker in STUDENT_README)
     return text[start + len(STUDENT_README[0]):end].strip() + "\n"
 

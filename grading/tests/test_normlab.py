@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torchvision import datasets
 
+from grading.authoring.course import student_readme
 from normlab import batches, data, estimate, evaluate, experiments, plots, session, train
 from normlab.notebook import load_models
 
@@ -257,10 +258,8 @@ def time_table_rows(text):
 def test_every_time_table_shows_the_one_source_of_figures_marked_estimated():
     expected = {e.gpu: (estimate.span(e.grid), estimate.span(e.bonus)) for e in estimate.EXPECTED_TIMES}
     notebook = "\n".join(cell.source for cell in nbformat.read(REPO / "norm.ipynb", as_version=4).cells)
-    readme = (REPO / "README.md").read_text()
-    student_readme = readme[readme.index("<!-- student-readme:start -->"):readme.index("<!-- student-readme:end -->")]
     benchmarks = (REPO / "BENCHMARKS.md").read_text()
-    for name, text in (("norm.ipynb", notebook), ("README.md", student_readme), ("BENCHMARKS.md", benchmarks)):
+    for name, text in (("norm.ipynb", notebook), ("docs/students.md", student_readme()), ("BENCHMARKS.md", benchmarks)):
         assert time_table_rows(text) == expected, name
         assert "estimated, not measured" in text, name
     assert time_table_rows(estimate.expected_times_table()) == expected
