@@ -306,24 +306,33 @@ def final_accuracies(history):
     return final["test_accuracy"], final["tta_test_accuracy"]
 
 
-def summary_table(results):
+def best_epoch(history: dict) -> Optional[dict]:
+    """The record of the epoch whose weights reached the highest test accuracy (the first of equals), or None for a
+    run without epochs."""
+    return max(history["epochs"], key=lambda e: e["test_accuracy"], default=None)
+
+
+def summary_table(results: list) -> str:
     """A markdown table per run: test accuracy of the final (averaged) weights, plainly and with flip TTA, the
-    best accuracy after an epoch, the steady seconds per epoch (the median; warm-up left out), the seconds spent
-    choosing the execution, compiling and autotuning, and the execution that was chosen."""
-    rows = ["| dataset | norm | stem | final test acc | with flip TTA | best epoch | s / epoch | warm-up s | execution "
-            "| epochs | status | data |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    epoch whose weights reached the highest test accuracy and that accuracy, the steady seconds per epoch (the
+    median; warm-up left out), the seconds spent choosing the execution, compiling and autotuning, and the execution
+    that was chosen."""
+    rows = ["| dataset | norm | stem | final test acc | with flip TTA | best epoch | best epoch's test acc | s / epoch "
+            "| warm-up s | execution | epochs | status | data |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for h in in_table_order(results):
         epochs = h["epochs"]
         final, tta = (f"{a:.2%}" if a is not None else "-" for a in final_accuracies(h))
-        best = f"{max(e['test_accuracy'] for e in epochs):.2%}" if epochs else "-"
+        best = best_epoch(h)
+        best_number, best_accuracy = (str(best["epoch"]), f"{best['test_accuracy']:.2%}") if best else ("-", "-")
         seconds = f"{steady_epoch_seconds(h):.2f}" if epochs else "-"
         execution = h.get("execution", {})
         layout = ("channels_last" if execution.get("channels_last") else "NCHW") + \
             (", compiled" if execution.get("compile") else "")
         origin = "SYNTHETIC" if h["data"]["synthetic"] else "CIFAR"
-        rows.append(f"| {h['dataset']} | {h['norm_type']} | {h['stem']} | {final} | {tta} | {best} | {seconds} | "
-                    f"{warmup_seconds(h):.1f} | {layout} | {len(epochs)} | {h['status']} | {origin} |")
+        rows.append(f"| {h['dataset']} | {h['norm_type']} | {h['stem']} | {final} | {tta} | {best_number} | "
+                    f"{best_accuracy} | {seconds} | {warmup_seconds(h):.1f} | {layout} | {len(epochs)} | "
+                    f"{h['status']} | {origin} |")
     return "\n".join(rows)
 
 

@@ -170,6 +170,18 @@ def test_the_plots_show_every_run_on_whole_epochs_with_readable_labels_in_the_ta
     assert all(label.get_rotation() == 0 and label.get_fontsize() >= 9 for label in labels)
 
 
+def test_the_tables_best_epoch_is_an_epoch_number_beside_its_accuracy():
+    peaked = finished_history("cifar10", "BN", "cifar", [0.3, 0.7, 0.6], 2.0)
+    untrained = {**finished_history("cifar10", "LN", "cifar", [0.1], 2.0), "epochs": [], "final": None,
+                 "status": "diverged"}
+    header, _, peaked_row, untrained_row = experiments.summary_table([peaked, untrained]).splitlines()
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    best = columns.index("best epoch")
+    assert columns[best + 1] == "best epoch's test acc"
+    assert [cell.strip() for cell in peaked_row.strip("|").split("|")][best:best + 2] == ["2", "70.00%"]
+    assert [cell.strip() for cell in untrained_row.strip("|").split("|")][best:best + 2] == ["-", "-"]
+
+
 def test_export_and_evaluate_agree_with_the_model(synthetic_root, tmp_path):
     loaded = data.load("cifar10", synthetic_root)
     model = small_cnn()
