@@ -15,13 +15,14 @@ import pickle
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import torch
 from tqdm.auto import tqdm
 
 from normlab import RUNS_ROOT
 from normlab import data as cifar
+from normlab import kernel
 from normlab.devices import usable_cuda_indices
 from normlab.notebook import NotebookFunction
 from normlab.train import (TrainConfig, TrainingStopped, best_device, seed_everything, steady_epoch_seconds, train,
@@ -104,13 +105,14 @@ def read_history(run_dir):
         return None
 
 
-def run_grid(build_model, grid, out_dir=GRID_DIR, devices=None, progress=True):
+def run_grid(build_model: Callable, grid: Grid, out_dir: Union[str, Path] = GRID_DIR,
+             devices: Optional[list[str]] = None, progress: bool = True) -> list[dict]:
     """Train every run of grid that is not finished yet, and return the histories of all its runs.
 
     build_model(norm_type=..., stem=..., num_classes=..., base_width=..., num_groups=...) returns a fresh model.
     devices defaults to every CUDA GPU; with more than one, the runs are shared among spawned processes, one per
-    device (run_in_processes), if they can rebuild build_model (builder_for_processes), else they train here on the
-    first device, one after another.
+    device (run_in_processes), which build exactly the models build_model builds here (plan_training); where they
+    cannot, the runs train here on the first device, one after another, and the grid says why.
     """
     out_dir = Path(out_dir)
     runs = grid.runs()
@@ -120,27 +122,20 @@ def run_grid(build_model, grid, out_dir=GRID_DIR, devices=None, progress=True):
               "accuracies show that the code runs, not how the normalizations compare on CIFAR.")
     print(f"{len(runs) - len(pending)} of {len(runs)} runs already finished in {out_dir}; {len(pending)} to train")
     build_each(build_model, grid, pending)
-    devices = devices or available_devices()
-    builder = build_model
-    if len(devices) > 1 and len(pending) > 1:
-        builder = builder_for_processes(build_model, grid, pending)
-        if builder is None:
-            print(f"Training on {devices[0]} only, one run after another. The processes that would train on the "
-                  f"other GPUs can only rebuild your model from norm.ipynb as saved on disk, and that does not build "
-                  f"the same models as {getattr(build_model, '__name__', 'build_model')} here (or could not be "
-                  f"read). Save the notebook (Ctrl+S) and run this cell again to train on all {len(devices)} GPUs.")
-            devices, builder = devices[:1], build_model
+    plan = plan_training(build_model, grid, pending, devices)
+    if plan.note:
+        print(plan.note)
     try:
-        if len(devices) == 1 or len(pending) <= 1:
+        if len(plan.devices) == 1:
             datasets = {}  # each dataset is loaded once for all its runs
             for run in pending:
                 if run.dataset not in datasets:
                     datasets[run.dataset] = grid_data(grid, run.dataset)
-                train_run(builder, grid, run, out_dir, devices[0], progress, datasets[run.dataset])
+                train_run(plan.builder, grid, run, out_dir, plan.devices[0], progress, datasets[run.dataset])
         else:
             for dataset in dict.fromkeys(run.dataset for run in pending):  # downloaded and cached once, here
                 grid_data(grid, dataset)
-            run_in_processes(builder, grid, pending, out_dir, devices, progress)
+            run_in_processes(plan.builder, grid, pending, out_dir, plan.devices, progress)
     except KeyboardInterrupt as stop:
         finished = sum(is_finished(out_dir / run.name, grid.fingerprint(run)) for run in runs)
         raise TrainingStopped(
@@ -148,6 +143,43 @@ def run_grid(build_model, grid, out_dir=GRID_DIR, devices=None, progress=True):
             + f"{finished} of {len(runs)} runs of the grid are finished in {out_dir}. Run this cell again to train the "
             "rest: finished runs are kept, and every other run resumes after its last finished epoch.") from None
     return [history for run in runs if (history := read_history(out_dir / run.name)) is not None]
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Where a grid's runs train: on devices, each building its models with builder; note says why they are fewer
+    than the devices there are (None where they are not)."""
+
+    devices: list[str]
+    builder: Callable
+    note: Optional[str] = None
+
+
+def plan_training(build_model: Callable, grid: Grid, runs: list[Run],
+                  devices: Optional[list[str]] = None) -> TrainingPlan:
+    """On which of devices (every usable GPU unless given) runs will train, and with what builder: one process per
+    device where build_model, or a builder of exactly its models, can be sent to other processes
+    (builder_for_processes); else the first device alone, with a note that says why."""
+    devices = devices or available_devices()
+    if len(devices) == 1 or len(runs) <= 1:
+        return TrainingPlan(devices[:1], build_model)
+    builder, why_not = builder_for_processes(build_model, grid, runs)
+    if builder is None:
+        return TrainingPlan(devices[:1], build_model, note=(
+            f"Training on {devices[0]} only, one run after another, not on all {len(devices)} GPUs: the processes "
+            f"that would train on the others cannot build the models that "
+            f"{getattr(build_model, '__name__', 'build_model')} builds here ({why_not}). Define it and everything "
+            "it uses at the top level of the notebook's cells, run them, and run this cell again."))
+    return TrainingPlan(devices[:len(runs)], builder)
+
+
+def training_devices(build_model: Callable, grid: Grid) -> list[str]:
+    """The devices the runs of grid will train on (plan_training), as the notebook's time estimate counts them; it
+    says why where they are fewer than the GPUs there are."""
+    plan = plan_training(build_model, grid, grid.runs())
+    if plan.note:
+        print(plan.note)
+    return plan.devices
 
 
 def build_each(build_model, grid, runs):
@@ -195,17 +227,34 @@ def importable(function):
     return True
 
 
-def builder_for_processes(build_model, grid, runs):
-    """build_model in a form that spawned processes can rebuild: itself where it is importable; else the function
-    of the same name in the saved norm.ipynb (normlab.notebook), provided that it builds the same models for
-    the runs: the same parameters and buffers and, given the same weights, the same outputs. None otherwise."""
+def builder_for_processes(build_model: Callable, grid: Grid,
+                          runs: list[Run]) -> tuple[Optional[Callable], Optional[str]]:
+    """build_model in a form that spawned processes can rebuild, and None; or None and why there is none.
+
+    That is build_model itself where it is importable; else, for a function of a running notebook, its code as the
+    kernel runs it (normlab.kernel), whatever the notebook file on disk holds; else the function of the same name in
+    the saved norm.ipynb (normlab.notebook). Either must build the same models as build_model for the runs: the same
+    parameters and buffers and, given the same weights, the same outputs (builds_alike)."""
     if importable(build_model):
-        return build_model
+        return build_model, None
+    try:
+        captured = kernel.capture(build_model)
+    except kernel.CannotCapture as error:
+        why_not = str(error)
+    else:
+        try:
+            if builds_alike(build_model, captured, grid, runs):
+                return captured, None
+            why_not = "its code, run again in a fresh namespace, builds other models"
+        except Exception as error:  # code that runs in the kernel and not on its own: a global it needs is missing
+            why_not = f"its code, run again in a fresh namespace, fails: {type(error).__name__}: {error}"
     saved = NotebookFunction(getattr(build_model, "__name__", ""))
     try:
-        return saved if builds_alike(build_model, saved, grid, runs) else None
+        if builds_alike(build_model, saved, grid, runs):
+            return saved, None
     except Exception:  # a notebook that does not load, or lacks the function: nothing another process could use
-        return None
+        pass
+    return None, why_not
 
 
 def builds_alike(build_model, other, grid, runs):

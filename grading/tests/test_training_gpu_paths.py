@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from normlab import data, experiments, train
-from normlab.notebook import NotebookFunction, load_models
+from normlab.notebook import MODEL_CELLS, NotebookFunction, load_models
 from normlab.session import Session
 
 REPO = Path(__file__).resolve().parents[2]
@@ -135,15 +135,86 @@ def test_the_grid_shares_its_runs_among_fresh_spawned_processes_once_its_data_is
     assert not any(json.loads(path.read_text())["inherited"] for path in spawned)
 
 
-def test_a_model_only_this_notebook_kernel_knows_is_trained_here_with_a_reason(drive, tmp_path, capsys):
+def test_a_model_no_other_process_can_build_is_trained_here_with_a_reason_and_counted_once(
+        drive, tmp_path, capsys, monkeypatch):
     models = load_models()
 
-    def resnet18(**options):  # a kernel whose GN has 2 groups, unlike the saved notebook's 4
+    def resnet18(**options):  # made inside a function: no other process can have it, and the saved notebook differs
         return models.resnet18(**{**options, "num_groups": 2})
 
     grid = two_run_grid()
-    assert experiments.builder_for_processes(models.resnet18, grid, grid.runs()) == NotebookFunction("resnet18")
-    assert experiments.builder_for_processes(resnet18, grid, grid.runs()) is None
+    assert experiments.builder_for_processes(models.resnet18, grid, grid.runs()) == \
+        (NotebookFunction("resnet18"), None)
+    builder, why_not = experiments.builder_for_processes(resnet18, grid, grid.runs())
+    assert builder is None and "is not defined in a notebook's cells" in why_not
+    monkeypatch.setattr(experiments, "usable_cuda_indices", lambda: [0, 1])  # two GPUs, as on Kaggle
+    assert experiments.training_devices(resnet18, grid) == ["cuda:0"]  # what the time estimate counts
+    assert experiments.training_devices(models.resnet18, grid) == ["cuda:0", "cuda:1"]
     results = experiments.run_grid(resnet18, grid, tmp_path / "grid", devices=["cpu", "cpu"], progress=False)
     assert all(h["status"] == "complete" for h in results)
-    assert "Save the notebook (Ctrl+S) and run this cell again to train on all 2 GPUs" in capsys.readouterr().out
+    assert "Training on cpu only, one run after another, not on all 2 GPUs" in capsys.readouterr().out
+
+
+# A notebook kernel (IPython, as Jupyter, Colab and Kaggle run one) that ran the model cells of norm.ipynb and then
+# redefined make_no_norm: the file on disk no longer builds what the kernel builds.
+KERNEL_EDIT = """
+class ChannelScale(nn.Module):
+    def __init__(self, num_channels):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(num_channels, 1, 1))
+
+    def forward(self, x):
+        return x * self.scale
+
+
+def make_no_norm(num_channels):
+    return ChannelScale(num_channels)
+"""
+KERNEL_GRID = """
+import json, multiprocessing, os
+from normlab import experiments, train
+
+started, start = [], multiprocessing.context.SpawnProcess.start
+multiprocessing.context.SpawnProcess.start = lambda process: started.append(process) or start(process)
+grid = experiments.Grid(datasets=("cifar10",), norms=("BN", "none"), stems=("imagenet",), base_width=8,
+                        synthetic=True, train_size=64, test_size=32,
+                        train=train.TrainConfig(epochs=1, batch_size=32, amp="off", channels_last=False))
+experiments.usable_cuda_indices = lambda: [0, 1]  # two GPUs, as on Kaggle
+counted = experiments.training_devices(resnet18, grid)
+results = experiments.run_grid(resnet18, grid, os.environ["GRID_OUT"], devices=["cpu", "cpu"], progress=False)
+kernel_parameters = {norm: sum(p.numel() for p in resnet18(norm_type=norm, stem="imagenet", num_classes=10,
+                                                           base_width=8).parameters()) for norm in grid.norms}
+print("REPORT" + json.dumps({"processes": len(started), "counted": counted, "kernel": kernel_parameters,
+                             "trained": {h["norm_type"]: h["parameters"] for h in results},
+                             "statuses": [h["status"] for h in results]}))
+"""
+KERNEL = """
+import json, os, sys
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+for cell in json.loads(os.environ["KERNEL_CELLS"]):
+    if not shell.run_cell(cell).success:
+        sys.exit(1)
+"""
+
+
+def test_the_grids_processes_build_the_model_the_running_kernel_defines_not_the_saved_notebooks(tmp_path):
+    notebook = json.loads((REPO / "norm.ipynb").read_text())
+    sources = {cell["metadata"]["nbgrader"]["grade_id"]: "".join(cell["source"]) for cell in notebook["cells"]
+               if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") in MODEL_CELLS}
+    cells = ["import torch\nfrom torch import nn\n", *(sources[grade_id] for grade_id in MODEL_CELLS), KERNEL_EDIT,
+             KERNEL_GRID]
+    environment = {**os.environ, "PYTHONPATH": str(REPO), "NORMLAB_DATA": str(tmp_path / "data"),
+                   "GRID_OUT": str(tmp_path / "grid"), "KERNEL_CELLS": json.dumps(cells)}
+    done = subprocess.run([sys.executable, "-c", KERNEL], cwd=tmp_path, env=environment, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "REPORT" in done.stdout, done.stdout + done.stderr
+    report = json.loads(done.stdout.split("REPORT", 1)[1])
+    saved = load_models()
+    on_disk = sum(p.numel() for p in saved.resnet18(norm_type="none", stem="imagenet", num_classes=10,
+                                                     base_width=8).parameters())
+    assert report["kernel"]["none"] != on_disk  # the file on disk is not the code that runs
+    assert report["processes"] == 2 and report["counted"] == ["cuda:0", "cuda:1"]
+    assert report["trained"] == report["kernel"] and report["statuses"] == ["complete", "complete"]
+    assert "Training on" not in done.stdout
