@@ -37,16 +37,16 @@ class Question:
     id: str
     title: str
     answered_in: str
-    autograded: dict
-    written: dict = field(default_factory=dict)
+    autograded: dict[str, float]
+    written: dict[str, float] = field(default_factory=dict)
     extra: float = 0.0
 
     @property
-    def points(self):
+    def points(self) -> float:
         return sum(self.autograded.values())
 
     @property
-    def written_points(self):
+    def written_points(self) -> float:
         return sum(self.written.values())
 
 
@@ -75,7 +75,7 @@ KERNEL_QUESTIONS = tuple(q.id for q in QUESTIONS if q.answered_in == NOTEBOOK)
 PYFILE_QUESTIONS = tuple(q.id for q in QUESTIONS if q.answered_in == PYFILE)
 
 
-def question_of(grade_id):
+def question_of(grade_id: str) -> str:
     """The id of the question a grade cell belongs to ("" for cells outside the table)."""
     question = CELLS.get(grade_id)
     return question.id if question else ""

@@ -12,6 +12,10 @@ Across a process boundary (a grading child's result.json, a reply of the student
 an enum's value beside the message, and are never recovered by parsing text.
 """
 import enum
+from typing import Literal
+
+# The parts of a submission that are graded apart: SubmissionDefect.part.
+Part = Literal["notebook", "pyfile", "bonus"]
 
 
 class Ending(enum.Enum):
@@ -30,7 +34,8 @@ class StudentFailure(Exception):
     their code raised and undefined the name a NameError of theirs reported, where there was one: data their process
     handed over, like any reply, which only shapes the message."""
 
-    def __init__(self, message, ending=Ending.RAISED, error=None, undefined=None):
+    def __init__(self, message: str, ending: Ending = Ending.RAISED, error: str | None = None,
+                 undefined: str | None = None) -> None:
         super().__init__(message)
         self.ending = ending
         self.error = error
@@ -40,7 +45,7 @@ class StudentFailure(Exception):
 class BadReply(StudentFailure):
     """What a student's process handed back is not data the grader accepts."""
 
-    def __init__(self, message):
+    def __init__(self, message: str) -> None:
         super().__init__(message, Ending.BAD_REPLY)
 
 
@@ -50,7 +55,7 @@ class Slip(AssertionError):
     it (pipeline/hidden_suites.charge_slips, with the size in assignment.SLIP_SHARE), where a failed assertion costs
     the check its points."""
 
-    def __init__(self, message, found):
+    def __init__(self, message: str, found: dict[str, str]) -> None:
         super().__init__(message)
         self.found = found
 
@@ -59,7 +64,7 @@ class SubmissionDefect(Exception):
     """A part of the submission cannot be graded as submitted; the message, for the student, says why. part is
     "notebook", "pyfile" or "bonus"."""
 
-    def __init__(self, part, message):
+    def __init__(self, part: Part, message: str) -> None:
         super().__init__(message)
         self.part = part
 
@@ -75,7 +80,7 @@ class Cause(enum.Enum):
     BUG = "bug"
 
     @property
-    def advice(self):
+    def advice(self) -> str:
         return ADVICE[self]
 
 
@@ -96,7 +101,7 @@ class GraderError(Exception):
     """The grading machine failed, not the student's work: the submission gets no verdict, is flagged, and is
     graded again on the next run. The message says what failed, for the TA."""
 
-    def __init__(self, message, cause=Cause.SANDBOX):
+    def __init__(self, message: str, cause: Cause = Cause.SANDBOX) -> None:
         super().__init__(message)
         self.cause = cause
 

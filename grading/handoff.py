@@ -3,19 +3,31 @@ SUBMISSIONS, the Intake taken from it, the Job of grading it in a child, the Gra
 the SubmissionContext that nbgrader's preprocessors pass along as resources["normlab"], which ends up holding the
 StudentResult."""
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
+from nbformat import NotebookNode
+from traitlets.config import Config
+
+from grading.records.late import Lateness, LatePolicy
 from grading.records.results import StudentResult
 from grading.settings import Settings
+
+if TYPE_CHECKING:
+    from grading.isolation.sandbox import Isolation
+
+# How a submission was handed in: a folder of files, a zip of them, or an nbgrader submitted/ tree's folder.
+SubmissionKind = Literal["folder", "zip", "nbgrader"]
 
 
 @dataclass
 class Submission:
     student_id: str
     path: Path
-    kind: str  # "folder", "zip" or "nbgrader"
-    timestamp: str = None  # when it was handed in, from a source the student cannot write (records/late.py)
-    notes: list = field(default_factory=list)
+    kind: SubmissionKind
+    timestamp: str | None = None  # when it was handed in, from a source the student cannot write (records/late.py)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -23,24 +35,33 @@ class Intake:
     """What was taken from a submission: files in the folder it was unpacked into, notes, and per-part problems
     ({"pyfile" | "notebook" | "bonus": why that part cannot be graded})."""
 
-    folder: Path = None
-    pyfile: Path = None
-    notebook: Path = None
-    bonus: dict = field(default_factory=dict)  # {dataset: path of the model}
+    folder: Path | None = None
+    pyfile: Path | None = None
+    notebook: Path | None = None
+    bonus: dict[str, Path] = field(default_factory=dict)  # {dataset: path of the model}
     histories: int = 0
-    notes: list = field(default_factory=list)
-    problems: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
     digest: str = ""
+
+
+@dataclass(frozen=True)
+class OnRecord:
+    """What autograde knew of a submission when it queued it, and needs again when its result comes back."""
+
+    stamp: str  # names, sizes and times of the submitted files (StudentResult.stamp)
+    previous: StudentResult | None  # the result recorded by an earlier run, if any
+    late: Lateness
 
 
 @dataclass
 class Job:
-    """A submission to grade in a child process, with what the caller wants back when it ends (anything: say, the
-    earlier result), and the Intake taken from it just before the child starts."""
+    """A submission to grade in a child process, with what autograde had on record for it (None for a job that
+    needs nothing back, such as the canary), and the Intake taken from it just before the child starts."""
 
     submission: Submission
-    extra: object = None
-    intake: Intake = None
+    on_record: OnRecord | None = None
+    intake: Intake | None = None
 
 
 @dataclass(kw_only=True)
@@ -50,12 +71,12 @@ class GradingRun:
     settings: Settings
     fingerprint: str  # of everything that decides a score; a result under another one is regraded
     snapshot: Path  # a copy of the gradebook: graders read test cells from it and never touch the real one
-    released: object  # the released notebook (nbformat node)
-    config: object  # the course's nbgrader configuration (traitlets Config)
-    isolation: object  # isolation.sandbox.Isolation
+    released: NotebookNode  # the released notebook
+    config: Config  # the course's nbgrader configuration
+    isolation: "Isolation"
     grader_pid: int
-    due: object = None  # aware datetime, or None for no due date
-    late_policy: object = None  # records.late.LatePolicy
+    due: datetime | None = None  # aware; None for no due date
+    late_policy: LatePolicy = field(default_factory=LatePolicy)  # a run without one (the canary's) takes nothing off
 
 
 @dataclass(kw_only=True)
@@ -64,8 +85,8 @@ class SubmissionContext:
     step fills in result; the RECORD step records it."""
 
     settings: Settings = field(default_factory=Settings)
-    intake: Intake = None
-    deadline: float = None  # time.monotonic() by which grading must end
+    intake: Intake | None = None
+    deadline: float | None = None  # time.monotonic() by which grading must end
     slot: int = 0  # the worker slot: its zygote, and as root its sandbox user
     notebook_problem: str = ""  # why the submitted notebook cannot be graded ("" when it can)
-    result: StudentResult = None
+    result: StudentResult | None = None

@@ -27,7 +27,7 @@ from grading.authoring.course import build_course, db_url, grading_fingerprint, 
 from grading.isolation import scratch, users
 from grading.isolation.sandbox import PYTHON, Isolation, SandboxMissing, check_sandbox
 from grading.nbgrader_support import course_config
-from grading.handoff import GradingRun, Job
+from grading.handoff import GradingRun, Job, OnRecord
 from grading.pipeline.canary import CANARY, canary_job, check_canary
 from grading.pipeline.intake import discover
 from grading.pipeline.parallel import grade_in_children
@@ -129,7 +129,7 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
             and previous.stamp == stamp and previous.timestamp == late.timestamp
         if settings.force or not full_run or not unchanged:
             submission.notes += [late.note] if late.note else []
-            jobs.append(Job(submission, (stamp, previous, late)))
+            jobs.append(Job(submission, OnRecord(stamp, previous, late)))
     skipped = len(submissions) - len(jobs)
     if skipped:
         log(f"{skipped} of {len(submissions)} submissions already graded and unchanged (use --force to regrade)")
@@ -137,7 +137,8 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
     tqdm.monitor_interval = 0  # no monitor thread: this process forks
 
     def finish(job, result, judged, failure):
-        stamp, previous, late = job.extra
+        assert job.on_record is not None  # every job made above has one
+        stamp, previous, late = job.on_record.stamp, job.on_record.previous, job.on_record.late
         kept = [q for q in previous.questions if q not in result.questions] if previous and not full_run else []
         if result.error:
             write_atomic(out_dir / result.error_file, error_report(result, failure))

@@ -11,33 +11,57 @@ anything ever slipped through.
 import base64
 import html
 import io
+import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from grading.assignment import BY_ID, QUESTION_IDS
 from grading.records.reports import ungraded_extra, verdict
-from grading.records.results import SLIP, write_atomic
+from grading.records.results import SLIP, Rejected, StudentResult, write_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_FILE = "report.html"
 EXAMPLES_SHOWN = 3  # students named per verdict, slip or list entry before "and N more"
 VERDICTS_SHOWN = 4  # verdicts shown per check, most common first
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+# (student, why), in the lists of who needs a person
+PersonEntry = tuple[str, str]
+# {label: (points of each graded student, the most there is)}
+Spread = dict[str, tuple[list[float], float]]
 
 
-def examples(students):
+@dataclass
+class FailedCheck:
+    """Who failed one check and how: each verdict (a slip's as "slip: <verdict>") and each slip named, counted, with
+    the students who got it."""
+
+    students: set[str] = field(default_factory=set)
+    verdicts: Counter[str] = field(default_factory=Counter)
+    who: dict[str, set[str]] = field(default_factory=dict)  # by verdict
+    slips: Counter[str] = field(default_factory=Counter)
+    slipped: dict[str, set[str]] = field(default_factory=dict)  # by slip
+
+
+def examples(students: Iterable[str]) -> str:
     students = sorted(students)
     more = f" and {len(students) - EXAMPLES_SHOWN} more" if len(students) > EXAMPLES_SHOWN else ""
     return html.escape(", ".join(students[:EXAMPLES_SHOWN]) + more)
 
 
-def ranked(counts):
+def ranked(counts: Counter[str]) -> list[tuple[str, int]]:
     """[(key, count)] of a Counter, most first, ties by key: the same page whatever order students came in."""
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))
 
 
-def distributions(graded):
+def distributions(graded: list[StudentResult]) -> Spread:
     """{label: (points of each graded student, the most there is)} per question and for the total."""
-    spread = {}
+    spread: Spread = {}
     for q in QUESTION_IDS:
         scores = [r.questions[q].score for r in graded if q in r.questions and not ungraded_extra(r.questions[q])]
         most = BY_ID[q].extra or BY_ID[q].points
@@ -49,7 +73,7 @@ def distributions(graded):
     return spread
 
 
-def histograms(spread):
+def histograms(spread: Spread) -> str:
     """One PNG, as a data: URL, with a histogram per entry of spread; "" when there is nothing to plot."""
     if not spread:
         return ""
@@ -68,7 +92,7 @@ def histograms(spread):
     return data_url(figure)
 
 
-def lateness_plot(late):
+def lateness_plot(late: list[StudentResult]) -> str:
     """A histogram of hours late, as a data: URL."""
     figure, axis = pyplot().subplots(figsize=(6, 2.4))
     axis.hist([r.late_seconds / 3600 for r in late], bins=12, color="#a86048", edgecolor="white")
@@ -78,7 +102,7 @@ def lateness_plot(late):
     return data_url(figure)
 
 
-def pyplot():
+def pyplot() -> ModuleType:
     """matplotlib's pyplot, drawing without a display (the grader runs on servers); imported only for a report."""
     import matplotlib
     matplotlib.use("Agg")
@@ -86,7 +110,7 @@ def pyplot():
     return plt
 
 
-def data_url(figure):
+def data_url(figure: "Figure") -> str:
     """figure as an embedded PNG (a data: URL, which the page's policy allows), closed."""
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -95,10 +119,10 @@ def data_url(figure):
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def check_rows(graded):
+def check_rows(graded: list[StudentResult]) -> list[str]:
     """Table rows, one per check that failed for anyone, most failures first: its verdicts and slips, with counts
     and example students."""
-    failures = {}  # (question, check): {"students": set, "verdicts": Counter, "who": {verdict: set}, "slips": ...}
+    failures: dict[tuple[str, str], FailedCheck] = {}  # by (question, check)
     for r in graded:
         named = {test.name: test for question in r.questions.values() for test in question.tests}
         for q, question in r.questions.items():
@@ -107,34 +131,33 @@ def check_rows(graded):
                     continue
                 # a message merged into an earlier check's is counted as what that check said
                 said_by = named.get(test.same_as, test)
-                entry = failures.setdefault((q, test.name), {"students": set(), "verdicts": Counter(), "who": {},
-                                                            "slips": Counter(), "slipped": {}})
-                entry["students"].add(r.student_id)
+                entry = failures.setdefault((q, test.name), FailedCheck())
+                entry.students.add(r.student_id)
                 said = "slip: " + verdict(said_by) if test.failure == SLIP else verdict(said_by)
-                entry["verdicts"][said] += 1
-                entry["who"].setdefault(said, set()).add(r.student_id)
+                entry.verdicts[said] += 1
+                entry.who.setdefault(said, set()).add(r.student_id)
                 for key in test.slips:
-                    entry["slips"][key] += 1
-                    entry["slipped"].setdefault(key, set()).add(r.student_id)
+                    entry.slips[key] += 1
+                    entry.slipped.setdefault(key, set()).add(r.student_id)
     rows = []
-    for (q, name), entry in sorted(failures.items(), key=lambda item: (-len(item[1]["students"]), item[0])):
+    for (q, name), entry in sorted(failures.items(), key=lambda item: (-len(item[1].students), item[0])):
         verdicts = "".join(f"<li><b>{count}</b> &times; {html.escape(said)} <span class='who'>"
-                           f"({examples(entry['who'][said])})</span></li>"
-                           for said, count in ranked(entry["verdicts"])[:VERDICTS_SHOWN])
-        hidden = len(entry["verdicts"]) - VERDICTS_SHOWN
+                           f"({examples(entry.who[said])})</span></li>"
+                           for said, count in ranked(entry.verdicts)[:VERDICTS_SHOWN])
+        hidden = len(entry.verdicts) - VERDICTS_SHOWN
         if hidden > 0:
             verdicts += f"<li>{hidden} other verdict(s)</li>"
         slips = "".join(f"<li><b>{count}</b> &times; {html.escape(key)} <span class='who'>"
-                        f"({examples(entry['slipped'][key])})</span></li>" for key, count in ranked(entry["slips"]))
+                        f"({examples(entry.slipped[key])})</span></li>" for key, count in ranked(entry.slips))
         rows.append(f"<tr><td>{html.escape(BY_ID[q].title)}</td><td>{html.escape(name)}</td>"
-                    f"<td class='n'>{len(entry['students'])} of {len(graded)}</td><td><ul>{verdicts}</ul></td>"
+                    f"<td class='n'>{len(entry.students)} of {len(graded)}</td><td><ul>{verdicts}</ul></td>"
                     f"<td>{'<ul>' + slips + '</ul>' if slips else ''}</td></tr>")
     return rows
 
 
-def slip_totals(graded):
+def slip_totals(graded: list[StudentResult]) -> dict[str, set[str]]:
     """{slip key: students it was named for}, over every check."""
-    found = {}
+    found: dict[str, set[str]] = {}
     for r in graded:
         for question in r.questions.values():
             for test in question.tests:
@@ -143,9 +166,11 @@ def slip_totals(graded):
     return found
 
 
-def needs_person(results):
+def needs_person(results: Iterable[StudentResult]) -> tuple[list[PersonEntry], list[PersonEntry], list[PersonEntry]]:
     """(manual grading left, REVIEW, ERROR): [(student, why)] each."""
-    manual, review, error = [], [], []
+    manual: list[PersonEntry] = []
+    review: list[PersonEntry] = []
+    error: list[PersonEntry] = []
     for r in sorted(results, key=lambda r: r.student_id):
         if r.error:
             error.append((r.student_id, f"{r.error} ({r.error_cause.value if r.error_cause else 'cause unknown'}; "
@@ -162,16 +187,18 @@ def needs_person(results):
     return manual, review, error
 
 
-def person_list(title, entries, empty):
+def person_list(title: str, entries: list[PersonEntry], empty: str) -> str:
     if not entries:
         return f"<h3>{html.escape(title)}: none</h3><p class='quiet'>{html.escape(empty)}</p>"
     items = "".join(f"<li><b>{html.escape(student)}</b>: {html.escape(why)}</li>" for student, why in entries)
     return f"<h3>{html.escape(title)}: {len(entries)}</h3><ul class='people'>{items}</ul>"
 
 
-def from_gradebook(waiting):
+def from_gradebook(waiting: dict[str, list[str]]) -> tuple[list[PersonEntry], list[PersonEntry], list[PersonEntry]]:
     """needs_person's lists from the gradebook's account ({student: records.final.FinalGrade.needs_person})."""
-    manual, review, error = [], [], []
+    manual: list[PersonEntry] = []
+    review: list[PersonEntry] = []
+    error: list[PersonEntry] = []
     for student, reasons in sorted(waiting.items()):
         for why in reasons:
             kind = error if why.startswith("ERROR") else review if why.startswith("REVIEW") else manual
@@ -179,7 +206,8 @@ def from_gradebook(waiting):
     return manual, review, error
 
 
-def cohort_html(results, rejected=(), waiting=None):
+def cohort_html(results: Iterable[StudentResult], rejected: Sequence[Rejected] = (),
+                waiting: dict[str, list[str]] | None = None) -> str:
     """The page of report.html for results (StudentResults) and the entries of SUBMISSIONS that were not taken.
     waiting, where given, is who needs a person as the gradebook has it ({student: FinalGrade.needs_person}), so
     that what a TA has graded by hand since autograde is no longer listed."""
@@ -240,7 +268,8 @@ the final grades, with the TA's, come from <code>python -m grading export</code>
 """
 
 
-def write_report(out_dir, results, rejected=(), waiting=None):
+def write_report(out_dir: str | os.PathLike[str], results: Iterable[StudentResult], rejected: Sequence[Rejected] = (),
+                 waiting: dict[str, list[str]] | None = None) -> Path:
     """Write OUT/report.html (waiting: as for cohort_html); return its path."""
     path = Path(out_dir) / REPORT_FILE
     write_atomic(path, cohort_html(results, rejected, waiting))

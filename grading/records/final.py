@@ -8,6 +8,7 @@ A student "needs a person" while their grade is not final: a cell still needs gr
 withheld or not graded, the autograded cells of a grader ERROR) or the notebook is flagged (REVIEW, ERROR). The TA
 settles it in the formgrader: a score for each cell, and the flag cleared once they have looked.
 """
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from nbgrader.api import Gradebook, MissingEntry
 
 from grading.assignment import ASSIGNMENT, BY_ID, COURSE_ID, QUESTION_IDS, question_of
 from grading.authoring.course import db_url
-from grading.records.results import GRADE_FILE, load_result
+from grading.records.results import GRADE_FILE, StudentResult, load_result
 
 
 @dataclass
@@ -25,19 +26,19 @@ class FinalCell:
 
     name: str
     max_score: float
-    auto_score: float = None
-    manual_score: float = None
-    extra: float = None
+    auto_score: float | None = None
+    manual_score: float | None = None
+    extra: float | None = None
     needs_grading: bool = False
 
     @property
-    def score(self):
+    def score(self) -> float | None:
         if self.manual_score is not None:
             return self.manual_score
         return None if self.needs_grading and self.auto_score is None else (self.auto_score or 0.0)
 
     @property
-    def overridden(self):
+    def overridden(self) -> bool:
         """Whether a TA replaced an autograded score (not merely graded a written answer)."""
         return self.manual_score is not None and self.auto_score is not None and self.manual_score != self.auto_score
 
@@ -47,27 +48,27 @@ class FinalQuestion:
     """A question's cells; its points count what is graded so far (pending is True while a cell needs grading)."""
 
     id: str
-    cells: list = field(default_factory=list)
-    comments: list = field(default_factory=list)  # the TA's comments on its answer cells, in the notebook's order
+    cells: list[FinalCell] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)  # the TA's comments on its answer cells, in the notebook's order
 
     @property
-    def score(self):
+    def score(self) -> float:
         return sum(c.score or 0.0 for c in self.cells)
 
     @property
-    def extra(self):
+    def extra(self) -> float:
         return sum(c.extra or 0.0 for c in self.cells)
 
     @property
-    def max_score(self):
+    def max_score(self) -> float:
         return sum(c.max_score for c in self.cells)
 
     @property
-    def pending(self):
+    def pending(self) -> bool:
         return any(c.needs_grading for c in self.cells)
 
     @property
-    def graded(self):
+    def graded(self) -> bool:
         """Whether any of its points are decided (a bonus never graded is not: it shows empty, not 0)."""
         return any(not c.needs_grading or c.manual_score is not None or c.extra is not None for c in self.cells)
 
@@ -83,20 +84,20 @@ class FinalGrade:
     email: str = ""
     lms_user_id: str = ""
     submitted: bool = True
-    questions: dict = field(default_factory=dict)  # {question id: FinalQuestion}
+    questions: dict[str, FinalQuestion] = field(default_factory=dict)  # by question id
     late_penalty: float = 0.0
-    needs_person: list = field(default_factory=list)
+    needs_person: list[str] = field(default_factory=list)
 
     @property
-    def raw_total(self):
+    def raw_total(self) -> float:
         """Every point so far, extra credit included, before the late penalty."""
         return sum(q.score + q.extra for q in self.questions.values())
 
     @property
-    def total(self):
+    def total(self) -> float:
         return self.raw_total - self.late_penalty
 
-    def points(self, question):
+    def points(self, question: str) -> float | None:
         """A question's points for a table: its score, the bonus's extra credit; None where nothing is graded."""
         q = self.questions.get(question)
         if q is None or not q.graded:
@@ -104,22 +105,23 @@ class FinalGrade:
         return q.score + q.extra
 
 
-def waiting(course, out_dir=None):
+def waiting(course: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
     """{student: why} of every student of the course whose grade is not final yet (FinalGrade.needs_person)."""
     return {student: grade.needs_person for student, grade in read_final(course, out_dir).items()
             if grade.needs_person}
 
 
-def solution_question(cell_name):
+def solution_question(cell_name: str) -> str:
     """The question a cell of norm.ipynb belongs to: its grade cell's, or for an answer cell the question its id
     starts with (the notebook names them so: q3_make_norm); "" for any other."""
     return question_of(cell_name) or next((q for q in QUESTION_IDS if cell_name.startswith(f"{q}_")), "")
 
 
-def read_final(course, out_dir=None):
+def read_final(course: str | os.PathLike[str],
+               out_dir: str | os.PathLike[str] | None = None) -> dict[str, FinalGrade]:
     """{student id: FinalGrade} of every student of the course's gradebook, in id order. out_dir (autograde's OUT),
     where given, tells a grader ERROR from a REVIEW by the student's grade.json."""
-    grades = {}
+    grades: dict[str, FinalGrade] = {}
     with Gradebook(db_url(Path(course)), COURSE_ID) as gb:
         for student in sorted(gb.students, key=lambda s: s.id):
             final = FinalGrade(student.id, student.first_name or "", student.last_name or "", student.email or "",
@@ -141,9 +143,9 @@ def read_final(course, out_dir=None):
                                                     grade.manual_score, grade.extra_credit,
                                                     bool(grade.needs_manual_grade)))
                 for comment in notebook.comments:
-                    question = solution_question(comment.name)
-                    if comment.manual_comment and comment.manual_comment.strip() and question:
-                        final.questions.setdefault(question, FinalQuestion(question)).comments.append(
+                    answered = solution_question(comment.name)
+                    if comment.manual_comment and comment.manual_comment.strip() and answered:
+                        final.questions.setdefault(answered, FinalQuestion(answered)).comments.append(
                             comment.manual_comment.strip())
             final.questions = {q: final.questions[q] for q in QUESTION_IDS if q in final.questions}
             final.needs_person = reasons(final, flagged, load_result(Path(out_dir) / student.id / GRADE_FILE)
@@ -151,7 +153,7 @@ def read_final(course, out_dir=None):
     return grades
 
 
-def reasons(final, flagged, result):
+def reasons(final: FinalGrade, flagged: bool, result: StudentResult | None) -> list[str]:
     """Why final is not final yet (FinalGrade.needs_person); result is the student's grade.json, or None."""
     if result is not None and result.error and flagged:
         return [f"ERROR: the grading machine failed ({result.error}); run autograde again"]

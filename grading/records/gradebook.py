@@ -8,18 +8,24 @@ questions being graded are recorded, so --questions keeps the others, and nbgrad
 already gave. Each step is one transaction. A grader error records no points: the autograded cells are left
 ungraded (no score, needing a grade), and the submission is flagged with what failed, for the formgrader.
 """
+import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import nbformat
+from nbformat import NotebookNode
 from nbgrader.api import Gradebook
 from nbgrader.preprocessors import AssignLatePenalties, CheckCellMetadata, NbGraderPreprocessor, SaveAutoGrades
 from nbgrader.utils import is_grade, is_solution
+from traitlets.config import Config
 
 from grading.assignment import (ASSIGNMENT, COURSE_ID, KERNEL_QUESTIONS, NOTEBOOK, NOTEBOOK_ID, PYFILE,
                                  QUESTION_IDS, question_of)
 from grading.authoring.course import db_url
 from grading.handoff import SubmissionContext
+from grading.records.results import StudentResult
 from grading.nbgrader_support import apply_chain
 
 
@@ -27,7 +33,7 @@ class SaveJudgement(NbGraderPreprocessor):
     """Records what SaveAutoGrades cannot: the bonus as extra credit (or as needing a TA where it could not be
     graded or was withheld for review), and a REVIEW flag on the submitted notebook with its reasons as a comment."""
 
-    def preprocess(self, nb, resources):
+    def preprocess(self, nb: NotebookNode, resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         context = resources.get("normlab")
         if context is None or context.result is None:
             return nb, resources
@@ -56,7 +62,8 @@ class SaveJudgement(NbGraderPreprocessor):
 RECORD = [SaveAutoGrades, SaveJudgement, AssignLatePenalties, CheckCellMetadata]
 
 
-def record(course_root, taken, result, judged, questions, config, released):
+def record(course_root: str | os.PathLike[str], taken: str | os.PathLike[str], result: StudentResult,
+           judged: NotebookNode | None, questions: Collection[str], config: Config, released: NotebookNode) -> None:
     """Store result (a StudentResult) and the judged notebook (None for a grader error) for the given questions.
     taken is the folder holding the files taken from the submission (Intake.folder); released is the released
     notebook, recorded as submitted in place of a notebook that could not be graded."""
@@ -86,6 +93,7 @@ def record(course_root, taken, result, judged, questions, config, released):
         if result.error:
             flag_grader_error(gb, student, result.error, questions, released)
             return
+    assert judged is not None, "a verdict comes with its judged notebook"
     nbformat.write(judged if earlier is None else merge(earlier, judged, questions), autograded / NOTEBOOK)
     chosen = nbformat.from_dict(judged)
     chosen.cells = [c for c in chosen.cells if not is_grade(c) or question_of(c.metadata.nbgrader.grade_id)
@@ -95,7 +103,8 @@ def record(course_root, taken, result, judged, questions, config, released):
     apply_chain(RECORD, chosen, resources, config)
 
 
-def flag_grader_error(gb, student, error, questions, released):
+def flag_grader_error(gb: Gradebook, student: str, error: str, questions: Collection[str],
+                      released: NotebookNode) -> None:
     """No points for the questions: their autograded cells are left ungraded, needing a grade, and the notebook is
     flagged, with what failed as the comment on its first answer, until a run grades it."""
     notebook = gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student)
@@ -109,14 +118,14 @@ def flag_grader_error(gb, student, error, questions, released):
     gb.db.commit()
 
 
-def read_earlier(path):
+def read_earlier(path: str | os.PathLike[str]) -> NotebookNode | None:
     try:
         return nbformat.read(path, as_version=4)
     except (OSError, ValueError):
         return None
 
 
-def merge(earlier, judged, questions):
+def merge(earlier: NotebookNode, judged: NotebookNode, questions: Collection[str]) -> NotebookNode:
     """The earlier judged notebook, with the outputs of the grade cells of questions taken from judged."""
     fresh = {c.metadata.get("nbgrader", {}).get("grade_id"): c for c in judged.cells}
     for cell in earlier.cells:

@@ -17,9 +17,13 @@ Math stays text ($x^2$) for MathJax, which the pages load with its Safe extensio
 may set must start with MJX-, its styles are colours, fonts, borders and margins or paddings of at most 3em.
 """
 import re
+from typing import Any
 
 import bleach
 from jinja2 import pass_context
+from jinja2.runtime import Context
+from markupsafe import Markup
+from nbformat import NotebookNode
 from nbconvert.filters.highlight import Highlight2HTML
 from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
 from nbconvert.preprocessors import Preprocessor
@@ -45,7 +49,7 @@ PROTOCOLS = {"http", "https", "mailto", "data"}  # never javascript:; data: only
 NUMBER = re.compile(r"\d+(\.\d+)?")
 
 
-def allowed(tag, name, value):
+def allowed(tag: str, name: str, value: str) -> bool:
     """Whether bleach keeps the attribute name="value" on tag (it then checks URLs against PROTOCOLS)."""
     if name == "class":
         return set(value.split()) <= HIGHLIGHT_CLASSES.get(tag, set())
@@ -55,7 +59,7 @@ def allowed(tag, name, value):
         tag == "img" and value.strip().lower().startswith("data:image/"))
 
 
-def clean_html(html):
+def clean_html(html: str | Markup | bytes) -> str:
     """html (text, Markup or bytes) with only the allow-listed tags and attributes; any other tag is shown as
     text, so a TA sees what was attempted."""
     text = html.decode("utf-8", "replace") if isinstance(html, bytes) else str(html)
@@ -63,7 +67,7 @@ def clean_html(html):
 
 
 @pass_context
-def markdown2html(context, source):
+def markdown2html(context: Context, source: str) -> str:
     """nbconvert's markdown2html (math and the cell's attached images kept), cleaned by clean_html."""
     cell = context.get("cell", {})
     renderer = IPythonRenderer(escape=False, allow_harmful_protocols=False, exclude_anchor_links=True,
@@ -76,7 +80,7 @@ class CodeHighlight(Highlight2HTML):
     takes the language from the notebook's language_info, which the student's file carries, and writes it into
     every code cell's class attribute ("highlight hl-<language>"), spaces and all: "ipython3 modal-backdrop"."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(pygments_lexer="ipython3", **kwargs)
 
 
@@ -87,7 +91,8 @@ class InertMetadata(Preprocessor):
     output's width and height unless they are numbers (they are written unquoted: the width "1 onerror=..." is
     script)."""
 
-    def preprocess_cell(self, cell, resources, index):
+    def preprocess_cell(self, cell: NotebookNode, resources: dict[str, Any],
+                        index: int) -> tuple[NotebookNode, dict[str, Any]]:
         cell.metadata.pop("tags", None)
         for output in cell.get("outputs", []):
             metadata = output.get("metadata", {})

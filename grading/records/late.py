@@ -18,15 +18,18 @@ points, for grades.csv and, as nbgrader's plugin, the gradebook.
 import csv
 import io
 import math
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import dateutil.parser
 from nbgrader.plugins import LateSubmissionPlugin
 from traitlets import Unicode
 
-from grading.records.results import write_atomic
+from grading.records.results import StudentResult, write_atomic
 from grading.settings import NBGRADER_TIME_FORMAT
 
 # The times of a submitted/ tree's submissions, written beside them by the grader (nbgrader's collect here, or
@@ -42,29 +45,35 @@ TIME_COLUMNS = ("submitted_at", "submission time", "submitted", "submitted at", 
                 "last modified (submission)", "timestamp")
 
 
+# The kinds of --late-policy (see the module's docstring).
+LateKind = Literal["none", "zero", "per-day"]
+
+
 @dataclass(frozen=True)
 class LatePolicy:
-    kind: str = "none"
+    kind: LateKind = "none"
     points_per_day: float = 0.0
     cap: float = math.inf
 
     @classmethod
-    def parse(cls, text):
+    def parse(cls, text: str) -> "LatePolicy":
         """The policy of a --late-policy value; ValueError with a message that says what to write instead."""
         name, _, rest = text.strip().partition(":")
-        if name in ("none", "zero") and not rest:
-            return cls(name)
+        if name == "none" and not rest:
+            return cls("none")
+        if name == "zero" and not rest:
+            return cls("zero")
         if name == "per-day" and rest:
             try:
                 numbers = [float(part) for part in rest.split(":")]
             except ValueError:
                 numbers = []
             if len(numbers) in (1, 2) and all(n >= 0 for n in numbers):
-                return cls(name, numbers[0], numbers[1] if len(numbers) == 2 else math.inf)
+                return cls("per-day", numbers[0], numbers[1] if len(numbers) == 2 else math.inf)
         raise ValueError(f"--late-policy takes none, zero or per-day:P[:MAX] (for example per-day:10:30), "
                          f"not {text!r}")
 
-    def penalty(self, score, seconds_late):
+    def penalty(self, score: float, seconds_late: float) -> float:
         """Points taken off a score for a submission seconds_late late (0 for an on-time one)."""
         if seconds_late <= 0 or self.kind == "none":
             return 0.0
@@ -79,11 +88,11 @@ class LatePenaltyPlugin(LateSubmissionPlugin):
 
     policy = Unicode("none", help="the --late-policy of grading.settings.Settings").tag(config=True)
 
-    def late_submission_penalty(self, student_id, score, total_seconds_late):
+    def late_submission_penalty(self, student_id: str, score: float, total_seconds_late: float) -> float:
         return LatePolicy.parse(self.policy).penalty(score, total_seconds_late)
 
 
-def parse_due(text):
+def parse_due(text: str) -> datetime:
     """The due date of --due as an aware datetime; ValueError unless it names its time zone."""
     try:
         due = dateutil.parser.isoparse(text)
@@ -100,12 +109,12 @@ class Lateness:
     """When a submission was handed in (UTC, nbgrader's format, or None), how many seconds after the due date (0 if
     on time or without one), and a note about the time as found ("" when there is nothing to say)."""
 
-    timestamp: str = None
+    timestamp: str | None = None
     seconds: float = 0.0
     note: str = ""
 
 
-def lateness(text, due):
+def lateness(text: str | None, due: datetime | None) -> Lateness:
     """The Lateness of a submission time from a source students cannot write (text, or None) against due (an aware
     datetime, or None). A time without a zone is read in the due date's zone (UTC without a due date). Notes only
     matter, so are only made, when there is a due date or the time cannot be read."""
@@ -126,7 +135,7 @@ def lateness(text, due):
     return Lateness(when.strftime(NBGRADER_TIME_FORMAT), late, note)
 
 
-def read_submission_times(path, name="--submission-times"):
+def read_submission_times(path: str | os.PathLike[str], name: str = "--submission-times") -> dict[str, str]:
     """{student_id: time as written} of a CSV of submission times (see ID_COLUMNS and TIME_COLUMNS); a student
     listed more than once gets their latest time, and rows without a time (no submission) are left out. ValueError
     with a message that names the file as name and says what to fix."""
@@ -142,7 +151,8 @@ def read_submission_times(path, name="--submission-times"):
         raise ValueError(f"{name} {path} needs a student id column ({', '.join(ID_COLUMNS)}) and a "
                          f"time column ({', '.join(TIME_COLUMNS)}); its columns are {rows[0] if rows else []}. "
                          "Rename the two columns, or write the CSV as student_id,submitted_at")
-    times, unreadable = {}, []
+    times: dict[str, str] = {}
+    unreadable: list[str] = []
     for number, row in enumerate(rows[1:], 2):
         student, text = (row[i].strip() if i < len(row) else "" for i in (id_column, time_column))
         if not student or not any(c.isdigit() for c in text):  # LMSs write "-" or nothing where none was made
@@ -160,12 +170,12 @@ def read_submission_times(path, name="--submission-times"):
     return times
 
 
-def _aware(when):
+def _aware(when: datetime) -> datetime:
     """Only to order one student's times: a time without a zone taken as UTC."""
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
-def read_record(folder):
+def read_record(folder: str | os.PathLike[str]) -> dict[str, tuple[str, str]]:
     """{student_id: (time, source)} of the TIMES_FILE in a submitted/ tree ({} where there is none)."""
     path = Path(folder) / TIMES_FILE
     if path.is_symlink() or not path.is_file():
@@ -175,14 +185,15 @@ def read_record(folder):
                 if row.get("student_id") and row.get("submitted_at")}
 
 
-def record_graded_times(course, results, source):
+def record_graded_times(course: str | os.PathLike[str], results: Iterable[StudentResult],
+                        source: str) -> None:
     """The submission times of results (StudentResults) as course/submitted/TIMES_FILE, so that nbgrader's own
     autograde in the course finds the same times (pipeline/front_door.py)."""
     write_atomic(Path(course) / "submitted" / TIMES_FILE,
                  record_text({r.student_id: (r.timestamp, source) for r in results if r.timestamp}))
 
 
-def record_text(times):
+def record_text(times: dict[str, tuple[str, str]]) -> str:
     """The TIMES_FILE of {student_id: (time, source)}, as CSV text."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -8,11 +8,18 @@ import html
 import io
 import json
 import math
+import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from grading.assignment import BY_ID, QUESTION_IDS
-from grading.records.results import ERRORS, write_atomic
+from grading.failures import Cause
+from grading.records.results import ERRORS, GraderFailure, QuestionScore, Rejected, StudentResult, Test, write_atomic
 from grading.settings import Settings
+
+if TYPE_CHECKING:
+    from grading.records.final import FinalGrade, FinalQuestion
 
 NOT_GRADED_YET = ("Your submission could not be graded yet: the grading machine failed, not your code. Nothing is "
                   "wrong with your files, and they were received. The course staff have been told and will grade it "
@@ -21,7 +28,7 @@ CSV_COLUMNS = ["student_id", *QUESTION_IDS, "late_minutes", "late_penalty", "tot
                "notes"]
 
 
-def points_line(name, question):
+def points_line(name: str, question: QuestionScore) -> str:
     """How a question stands, in words: '12.50 / 20', with the written part, or 'not graded' for the bonus."""
     if name == "bonus":
         if question.graded:
@@ -35,7 +42,7 @@ def points_line(name, question):
     return line
 
 
-def verdict(test):
+def verdict(test: Test) -> str:
     """What a student sees of one check: "passed", or the first line of why it failed, cut to
     Settings.verdict_chars."""
     if test.passed:
@@ -45,7 +52,7 @@ def verdict(test):
     return first if len(first) <= cap else first[:cap - 1] + "\u2026"
 
 
-def results_json(result, final=None):
+def results_json(result: StudentResult, final: "FinalGrade | None" = None) -> dict[str, Any]:
     """results.json in Gradescope's schema, visible to the student at once: every check of the hidden suites as a
     test showing only its name, score and verdict; then a summary of notes and of what could not be graded. The
     written answers are graded by hand (on Gradescope, or in nbgrader's formgrader) and never scored here. No
@@ -55,7 +62,7 @@ def results_json(result, final=None):
     output starts with the TA's points and comments."""
     if result.error:
         return {"output": NOT_GRADED_YET, "visibility": "visible", "stdout_visibility": "hidden", "tests": []}
-    tests = []
+    tests: list[dict[str, Any]] = []
     checks = [(name, test) for name, question in result.questions.items() for test in question.tests]
     for (name, test), (score, most) in zip(checks, in_cents(result.questions)):
         tests.append({"name": f"{BY_ID[name].title}: {test.name}", "score": score / 100, "max_score": most / 100,
@@ -80,19 +87,19 @@ def results_json(result, final=None):
                                                                                           for c in q.cells)]
         output = [f"Points after grading by hand: {final.total:.2f} (autograded: {result.total:.2f}).", *by_hand,
                   *output[1:]]
-    score = final.total if final is not None else result.total
-    return {"score": round(score, 2), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
+    points = final.total if final is not None else result.total
+    return {"score": round(points, 2), "execution_time": round(result.seconds, 1), "output": "\n".join(output),
             "visibility": "visible", "stdout_visibility": "hidden", "tests": tests}
 
 
-def in_cents(questions):
+def in_cents(questions: dict[str, QuestionScore]) -> list[tuple[int, int]]:
     """[(score, max_score)] in whole cents of every test of questions ({id: QuestionScore}), in order: Gradescope
     shows them as they are, and 0.333333 of a point reads as noise. Each question's maxima add up to its points,
     the scores to the autograded total to the cent, and a test never scores over its maximum. The cents that
     rounding down leaves go to the maxima of tests without full marks first (so that a test with full marks shows
     score = maximum), and to the scores of tests with full marks first; then by the largest remainder."""
     tests = [test for question in questions.values() for test in question.tests]
-    maxima = []
+    maxima: list[int] = []
     for question in questions.values():
         exact = [t.max_score * 100 for t in question.tests]
         maxima += share_out(exact, round(sum(exact)), [t.score < t.max_score for t in question.tests])
@@ -101,11 +108,12 @@ def in_cents(questions):
     return list(zip(scores, maxima))
 
 
-def share_out(exact, total, first, caps=None):
+def share_out(exact: Sequence[float], total: int, first: Sequence[bool],
+              caps: Sequence[float] | None = None) -> list[int]:
     """Whole numbers near exact that add up to total: each rounded down (to at most its cap), then one more to each
     in turn, those marked first before the others, each by the largest remainder, while total is not reached."""
     caps = caps or [math.inf] * len(exact)
-    shares = [min(math.floor(value + 1e-6), cap) for value, cap in zip(exact, caps)]
+    shares = [int(min(math.floor(value + 1e-6), cap)) for value, cap in zip(exact, caps)]
     order = sorted(range(len(exact)), key=lambda i: (not first[i], -(exact[i] - shares[i]), i))
     for i in order:
         if sum(shares) >= total:
@@ -115,7 +123,7 @@ def share_out(exact, total, first, caps=None):
     return shares
 
 
-def feedback_html(result, final=None):
+def feedback_html(result: StudentResult, final: "FinalGrade | None" = None) -> str:
     """Per-question scores and the grader's messages for the student: nothing about the grading machine, and never
     a line of hidden test source. With final (the student's records.final.FinalGrade, after manual grading), the
     points are the gradebook's: the TA's scores, overrides and comments shown beside the checks' verdicts."""
@@ -160,7 +168,7 @@ padding:.3em 1em;white-space:pre-wrap}}</style></head><body>
 """
 
 
-def final_points_line(name, question):
+def final_points_line(name: str, question: "FinalQuestion") -> str:
     """How a question stands in the gradebook (a records.final.FinalQuestion), in words."""
     if name == "bonus":
         if not question.graded:
@@ -170,7 +178,7 @@ def final_points_line(name, question):
     return line + (" so far (graded by hand: pending)" if question.pending else "")
 
 
-def ta_lines(question):
+def ta_lines(question: "FinalQuestion") -> list[str]:
     """The TA's scores and comments on a question (a records.final.FinalQuestion), as HTML for the student."""
     e = html.escape
     lines = []
@@ -185,25 +193,25 @@ def ta_lines(question):
     return lines
 
 
-def final_late_line(result, final):
+def final_late_line(result: StudentResult, final: "FinalGrade") -> str:
     if not final.late_penalty and not result.late_seconds:
         return ""
     hours = f"handed in {result.late_seconds / 3600:.1f} hours late: " if result.late_seconds else ""
     return html.escape(f" ({hours}{final.late_penalty:.2f} points off)")
 
 
-def late_line(result):
+def late_line(result: StudentResult) -> str:
     if not result.late_seconds:
         return ""
     return html.escape(f" (handed in {result.late_seconds / 3600:.1f} hours late: {result.late_penalty:.2f} points "
                        "off)")
 
 
-def manual_pending(result):
+def manual_pending(result: StudentResult) -> str:
     return ", ".join(f"{name} ({q.manual_max:g})" for name, q in result.questions.items() if q.manual_pending)
 
 
-def grades_csv(results, rejected=()):
+def grades_csv(results: Iterable[StudentResult], rejected: Iterable[Rejected] = ()) -> str:
     """One row per student, then one per entry of SUBMISSIONS that could not be graded at all."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, CSV_COLUMNS, lineterminator="\n")
@@ -220,13 +228,13 @@ def grades_csv(results, rejected=()):
     return buffer.getvalue()
 
 
-def ungraded_extra(question):
+def ungraded_extra(question: QuestionScore) -> bool:
     """Whether question is extra credit of which nothing is graded yet (a bonus NOT GRADED): shown empty, not as 0,
     which would read as a verdict."""
     return bool(question.extra_max) and not question.graded and not question.score
 
 
-def table(results):
+def table(results: Iterable[StudentResult]) -> str:
     """The final table, printed at the end of a run."""
     header = f"{'student':<24}" + "".join(f"{q:>7}" for q in QUESTION_IDS) + f"{'total':>8}  status"
     lines = [header, "-" * len(header)]
@@ -238,7 +246,7 @@ def table(results):
     return "\n".join(lines)
 
 
-def error_report(result, failure):
+def error_report(result: StudentResult, failure: GraderFailure) -> str:
     """The text of a grader error's error_file, for whoever fixes the machine: what failed, what to do, and the
     traceback of the process that met it (failure: a GraderFailure)."""
     told = failure.traceback.rstrip() or ("none: the grading process did not end on its own (it was killed, or "
@@ -249,13 +257,13 @@ def error_report(result, failure):
             f"Traceback:\n{told}\n")
 
 
-def errors_summary(results, out_dir):
+def errors_summary(results: Iterable[StudentResult], out_dir: str | os.PathLike[str]) -> str:
     """The lines that end a run in which the machine failed some students: who, where each one's account is, and
     what to do, by cause; "" when it failed no one."""
     errors = sorted((r for r in results if r.error), key=lambda r: r.student_id)
     if not errors:
         return ""
-    by_cause = {}
+    by_cause: dict[Cause | None, list[str]] = {}
     for r in errors:
         by_cause.setdefault(r.error_cause, []).append(r.student_id)
     lines = [f"{len(errors)} student(s) could not be graded because the grading machine failed (ERROR in grades.csv, "
@@ -268,7 +276,7 @@ def errors_summary(results, out_dir):
     return "\n".join(lines)
 
 
-def write_student(out_dir, result):
+def write_student(out_dir: str | os.PathLike[str], result: StudentResult) -> None:
     """results.json and feedback.html first, grade.json last: grade.json marks the student as done."""
     folder = Path(out_dir) / result.student_id
     write_atomic(folder / "results.json", json.dumps(results_json(result), indent=1, ensure_ascii=False))

@@ -5,8 +5,10 @@ atomically (a temporary file, then rename)."""
 import json
 import os
 import traceback
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from grading.failures import Cause, GraderError
 from grading.settings import Settings
@@ -27,7 +29,7 @@ class Test:
     cell: str = ""  # the grade cell the test scores
     failure: str = ""  # how it failed: a failures.Ending value, WRONG for an answer judged wrong, SLIP for an answer
     # right but for slips (named in slips); "" if it passed
-    slips: list = field(default_factory=list)  # keys of the slips it revealed (grading/hidden/slips.py)
+    slips: list[str] = field(default_factory=list)  # keys of the slips it revealed (grading/hidden/slips.py)
     same_as: str = ""  # the name of the check whose message this one repeats (verdicts.merge_repeated), if any
 
 
@@ -48,7 +50,7 @@ class QuestionScore:
     graded: bool = True
     status: str = ""
     review: str = ""  # why a TA should look before the autograded score stands (a bonus withheld), "" if not
-    tests: list = field(default_factory=list)
+    tests: list[Test] = field(default_factory=list)
 
 
 @dataclass
@@ -61,36 +63,36 @@ class StudentResult:
     student_id: str
     status: str = "ok"
     error: str = ""
-    error_cause: Cause = None  # what of the machine failed, for a grader error; None otherwise
+    error_cause: Cause | None = None  # what of the machine failed, for a grader error; None otherwise
     error_file: str = ""  # a grader error's traceback and what to do, relative to OUT (error_file()); "" otherwise
-    questions: dict = field(default_factory=dict)  # {question id: QuestionScore}
-    notes: list = field(default_factory=list)  # for the student and the TA
-    ta_notes: list = field(default_factory=list)  # about the grading itself, for the TA only
-    flags: list = field(default_factory=list)
+    questions: dict[str, QuestionScore] = field(default_factory=dict)  # by question id
+    notes: list[str] = field(default_factory=list)  # for the student and the TA
+    ta_notes: list[str] = field(default_factory=list)  # about the grading itself, for the TA only
+    flags: list[str] = field(default_factory=list)
     submission: str = ""  # digest of the files taken from the submission
     stamp: str = ""  # names, sizes and times of the submitted files, to notice a resubmission cheaply
     fingerprint: str = ""
     kind: str = ""
-    timestamp: str = None  # when it was handed in, UTC, in nbgrader's format (settings.NBGRADER_TIME_FORMAT)
+    timestamp: str | None = None  # when it was handed in, UTC, in nbgrader's format (settings.NBGRADER_TIME_FORMAT)
     late_seconds: float = 0.0
     late_penalty: float = 0.0
     isolation: str = "bubblewrap"  # the value of the isolation.sandbox.Isolation it was graded under
     seconds: float = 0.0
 
     @property
-    def raw_total(self):
+    def raw_total(self) -> float:
         return sum(q.score for q in self.questions.values())
 
     @property
-    def total(self):
+    def total(self) -> float:
         """Points after the late penalty."""
         return self.raw_total - self.late_penalty
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {**asdict(self), "error_cause": self.error_cause.value if self.error_cause else None}
 
     @classmethod
-    def from_json(cls, data):
+    def from_json(cls, data: dict[str, Any]) -> "StudentResult":
         data = dict(data)
         questions = {name: QuestionScore(**{**q, "tests": [Test(**t) for t in q["tests"]]})
                      for name, q in data.pop("questions").items()}
@@ -108,7 +110,7 @@ class GraderFailure:
     traceback: str = ""
 
     @classmethod
-    def of(cls, error):
+    def of(cls, error: BaseException) -> "GraderFailure":
         """The failure of a caught exception: a GraderError's own cause; any other exception is a bug of the
         grader."""
         told = "".join(traceback.format_exception(error))
@@ -117,24 +119,24 @@ class GraderFailure:
         return cls(Cause.BUG, f"the grader failed: {type(error).__name__}: {error}", told)
 
     @property
-    def summary(self):
+    def summary(self) -> str:
         """The message's first line, cut to Settings.message_chars: what StudentResult.error and status lines
         show."""
         first = next((line.strip() for line in self.message.splitlines() if line.strip()), self.cause.value)
         return first if len(first) <= Settings.message_chars else first[:Settings.message_chars - 1] + "\u2026"
 
-    def to_json(self):
+    def to_json(self) -> dict[str, str]:
         return {"cause": self.cause.value, "message": self.message, "traceback": self.traceback}
 
     @classmethod
-    def from_json(cls, data):
+    def from_json(cls, data: dict[str, Any]) -> "GraderFailure":
         """ValueError, KeyError or TypeError where data is not a failure's JSON."""
         if not isinstance(data.get("message"), str) or not isinstance(data.get("traceback"), str):
             raise TypeError("a grader failure's message and traceback are text")
         return cls(Cause(data["cause"]), data["message"], data["traceback"])
 
 
-def error_file(student_id):
+def error_file(student_id: str) -> str:
     """Where a student's grader error is told in whole, relative to OUT: errors/<student_id>.txt. Intake took only
     ids that are plain names; this refuses (ValueError) any other, so that no id makes the path lead elsewhere."""
     if not student_id or "/" in student_id or "\0" in student_id:
@@ -150,7 +152,7 @@ class Rejected:
     status: str
 
 
-def write_atomic(path, text):
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
@@ -161,11 +163,11 @@ def write_atomic(path, text):
     os.replace(partial, path)
 
 
-def save_result(path, result):
+def save_result(path: str | os.PathLike[str], result: StudentResult) -> None:
     write_atomic(path, json.dumps(result.to_json(), indent=1, ensure_ascii=False))
 
 
-def load_result(path):
+def load_result(path: str | os.PathLike[str]) -> StudentResult | None:
     """The StudentResult saved in path, or None where there is none (or only a broken one)."""
     try:
         return StudentResult.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
@@ -173,14 +175,14 @@ def load_result(path):
         return None
 
 
-def mark_done(out_dir, result):
+def mark_done(out_dir: str | os.PathLike[str], result: StudentResult) -> None:
     save_result(Path(out_dir) / result.student_id / GRADE_FILE, result)
 
 
-def write_rejected(out_dir, rejected):
+def write_rejected(out_dir: str | os.PathLike[str], rejected: Iterable[Rejected]) -> None:
     write_atomic(Path(out_dir) / REJECTED_FILE, json.dumps([vars(entry) for entry in rejected], indent=1))
 
 
-def read_rejected(out_dir):
+def read_rejected(out_dir: str | os.PathLike[str]) -> list[Rejected]:
     path = Path(out_dir) / REJECTED_FILE
     return [Rejected(**entry) for entry in json.loads(path.read_text())] if path.is_file() else []

@@ -63,7 +63,7 @@ def graded(tmp_path, monkeypatch):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True)
             (folder / PYFILE).write_text(instruction)
-            jobs.append(Job(Submission(student, folder, "folder"), extra=instruction))
+            jobs.append(Job(Submission(student, folder, "folder")))
         canary = next((job for job in jobs if job.submission.student_id == "canary"), None)
         finished = {}
 
