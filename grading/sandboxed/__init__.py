@@ -6,7 +6,7 @@ from grading.settings import SANDBOXED
 WITHOUT_DATA = {"confine", "zygote_server"}  # programs that hand over no data, so need no wire format
 
 
-def program(name):
+def program(name: str) -> str:
     """The source of sandboxed/<name>.py, behind wire.py (the format every reply is written in) unless it hands over
     no data."""
     text = (SANDBOXED / f"{name}.py").read_text()

@@ -9,6 +9,8 @@ code a student needs uses them (Python's multiprocessing and torch share memory 
 the disk bound counts); their calls fail with EPERM. Calls of another architecture (int 0x80 from a 64-bit
 process, x32) fail too, so that the filter cannot be gone round.
 """
+from __future__ import annotations
+
 import ctypes
 import json
 import os
@@ -36,11 +38,11 @@ class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def instruction(code, k, jump_true=0, jump_false=0):
+def instruction(code: int, k: int, jump_true: int = 0, jump_false: int = 0) -> bytes:
     return struct.pack("HBBI", code, jump_true, jump_false, k)
 
 
-def filter_program(architecture, numbers):
+def filter_program(architecture: int, numbers: list[int]) -> list[bytes]:
     """A classic BPF program: other architectures and the forbidden numbers fail, everything else is allowed."""
     count = len(numbers)
     program = [instruction(LOAD_WORD, 4), instruction(JUMP_IF_EQUAL, architecture, 1, 0),
@@ -50,7 +52,7 @@ def filter_program(architecture, numbers):
     return program + [instruction(RETURN, ALLOW), instruction(RETURN, FAIL_WITH_EPERM)]
 
 
-def forbid():
+def forbid() -> None:
     machine = platform.machine()
     if machine not in FORBIDDEN:
         sys.exit(f"confine: no system call filter for {machine}; the grader runs on {', '.join(FORBIDDEN)}")
@@ -63,7 +65,7 @@ def forbid():
         sys.exit(f"confine: the system call filter could not be installed: {os.strerror(ctypes.get_errno())}")
 
 
-def main(limits, command):
+def main(limits: dict[str, int], command: list[str]) -> None:
     for name, value in [("CPU", limits["cpu"]), ("AS", limits["as"]), ("NPROC", limits["nproc"]),
                         ("FSIZE", limits["fsize"]), ("NOFILE", limits["nofile"]), ("CORE", 0)]:
         resource.setrlimit(getattr(resource, f"RLIMIT_{name}"), (value, value))

@@ -10,11 +10,16 @@ import importlib.util
 import os
 import struct
 import sys
+from types import ModuleType
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:  # in the sandbox, wire.py's text comes first
+    from grading.sandboxed.wire import Arrays, Meta, decode, encode
 
-def read_message(stream):
+
+def read_message(stream: IO[bytes]) -> tuple[Meta, Arrays] | None:
     header = stream.read(8)
     if len(header) < 8:
         return None
@@ -22,24 +27,26 @@ def read_message(stream):
     return decode(stream.read(length))
 
 
-def write_message(stream, meta, arrays):
+def write_message(stream: IO[bytes], meta: Meta, arrays: Arrays) -> None:
     payload = encode(meta, arrays)
     stream.write(struct.pack(">Q", len(payload)) + payload)
     stream.flush()
 
 
-def as_float64(value, what):
+def as_float64(value: Any, what: str) -> np.ndarray:
     try:
         return np.array(value, dtype=np.float64, copy=True)
     except Exception as error:
         raise TypeError(f"{what} must be a NumPy array, not {type(value).__name__} ({error})") from None
 
 
-def dtype_name(value):
+def dtype_name(value: Any) -> str:
     return value.dtype.name if isinstance(value, np.ndarray) else type(value).__name__
 
 
-def forward(module, meta, arrays, x, gamma, beta):
+def forward(module: ModuleType, meta: Meta, arrays: Arrays, x: np.ndarray, gamma: np.ndarray,
+            beta: np.ndarray) -> tuple[tuple[Any, Any], dict[str, Any]]:
+    """((out, cache) of the student's batchnorm_forward, the bn_param it was given and may have changed)."""
     bn_param = {key: value for key, value in meta["bn_param"].items()}
     for key in ("running_mean", "running_var"):
         if key in arrays:
@@ -50,7 +57,7 @@ def forward(module, meta, arrays, x, gamma, beta):
     return result, bn_param
 
 
-def handle(module, meta, arrays):
+def handle(module: ModuleType, meta: Meta, arrays: Arrays) -> tuple[Meta, Arrays]:
     op = meta["op"]
     dtype = np.dtype(meta.get("dtype", "float64"))
     x, gamma, beta = (arrays[name].astype(dtype) for name in ("x", "gamma", "beta"))
@@ -77,7 +84,7 @@ def handle(module, meta, arrays):
     raise ValueError(f"unknown request {op!r}")
 
 
-def main(path, message_chars):
+def main(path: str, message_chars: int) -> None:
     requests = os.fdopen(os.dup(0), "rb")
     replies = os.fdopen(os.dup(1), "wb")
     log = os.open("student_output.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -88,6 +95,8 @@ def main(path, message_chars):
     write_message(replies, {"ok": True, "ready": True}, {})
     try:
         spec = importlib.util.spec_from_file_location("batchnormalization", path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"Python has no way to import {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules["batchnormalization"] = module
         spec.loader.exec_module(module)

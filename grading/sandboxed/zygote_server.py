@@ -10,17 +10,20 @@ judges nothing and holds nothing secret. It is not dumpable, so the kernels it f
 read its memory or file descriptors, and each kernel closes the control socket before it runs a line of the
 student's code.
 """
+from __future__ import annotations
+
 import ctypes
 import json
 import os
 import signal
 import socket
 import sys
+from typing import Any, NoReturn
 
 PR_SET_DUMPABLE = 4
 
 
-def preload():
+def preload() -> None:
     """Import and exercise once what each kernel would otherwise pay for: torch's import, its lazily loaded parts,
     and the modules the Jupyter kernel imports when it starts (about 0.15 s a kernel). Not torch.optim's
     optimizers: the first one imports torch._dynamo (about 2 s), and nothing the notebook runs under autograde
@@ -45,7 +48,7 @@ def preload():
     loss.backward()
 
 
-def become_kernel(control, request):
+def become_kernel(control: socket.socket, request: dict[str, Any]) -> NoReturn:
     """The forked child: a fresh-looking process in the submission's folder, then the kernel. Never returns."""
     try:
         control.close()
@@ -68,7 +71,7 @@ def become_kernel(control, request):
         os._exit(0)
 
 
-def serve(control):
+def serve(control: socket.socket) -> None:
     buffer = b""
     while True:
         data = control.recv(1 << 16)
@@ -90,7 +93,7 @@ def serve(control):
             control.sendall(json.dumps(reply).encode() + b"\n")
 
 
-def main():
+def main() -> None:
     control = socket.socket(fileno=int(sys.argv[1]))
     if (os.getpid(), os.getppid()) != (2, 1):
         # Not the first process under bwrap's init in a PID namespace of its own: not in the sandbox, whose
