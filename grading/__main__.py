@@ -1,18 +1,24 @@
 """python -m grading release | autograde | collect | export | feedback | demo | gradescope | similarity | bench"""
 import argparse
+import logging
 import sys
 from pathlib import Path
 
-from grading import settings
+from grading import logs, settings
 from grading.nbgrader_support import prepare_nbgrader
-from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED
+from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED, ConfigurationError
+
+# Not __name__, which is "__main__" under python -m: this logger must be under the "grading" one that logs configures.
+logger = logging.getLogger(f"{logs.ROOT}.__main__")
 
 
-def main(argv=None):
-    prepare_nbgrader()  # before anything imports nbformat (see its docstring)
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The command line and {subcommand: its parser}: each subcommand takes -q and -v (grading/logs.py), as the
+    main parser does before the subcommand. Call prepare_nbgrader() first."""
     from grading.commands.gradescope import BUILD_SETTINGS
 
     parser = argparse.ArgumentParser(prog="python -m grading", description=__doc__)
+    logs.add_arguments(parser, default=logs.DEFAULT)
     commands = parser.add_subparsers(dest="command", required=True)
 
     release = commands.add_parser("release", help="build the student bundle from the sources, and check it")
@@ -81,65 +87,73 @@ def main(argv=None):
     settings.add_arguments(bench, only={"jobs"})
     bench.add_argument("--out", type=Path, default=Path("bench-out"), help="scratch folder (default: %(default)s)")
 
+    for command in commands.choices.values():
+        logs.add_arguments(command)
+    return parser, commands.choices
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command argv names (default: this process's arguments); return its exit status."""
+    prepare_nbgrader()  # before anything imports nbformat (see its docstring)
+    parser, _ = build_parser()
     args = parser.parse_args(argv)
+    logs.configure(args.log_level)
+    from grading.commands.release import ReleaseCheckFailed
+    from grading.pipeline.shards import ShardError
+    try:
+        return run(args)
+    except (ConfigurationError, ShardError) as error:
+        return refuse(error, EXIT_MISCONFIGURED)
+    except ReleaseCheckFailed as error:
+        return refuse(error, 1)
+
+
+def refuse(error: Exception, status: int) -> int:
+    """Log why the command could not do what it was asked (its traceback at -v); return status."""
+    logger.error("%s", error)
+    logger.debug("where it was raised:", exc_info=error)
+    return status
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the parsed command; its exit status. What it refuses to do, it raises (main says so)."""
     if args.command == "similarity":
         from grading.commands.similarity import similarity
-        return similarity(args.submissions, args.out, args.top)
+        similarity(args.submissions, args.out, args.top)
+        return 0
     if args.command == "gradescope":
         from grading.commands.gradescope import build_autograder, try_autograder
-        from grading.settings import ConfigurationError
         archive = build_autograder(args.out, settings.from_arguments(args))
-        if args.try_upload is None:
-            return 0
-        try:
-            return try_autograder(archive, args.try_upload, args.out / "try")
-        except ConfigurationError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_MISCONFIGURED
-    if args.command in ("export", "feedback"):
-        from grading.settings import ConfigurationError
-        try:
-            if args.command == "feedback":
-                from grading.commands.feedback import feedback
-                feedback(args.out)
-            else:
-                from grading.commands.export import export
-                export(args.out, args.format, args.target, args.column)
-        except ConfigurationError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_MISCONFIGURED
+        return 0 if args.try_upload is None else try_autograder(archive, args.try_upload, args.out / "try")
+    if args.command == "feedback":
+        from grading.commands.feedback import feedback
+        feedback(args.out)
+        return 0
+    if args.command == "export":
+        from grading.commands.export import export
+        export(args.out, args.format, args.target, args.column)
         return 0
     if args.command == "bench":
         from grading.commands.bench import bench
         bench(args.submissions, args.jobs, args.out)
         return 0
     chosen = settings.from_arguments(args)
-    from grading.settings import ConfigurationError
-    from grading.commands.release import ReleaseCheckFailed
-    from grading.pipeline.shards import ShardError
-    try:
-        if args.command == "autograde":
-            from grading.commands.autograde import autograde
-            from grading.pipeline.shards import parse_shard
-            graded = autograde(args.submissions, args.out, chosen, roster=args.roster, shard=parse_shard(args.shard))
-        elif args.command == "collect":
-            from grading.commands.collect import collect
-            graded, missing = collect(args.shards, args.out, partial=args.partial)
-            if missing:  # a partial merge: not every student has a verdict, and rerunning their shards fixes it
-                return EXIT_GRADER_ERRORS
-        elif args.command == "release":
-            from grading.commands.release import release
-            release(args.out, chosen)
-            graded = []
-        else:
-            from grading.commands.demo import demo
-            graded = demo(args.out, chosen)
-    except (ConfigurationError, ShardError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_MISCONFIGURED
-    except ReleaseCheckFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.command == "autograde":
+        from grading.commands.autograde import autograde
+        from grading.pipeline.shards import parse_shard
+        graded = autograde(args.submissions, args.out, chosen, roster=args.roster, shard=parse_shard(args.shard))
+    elif args.command == "collect":
+        from grading.commands.collect import collect
+        graded, missing = collect(args.shards, args.out, partial=args.partial)
+        if missing:  # a partial merge: not every student has a verdict, and rerunning their shards fixes it
+            return EXIT_GRADER_ERRORS
+    elif args.command == "release":
+        from grading.commands.release import release
+        release(args.out, chosen)
+        graded = []
+    else:
+        from grading.commands.demo import demo
+        graded = demo(args.out, chosen)
     return EXIT_GRADER_ERRORS if any(result.error for result in graded) else 0
 
 

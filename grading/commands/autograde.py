@@ -12,11 +12,13 @@ goes once the student is graded.
 """
 import hashlib
 import json
+import logging
 import os
 import shutil
 from dataclasses import replace
 from datetime import timezone
 from pathlib import Path
+from typing import Sequence
 
 import nbformat
 from nbgrader.api import Gradebook
@@ -27,7 +29,7 @@ from grading.authoring.course import build_course, db_url, grading_fingerprint, 
 from grading.isolation import scratch, users
 from grading.isolation.sandbox import PYTHON, Isolation, SandboxMissing, check_sandbox
 from grading.nbgrader_support import course_config
-from grading.handoff import GradingRun, Job, OnRecord
+from grading.handoff import GradingRun, Job, OnRecord, Submission
 from grading.pipeline.canary import CANARY, canary_job, check_canary
 from grading.pipeline.intake import discover
 from grading.pipeline.parallel import grade_in_children
@@ -37,11 +39,14 @@ from grading.records.cohort import write_report
 from grading.records.final import waiting
 from grading.records.late import LatePolicy, lateness, parse_due, read_submission_times, record_graded_times
 from grading.records.reports import error_report, errors_summary, grades_csv, table, write_student
-from grading.records.results import GRADE_FILE, error_file, load_result, mark_done, write_atomic, write_rejected
-from grading.settings import GRADING, REPO, SECRETS, ConfigurationError
+from grading.records.results import (GRADE_FILE, GraderFailure, StudentResult, error_file, load_result, mark_done,
+                                     write_atomic, write_rejected)
+from grading.settings import GRADING, REPO, SECRETS, ConfigurationError, Settings
+
+logger = logging.getLogger(__name__)
 
 
-def source_stamp(submission):
+def source_stamp(submission: Submission) -> str:
     """Cheap fingerprint of what was submitted (names, sizes and times of its files), to skip unchanged work."""
     path = submission.path
     entries = [path] if path.is_file() else sorted(p for p in path.rglob("*") if not p.is_symlink())
@@ -49,7 +54,8 @@ def source_stamp(submission):
                                 for p in entries]).encode()).hexdigest()[:20]
 
 
-def prepare_run(out_dir, settings, log, roster=None, course_template=None, submissions_dir=None, protected=()):
+def prepare_run(out_dir: Path, settings: Settings, roster: Path | None = None, course_template: Path | None = None,
+                submissions_dir: Path | None = None, protected: Sequence[Path] = ()) -> tuple[Path, GradingRun]:
     """Build the course (a copy of course_template where that fits: authoring.course.build_course) and the
     GradingRun every child shares; (course folder, GradingRun). Where student code runs as users of its own
     (isolation/users.py), out_dir is made the grader's alone, and those users are checked to reach none of the
@@ -58,7 +64,7 @@ def prepare_run(out_dir, settings, log, roster=None, course_template=None, submi
         settings.question_list
         due = parse_due(settings.due) if settings.due else None
         policy = LatePolicy.parse(settings.late_policy)
-        isolation = check_sandbox(settings, log)
+        isolation = check_sandbox(settings)
     except (ValueError, SandboxMissing) as error:
         raise ConfigurationError(str(error)) from None
     if isolation is Isolation.SEPARATE_USER:
@@ -93,12 +99,14 @@ def prepare_run(out_dir, settings, log, roster=None, course_template=None, submi
                               late_policy=policy)
 
 
-def autograde(submissions_dir, out_dir, settings, log=print, progress=True, roster=None, shard=(1, 1),
-              course_template=None, canary=True, protected=()):
+def autograde(submissions_dir: Path, out_dir: Path, settings: Settings, report: bool = True, progress: bool = True,
+              roster: Path | None = None, shard: tuple[int, int] = (1, 1), course_template: Path | None = None,
+              canary: bool = True, protected: Sequence[Path] = ()) -> list[StudentResult]:
     """Grade the submissions in submissions_dir (those of shard (I, N): pipeline/shards.py) into out_dir; return
-    every student's StudentResult. Without the canary, the caller checks the grader's results itself (the
-    release's self-check, which requires every point of the reference). protected: more folders that student code
-    must not be able to write in (prepare_run)."""
+    every student's StudentResult. report: print the table and log who was not graded and what was written (a
+    check inside another command, such as the release's, reports nothing). Without the canary, the caller checks
+    the grader's results itself (the release's self-check, which requires every point of the reference).
+    protected: more folders that student code must not be able to write in (prepare_run)."""
     submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
     if not submissions_dir.is_dir():
         raise ConfigurationError(f"{submissions_dir} is not a folder of submissions")
@@ -110,12 +118,12 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
     except ValueError as error:
         raise ConfigurationError(str(error)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    course, run = prepare_run(out_dir, settings, log, roster, course_template, submissions_dir, protected)
+    course, run = prepare_run(out_dir, settings, roster, course_template, submissions_dir, protected)
     record_run(out_dir, submissions_dir, shard, run)  # what collect checks the shards against
     if shard != (1, 1):
         submissions = [s for s in submissions if in_shard(s.student_id, shard)]
         rejected = [entry for entry in rejected if in_shard(entry.name, shard)]
-        log(f"shard {shard[0]}/{shard[1]}: {len(submissions)} submissions")
+        logger.info(f"shard {shard[0]}/{shard[1]}: {len(submissions)} submissions")
     write_rejected(out_dir, rejected)
     full_run = set(settings.question_list) == set(QUESTION_IDS)
     results, jobs = {}, []
@@ -132,16 +140,21 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
             jobs.append(Job(submission, OnRecord(stamp, previous, late)))
     skipped = len(submissions) - len(jobs)
     if skipped:
-        log(f"{skipped} of {len(submissions)} submissions already graded and unchanged (use --force to regrade)")
+        logger.info(f"{skipped} of {len(submissions)} submissions already graded and unchanged (use --force to "
+                    "regrade)")
     bar = tqdm(total=len(jobs), desc="grading", unit="submission", disable=not progress or not jobs)
     tqdm.monitor_interval = 0  # no monitor thread: this process forks
 
-    def finish(job, result, judged, failure):
+    def finish(job: Job, result: StudentResult, judged: nbformat.NotebookNode | None,
+               failure: GraderFailure | None) -> None:
         assert job.on_record is not None  # every job made above has one
         stamp, previous, late = job.on_record.stamp, job.on_record.previous, job.on_record.late
         kept = [q for q in previous.questions if q not in result.questions] if previous and not full_run else []
         if result.error:
-            write_atomic(out_dir / result.error_file, error_report(result, failure))
+            assert failure is not None  # parallel.child_outcome hands over what failed with each grader error
+            told = error_report(result, failure)
+            write_atomic(out_dir / result.error_file, told)
+            logger.debug(f"grader error on {result.student_id}, as {result.error_file} tells it:\n{told}")
         elif previous is not None and previous.error and kept:  # its error file stays: it still tells what failed
             result.error, result.error_cause, result.error_file = previous.error, previous.error_cause, \
                 previous.error_file
@@ -157,7 +170,9 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
         result.timestamp, result.late_seconds = late.timestamp, late.seconds
         result.late_penalty = 0.0 if result.error else run.late_policy.penalty(result.raw_total, late.seconds)
         write_student(out_dir, result)
-        gradebook.record(course, job.intake.folder, result, judged, settings.question_list, run.config,
+        taken = job.intake.folder if job.intake else None
+        assert taken is not None  # parallel.grade_in_children unpacks every job's files before its child starts
+        gradebook.record(course, taken, result, judged, settings.question_list, run.config,
                          run.released)
         mark_done(out_dir, result)
         if not result.error:
@@ -177,13 +192,13 @@ def autograde(submissions_dir, out_dir, settings, log=print, progress=True, rost
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
     record_graded_times(course, results.values(), "python -m grading autograde")
     write_report(out_dir, results.values(), rejected, waiting(course, out_dir))
-    log(table(results.values()))
-    for entry in rejected:
-        log(f"not graded: {entry.name}: {entry.status}")
-    summary = errors_summary(results.values(), out_dir)
-    if summary:
-        log(summary)
-    log(f"wrote {out_dir / 'grades.csv'}, the cohort's {out_dir / 'report.html'}, per-student results.json and "
-        "feedback.html, and the gradebook "
-        f"{course / 'gradebook.db'}")
+    if report:
+        print(table(results.values()))
+        for entry in rejected:
+            logger.warning(f"not graded: {entry.name}: {entry.status}")
+        summary = errors_summary(results.values(), out_dir)
+        if summary:
+            logger.warning(summary)
+        logger.info(f"wrote {out_dir / 'grades.csv'}, the cohort's {out_dir / 'report.html'}, per-student "
+                    f"results.json and feedback.html, and the gradebook {course / 'gradebook.db'}")
     return [results[k] for k in sorted(results)]

@@ -13,11 +13,13 @@ nothing here. Three ways, each from a copy of the same course, built beforehand 
   kernel of its own, unsandboxed, and judges nothing: a floor, for reference.
 A benchmark, not a test: run it on the machine you want figures for.
 """
+import logging
 import os
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from grading.assignment import ASSIGNMENT, COURSE_ID, NOTEBOOK, PYFILE
 from grading.authoring.samples import build_submission, load_example
@@ -25,8 +27,12 @@ from grading.commands.autograde import autograde
 from grading.commands.release import build_bundle
 from grading.settings import EXAMPLES, REPO, Settings
 
+logger = logging.getLogger(__name__)
 
-def make_submissions(bundle, folder, count):
+
+def make_submissions(bundle: Path, folder: Path, count: int) -> Path:
+    """count submissions in folder, built from bundle as the sample students (but the hostile one) answer, in turn;
+    returns folder."""
     examples = [p for p in sorted(EXAMPLES.iterdir()) if p.is_dir() and p.name != "hostile"]
     for index in range(count):
         example = examples[index % len(examples)]
@@ -34,9 +40,10 @@ def make_submissions(bundle, folder, count):
     return folder
 
 
-def time_nbgrader(release_course, course, submissions, stock=False):
+def time_nbgrader(release_course: Path, course: Path, submissions: Path, stock: bool = False) -> float:
     """Seconds of `nbgrader autograde` over submissions in a copy of release_course; with stock, under nbgrader's
     default configuration (but for keeping each student's batchnormalization.py)."""
+    logger.debug(f"timing {'stock ' if stock else ''}nbgrader autograde in {course}")
     shutil.copytree(release_course, course)
     if stock:
         (course / "nbgrader_config.py").write_text(
@@ -55,7 +62,7 @@ def time_nbgrader(release_course, course, submissions, stock=False):
     return time.perf_counter() - started
 
 
-def bench(count, jobs, out):
+def bench(count: int, jobs: int, out: Path) -> None:
     """Grade count sample submissions the three ways, from copies of one course, and print the figures; the last
     line is speedup_vs_nbgrader=<nbgrader's seconds over this pipeline's>."""
     shutil.rmtree(out, ignore_errors=True)
@@ -64,14 +71,15 @@ def bench(count, jobs, out):
 
     pipeline = out / "pipeline"
     shutil.copytree(out / "release" / "course", pipeline / "course")
+    logger.debug(f"timing this pipeline in {pipeline}")
     started = time.perf_counter()
-    autograde(submissions, pipeline, Settings(jobs=jobs), log=lambda *_: None, progress=False)
+    autograde(submissions, pipeline, Settings(jobs=jobs), report=False, progress=False)
     ours = time.perf_counter() - started
 
     theirs = time_nbgrader(out / "release" / "course", out / "nbgrader", submissions)
     stock = time_nbgrader(out / "release" / "course", out / "stock", submissions, stock=True)
 
-    cores = os.cpu_count()
+    cores = os.cpu_count() or 1
     print(f"{count} submissions on {cores} cores")
     print(f"this pipeline (--jobs {jobs}, sandboxed, Q1-Q5, no bonus models): {ours:7.1f} s, "
           f"{ours / count:5.2f} s per submission, {ours * cores / count:5.2f} s per submission per core")

@@ -13,13 +13,16 @@ submitted now, without a grader error. That is, nobody a plain rerun of the shar
 names who is missing and merges nothing; with --partial it merges what there is (grader errors as ERROR, without
 points, each with its account in MERGED/errors/<student>.txt as in its shard) and names who is missing.
 """
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Sequence
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
 from tqdm import tqdm
+from traitlets.config import Config
 
 from grading.assignment import ASSIGNMENT, COURSE_ID, NOTEBOOK, QUESTION_IDS
 from grading.authoring.course import db_url
@@ -32,8 +35,12 @@ from grading.records.cohort import write_report
 from grading.records.final import waiting
 from grading.records.late import record_graded_times
 from grading.records.reports import errors_summary, grades_csv, table
-from grading.records.results import (ERRORS, GRADE_FILE, error_file, load_result, mark_done, read_rejected,
-                                     write_atomic, write_rejected)
+from grading.records.results import (ERRORS, GRADE_FILE, StudentResult, error_file, load_result, mark_done,
+                                     read_rejected, write_atomic, write_rejected)
+
+logger = logging.getLogger(__name__)
+# {shard index: (its folder, its run record: OUT/run.json as pipeline/shards.read_run reads it)}
+Shards = dict[int, tuple[Path, dict[str, Any]]]
 
 NAMES_SHOWN = 10  # students named per shard and reason in a message; the rest are counted
 
@@ -43,12 +50,14 @@ class Stock:
     """Where each student of SUBMISSIONS stands: mergeable ({student: grade.json}, grader errors included, which
     merge only with --partial), and the rest {student: (shard index, why it cannot be merged)}."""
 
-    mergeable: dict = field(default_factory=dict)
-    errors: dict = field(default_factory=dict)  # {student: (shard index, the grader error, its file in the shard)}
-    ungraded: dict = field(default_factory=dict)  # {student: (shard index, why)}
+    mergeable: dict[str, Path] = field(default_factory=dict)
+    # {student: (shard index, the grader error, its file in the shard)}
+    errors: dict[str, tuple[int, str, Path]] = field(default_factory=dict)
+    ungraded: dict[str, tuple[int, str]] = field(default_factory=dict)  # {student: (shard index, why)}
 
 
-def collect(shard_dirs, merged, partial=False, log=print, progress=True):
+def collect(shard_dirs: Sequence[Path], merged: Path, partial: bool = False,
+            progress: bool = True) -> tuple[list[StudentResult], dict[str, tuple[int, str]]]:
     """Merge the autograde outputs shard_dirs into merged; return (every merged student's StudentResult, {student:
     why they are not in the merge}). ShardError, merging nothing, unless the shards are whole or partial is set."""
     shards = read_shards([Path(d) for d in shard_dirs])
@@ -60,8 +69,8 @@ def collect(shard_dirs, merged, partial=False, log=print, progress=True):
                          "missing; on Slurm, the same command with --shards I,J), then collect again; or pass "
                          "--partial to merge what is graded now")
     if stock.errors or stock.ungraded:
-        log(f"--partial: merging {len(stock.mergeable)} of {len(stock.mergeable) + len(stock.ungraded)} students; "
-            "missing or not graded:\n" + shortfall(stock, shards))
+        logger.warning(f"--partial: merging {len(stock.mergeable)} of {len(stock.mergeable) + len(stock.ungraded)} students; "
+                       "missing or not graded:\n" + shortfall(stock, shards))
     course = merged / "course"
     if not (course / "gradebook.db").is_file():
         shutil.copytree(shards[min(shards)][0] / "course", course)
@@ -71,33 +80,33 @@ def collect(shard_dirs, merged, partial=False, log=print, progress=True):
     pending = [(student, path) for student, path in sorted(stock.mergeable.items())
                if not same_file(merged / student / GRADE_FILE, path)]
     if len(stock.mergeable) - len(pending):
-        log(f"{len(stock.mergeable) - len(pending)} of {len(stock.mergeable)} students already collected and "
-            "unchanged")
+        logger.info(f"{len(stock.mergeable) - len(pending)} of {len(stock.mergeable)} students already collected "
+                    "and unchanged")
     for student, path in tqdm(pending, desc="collecting", unit="student", disable=not progress or not pending):
         record_student(path, course, merged, released, config, run_questions[path.parent.parent])
-    results = [load_result(merged / student / GRADE_FILE) for student in sorted(stock.mergeable)]
-    rejected = {entry.name: entry for folder, _ in shards.values() for entry in read_rejected(folder)}
-    rejected = [rejected[name] for name in sorted(rejected)]
+    results = [readable_result(merged / student / GRADE_FILE) for student in sorted(stock.mergeable)]
+    rejected_by_name = {entry.name: entry for folder, _ in shards.values() for entry in read_rejected(folder)}
+    rejected = [rejected_by_name[name] for name in sorted(rejected_by_name)]
     write_rejected(merged, rejected)
     write_atomic(merged / "grades.csv", grades_csv(results, rejected))
     record_graded_times(course, results, "python -m grading collect")
     write_report(merged, results, rejected, waiting(course, merged))
-    log(table(results))
+    print(table(results))
     summary = errors_summary(results, merged)
     if summary:
-        log(summary)
-    log(f"collected {len(results)} students from {len(shards)} shards into {merged / 'grades.csv'} and the "
-        f"gradebook {course / 'gradebook.db'}")
+        logger.warning(summary)
+    logger.info(f"collected {len(results)} students from {len(shards)} shards into {merged / 'grades.csv'} and the "
+                f"gradebook {course / 'gradebook.db'}")
     return results, stock.ungraded
 
 
-def read_shards(folders):
+def read_shards(folders: list[Path]) -> Shards:
     """{shard index: (folder, run record)} of autograde outputs that agree on what decides a score."""
     unusable = [str(d) for d in folders if not (d / "course" / "gradebook.db").is_file() or read_run(d) is None]
     if unusable:
         raise ShardError(f"not the output of this grader's `python -m grading autograde` (no course/gradebook.db "
                          f"or no run.json): {', '.join(unusable)}; run autograde on them again")
-    shards = {}
+    shards: Shards = {}
     for folder in folders:
         record = read_run(folder)
         index, count = record["shard"]
@@ -108,7 +117,7 @@ def read_shards(folders):
     return shards
 
 
-def take_stock(shards):
+def take_stock(shards: Shards) -> Stock:
     """Where every student of the shards' SUBMISSIONS stands (Stock): what a plain rerun of their shard would
     grade again cannot be merged as graded."""
     record = next(iter(shards.values()))[1]
@@ -140,10 +149,10 @@ def take_stock(shards):
     return stock
 
 
-def shortfall(stock, shards):
+def shortfall(stock: Stock, shards: Shards) -> str:
     """One line per shard that is not whole: who is missing, by reason, and who holds a grader error."""
     count = next(iter(shards.values()))[1]["shard"][1]
-    by_shard = {}
+    by_shard: dict[int, dict[str, list[str]]] = {}
     for student, (index, why) in stock.ungraded.items():
         by_shard.setdefault(index, {}).setdefault(why, []).append(student)
     for student, (index, error, told) in stock.errors.items():
@@ -158,12 +167,13 @@ def shortfall(stock, shards):
     return "\n".join(lines)
 
 
-def record_student(grade_file, course, merged, released, config, run_questions):
+def record_student(grade_file: Path, course: Path, merged: Path, released: nbformat.NotebookNode, config: Config,
+                   run_questions: list[str]) -> None:
     """Copy one student's files from their shard into merged, and record them in its gradebook; grade.json last.
     The questions recorded are those the shard recorded: every question the student was ever graded on (runs with
     --questions keep the others), and for a grader error those of the run that met it."""
     shard_course = grade_file.parent.parent / "course"
-    result = load_result(grade_file)
+    result = readable_result(grade_file)
     questions = run_questions if result.error else [q for q in QUESTION_IDS if q in result.questions]
     student = result.student_id
     (merged / student).mkdir(parents=True, exist_ok=True)
@@ -182,11 +192,21 @@ def record_student(grade_file, course, merged, released, config, run_questions):
     mark_done(merged, result)
 
 
-def same_file(path, other):
+def readable_result(grade_file: Path) -> StudentResult:
+    """The StudentResult of grade_file, which take_stock found readable; ShardError where it no longer is."""
+    result = load_result(grade_file)
+    if result is None:
+        raise ShardError(f"{grade_file} can no longer be read (was its shard graded again during collect?); "
+                         "collect again")
+    return result
+
+
+def same_file(path: Path, other: Path) -> bool:
+    """Whether path is a file with other's bytes."""
     return path.is_file() and path.read_bytes() == other.read_bytes()
 
 
-def copy_student(source_course, course, student):
+def copy_student(source_course: Path, course: Path, student: str) -> None:
     """The student's name and email, as the shard's gradebook has them (from a roster)."""
     with Gradebook(db_url(source_course), COURSE_ID) as source:
         try:

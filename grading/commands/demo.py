@@ -4,6 +4,7 @@ Each example folder describes a student by their answers (example.json, and one 
 demo builds their submissions from the fresh release, the way a student would fill it in, then grades them.
 """
 import json
+import logging
 import shutil
 import sys
 import zipfile
@@ -13,10 +14,13 @@ from grading.assignment import BONUS_FILES
 from grading.authoring.samples import build_submission, load_example
 from grading.commands.autograde import autograde
 from grading.commands.release import release
+from grading.records.results import StudentResult
 from grading.settings import EXAMPLES, REPO, Settings
 
+logger = logging.getLogger(__name__)
 
-def export_untrained_models(folder):
+
+def export_untrained_models(folder: Path) -> None:
     """Bonus files as a student would export them, from untrained networks (training needs a GPU and CIFAR)."""
     from normlab.notebook import load_models
     from normlab.train import export_model
@@ -27,7 +31,7 @@ def export_untrained_models(folder):
                      folder / filename)
 
 
-def build_examples(bundle, submissions):
+def build_examples(bundle: Path, submissions: Path) -> dict[str, str]:
     """Write one submission per example into submissions; return their descriptions."""
     descriptions = {}
     shutil.rmtree(submissions, ignore_errors=True)
@@ -48,21 +52,23 @@ def build_examples(bundle, submissions):
     return descriptions
 
 
-def demo(out_dir, settings, log=print):
+def demo(out_dir: Path, settings: Settings) -> list[StudentResult]:
+    """Release into out_dir/release, build the sample students' submissions from it and grade them into
+    out_dir/graded; return their results, and log where to look next."""
     out_dir = Path(out_dir)
-    bundle = release(out_dir / "release", settings, log=log)
+    bundle = release(out_dir / "release", settings)
     descriptions = build_examples(bundle, out_dir / "submissions")
-    log("\nSample students (grading/examples/):")
+    logger.info("\nSample students (grading/examples/):")
     for name, text in descriptions.items():
-        log(f"  {name}: {text}")
-    log("\nTheir notebooks run the smoke configuration on SYNTHETIC data, as every notebook does under the grader.\n")
+        logger.info(f"  {name}: {text}")
+    logger.info("\nTheir notebooks run the smoke configuration on SYNTHETIC data, as every notebook does under the grader.\n")
     graded = out_dir / "graded"
     results = autograde(out_dir / "submissions", graded, Settings(jobs=settings.jobs,
                                                                   require_sandbox=settings.require_sandbox),
-                        log=log, course_template=out_dir / "release" / "course")
+                        course_template=out_dir / "release" / "course")
     # The environment's own jupyter and python, by path: a TA who never activated .venv has them on no PATH.
     scripts = Path(sys.executable).parent
-    log(f"\nThe cohort: {graded / 'report.html'}. Per-student feedback: {graded}/<student>/feedback.html; Gradescope "
+    logger.info(f"\nThe cohort: {graded / 'report.html'}. Per-student feedback: {graded}/<student>/feedback.html; Gradescope "
         f"files: {graded}/<student>/results.json"
         f"\nManual grading of the written answers: cd {graded / 'course'} && {scripts / 'jupyter'} lab, then open "
         "http://localhost:8888/formgrader"

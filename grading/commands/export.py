@@ -17,13 +17,16 @@ formula (it starts with =, +, -, @, a tab or a carriage return) is written with 
 """
 import csv
 import io
-import sys
+import logging
 from pathlib import Path
 
 from grading.assignment import ASSIGNMENT, QUESTION_IDS
-from grading.records.final import read_final
+from grading.records.final import FinalGrade, read_final
 from grading.records.results import write_atomic
 from grading.settings import ConfigurationError
+
+logger = logging.getLogger(__name__)
+Rows = tuple[list[str], list[list[str]]]  # (the header, one row per student)
 
 FORMATS = ("csv", "canvas", "moodle")
 DEFAULT_FILES = {"csv": "final-grades.csv", "canvas": "canvas-import.csv", "moodle": "moodle-import.csv"}
@@ -33,20 +36,22 @@ MOODLE_COLUMNS = ["Email address", "First name", "Last name", "ID number"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def guard(text):
+def guard(text: object) -> str:
     """text, made a spreadsheet's text rather than a formula by a leading apostrophe where it would start one."""
     text = str(text)
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def number(points):
+def number(points: float | None) -> str:
+    """points with two decimals, or "" for none."""
     return "" if points is None else f"{points:.2f}"
 
 
-def rows_csv(grades):
+def rows_csv(grades: dict[str, FinalGrade]) -> Rows:
+    """Every question, the late penalty, the total and why a grade is not final, for people."""
     header = ["student_id", "first_name", "last_name", "email", *QUESTION_IDS, "late_penalty", "total",
               "needs_person"]
-    rows = []
+    rows: list[list[str]] = []
     for g in grades.values():
         if not g.submitted:
             rows.append([guard(g.student_id), guard(g.first_name), guard(g.last_name), guard(g.email),
@@ -58,28 +63,30 @@ def rows_csv(grades):
     return header, rows
 
 
-def final_points(grade):
+def final_points(grade: FinalGrade) -> str:
     """The grade an LMS gets: the total, or "" while it is not final (or nothing was submitted)."""
     return "" if not grade.submitted or grade.needs_person else number(grade.total)
 
 
-def rows_canvas(grades, column):
+def rows_canvas(grades: dict[str, FinalGrade], column: str) -> Rows:
+    """Canvas's gradebook import, the grade in column."""
     rows = [[guard(f"{g.last_name}, {g.first_name}" if g.last_name or g.first_name else g.student_id),
              guard(g.lms_user_id), guard(g.student_id), "", "", final_points(g)] for g in grades.values()]
     return [*CANVAS_COLUMNS, guard(column)], rows
 
 
-def rows_moodle(grades, column):
+def rows_moodle(grades: dict[str, FinalGrade], column: str) -> Rows:
+    """Moodle's CSV grade import, the grade in column."""
     rows = [[guard(g.email), guard(g.first_name), guard(g.last_name), guard(g.student_id), final_points(g)]
             for g in grades.values()]
     return [*MOODLE_COLUMNS, guard(column)], rows
 
 
-def export(out_dir, fmt="csv", target=None, column=ASSIGNMENT, log=print, warn=None):
+def export(out_dir: Path, fmt: str = "csv", target: Path | None = None,
+           column: str = ASSIGNMENT) -> dict[str, list[str]]:
     """Write the final grades of out_dir/course in fmt to target (default: out_dir/DEFAULT_FILES[fmt]); return
     {student: why they need a person} of those whose grade is not final. ConfigurationError where out_dir holds no
     gradebook or fmt is unknown."""
-    warn = warn or (lambda line: print(line, file=sys.stderr))
     out_dir = Path(out_dir)
     course = out_dir / "course"
     if not (course / "gradebook.db").is_file():
@@ -96,9 +103,9 @@ def export(out_dir, fmt="csv", target=None, column=ASSIGNMENT, log=print, warn=N
         header, rows = rows_moodle(grades, column)
         unmatched = [g.student_id for g in grades.values() if not g.email]
         if unmatched:
-            warn(f"{len(unmatched)} student(s) have no email, on which Moodle matches grades: {', '.join(unmatched)}; "
-                 f"load a roster with emails (in {course}: nbgrader db student import ROSTER.csv, or autograde --roster) "
-                 "and export again")
+            logger.warning(f"{len(unmatched)} student(s) have no email, on which Moodle matches grades: {', '.join(unmatched)}; "
+                           f"load a roster with emails (in {course}: nbgrader db student import ROSTER.csv, or "
+                           "autograde --roster) and export again")
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -108,8 +115,8 @@ def export(out_dir, fmt="csv", target=None, column=ASSIGNMENT, log=print, warn=N
     waiting = {g.student_id: g.needs_person for g in grades.values() if g.needs_person}
     if waiting:
         left = " (their grade is left empty in the file)" if fmt != "csv" else " (needs_person in the file)"
-        warn(f"{len(waiting)} student(s) still need a person{left}:")
+        logger.warning(f"{len(waiting)} student(s) still need a person{left}:")
         for student, why in waiting.items():
-            warn(f"  {student}: {'; '.join(why)}")
-    log(f"wrote the final grades of {len(grades)} students ({fmt}) to {target}")
+            logger.warning(f"  {student}: {'; '.join(why)}")
+    logger.info(f"wrote the final grades of {len(grades)} students ({fmt}) to {target}")
     return waiting

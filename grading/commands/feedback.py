@@ -5,6 +5,7 @@ from the student's grade.json; a student with a grader ERROR keeps the feedback 
 report.html is rewritten too, its list of who needs a person taken from the gradebook.
 """
 import json
+import logging
 from pathlib import Path
 
 from grading.records.cohort import REPORT_FILE, write_report
@@ -13,8 +14,10 @@ from grading.records.reports import feedback_html, results_json
 from grading.records.results import GRADE_FILE, load_result, read_rejected, write_atomic
 from grading.settings import ConfigurationError
 
+logger = logging.getLogger(__name__)
 
-def feedback(out_dir, log=print):
+
+def feedback(out_dir: Path) -> list[str]:
     """Rewrite OUT/<student>/feedback.html and results.json for every graded student of out_dir's gradebook;
     return the ids rewritten. ConfigurationError where out_dir holds no gradebook."""
     out_dir = Path(out_dir)
@@ -34,6 +37,6 @@ def feedback(out_dir, log=print):
         written.append(student)
     write_report(out_dir, results, read_rejected(out_dir),
                  {student: final.needs_person for student, final in finals.items() if final.needs_person})
-    log(f"rewrote feedback.html and results.json of {len(written)} students from {course / 'gradebook.db'}, and "
-        f"{out_dir / REPORT_FILE}'s list of who still needs a person")
+    logger.info(f"rewrote feedback.html and results.json of {len(written)} students from {course / 'gradebook.db'}, "
+                f"and {out_dir / REPORT_FILE}'s list of who still needs a person")
     return written

@@ -30,6 +30,7 @@ that autograde writes for a grader error (OUT/errors/<student>.txt) or a failed 
 printed there, since the container and its work folder are gone after the run.
 """
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,12 +41,17 @@ import traceback
 import zipfile
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
+from grading import logs
 from grading.assignment import NOTEBOOK, PYFILE
 from grading.isolation.sandbox import bwrap_works
 from grading.nbgrader_support import prepare_nbgrader
 from grading.records.results import write_atomic
 from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED, REPO, ConfigurationError, Settings
+
+# Not __name__, which is "__main__" when Gradescope runs this module: under "grading", which main() configures.
+logger = logging.getLogger(f"{logs.ROOT}.commands.gradescope")
 
 ZIP_NAME = "autograder.zip"
 SETTINGS_FILE = REPO / "gradescope-settings.json"
@@ -89,7 +95,9 @@ pip="$source_dir/.venv/bin/python -m pip"
 $pip install --upgrade pip
 # CPU builds: Gradescope has no GPU, and the CUDA builds are gigabytes larger. The versions are the tested ones.
 $pip install --no-deps --index-url {torch_index} {torch_pins}
-$pip install -r "$source_dir/requirements.txt" -c "$source_dir/constraints.txt"
+# constraints.txt is the whole environment that built the zip; grading/constraints.txt the versions the grader's
+# private uses of its dependencies were tested with (pip refuses to install where the two disagree).
+$pip install -r "$source_dir/requirements.txt" -c "$source_dir/constraints.txt" -c "$source_dir/grading/constraints.txt"
 $pip check
 chmod +x "$source_dir/run_autograder"
 cd "$source_dir" && .venv/bin/python -m grading.commands.gradescope prepare
@@ -109,7 +117,7 @@ exec "$venv/bin/python" -m grading.commands.gradescope run "$root"
 """
 
 
-def source_files(source_dir=REPO):
+def source_files(source_dir: Path = REPO) -> list[tuple[str, Path]]:
     """(path in the zip, file) of every source the autograder needs: the assignment with its solutions, what the
     course bundles for students, normlab/ and the grader with its hidden suites."""
     from grading.authoring.course import BUNDLED  # (imports the notebook machinery: only when needed)
@@ -128,10 +136,10 @@ def source_files(source_dir=REPO):
     return found
 
 
-def constraints():
+def constraints() -> str:
     """constraints.txt: name==version of every distribution in the running environment (the one the grader's tests
     ran in), without local labels such as +cu130, so that the CPU builds of torch satisfy them too."""
-    pins = {}
+    pins: dict[str, str] = {}
     for dist in metadata.distributions():
         name = re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower()
         if name != "pip":  # setup.sh upgrades pip itself
@@ -148,7 +156,7 @@ def setup_script():
                            torch_index=TORCH_CPU_INDEX, torch_pins=pins)
 
 
-def build_autograder(out_dir, settings, log=print):
+def build_autograder(out_dir: Path, settings: Settings) -> Path:
     """Write out_dir/autograder.zip, with settings' BUILD_SETTINGS fixed in it; return its path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,31 +175,32 @@ def build_autograder(out_dir, settings, log=print):
         for name, path in source_files():
             archive.write(path, name)
     os.replace(partial, target)
-    log(f"wrote {target}: upload it as the autograder of a Gradescope programming assignment"
-        + (" (built with --require-sandbox)" if settings.require_sandbox else ""))
+    logger.info(f"wrote {target}: upload it as the autograder of a Gradescope programming assignment"
+                + (" (built with --require-sandbox)" if settings.require_sandbox else ""))
     return target
 
 
-def build_settings():
+def build_settings() -> Settings:
     """The Settings run_autograder grades with: those fixed at build time, the defaults for the rest."""
     fixed = json.loads(SETTINGS_FILE.read_text()) if SETTINGS_FILE.is_file() else {}
     return Settings.from_json({**fixed, "jobs": 1})
 
 
-def prepare_image():
+def prepare_image() -> None:
     """setup.sh's last step: build the nbgrader course once, for every run to copy, and keep source/ to root but for
     what student code runs with (normlab/, the Python environment), should it run as a user of its own."""
     from grading.authoring.course import build_course
 
     build_course(PREPARED_COURSE)
-    print(f"prepared the nbgrader course in {PREPARED_COURSE}")
+    logger.info(f"prepared the nbgrader course in {PREPARED_COURSE}")
     for entry in REPO.iterdir():
         if entry.name not in SHARED_WITH_STUDENT_CODE:
             keep_to_owner(entry)
-    print(f"took every right to {REPO} from other users, but to {', '.join(sorted(SHARED_WITH_STUDENT_CODE))}")
+    logger.info(f"took every right to {REPO} from other users, but to "
+                f"{', '.join(sorted(SHARED_WITH_STUDENT_CODE))}")
 
 
-def keep_to_owner(path):
+def keep_to_owner(path: Path) -> None:
     """chmod go-rwx path and everything in it; links are neither followed nor changed."""
     paths = [path]
     if path.is_dir() and not path.is_symlink():
@@ -202,7 +211,7 @@ def keep_to_owner(path):
             each.chmod(each.stat().st_mode & 0o700)
 
 
-def stage_submission(uploaded, submissions):
+def stage_submission(uploaded: Path, submissions: Path) -> str:
     """Make Gradescope's upload folder a one-student SUBMISSIONS folder for autograde: a lone .zip becomes
     submissions/<STUDENT>.zip, anything else (the notebook, the .py, runs/, the bonus files, folders) the folder
     submissions/<STUDENT>/. Files are hard-linked where possible, symbolic links copied as links and anything that is
@@ -221,7 +230,8 @@ def stage_submission(uploaded, submissions):
     return "the upload holds " + (", ".join(p.name + "/" * p.is_dir() for p in entries) or "nothing")
 
 
-def _link_or_copy(source, target):
+def _link_or_copy(source: str | Path, target: str | Path) -> None:
+    """Hard-link source at target, or copy it where that fails; anything but a regular file is left out."""
     if not stat.S_ISREG(os.lstat(source).st_mode):
         return  # a FIFO or device would block or mislead a copy; intake would skip it anyway
     try:
@@ -230,9 +240,10 @@ def _link_or_copy(source, target):
         shutil.copy2(source, target)
 
 
-def run_autograder(root):
+def run_autograder(root: Path) -> int:
     """run_autograder: grade root/submission with autograde, in root/work, and write root/results/results.json;
-    returns autograde's exit status, and writes no results.json unless it is 0 (see the module's docstring)."""
+    returns autograde's exit status, and writes no results.json unless it is 0 (see the module's docstring). What
+    it says is printed: stdout is what Gradescope shows the instructors, and all they have once the run is over."""
     root = Path(root)
     results = root / "results"
     (results / "results.json").unlink(missing_ok=True)
@@ -262,7 +273,7 @@ def run_autograder(root):
             shutil.copytree(PREPARED_COURSE, out / "course", symlinks=True)
         else:
             print(f"no prepared course in {PREPARED_COURSE} (did setup.sh finish?); building one now")
-        graded = autograde(work / "submissions", out, settings, log=print, progress=False, protected=[results])
+        graded = autograde(work / "submissions", out, settings, progress=False, protected=[results])
     except CanaryFailed as failed:
         print(f"error: {failed}\n" + (failed.details.read_text(encoding="utf-8") if failed.details.is_file() else ""))
         return EXIT_MISCONFIGURED
@@ -284,13 +295,13 @@ def run_autograder(root):
     return 0
 
 
-def try_autograder(archive, upload, root, log=print):
+def try_autograder(archive: Path, upload: Path, root: Path) -> int:
     """Do with archive (autograder.zip) what Gradescope does with one upload, in root, which stands in for
     /autograder: unzip it into root/source keeping its modes, stand this Python environment in for what setup.sh
     installs (source/.venv links to it), run setup.sh's last step (prepare), put upload (a folder of the files a
     student hands in, or one file such as a zip) into root/submission, and run run_autograder as Gradescope does.
-    Logs what instructors see (its stdout) and then what the student sees (results.json); returns run_autograder's
-    exit status."""
+    Prints what instructors see (its stdout) and then what the student sees (results.json); returns
+    run_autograder's exit status."""
     import subprocess
 
     upload, root = Path(upload), Path(root)
@@ -305,11 +316,12 @@ def try_autograder(archive, upload, root, log=print):
             if info.external_attr >> 16 & 0o777:
                 path.chmod(info.external_attr >> 16 & 0o777)  # run_autograder and setup.sh stay executable
     (source / ".venv").symlink_to(sys.prefix, target_is_directory=True)
-    log(f"unpacked {archive} into {source}; preparing the course as setup.sh's last step does")
+    logger.info(f"unpacked {archive} into {source}; preparing the course as setup.sh's last step does")
     prepared = subprocess.run([str(source / ".venv" / "bin" / "python"), "-m", "grading.commands.gradescope",
                                "prepare"], cwd=source, capture_output=True, text=True)
     if prepared.returncode:
-        log(prepared.stdout + prepared.stderr)
+        logger.error(f"preparing the course failed (exit status {prepared.returncode}):\n"
+                     + (prepared.stdout + prepared.stderr).rstrip())
         return prepared.returncode
     if upload.is_dir():
         shutil.copytree(upload, root / "submission", symlinks=True)
@@ -321,17 +333,17 @@ def try_autograder(archive, upload, root, log=print):
     shutil.copy2(source / "run_autograder", root / "run_autograder")  # Gradescope runs its copy of it
     completed = subprocess.run([str(root / "run_autograder")], cwd=root, capture_output=True, text=True,
                                env={**os.environ, "AUTOGRADER_ROOT": str(root)})
-    log("--- run_autograder's stdout (on Gradescope, instructors only) ---")
-    log((completed.stdout + completed.stderr).rstrip())
+    print("--- run_autograder's stdout (on Gradescope, instructors only) ---")
+    print((completed.stdout + completed.stderr).rstrip())
     results = root / "results" / "results.json"
-    log("--- what the student sees ---")
-    log(student_view(json.loads(results.read_text())) if results.is_file() else
-        f"no results.json (exit status {completed.returncode}): Gradescope shows the run as failed, with no score, "
-        "until you regrade it; stdout above says what failed")
+    print("--- what the student sees ---")
+    print(student_view(json.loads(results.read_text())) if results.is_file() else
+          f"no results.json (exit status {completed.returncode}): Gradescope shows the run as failed, with no score, "
+          "until you regrade it; stdout above says what failed")
     return completed.returncode
 
 
-def student_view(results):
+def student_view(results: dict[str, Any]) -> str:
     """results.json as Gradescope shows it to a student, in text: the score, the output, then each test. Control
     characters (a verdict may quote what student code said) are shown escaped, so that none drives the terminal."""
     lines = [f"Autograder score: {results['score']:.2f}" if "score" in results else "Autograder score: none", "",
@@ -343,14 +355,16 @@ def student_view(results):
     return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in "\n".join(lines).rstrip())
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
+    """The two steps inside the Gradescope image: `prepare` (setup.sh's last) and `run ROOT` (run_autograder's)."""
     argv = sys.argv[1:] if argv is None else argv
+    logs.configure(logs.DEFAULT, stdout=True)  # Gradescope shows instructors stdout: the grader's logs go there too
     prepare_nbgrader()
     if argv == ["prepare"]:
         prepare_image()
         return 0
     if len(argv) == 2 and argv[0] == "run":
-        return run_autograder(argv[1])
+        return run_autograder(Path(argv[1]))
     print("usage: python -m grading.commands.gradescope prepare | run AUTOGRADER_ROOT   (inside the Gradescope "
           "autograder; build it with python -m grading gradescope)", file=sys.stderr)
     return 2

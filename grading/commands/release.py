@@ -9,6 +9,7 @@ earn every autograded point, if the untouched bundle earns any or breaks the gra
 fail cleanly on the stubs.
 """
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import tempfile
 import xml.etree.ElementTree as ElementTree
 import zipfile
 from pathlib import Path
+from typing import Collection, Iterator
 
 import nbformat
 from nbgrader.utils import is_grade
@@ -25,14 +27,16 @@ from grading.authoring.course import build_course
 from grading.authoring.regions import BEGIN_HIDDEN, BEGIN_SOLUTION, secret_lines
 from grading.settings import REPO, Settings
 
+logger = logging.getLogger(__name__)
+
 NOT_IMPLEMENTED = "not implemented yet"
 
 
 class ReleaseCheckFailed(Exception):
-    pass
+    """The bundle fails its check; the message names every problem."""
 
 
-def build_bundle(out_dir, source=REPO):
+def build_bundle(out_dir: Path, source: Path = REPO) -> Path:
     """Write DIR/course (nbgrader), DIR/norm/ (its release folder: what students get) and DIR/norm.zip; return
     the bundle folder."""
     out_dir = Path(out_dir)
@@ -49,7 +53,7 @@ def build_bundle(out_dir, source=REPO):
     return bundle
 
 
-def bundle_texts(bundle, archive):
+def bundle_texts(bundle: Path, archive: Path) -> Iterator[tuple[str, str]]:
     """(name, text) of every file in the bundle folder and the zip; notebooks contribute their cell sources."""
     members = [(str(p.relative_to(bundle.parent)), p.read_bytes()) for p in sorted(bundle.rglob("*")) if p.is_file()]
     with zipfile.ZipFile(archive) as zf:
@@ -62,7 +66,7 @@ def bundle_texts(bundle, archive):
         yield name, text
 
 
-def find_leaks(bundle, archive, secrets):
+def find_leaks(bundle: Path, archive: Path, secrets: Collection[str]) -> list[str]:
     """Problems: bundled lines that belong to a solution or hidden test, and files that must never ship."""
     problems = []
     for name, text in bundle_texts(bundle, archive):
@@ -76,7 +80,7 @@ def find_leaks(bundle, archive, secrets):
     return problems
 
 
-def public_test_problems(bundle):
+def public_test_problems(bundle: Path) -> list[str]:
     """Every public test must fail on the stubs, each with the short 'not implemented yet' message."""
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "report.xml"
@@ -98,7 +102,7 @@ def public_test_problems(bundle):
         return problems if count else ["no public test was collected from the bundle"]
 
 
-def grading_problems(bundle, out_dir, settings, source=REPO):
+def grading_problems(bundle: Path, out_dir: Path, settings: Settings, source: Path = REPO) -> list[str]:
     """The sources must earn every autograded point; the untouched bundle none, without breaking the grader."""
     from grading.commands.autograde import autograde
 
@@ -112,7 +116,7 @@ def grading_problems(bundle, out_dir, settings, source=REPO):
                      questions=",".join(q.id for q in QUESTIONS if q.points))
     # No canary: "source" is the reference, and must earn every point, not only its canary's
     results = {r.student_id: r for r in autograde(submissions, out_dir / "selfcheck" / "out", check,
-                                                  log=lambda *_: None, progress=False,
+                                                  report=False, progress=False,
                                                   course_template=out_dir / "course", canary=False)}
     problems = []
     for name, q in results["source"].questions.items():
@@ -127,7 +131,7 @@ def grading_problems(bundle, out_dir, settings, source=REPO):
     return problems
 
 
-def question_table_problems(bundle):
+def question_table_problems(bundle: Path) -> list[str]:
     """The notebook's grade cells and points must be those of assignment.QUESTIONS."""
     notebook = nbformat.read(bundle / NOTEBOOK, as_version=4)
     found = {c.metadata.nbgrader.grade_id: float(c.metadata.nbgrader.points) for c in notebook.cells if is_grade(c)}
@@ -136,17 +140,19 @@ def question_table_problems(bundle):
         if found != expected else []
 
 
-def release(out_dir, settings, log=print):
+def release(out_dir: Path, settings: Settings) -> Path:
+    """Write the student bundle into out_dir and check it; return the bundle's folder. ReleaseCheckFailed, naming
+    every problem, where the check fails."""
     out_dir = Path(out_dir)
     bundle = build_bundle(out_dir)
-    log(f"wrote {bundle}/ and {out_dir / (ASSIGNMENT + '.zip')}; checking them")
+    logger.info(f"wrote {bundle}/ and {out_dir / (ASSIGNMENT + '.zip')}; checking them")
     problems = question_table_problems(bundle)
     problems += find_leaks(bundle, out_dir / f"{ASSIGNMENT}.zip", secret_lines(REPO))
     problems += public_test_problems(bundle)
     problems += grading_problems(bundle, out_dir, settings)
     if problems:
         raise ReleaseCheckFailed("the release check failed:\n  " + "\n  ".join(problems))
-    log("release check passed: the grade cells match grading/assignment.py; no solution or hidden-test line in the "
-        "bundle; the sources earn every "
-        "autograded point; the untouched bundle earns none; the public tests fail cleanly on the stubs")
+    logger.info("release check passed: the grade cells match grading/assignment.py; no solution or hidden-test line "
+                "in the bundle; the sources earn every autograded point; the untouched bundle earns none; the public "
+                "tests fail cleanly on the stubs")
     return bundle

@@ -19,23 +19,28 @@ import csv
 import functools
 import html
 import io
+import logging
 import re
-import sys
 import tempfile
 import textwrap
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import nbformat
+import numpy as np
 from copydetect import CodeFingerprint, compare_files
 from copydetect.utils import get_token_coverage
 
 from grading.assignment import CODE_STUB, NOTEBOOK, PYFILE, PYFILE_REGIONS, TEXT_STUB
 from grading.authoring.regions import STUDENT_BEGIN, STUDENT_END, cell_id, marked_regions, solution_cells, stub_pyfile
 from grading.failures import MALFORMED
+from grading.handoff import Submission
 from grading.pipeline.intake import discover, unpack
-from grading.settings import REPO
+from grading.settings import REPO, ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 # The shortest run that counts as shared: characters of normalized code (where `running_mean = momentum * ...` is
 # `V=V*...`, about a dozen characters a statement), or of prose. Shorter runs are idioms any two students write alike.
@@ -59,11 +64,11 @@ class Answer:
     fingerprinter: "Fingerprinter" = field(repr=False)
 
     @functools.cached_property
-    def fingerprint(self):
+    def fingerprint(self) -> CodeFingerprint:
         return self.fingerprinter.own(self.kind, self.text)
 
     @property
-    def own_characters(self):
+    def own_characters(self) -> int:
         return int(self.fingerprint.token_coverage)
 
 
@@ -73,9 +78,9 @@ class Student:
     batchnormalization.py in full, compared instead of its regions where either student of a pair lost the markers."""
 
     student_id: str
-    answers: dict = field(default_factory=dict)
-    whole_pyfile: Answer = None
-    notes: list = field(default_factory=list)
+    answers: dict[str, Answer] = field(default_factory=dict)
+    whole_pyfile: Answer | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -84,9 +89,9 @@ class SharedRegion:
     slices (a 2 x n array of starts and ends in each side's text) of the shared passages."""
 
     region: str
-    answers: tuple
-    matched: tuple
-    slices: tuple
+    answers: tuple[Answer, Answer]
+    matched: tuple[int, int]
+    slices: tuple[np.ndarray, np.ndarray]
 
 
 @dataclass
@@ -96,22 +101,22 @@ class Pair:
     student_a: str
     student_b: str
     score: float
-    shared: list
+    shared: list[SharedRegion]
 
     @property
-    def matched(self):
+    def matched(self) -> int:
         return sum(sum(region.matched) for region in self.shared)
 
 
 class Fingerprinter:
     """Fingerprints of answers, minus those of the provided material (given as {kind: [texts]})."""
 
-    def __init__(self, provided):
+    def __init__(self, provided: dict[str, list[str]]) -> None:
         self.provided = {kind: set().union(*(self.fingerprint(kind, text).hashes for text in texts))
                          for kind, texts in provided.items()}
 
     @staticmethod
-    def fingerprint(kind, text):
+    def fingerprint(kind: str, text: str) -> CodeFingerprint:
         # A window of 1 keeps every run of MATCH_CHARACTERS (copydetect's default too): answers are short, and
         # copydetect hashes with Python's hash(), which changes from run to run, so winnowing, which keeps the
         # smallest hash of each window, would make the scores change from run to run.
@@ -119,7 +124,7 @@ class Fingerprinter:
         return CodeFingerprint("answer", MATCH_CHARACTERS[kind], 1, filter=code, language="python" if code else None,
                                fp=io.StringIO(text))
 
-    def own(self, kind, text):
+    def own(self, kind: str, text: str) -> CodeFingerprint:
         """The fingerprint of text without the provided material's. copydetect's own boilerplate option is not used:
         in copydetect 0.5 it also drops a passage that repeats within one answer."""
         fingerprint = self.fingerprint(kind, text)
@@ -131,21 +136,21 @@ class Fingerprinter:
         return fingerprint
 
 
-def prose(markdown):
+def prose(markdown: str) -> str:
     """A written answer as compared and shown: without the released placeholder, each paragraph on one line, so
     re-wrapping a copied paragraph changes nothing."""
     paragraphs = re.split(r"\n\s*\n", markdown.replace(TEXT_STUB, ""))
     return "\n\n".join(" ".join(paragraph.split()) for paragraph in paragraphs if paragraph.strip())
 
 
-def between_markers(text):
+def between_markers(text: str) -> list[str]:
     """The dedented code of each student region of text."""
     lines = text.split("\n")
     return [textwrap.dedent("\n".join(lines[first:last + 1])).strip("\n")
             for first, last in marked_regions(text, STUDENT_BEGIN, STUDENT_END)]
 
 
-def provided_material(source_dir):
+def provided_material(source_dir: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     """({kind: [texts]} of everything students were given or that answers the questions, and {grade_id: kind} of
     the notebook's answer cells), from the assignment's sources."""
     source_dir = Path(source_dir)
@@ -162,14 +167,14 @@ def provided_material(source_dir):
     return {"code": code, "prose": prose_texts}, kinds
 
 
-def read_student(submission, fingerprinter, notebook_kinds):
+def read_student(submission: Submission, fingerprinter: Fingerprinter, notebook_kinds: dict[str, str]) -> Student:
     """A Student from one intake submission; every problem becomes a note."""
     student = Student(submission.student_id)
     with tempfile.TemporaryDirectory(prefix="similarity-") as scratch:
         intake = unpack(submission, scratch)
         problems = [problem for part, problem in intake.problems.items() if part != "bonus"]
         student.notes += list(dict.fromkeys(intake.notes + problems))  # a broken zip is one problem, not two
-        written = {}
+        written: dict[str, tuple[str, str]] = {}
         if intake.pyfile is not None:
             written.update(pyfile_answers(intake.pyfile.read_text(encoding="utf-8", errors="replace"), student,
                                           fingerprinter))
@@ -185,7 +190,7 @@ def read_student(submission, fingerprinter, notebook_kinds):
     return student
 
 
-def pyfile_answers(text, student, fingerprinter):
+def pyfile_answers(text: str, student: Student, fingerprinter: Fingerprinter) -> dict[str, tuple[str, str]]:
     """{region: ("code", text)} of batchnormalization.py; the whole file as one region if markers are missing."""
     student.whole_pyfile = Answer("code", text, fingerprinter)
     regions = between_markers(text)
@@ -196,7 +201,7 @@ def pyfile_answers(text, student, fingerprinter):
     return {PYFILE: ("code", text)}
 
 
-def notebook_answers(raw, student, notebook_kinds):
+def notebook_answers(raw: bytes, student: Student, notebook_kinds: dict[str, str]) -> dict[str, tuple[str, str]]:
     """{grade_id: (kind, text)} of the notebook's answer cells; a code cell without its markers counts whole."""
     try:
         nb = nbformat.reads(raw.decode("utf-8", errors="replace"), as_version=4)
@@ -211,7 +216,7 @@ def notebook_answers(raw, student, notebook_kinds):
     if missing:
         student.notes.append(f"{NOTEBOOK} has no answer cell {', '.join(missing)} (deleted, or its nbgrader metadata "
                              f"was edited); not compared")
-    answers = {}
+    answers: dict[str, tuple[str, str]] = {}
     for grade_id, source in cells.items():
         if notebook_kinds[grade_id] == "prose":
             answers[grade_id] = ("prose", prose(source))
@@ -223,21 +228,23 @@ def notebook_answers(raw, student, notebook_kinds):
     return answers
 
 
-def comparable(a, b, regions):
+def comparable(a: Student, b: Student, regions: Sequence[str]) -> Iterator[tuple[str, Answer, Answer]]:
     """(region, answer of a, answer of b) for each region both answered, in the order of regions; where either lost
     the markers of batchnormalization.py, the two whole files take the place of its regions."""
-    whole = (PYFILE in a.answers or PYFILE in b.answers) and a.whole_pyfile and b.whole_pyfile
+    whole = None
+    if (PYFILE in a.answers or PYFILE in b.answers) and a.whole_pyfile and b.whole_pyfile:
+        whole = (a.whole_pyfile, b.whole_pyfile)
     for region in regions:
         if whole and region in PYFILE_REGIONS:
             continue
         if whole and region == PYFILE:
-            if a.whole_pyfile.own_characters and b.whole_pyfile.own_characters:
-                yield region, a.whole_pyfile, b.whole_pyfile
+            if whole[0].own_characters and whole[1].own_characters:
+                yield region, *whole
         elif region in a.answers and region in b.answers:
             yield region, a.answers[region], b.answers[region]
 
 
-def compare(a, b, regions):
+def compare(a: Student, b: Student, regions: Sequence[str]) -> Pair:
     """The Pair of students a and b."""
     shared, own = [], 0
     for region, answer_a, answer_b in comparable(a, b, regions):
@@ -251,14 +258,15 @@ def compare(a, b, regions):
     return Pair(a.student_id, b.student_id, score, shared)
 
 
-def rank(students, regions):
+def rank(students: list[Student], regions: Sequence[str]) -> list[Pair]:
     """Every pair that shares anything, highest score first (then most matched characters, then by name)."""
     pairs = [compare(a, b, regions) for a, b in combinations(students, 2)]
     return sorted((pair for pair in pairs if pair.shared),
                   key=lambda pair: (-pair.score, -pair.matched, pair.student_a, pair.student_b))
 
 
-def write_csv(pairs, path):
+def write_csv(pairs: list[Pair], path: Path) -> None:
+    """similarity.csv: every pair, its score and the regions it shares."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(CSV_COLUMNS)
@@ -267,7 +275,7 @@ def write_csv(pairs, path):
                              " ".join(region.region for region in pair.shared)])
 
 
-def highlighted(answer, slices):
+def highlighted(answer: Answer, slices: np.ndarray) -> str:
     """The answer's text as HTML, its shared passages marked and every character of it escaped: students' answers
     hold what they like, <script> included (copydetect's own highlighter returns the text unescaped when it finds
     nothing to mark)."""
@@ -288,7 +296,7 @@ mark { background: #ffd27f; }
 """
 
 
-def write_html(pairs, students, notes, path, top):
+def write_html(pairs: list[Pair], students: list[Student], notes: list[str], path: Path, top: int) -> None:
     """The report: the disclaimer, the ranking, the top pairs' shared regions side by side, and the notes."""
     e = html.escape
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Similarity report</title>"
@@ -325,15 +333,14 @@ def write_html(pairs, students, notes, path, top):
     Path(path).write_text("\n".join(parts), encoding="utf-8")
 
 
-def similarity(submissions_dir, out_dir, top, source_dir=REPO, log=print):
+def similarity(submissions_dir: Path, out_dir: Path, top: int, source_dir: Path = REPO) -> None:
     """Write out_dir/similarity.csv (every pair that shares anything) and out_dir/similarity.html (the top pairs side
-    by side) for the submissions in submissions_dir, and log a summary; return the exit status (2 if
-    submissions_dir is not a folder)."""
+    by side) for the submissions in submissions_dir, and print the ranking's top. ConfigurationError where
+    submissions_dir is not a folder."""
     submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
     if not submissions_dir.is_dir():
-        print(f"error: {submissions_dir} is not a folder; pass the folder that holds the <student_id>/ folders, "
-              f"<student_id>.zip files or nbgrader's submitted/ tree", file=sys.stderr)
-        return 2
+        raise ConfigurationError(f"{submissions_dir} is not a folder; pass the folder that holds the <student_id>/ "
+                                 "folders, <student_id>.zip files or nbgrader's submitted/ tree")
     provided, notebook_kinds = provided_material(source_dir)
     fingerprinter = Fingerprinter(provided)
     submissions, rejected = discover(submissions_dir)
@@ -345,12 +352,12 @@ def similarity(submissions_dir, out_dir, top, source_dir=REPO, log=print):
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(pairs, out_dir / "similarity.csv")
     write_html(pairs, students, notes, out_dir / "similarity.html", top)
-    log(f"Similarity of {len(students)} students' own work: {len(pairs)} pairs share passages.")
+    print(f"Similarity of {len(students)} students' own work: {len(pairs)} pairs share passages.")
     for pair in pairs[:10]:
-        log(f"  {pair.score:.3f}  {pair.student_a}  {pair.student_b}  ({' '.join(r.region for r in pair.shared)})")
-    log("This ranks pairs and shows evidence; it accuses no one. Read the passages in similarity.html before "
-        "drawing any conclusion.")
+        print(f"  {pair.score:.3f}  {pair.student_a}  {pair.student_b}  ({' '.join(r.region for r in pair.shared)})")
+    print("This ranks pairs and shows evidence; it accuses no one. Read the passages in similarity.html before "
+          "drawing any conclusion.")
     if notes:
-        log(f"{len(notes)} notes on the submissions (what could not be read or compared) are in similarity.html.")
-    log(f"Wrote {out_dir / 'similarity.csv'} and {out_dir / 'similarity.html'}")
-    return 0
+        logger.warning(f"{len(notes)} notes on the submissions (what could not be read or compared) are in "
+                       "similarity.html.")
+    logger.info(f"Wrote {out_dir / 'similarity.csv'} and {out_dir / 'similarity.html'}")

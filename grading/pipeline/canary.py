@@ -11,8 +11,10 @@ traceback) goes to a file whose path it gives: OUT/errors/.canary.txt under auto
 autograde, which has no OUT, errors/.canary.txt in the course folder."""
 import os
 import shutil
+from pathlib import Path
 
 import nbformat
+from traitlets.config import Config
 
 from grading.assignment import ASSIGNMENT, BY_ID, NOTEBOOK, PYFILE
 from grading.failures import Cause, Ending
@@ -22,7 +24,7 @@ from grading.isolation.sandbox import check_sandbox
 from grading.pipeline.grade import grade
 from grading.pipeline.intake import unpack
 from grading.records.results import GraderFailure, StudentResult, error_file, write_atomic
-from grading.settings import REPO, ConfigurationError
+from grading.settings import REPO, ConfigurationError, Settings
 
 CANARY = ".canary"  # a name no student can have (intake takes no entry that starts with a dot)
 # How a check ends when the machine, not the reference, is too slow: it ran out of time, or was not run for lack of it
@@ -42,12 +44,12 @@ class CanaryFailed(ConfigurationError):
     """The reference solution did not earn every autograded point: the grader is broken or misconfigured here. The
     message's first line says what failed, the next ones what to do; details is the file that holds the rest."""
 
-    def __init__(self, message, details):
+    def __init__(self, message: str, details: Path | None) -> None:
         super().__init__(message)
         self.details = details
 
 
-def canary_job(work):
+def canary_job(work: Path) -> Job:
     """A Job that grades the source files, staged in work."""
     folder = work / "canary-source"
     shutil.rmtree(folder, ignore_errors=True)
@@ -57,7 +59,7 @@ def canary_job(work):
     return Job(Submission(CANARY, folder, "folder"))
 
 
-def grade_canary_here(settings, config, gradebook, slot):
+def grade_canary_here(settings: Settings, config: Config, gradebook: Path, slot: int) -> None:
     """Grade the canary in this process, as nbgrader's autograde grades (no child process), and check it; gradebook
     is the course's gradebook file, only read, beside the course's release folder. The details of a failure go to
     errors/.canary.txt in the course folder."""
@@ -70,7 +72,7 @@ def grade_canary_here(settings, config, gradebook, slot):
         released = nbformat.read(gradebook.parent / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
         try:
             run = GradingRun(settings=settings, fingerprint="", snapshot=gradebook, released=released, config=config,
-                             isolation=check_sandbox(settings, log=lambda message: None), grader_pid=os.getpid())
+                             isolation=check_sandbox(settings, lambda message: None), grader_pid=os.getpid())
             result, _ = grade(job.submission, intake, run, slot)
         except Exception as error:  # a grader error (a hidden suite whose points do not add up among them), or a bug
             failure = GraderFailure.of(error)
@@ -80,7 +82,7 @@ def grade_canary_here(settings, config, gradebook, slot):
     check_canary(result, settings, failure, gradebook.parent / error_file(CANARY))
 
 
-def check_canary(result, settings, failure, details):
+def check_canary(result: StudentResult, settings: Settings, failure: GraderFailure | None, details: Path) -> None:
     """Raise CanaryFailed unless result gives the reference every autograded point of settings' questions, after
     writing the details to the file details: every check it failed, with its message, and failure's traceback
     (failure: the GraderFailure behind result's error, None if there is none). A canary that passes removes the
@@ -95,13 +97,13 @@ def check_canary(result, settings, failure, details):
                        f"traceback, is in {details}", details)
 
 
-def lost_points(result, questions):
+def lost_points(result: StudentResult, questions: tuple[str, ...]) -> dict[str, float]:
     """{question: points the reference did not earn} of the questions it did not earn every point of."""
     return {q: BY_ID[q].points - result.questions[q].score for q in questions
             if result.questions[q].score < BY_ID[q].points}
 
 
-def diagnosis(result, settings):
+def diagnosis(result: StudentResult, settings: Settings) -> tuple[str, str]:
     """(what failed, in one line; what to do) for a canary that did not earn every point."""
     if result.error:
         cause = result.error_cause or Cause.BUG
@@ -118,7 +120,7 @@ def diagnosis(result, settings):
         q = next(iter(lost))
         return f"the reference solution lost {total}: {q} was not graded ({shortened(result.questions[q].status)})", \
             to_do
-    kinds = {}
+    kinds: dict[str, int] = {}
     for _, t in failing:
         kinds[t.failure or "failed"] = kinds.get(t.failure or "failed", 0) + 1
     q, first = failing[0]
@@ -127,23 +129,26 @@ def diagnosis(result, settings):
             + f"), the first {q} {first.name}: {shortened(first.message)}"), to_do
 
 
-def advice(cause, settings):
+def advice(cause: Cause, settings: Settings) -> str:
     """What to do about a cause, with the settings that bear on it where those are the TA's to change."""
     if cause is Cause.OVERLOAD:
         return f"{cause.advice} (this run: --timeout {settings.timeout:g}, --jobs {settings.jobs})"
     return cause.advice
 
 
-def shown(points):
+def shown(points: float) -> str:
+    """Points as the messages show them: at most two decimals, no trailing zeros."""
     return f"{round(points, 2):g}"
 
 
-def shortened(message):
+def shortened(message: str) -> str:
+    """The first line of message that says something, cut to SHOWN_CHARS."""
     first = next((line.strip() for line in message.splitlines() if line.strip()), "")
     return first if len(first) <= SHOWN_CHARS else first[:SHOWN_CHARS - 1] + "\u2026"
 
 
-def details_text(result, settings, failure, what, to_do):
+def details_text(result: StudentResult, settings: Settings, failure: GraderFailure | None, what: str,
+                 to_do: str) -> str:
     """The details file of a failed canary: what failed and what to do, the settings, every check the reference
     failed with its whole message, what could not be graded, the notes, and the traceback of a grader error."""
     lines = ["The canary (the reference solution, graded first as a check of this machine, with the settings of "

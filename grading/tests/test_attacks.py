@@ -418,6 +418,6 @@ def test_without_the_sandbox_the_disk_attack_would_win(bundle, release_dir, tmp_
     submissions = submit(bundle, tmp_path / "submissions", {"thief": catalogue["reads-the-reference-from-disk"][0]})
     monkeypatch.setenv("GRADING_BWRAP", "/nonexistent/bwrap")
     completed = autograde(submissions, tmp_path / "out", release_dir, "--questions", "q1,q2", "--unsandboxed")
-    assert completed.returncode == 0 and "WARNING: bubblewrap" in completed.stdout
+    assert completed.returncode == 0 and "WARNING: bubblewrap" in completed.stderr
     assert results(tmp_path / "out")["thief"].total == 40
     assert "WITHOUT a sandbox" in grades(tmp_path / "out")["thief"]["status"]

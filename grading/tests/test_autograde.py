@@ -102,11 +102,11 @@ def test_a_second_run_skips_finished_students_and_questions_regrades_only_those(
     submissions, out, _ = graded
     before = {s: (out / s / "grade.json").read_text() for s in ("ada", "bob", "cy")}
     again = autograde(submissions, out, release_dir)
-    assert again.returncode == 0 and "3 of 3 submissions already graded" in again.stdout
+    assert again.returncode == 0 and "3 of 3 submissions already graded" in again.stderr
     assert {s: (out / s / "grade.json").read_text() for s in before} == before
     (submissions / "ada" / "norm.ipynb").write_text("not a notebook any more")
     forced = autograde(submissions, out, release_dir, "--force", "--questions", "q1,q2", "--call-timeout", "2")
-    assert forced.returncode == 0 and "already graded" not in forced.stdout
+    assert forced.returncode == 0 and "already graded" not in forced.stderr
     result = results(out)["ada"]
     assert result.questions["q3"].score == 20 and result.questions["q2"].score == 20
     assert any("they keep their earlier scores until regraded" in note for note in result.notes)
@@ -157,7 +157,7 @@ def test_without_bwrap_it_grades_only_where_student_code_reaches_nothing_or_when
     else:
         assert "pass --unsandboxed for submissions you trust" in refused.stderr
     warned = autograde(tmp_path / "submissions", tmp_path / "out", release_dir, "--unsandboxed")
-    assert warned.returncode == 0 and "WARNING: bubblewrap (bwrap) is missing" in warned.stdout
+    assert warned.returncode == 0 and "WARNING: bubblewrap (bwrap) is missing" in warned.stderr
 
 
 def test_the_bonus_is_scored_on_the_test_set_it_finds_and_withheld_from_a_lookup_table(bundle, release_dir,

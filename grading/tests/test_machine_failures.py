@@ -87,7 +87,7 @@ def test_what_cannot_be_retried_is_an_error_without_points(faulty, student, word
     assert words in graded[student].error and graded[student].status.startswith("ERROR: ")
     row = outputs[student]["row"]
     assert {row[q] for q in EVERY_POINT} == {""} and row["total"] == "" and row["status"].startswith("ERROR: ")
-    assert student in first.stdout.split("could not be graded because the grading machine failed")[1]
+    assert student in first.stderr.split("could not be graded because the grading machine failed")[1]
     assert "score" not in outputs[student]["results.json"]
     assert "the grading machine failed, not your code" in outputs[student]["feedback.html"]
 
@@ -118,12 +118,12 @@ def test_every_error_keeps_its_cause_and_traceback_in_a_file_its_status_line_nam
     account = outputs["errors"][f"{student}.txt"]
     assert account.startswith(f"{student} was not graded: the grading machine failed (cause: {cause.value}).")
     assert f"What to do: {cause.advice}" in account and all(words in account for words in told), account
-    assert f"  {cause.value} (" in first.stdout.split("could not be graded because the grading machine failed")[1]
+    assert f"  {cause.value} (" in first.stderr.split("could not be graded because the grading machine failed")[1]
 
 
 def test_the_summary_of_a_run_says_where_the_tracebacks_are(faulty):
     first, _, _, _, outputs = faulty
-    summary = first.stdout.split("could not be graded because the grading machine failed")[1]
+    summary = first.stderr.split("could not be graded because the grading machine failed")[1]
     assert "errors/<student>.txt; by cause:" in summary
     assert f"  bug (fault-replay-bug): {Cause.BUG.advice}" in summary
     assert sorted(outputs["errors"]) == sorted(f"{student}.txt" for student in ACCOUNTS)
@@ -132,7 +132,7 @@ def test_the_summary_of_a_run_says_where_the_tracebacks_are(faulty):
 def test_a_plain_rerun_grades_exactly_the_students_with_errors_and_drops_their_accounts(faulty):
     first, graded, second, regraded, outputs = faulty
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-2000:]
-    assert "4 of 9 submissions already graded and unchanged" in second.stdout
+    assert "4 of 9 submissions already graded and unchanged" in second.stderr
     assert all(not r.error and scores(r, EVERY_POINT) == EVERY_POINT for r in regraded.values())
     assert regraded["untouched-by-faults"].seconds == graded["untouched-by-faults"].seconds  # not regraded
     assert outputs["errors after the rerun"] == []

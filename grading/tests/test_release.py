@@ -27,7 +27,7 @@ def released(demo):
 
 def test_release_writes_the_bundle_and_its_check_passes(released):
     out, completed = released
-    assert completed.returncode == 0 and "release check passed" in completed.stdout, completed.stderr[-2000:]
+    assert completed.returncode == 0 and "release check passed" in completed.stderr, completed.stderr[-2000:]
     bundle = out / "norm"
     files = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()}
     assert EXPECTED <= files and {f for f in files if f.startswith("normlab/")} == \

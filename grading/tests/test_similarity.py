@@ -7,6 +7,7 @@ The independent solutions are the two alternatives of the mutation tests, the zi
 alternative, renames its variables, reorders its independent statements, adds comments and rewraps its prose.
 """
 import csv
+import logging
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,9 @@ from test_mutations import ALTERNATIVES
 from grading.authoring.regions import STUDENT_BEGIN, STUDENT_END, cell_id, secret_lines
 from grading.authoring.samples import Answers, load_example
 from grading.assignment import PYFILE
+from grading.__main__ import main
 from grading.commands.similarity import similarity
+from grading.settings import EXIT_MISCONFIGURED
 
 STAGED = ALTERNATIVES["staged-and-layernorm"].regions
 EINSUM = ALTERNATIVES["einsum-and-modules"].regions
@@ -327,7 +330,7 @@ def test_the_report_accuses_no_one_and_shows_only_the_students_own_answers(batch
 def test_scores_are_the_same_in_every_run(batch, tmp_path):
     """copydetect hashes with Python's hash(), which changes from process to process."""
     submissions, out, _ = batch
-    assert similarity(submissions, tmp_path, 50, log=lambda line: None) == 0
+    similarity(submissions, tmp_path, 50)
     assert read_csv(tmp_path) == read_csv(out)
 
 
@@ -335,11 +338,11 @@ def test_an_nbgrader_tree_is_compared_like_folders(bundle, tmp_path):
     for student in COPY:
         answers = INDEPENDENT["staged"] if student == "staged" else Answers(regions=DISGUISED_COPY_OF_STAGED)
         submit(bundle, tmp_path / "submitted" / student, {"norm": answers})
-    assert similarity(tmp_path / "submitted", tmp_path / "out", 50, log=lambda line: None) == 0
+    similarity(tmp_path / "submitted", tmp_path / "out", 50)
     assert [(row["student_a"], row["student_b"]) for row in read_csv(tmp_path / "out")] == [COPY]
 
 
-def test_bad_input_becomes_notes(bundle, tmp_path):
+def test_bad_input_becomes_notes(bundle, tmp_path, caplog):
     submissions = submit(bundle, tmp_path / "submissions", {
         "deviations": INDEPENDENT["deviations"],
         "no-markers": Answers(regions=DEVIATIONS, file_edits={PYFILE: without_markers}, notebook_edits=[
@@ -349,8 +352,7 @@ def test_bad_input_becomes_notes(bundle, tmp_path):
     (submissions / "empty").mkdir()
     (submissions / "broken.zip").write_bytes(b"PK not really a zip")
     (submissions / "readme.txt").write_text("not a submission")
-    logged = []
-    assert similarity(submissions, tmp_path / "out", 50, log=logged.append) == 0
+    similarity(submissions, tmp_path / "out", 50)
     text = html_text(tmp_path / "out")
     for note in ["readme.txt: skipped", "empty: no batchnormalization.py was submitted",
                  "broken: the submission could not be opened", "garbled-notebook: norm.ipynb could not be read",
@@ -362,9 +364,9 @@ def test_bad_input_becomes_notes(bundle, tmp_path):
     compared_whole = set(pairs[("deviations", "no-markers")].split())
     assert {PYFILE, "q3_make_norm"} <= compared_whole and "q5_make_cifar_stem" not in compared_whole
     assert "garbled-notebook" in {name for pair in pairs for name in pair}
-    assert any("notes" in line for line in logged)
+    assert any("notes" in record.getMessage() for record in caplog.records if record.levelno == logging.WARNING)
 
 
 def test_a_missing_submissions_folder_is_an_error_that_says_what_to_pass(tmp_path, capsys):
-    assert similarity(tmp_path / "nowhere", tmp_path / "out", 50) == 2
+    assert main(["similarity", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == EXIT_MISCONFIGURED
     assert "<student_id>.zip" in capsys.readouterr().err

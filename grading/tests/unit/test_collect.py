@@ -59,7 +59,7 @@ def shards(tmp_path, error=None, fingerprint=FINGERPRINT, **options):
 
 def refusal(folders, tmp_path):
     with pytest.raises(ShardError) as refused:
-        collect(folders, tmp_path / "merged", log=lambda *_: None, progress=False)
+        collect(folders, tmp_path / "merged", progress=False)
     assert not (tmp_path / "merged").exists(), "a refused merge wrote something"
     return str(refused.value)
 
@@ -148,7 +148,7 @@ def test_a_shard_left_out_names_its_students(tmp_path):
 def test_shards_graded_with_different_options_are_refused_whatever_partial_says(tmp_path, option, value):
     folders = shards(tmp_path, **{option: value})
     with pytest.raises(ShardError, match=f"(?s)different options.*{option.replace('_', ' ')}: .*{re.escape(value)}"):
-        collect(folders, tmp_path / "merged", partial=True, log=lambda *_: None, progress=False)
+        collect(folders, tmp_path / "merged", partial=True, progress=False)
 
 
 def test_shards_graded_with_different_submission_times_are_refused(tmp_path):
@@ -156,7 +156,7 @@ def test_shards_graded_with_different_submission_times_are_refused(tmp_path):
     times.write_text(f"student_id,submitted\n{STUDENTS[0]},2026-11-20T10:00:00Z\n")
     folders = shards(tmp_path, submission_times=str(times))
     with pytest.raises(ShardError, match="(?s)different options.*submission times: .*has none"):
-        collect(folders, tmp_path / "merged", partial=True, log=lambda *_: None, progress=False)
+        collect(folders, tmp_path / "merged", partial=True, progress=False)
 
 
 def test_the_same_options_written_differently_agree(tmp_path):
@@ -173,7 +173,7 @@ def test_the_same_options_written_differently_agree(tmp_path):
 def test_two_folders_of_one_shard_or_a_folder_without_a_run_record_are_refused(tmp_path):
     folders = shards(tmp_path)
     with pytest.raises(ShardError, match="both shard 1/2"):
-        collect([folders[0], folders[0]], tmp_path / "merged", log=lambda *_: None)
+        collect([folders[0], folders[0]], tmp_path / "merged")
     (folders[1] / "run.json").unlink()
     with pytest.raises(ShardError, match="no run.json"):
-        collect(folders, tmp_path / "merged", log=lambda *_: None)
+        collect(folders, tmp_path / "merged")

@@ -22,7 +22,7 @@ def root(tmp_path, monkeypatch):
 
 
 def stand_in(result=None, raises=None):
-    def grade(submissions, out, settings, log, progress, protected=()):
+    def grade(submissions, out, settings, progress, protected=()):
         if raises:
             raise raises
         (out / result.student_id).mkdir(parents=True)
