@@ -24,6 +24,10 @@ order of operations lands far below it; a wrong momentum or variance is off by 1
 RECOGNISE = 1e-9 for the formula the denominators follow (slips.recognise), which float64 reads to 1e-13.
 A test's points are its function's total, shared by its parametrized cases.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pytest
 
@@ -33,6 +37,12 @@ from conftest import assert_close, batch_norm_up_to_a_slip, case, differs, featu
     reference_forward
 from slips import MOMENTUM_SWAPPED, UNBIASED, denominators, recognise, slips
 
+if TYPE_CHECKING:
+    from grading.isolation.student_module import StudentModule
+    from grading.sandboxed.wire import Arrays
+
+Statistics = dict[str, Any]  # {"running_mean": values, "running_var": values}
+
 FLOAT64 = 1e-9
 FLOAT32 = 1e-4
 RECOGNISE = 1e-9
@@ -41,13 +51,15 @@ RECOGNISE = 1e-9
 SLIP_STDS = np.array([0.0, 1e-3, 3e-3, 0.03, 5.0, 20.0])
 
 
-def train_step(student, x, gamma, beta, running_mean, running_var, **bn_param):
+def train_step(student: StudentModule, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+               running_var: np.ndarray, **bn_param: Any) -> Arrays:
     meta, reply = student.call("forward", bn_param={"mode": "train", **bn_param}, x=x, gamma=gamma, beta=beta,
                                running_mean=running_mean, running_var=running_var)
     return reply
 
 
-def require_batch_norm(reply, x, gamma, beta, mode, tolerance=FLOAT64, **test_mode):
+def require_batch_norm(reply: Arrays, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, mode: str,
+                       tolerance: float = FLOAT64, /, **test_mode: np.ndarray) -> None:
     assert batch_norm_up_to_a_slip(reply.get("out"), x, gamma, beta, tolerance, **test_mode), (
         f"the {mode}-mode output is not batch normalization (" + differs(
             f"the output for x of shape {x.shape}", reply.get("out"), reference_forward(
@@ -57,13 +69,14 @@ def require_batch_norm(reply, x, gamma, beta, mode, tolerance=FLOAT64, **test_mo
 
 @pytest.mark.points(4)
 @pytest.mark.parametrize("seed,n,d", [(0, 4, 5), (1, 50, 3), (2, 200, 8), (62, 2, 6), (67, 7, 1)])
-def test_train_mode_normalizes_each_feature_over_the_batch_then_scales_and_shifts(student, seed, n, d):
+def test_train_mode_normalizes_each_feature_over_the_batch_then_scales_and_shifts(student: StudentModule, seed: int,
+                                                                                  n: int, d: int) -> None:
     x, gamma, beta, _ = case(seed, n, d)
     zeros = np.zeros(d)
     require_batch_norm(train_step(student, x, gamma, beta, zeros, zeros), x, gamma, beta, "train")
 
 
-def slip_batch(mode):
+def slip_batch(mode: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """x, γ, β and the running statistics of a batch whose features range from constant to large variance (in
     test mode, the running variances do)."""
     rng = np.random.default_rng(90)
@@ -77,7 +90,7 @@ def slip_batch(mode):
 
 @pytest.mark.points(4)
 @pytest.mark.parametrize("mode", ["train", "test"])
-def test_divides_by_the_square_root_of_the_biased_variance_plus_eps(student, mode):
+def test_divides_by_the_square_root_of_the_biased_variance_plus_eps(student: StudentModule, mode: str) -> None:
     x, gamma, beta, mean, var = slip_batch(mode)
     meta, reply = student.call("forward", bn_param={"mode": mode}, x=x, gamma=gamma, beta=beta, running_mean=mean,
                                running_var=var)
@@ -99,7 +112,8 @@ def test_divides_by_the_square_root_of_the_biased_variance_plus_eps(student, mod
         raise Slip(f"{mode} mode normalizes each feature with {statistic}, but " + "; and ".join(said.values()), said)
 
 
-def running_update(name, start, x, momentum, slip=None):
+def running_update(name: str, start: np.ndarray, x: np.ndarray, momentum: float,
+                   slip: str | None = None) -> np.ndarray:
     """What one train step makes of the running statistic name: the definition, or the definition with one of the
     known slips (MOMENTUM_SWAPPED; UNBIASED for running_var)."""
     batch = x.mean(axis=0) if name == "running_mean" else x.var(axis=0, ddof=1 if slip == UNBIASED else 0)
@@ -115,13 +129,14 @@ RUNNING_SLIPS = {  # slip key: what a running statistic updated with it follows
 }
 
 
-def require_running(found, expected, tolerance, why):
+def require_running(found: Statistics, expected: dict[str | None, Statistics], tolerance: float,
+                    why: dict[str, str]) -> None:
     """Pass if every running statistic of found ({name: value}) is within tolerance of expected[None][name]; a Slip
     where they all follow the definition with known slips (expected[slip key][name]); else fail saying why."""
     wrong = [name for name, value in found.items() if largest_error(value, expected[None][name]) >= tolerance]
     if not wrong:
         return
-    slipped = {}
+    slipped: dict[str, str] = {}
     for name in wrong:
         matching = [slip for slip in RUNNING_SLIPS if slip in expected
                     and largest_error(found[name], expected[slip][name]) < tolerance]
@@ -132,7 +147,7 @@ def require_running(found, expected, tolerance, why):
 
 
 @pytest.mark.points(2)
-def test_one_train_step_updates_the_running_statistics(student):
+def test_one_train_step_updates_the_running_statistics(student: StudentModule) -> None:
     x, gamma, beta, _ = case(3, 20, 4)
     mean, var = np.random.default_rng(3).standard_normal(4), np.random.default_rng(4).random(4) + 0.5
     reply = train_step(student, x, gamma, beta, mean, var, momentum=0.8)
@@ -146,7 +161,7 @@ def test_one_train_step_updates_the_running_statistics(student):
 
 
 @pytest.mark.points(2)
-def test_running_statistics_over_several_steps(student):
+def test_running_statistics_over_several_steps(student: StudentModule) -> None:
     d = 6
     mean, var = np.zeros(d), np.zeros(d)
     expected = {slip: {"running_mean": mean, "running_var": var} for slip in (None, *RUNNING_SLIPS)}
@@ -155,14 +170,14 @@ def test_running_statistics_over_several_steps(student):
         reply = train_step(student, x, gamma, beta, mean, var)
         expected = {slip: {name: running_update(name, before[name], x, 0.9, slip) for name in before}
                     for slip, before in expected.items()}
-        mean, var = reply.get("running_mean"), reply.get("running_var")
-        assert mean is not None and var is not None, "bn_param's running statistics were not written back"
+        assert "running_mean" in reply and "running_var" in reply, "bn_param's running statistics were not written back"
+        mean, var = reply["running_mean"], reply["running_var"]
     require_running({"running_mean": mean, "running_var": var}, expected, FLOAT64,
                     {name: "after six train steps " for name in ("running_mean", "running_var")})
 
 
 @pytest.mark.points(1)
-def test_running_statistics_default_to_zeros_in_the_input_dtype(student):
+def test_running_statistics_default_to_zeros_in_the_input_dtype(student: StudentModule) -> None:
     x, gamma, beta, _ = case(20, 16, 3)
     meta, reply = student.call("forward", dtype="float32", bn_param={"mode": "train"}, x=x, gamma=gamma, beta=beta)
     x32 = x.astype(np.float32).astype(np.float64)
@@ -180,19 +195,20 @@ def test_running_statistics_default_to_zeros_in_the_input_dtype(student):
 
 @pytest.mark.points(3)
 @pytest.mark.parametrize("seed,n,d", [(30, 5, 4), (31, 1, 7)])
-def test_test_mode_normalizes_with_the_running_statistics(student, seed, n, d):
+def test_test_mode_normalizes_with_the_running_statistics(student: StudentModule, seed: int, n: int, d: int) -> None:
     x, gamma, beta, _ = case(seed, n, d)
     rng = np.random.default_rng(seed)
     mean, var = 10 + rng.standard_normal(d), rng.random(d) * 20 + 1
     meta, reply = student.call("forward", bn_param={"mode": "test"}, x=x, gamma=gamma, beta=beta, running_mean=mean,
                                running_var=var)
     require_batch_norm(reply, x, gamma, beta, "test", mean=mean, var=var)
-    assert np.array_equal(reply.get("running_mean"), mean) and np.array_equal(reply.get("running_var"), var), (
+    assert all(name in reply and np.array_equal(reply[name], start)
+               for name, start in (("running_mean", mean), ("running_var", var))), (
         "test mode must leave the running statistics as they are")
 
 
 @pytest.mark.points(2)
-def test_float32_inputs(student):
+def test_float32_inputs(student: StudentModule) -> None:
     x, gamma, beta, _ = case(40, 64, 5)
     zeros = np.zeros(5)
     meta, reply = student.call("forward", dtype="float32", bn_param={"mode": "train"}, x=x, gamma=gamma, beta=beta,
@@ -204,7 +220,7 @@ def test_float32_inputs(student):
 
 @pytest.mark.points(1)
 @pytest.mark.parametrize("mode", ["train", "test"])
-def test_inputs_are_not_modified(student, mode):
+def test_inputs_are_not_modified(student: StudentModule, mode: str) -> None:
     x, gamma, beta, _ = case(70, 10, 4)
     meta, reply = student.call("forward", bn_param={"mode": mode}, x=x, gamma=gamma, beta=beta,
                                running_mean=np.ones(4), running_var=np.ones(4))
@@ -215,7 +231,7 @@ def test_inputs_are_not_modified(student, mode):
 
 
 @pytest.mark.points(1)
-def test_only_train_and_test_modes_are_accepted(student):
+def test_only_train_and_test_modes_are_accepted(student: StudentModule) -> None:
     x, gamma, beta, _ = case(80, 8, 3)
     for mode in ("train", "test"):
         meta, reply = student.call("forward", bn_param={"mode": mode}, x=x, gamma=gamma, beta=beta,

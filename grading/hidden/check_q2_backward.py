@@ -17,12 +17,20 @@ Two kinds of check, each scored for dx, dgamma and dbeta separately:
   (conftest.formula_with_own_statistics), which is what a right backward computes from that forward's cache.
 A test's points are its function's total, shared by its parametrized cases.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pytest
 
 from conftest import case, differs, form_gradients, formula_with_own_statistics, largest_error, oracle_gradients, \
     recognised_forward, reference_forward
 from normlab.gradcheck import numerical_gradient_from_outputs, perturbations, rel_error
+
+if TYPE_CHECKING:
+    from grading.isolation.student_module import StudentModule
+    from grading.sandboxed.wire import Arrays
 
 NUMERICAL = 1e-6
 BATCH_NORM_LIKE = 0.25
@@ -32,12 +40,14 @@ STEP = 1e-5
 GRADIENTS = ("dx", "dgamma", "dbeta")
 
 
-def student_gradients(student, x, gamma, beta, dout):
+def student_gradients(student: StudentModule, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                      dout: np.ndarray) -> Arrays:
     meta, reply = student.call("forward_backward", x=x, gamma=gamma, beta=beta, dout=dout)
     return reply
 
 
-def right_backwards(reply, x, gamma, beta, dout):
+def right_backwards(reply: Arrays, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                    dout: np.ndarray) -> list[Arrays]:
     """[{gradient name: values}] that a right backward may give: batch normalization's; and, where the student's
     forward is batch normalization with a slip, that forward's own derivative and the gradient formula fed with its
     statistics."""
@@ -49,26 +59,27 @@ def right_backwards(reply, x, gamma, beta, dout):
     return [dict(zip(GRADIENTS, gradients)) for gradients in accepted]
 
 
-def assert_right(name, analytic, accepted, tolerance, what):
+def assert_right(name: str, analytic: Any, accepted: list[Arrays], tolerance: float, what: str) -> None:
     assert min(largest_error(analytic, gradients[name]) for gradients in accepted) < tolerance, (
         differs(what, analytic, accepted[0][name], tolerance))
 
 
-def numerical_gradient(student, name, x, gamma, beta, dout):
+def numerical_gradient(student: StudentModule, name: str, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
+                       dout: np.ndarray) -> np.ndarray:
     """Centred differences of sum(forward * dout) with respect to x, gamma or beta, from one batched call."""
     inputs = {"dx": x, "dgamma": gamma, "dbeta": beta}
     moved = perturbations(inputs[name], STEP)
     count = 2 * inputs[name].size
     batch = {key: np.repeat(value[None], count, axis=0) for key, value in (("x", x), ("gamma", gamma), ("beta", beta))}
     batch[{"dx": "x", "dgamma": "gamma", "dbeta": "beta"}[name]] = moved.reshape((count,) + inputs[name].shape)
-    meta, reply = student.call("forward_many", **batch)
+    meta, reply = student.call("forward_many", x=batch["x"], gamma=batch["gamma"], beta=batch["beta"])
     outputs = reply["out"].reshape((inputs[name].size, 2) + x.shape)
     return numerical_gradient_from_outputs(outputs, dout, STEP).reshape(inputs[name].shape)
 
 
 @pytest.mark.parametrize("name", GRADIENTS)
 @pytest.mark.points(6)
-def test_backward_matches_numerical_gradient_of_own_forward(student, name):
+def test_backward_matches_numerical_gradient_of_own_forward(student: StudentModule, name: str) -> None:
     x, gamma, beta, dout = case(0, 4, 5)
     reply = student_gradients(student, x, gamma, beta, dout)
     zeros = np.zeros(x.shape[1])
@@ -89,7 +100,7 @@ def test_backward_matches_numerical_gradient_of_own_forward(student, name):
 @pytest.mark.parametrize("name", GRADIENTS)
 @pytest.mark.parametrize("seed,n,d", [(1, 4, 5), (2, 16, 3), (3, 64, 10)])
 @pytest.mark.points(9)
-def test_backward_matches_autograd(student, name, seed, n, d):
+def test_backward_matches_autograd(student: StudentModule, name: str, seed: int, n: int, d: int) -> None:
     x, gamma, beta, dout = case(seed, n, d)
     reply = student_gradients(student, x, gamma, beta, dout)
     assert_right(name, reply[name], right_backwards(reply, x, gamma, beta, dout), ORACLE,
@@ -98,7 +109,7 @@ def test_backward_matches_autograd(student, name, seed, n, d):
 
 @pytest.mark.parametrize("name", GRADIENTS)
 @pytest.mark.points(3)
-def test_backward_with_a_tiny_variance(student, name):
+def test_backward_with_a_tiny_variance(student: StudentModule, name: str) -> None:
     rng = np.random.default_rng(4)
     x = 3.0 + 1e-3 * rng.standard_normal((30, 4))
     gamma, beta, dout = rng.standard_normal(4), rng.standard_normal(4), rng.standard_normal((30, 4))
@@ -109,7 +120,7 @@ def test_backward_with_a_tiny_variance(student, name):
 
 @pytest.mark.parametrize("n,d", [(2, 3), (6, 1)])
 @pytest.mark.points(2)
-def test_backward_with_one_feature_and_two_samples(student, n, d):
+def test_backward_with_one_feature_and_two_samples(student: StudentModule, n: int, d: int) -> None:
     x, gamma, beta, dout = case(5 + n, n, d)
     reply = student_gradients(student, x, gamma, beta, dout)
     accepted = right_backwards(reply, x, gamma, beta, dout)

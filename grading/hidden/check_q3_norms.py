@@ -17,6 +17,10 @@ The last two count only for a layer whose output looks normalized (layers.looks_
 returns a constant, or its input, earns nothing.
 Tolerances: layers.CLOSE for outputs, layers.RECOGNISE for the formula a layer follows.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pytest
 
@@ -25,6 +29,10 @@ from grading.failures import Slip
 from layers import CLOSE, NORMALIZED_OVER, RECOGNISE, close, describe, grouped, layer_input, looks_normalized, \
     normalization_of, normalizes_as, parameters, slip_input, statistics
 from slips import denominators, follows, recognise, slips
+
+if TYPE_CHECKING:
+    from conftest import Replies
+    from grading.sandboxed.wire import Arrays, Meta
 
 NORMS = [pytest.param("LN", marks=pytest.mark.cell("q3_layer_norm"), id="LN"),
          pytest.param("IN", marks=pytest.mark.cell("q3_instance_norm"), id="IN"),
@@ -38,7 +46,7 @@ CASES = {  # norm type: [(channels, groups, shape)], the first case also checks 
 }
 
 
-def inputs(norm_type, case):
+def inputs(norm_type: str, case: int) -> Arrays:
     channels, groups, shape = CASES[norm_type][case]
     rng = np.random.default_rng(case + 100)
     x_eval = layer_input(shape, case + 70)
@@ -50,7 +58,7 @@ def inputs(norm_type, case):
             "gamma": rng.standard_normal(channels), "beta": rng.standard_normal(channels)}
 
 
-def layer(replies, norm_type, case):
+def layer(replies: Replies, norm_type: str, case: int) -> tuple[Arrays, Meta, Arrays]:
     channels, groups, shape = CASES[norm_type][case]
     arrays = inputs(norm_type, case)
     meta, reply = replies.ask("norm_layer", {"norm_type": norm_type, "channels": channels, "groups": groups,
@@ -58,7 +66,7 @@ def layer(replies, norm_type, case):
     return arrays, meta, reply
 
 
-def what_it_computes(norm_type, groups, output, x):
+def what_it_computes(norm_type: str, groups: int, output: Any, x: Any) -> str:
     found = np.asarray(output).shape
     if found != np.asarray(x).shape:
         return f"it turns an input of shape {np.asarray(x).shape} into shape {found}"
@@ -72,7 +80,7 @@ def what_it_computes(norm_type, groups, output, x):
     return f"it normalizes like {actual} ({NORMALIZED_OVER[actual.split()[0]]})"
 
 
-def require_right_axes(norm_type, case, arrays, reply):
+def require_right_axes(norm_type: str, case: int, arrays: Arrays, reply: Arrays) -> None:
     channels, groups, shape = CASES[norm_type][case]
     assert normalizes_as(reply.get("train"), arrays["x"], norm_type, groups), (
         f"make_norm({norm_type!r}, ...) should normalize {NORMALIZED_OVER[norm_type]}, with γ = 1 and β = 0 at "
@@ -82,14 +90,14 @@ def require_right_axes(norm_type, case, arrays, reply):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("case", [0, 1, 2])
 @pytest.mark.parametrize("norm_type", NORMS)
-def test_normalizes_over_the_right_axes(replies, norm_type, case):
+def test_normalizes_over_the_right_axes(replies: Replies, norm_type: str, case: int) -> None:
     arrays, meta, reply = layer(replies, norm_type, case)
     require_right_axes(norm_type, case, arrays, reply)
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("norm_type", NORMS)
-def test_divides_by_the_square_root_of_the_biased_variance_plus_eps(replies, norm_type):
+def test_divides_by_the_square_root_of_the_biased_variance_plus_eps(replies: Replies, norm_type: str) -> None:
     arrays, meta, reply = layer(replies, norm_type, 0)
     groups = CASES[norm_type][0][1]
     output, x = reply.get("slips"), arrays["x_slips"]
@@ -117,7 +125,7 @@ def test_divides_by_the_square_root_of_the_biased_variance_plus_eps(replies, nor
 
 @pytest.mark.points(1)
 @pytest.mark.parametrize("norm_type", NORMS)
-def test_has_per_channel_gamma_and_beta_starting_at_one_and_zero(replies, norm_type):
+def test_has_per_channel_gamma_and_beta_starting_at_one_and_zero(replies: Replies, norm_type: str) -> None:
     arrays, meta, reply = layer(replies, norm_type, 0)
     channels = CASES[norm_type][0][0]
     found = parameters(meta, reply)
@@ -136,7 +144,7 @@ def test_has_per_channel_gamma_and_beta_starting_at_one_and_zero(replies, norm_t
 
 @pytest.mark.points(1)
 @pytest.mark.parametrize("norm_type", NORMS)
-def test_keeps_no_running_statistics(replies, norm_type):
+def test_keeps_no_running_statistics(replies: Replies, norm_type: str) -> None:
     arrays, meta, reply = layer(replies, norm_type, 0)
     evaluated = reply.get("eval")
     assert close(evaluated, reply.get("train_eval")), (

@@ -9,13 +9,22 @@ any eps, slips counted in make_norm's cells). Either way the student's own make_
 there is not counted twice. No bias: besides W, only a norm's own γ and β (out values each) may be trainable.
 Tolerance: layers.CLOSE. The points are shared by the six cases.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 
 from layers import NORMALIZED_OVER, close, conv, describe, marker, marker_values, normalization_of, normalizes_as, \
     parameters, probe_input, same_call
 
-CASES = [  # in_channels, out_channels, stride, norm_type, num_groups, input size
+if TYPE_CHECKING:
+    from conftest import Replies
+
+Case = tuple[int, int, int, str, int, int]
+
+CASES: list[Case] = [  # in_channels, out_channels, stride, norm_type, num_groups, input size
     (8, 16, 2, "BN", 4, 8), (16, 64, 1, "BN", 4, 5), (4, 8, 2, "BN", 4, 7),
     (8, 16, 2, "LN", 2, 8), (8, 16, 2, "IN", 2, 6), (8, 16, 2, "GN", 2, 8),
 ]
@@ -23,7 +32,7 @@ CASES = [  # in_channels, out_channels, stride, norm_type, num_groups, input siz
 
 @pytest.mark.points(5)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}to{c[1]}-stride{c[2]}-{c[3]}")
-def test_is_a_strided_1x1_convolution_without_bias_then_the_chosen_norm(replies, case):
+def test_is_a_strided_1x1_convolution_without_bias_then_the_chosen_norm(replies: Replies, case: Case) -> None:
     in_channels, out_channels, stride, norm_type, groups, size = case
     arrays = {"x": probe_input((4, in_channels, size, size), seed=size + stride), **marker_values(out_channels)}
     meta, reply = replies.ask("shortcut", {"in_channels": in_channels, "out_channels": out_channels, "stride": stride,

@@ -10,16 +10,24 @@ released.
 While the networks are built, make_norm builds make_no_norm for 'none' and make_shortcut is a plain 1x1
 convolution with make_norm after it, so a mistake in Q3 costs nothing here.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 
 from layers import CLOSE, NORMALIZATION_CLASSES, close, probe_input
 
+if TYPE_CHECKING:
+    from conftest import Replies
+    from grading.sandboxed.wire import Arrays, Meta
+
 SHAPES = [(2, 16, 4, 4), (3, 5, 7, 2), (1, 64, 8, 8)]
 NETWORK = {"depth": "resnet18", "classes": 10, "width": 16, "seed": 0}  # the width changes nothing checked here
 
 
-def network(replies, batch=4):
+def network(replies: Replies, batch: int = 4) -> tuple[Meta, Arrays]:
     x = probe_input((batch, 3, 32, 32), seed=3)
     other = x.copy()
     other[1:] = probe_input((batch - 1, 3, 32, 32), seed=4)
@@ -28,7 +36,7 @@ def network(replies, batch=4):
 
 @pytest.mark.points(3)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_make_no_norm_returns_its_input(replies, shape):
+def test_make_no_norm_returns_its_input(replies: Replies, shape: tuple[int, int, int, int]) -> None:
     x = probe_input(shape, seed=shape[1])
     meta, reply = replies.ask("no_norm_layer", {"channels": shape[1]}, x=x)
     out = reply.get("out")
@@ -39,7 +47,7 @@ def test_make_no_norm_returns_its_input(replies, shape):
 
 
 @pytest.mark.points(1)
-def test_the_network_holds_no_normalization_layer(replies):
+def test_the_network_holds_no_normalization_layer(replies: Replies) -> None:
     meta, _ = network(replies)
     kinds = meta.get("module_types")
     assert isinstance(kinds, list), "the network's modules were not reported"
@@ -48,7 +56,7 @@ def test_the_network_holds_no_normalization_layer(replies):
 
 
 @pytest.mark.points(2)
-def test_the_network_does_not_normalize(replies):
+def test_the_network_does_not_normalize(replies: Replies) -> None:
     _, reply = network(replies)
     first, other, scaled = (reply.get(key) for key in ("x", "x_other", "x_scaled"))
     assert first is not None and other is not None and close(first[0], other[0]), (

@@ -6,6 +6,10 @@ grader's 16x16 images and labels, and returns its logits on that batch before an
 cross-entropy itself: it must stay finite and end below FACTOR = 0.5 of where it started (over 12 initializations
 and batches of correct no-norm networks it ended at most at 0.09 of its start, with these STEPS, BATCH and SIZE).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pytest
 import torch
@@ -13,18 +17,21 @@ import torch.nn.functional as F
 
 from layers import probe_input
 
+if TYPE_CHECKING:
+    from conftest import Replies
+
 FACTOR = 0.5
 STEPS = 15
 BATCH = 16
 SIZE = 16  # pixels: the network pools to 1x1 from 16 as from 32, at half the cost
 
 
-def cross_entropy(logits, labels):
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     return float(F.cross_entropy(torch.as_tensor(logits), torch.as_tensor(labels).long()))
 
 
 @pytest.mark.points(4)
-def test_the_network_without_normalization_learns_a_fixed_batch(replies):
+def test_the_network_without_normalization_learns_a_fixed_batch(replies: Replies) -> None:
     x = probe_input((BATCH, 3, SIZE, SIZE), seed=11)
     labels = np.random.default_rng(12).integers(0, 10, BATCH).astype(np.float64)
     meta, reply = replies.ask("trains", {"depth": "resnet18", "classes": 10, "width": 8, "seed": 2, "steps": STEPS,

@@ -10,22 +10,29 @@
   convolution and norm, so Q3 costs nothing here) feeds layer1 with 32x32 maps, pools 4x4 maps, and returns
   (N, 100) logits for CIFAR-100.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import pytest
 import torch
 
 from layers import NORM_TYPES, NORMALIZED_OVER, close, conv, describe, marker, marker_values, normalizes_as, \
     parameters, probe_input, same_call
 
+if TYPE_CHECKING:
+    from conftest import Replies
+
 STEMS = {"BN": (16, 4, 16), "LN": (8, 4, 9), "IN": (8, 4, 12), "GN": (16, 2, 11), "none": (8, 4, 10)}
 
 
-def relu(values):
+def relu(values: Any) -> torch.Tensor:
     return torch.relu(torch.as_tensor(values))
 
 
 @pytest.mark.points(6)
 @pytest.mark.parametrize("norm_type", NORM_TYPES)
-def test_the_stem_is_a_3x3_stride_1_convolution_then_the_norm_and_a_relu(replies, norm_type):
+def test_the_stem_is_a_3x3_stride_1_convolution_then_the_norm_and_a_relu(replies: Replies, norm_type: str) -> None:
     channels, groups, size = STEMS[norm_type]
     arrays = {"x": probe_input((4, 3, size, size), seed=size), **marker_values(size)}
     meta, reply = replies.ask("stem", {"norm_type": norm_type, "groups": groups, "channels": channels}, **arrays)
@@ -65,10 +72,12 @@ def test_the_stem_is_a_3x3_stride_1_convolution_then_the_norm_and_a_relu(replies
 
 
 @pytest.mark.points(4)
-def test_resnet18_with_the_cifar_stem_keeps_32x32_until_layer1_and_4x4_before_pooling(replies):
+def test_resnet18_with_the_cifar_stem_keeps_32x32_until_layer1_and_4x4_before_pooling(replies: Replies) -> None:
     meta, _ = replies.ask("cifar_resnet", {"depth": "resnet18", "classes": 100, "width": 16},
                           x=probe_input((2, 3, 32, 32), seed=5))
-    shapes = meta.get("shapes") if isinstance(meta.get("shapes"), dict) else {}
+    shapes = meta.get("shapes")
+    if not isinstance(shapes, dict):
+        shapes = {}
     expected = {"layer1": [2, 16, 32, 32], "avgpool": [2, 128, 4, 4], "output": [2, 100]}
     found = {part: shapes.get(part) for part in expected}
     assert found == expected, (f"resnet18(stem='cifar', num_classes=100, base_width=16) on 32x32 images should give "

@@ -9,6 +9,11 @@ Normalization layers are judged on layer_input, whose every group has a variance
 slips.EPS_MAX moves the output by less than CLOSE (eps / (2 var) < 6e-5), and on slip_input, whose groups range
 from constant to large, where every slip shows.
 """
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -16,6 +21,12 @@ from torch import nn
 
 from normlab.checks import NORMALIZATION_MODULES, NORMALIZED_OVER
 from slips import denominators, follows
+
+if TYPE_CHECKING:
+    from grading.sandboxed.wire import Arrays, Meta
+
+Shape = Sequence[int]
+Parameter = tuple[str, tuple[int, ...], np.ndarray]  # a trainable parameter's name, shape and values
 
 CLOSE = 1e-4
 RECOGNISE = 1e-4
@@ -28,12 +39,12 @@ NORMALIZATION_CLASSES = frozenset(cls.__name__ for cls in vars(nn).values()
 SLIP_SCALES = (0.0, 0.003, 0.03, 3.0, 0.01, 10.0)
 
 
-def as_float32_values(values):
+def as_float32_values(values: Any) -> np.ndarray:
     """values as the kernel receives them in float32: then every dtype a student's module holds sees the same."""
     return np.asarray(values).astype(np.float32).astype(np.float64)
 
 
-def probe_input(shape, seed):
+def probe_input(shape: Shape, seed: int) -> np.ndarray:
     """Noise with its own offset and scale for every (sample, channel), so BN, LN, IN and GN all disagree."""
     rng = np.random.default_rng(seed)
     n, c = shape[:2]
@@ -42,7 +53,7 @@ def probe_input(shape, seed):
     return as_float32_values(rng.standard_normal(shape) * scale + offset)
 
 
-def layer_input(shape, seed):
+def layer_input(shape: Shape, seed: int) -> np.ndarray:
     """Like probe_input, but every (sample, channel) has a std of 3 to 10, so no group's variance is small enough
     for eps to matter."""
     rng = np.random.default_rng(seed)
@@ -52,7 +63,7 @@ def layer_input(shape, seed):
     return as_float32_values(rng.standard_normal(shape) * scale + offset)
 
 
-def slip_input(shape, norm_type, groups, seed):
+def slip_input(shape: Shape, norm_type: str, groups: int, seed: int) -> np.ndarray:
     """Each group of norm_type gets a std from SLIP_SCALES in turn, the first group none at all (all zeros)."""
     rng = np.random.default_rng(seed)
     rows = grouped(np.zeros(shape), norm_type, groups)
@@ -61,7 +72,7 @@ def slip_input(shape, norm_type, groups, seed):
     return as_float32_values(ungrouped(rows, shape, norm_type, groups))
 
 
-def grouped(x, norm_type, groups=1):
+def grouped(x: Any, norm_type: str, groups: int = 1) -> np.ndarray:
     """x of shape (N, C, H, W) as rows, one per group of values that share a mean and a variance under norm_type."""
     x = np.asarray(x, dtype=np.float64)
     n, c = x.shape[:2]
@@ -70,19 +81,20 @@ def grouped(x, norm_type, groups=1):
     return x.reshape(n * {"LN": 1, "IN": c, "GN": groups}[norm_type], -1)
 
 
-def ungrouped(rows, shape, norm_type, groups=1):
+def ungrouped(rows: np.ndarray, shape: Shape, norm_type: str, groups: int = 1) -> np.ndarray:
+    """rows (from grouped) in shape again."""
     if norm_type == "BN":
         return rows.reshape((shape[1], shape[0]) + tuple(shape[2:])).swapaxes(0, 1)
     return rows.reshape(shape)
 
 
-def statistics(rows):
+def statistics(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """(centred rows, biased variance per row, row length)."""
     centred = rows - rows.mean(axis=1, keepdims=True)
     return centred, np.mean(centred ** 2, axis=1), rows.shape[1]
 
 
-def normalizes_as(output, x, norm_type, groups=1, relu=False):
+def normalizes_as(output: Any, x: Any, norm_type: str, groups: int = 1, relu: bool = False) -> bool:
     """Whether output is norm_type's normalization of x (no affine part), slips allowed (slips.follows); relu: of
     which only the positive part is kept."""
     if norm_type == "none":
@@ -97,28 +109,29 @@ def normalizes_as(output, x, norm_type, groups=1, relu=False):
     return follows(rows, centred, found, CLOSE, relu=relu)
 
 
-def marker_values(seed, channels=256):
+def marker_values(seed: int, channels: int = 256) -> Arrays:
     """The per-channel scale and shift of the kernel's Marker (grading/sandboxed/kernel_probe.py)."""
     rng = np.random.default_rng(seed)
     return {"marker_scale": as_float32_values(rng.uniform(0.5, 2.0, channels)),
             "marker_shift": as_float32_values(rng.standard_normal(channels))}
 
 
-def as_tensor(values):
+def as_tensor(values: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(values, dtype=np.float64))
 
 
-def marker(x, arrays):
+def marker(x: Any, arrays: Arrays) -> torch.Tensor:
+    """x through the kernel's Marker with the scale and shift in arrays (marker_values)."""
     channels = x.shape[1]
     return as_tensor(x) * as_tensor(arrays["marker_scale"][:channels]).reshape(1, -1, 1, 1) + \
         as_tensor(arrays["marker_shift"][:channels]).reshape(1, -1, 1, 1)
 
 
-def conv(x, weight, stride=1, padding=0):
+def conv(x: Any, weight: Any, stride: int = 1, padding: int = 0) -> torch.Tensor:
     return F.conv2d(as_tensor(x), as_tensor(weight), stride=stride, padding=padding)
 
 
-def close(actual, expected):
+def close(actual: Any, expected: Any) -> bool:
     """Whether an array the student's process returned matches: same shape, finite, within CLOSE."""
     if actual is None:
         return False
@@ -127,7 +140,7 @@ def close(actual, expected):
         bool(torch.allclose(actual, expected, rtol=CLOSE, atol=CLOSE))
 
 
-def looks_normalized(output, spread=3.0):
+def looks_normalized(output: Any, spread: float = 3.0) -> bool:
     """Whether output varies as a normalization's does, each sample with a std between 1 / spread and spread:
     neither a constant nor the grader's inputs, whose std is about 10."""
     if output is None or np.ndim(output) < 2 or not np.all(np.isfinite(output)):
@@ -136,7 +149,7 @@ def looks_normalized(output, spread=3.0):
     return bool(np.all((std > 1 / spread) & (std < spread)))
 
 
-def normalization_of(output, x, group_counts=(2, 3, 4, 8)):
+def normalization_of(output: Any, x: Any, group_counts: Sequence[int] = (2, 3, 4, 8)) -> str | None:
     """Which normalization of x output is (no affine part, slips allowed): 'BN', 'LN', 'IN', 'GN with k groups',
     'none' or None."""
     if close(output, x):
@@ -150,7 +163,7 @@ def normalization_of(output, x, group_counts=(2, 3, 4, 8)):
     return None
 
 
-def same_call(calls, norm_type, channels, groups):
+def same_call(calls: list[Any], norm_type: str, channels: int, groups: int) -> bool:
     """Whether the kernel saw make_norm called once as make_norm(norm_type, channels, groups); only GN uses its
     num_groups, so for the others any value (or the default) is the same call."""
     if len(calls) != 1 or not isinstance(calls[0], list) or len(calls[0]) != 3:
@@ -159,12 +172,12 @@ def same_call(calls, norm_type, channels, groups):
     return [called_type, called_channels] == [norm_type, channels] and (norm_type != "GN" or called_groups == groups)
 
 
-def parameters(meta, arrays):
+def parameters(meta: Meta, arrays: Arrays) -> list[Parameter]:
     """[(name, shape, values)] of the trainable parameters a kernel reply describes."""
     described = meta.get("parameters")
     if not isinstance(described, list):
         return []
-    found = []
+    found: list[Parameter] = []
     for index, entry in enumerate(described):
         values = arrays.get(f"parameter_{index}")
         if not (isinstance(entry, list) and len(entry) == 2 and values is not None):
@@ -173,5 +186,5 @@ def parameters(meta, arrays):
     return found
 
 
-def describe(found):
+def describe(found: list[Parameter]) -> str:
     return ", ".join(f"{name} {list(shape)}" for name, shape, _ in found) or "none"

@@ -15,7 +15,9 @@ std and sqrt(n / (n - 1)) (1 + WRONG_EPS_ROOM) times it (an eps up to a fifth of
 over other axes, no division, or an output scaled by some factor misses that band on some group of the grader's
 inputs.
 """
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,7 +27,11 @@ EPS_MAX = 1e-3  # any eps up to this is the definition (the question never fixes
 EPS_SLACK = 1.01
 BAND_SLACK = 1e-3  # float32 reads D to about 1e-7
 WRONG_EPS_ROOM = 0.1
-FORMS = {  # (variance, where eps goes): D from the biased variance v, the group size n and eps (numpy or torch)
+Variance = Literal["biased", "unbiased"]  # the variance estimator: 1/n or 1/(n - 1)
+EpsGoes = Literal["inside", "outside"]  # where eps goes: inside or outside the square root
+# D from the biased variance v (numpy or torch), the group size n (None where v is given, not estimated) and eps
+Denominator = Callable[[Any, Any, float], Any]
+FORMS: dict[tuple[Variance, EpsGoes], Denominator] = {  # by (variance, where eps goes)
     ("biased", "inside"): lambda v, n, eps: (v + eps) ** 0.5,
     ("unbiased", "inside"): lambda v, n, eps: (v * n / (n - 1) + eps) ** 0.5,
     ("biased", "outside"): lambda v, n, eps: v ** 0.5 + eps,
@@ -35,13 +41,13 @@ FORMS = {  # (variance, where eps goes): D from the biased variance v, the group
 
 @dataclass(frozen=True)
 class Form:
-    variance: str  # "biased" or "unbiased"
-    eps_goes: str  # "inside" or "outside" the square root
+    variance: Variance
+    eps_goes: EpsGoes
     eps: float
-    size: int = None  # of each group, where the variance was estimated from it
+    size: int | None = None  # of each group, where the variance was estimated from it
 
 
-def denominators(normalized, centred):
+def denominators(normalized: Any, centred: Any) -> np.ndarray:
     """Per group (row), the D with normalized ≈ centred / D, by least squares; NaN for a group whose centred values
     are all zero (its D is undefined) or whose output does not follow them at all."""
     normalized, centred = np.asarray(normalized, dtype=np.float64), np.asarray(centred, dtype=np.float64)
@@ -50,7 +56,8 @@ def denominators(normalized, centred):
     return np.where(np.isfinite(found) & (found > 0), found, np.nan)
 
 
-def follows(normalized, centred, found, tolerance, relu=False, spread=None):
+def follows(normalized: Any, centred: Any, found: np.ndarray, tolerance: float, relu: bool = False,
+            spread: Any = None) -> bool:
     """Whether every group's output is its centred values divided by its D (within tolerance, relative to the
     output's size; relu: only the positive part kept), with D in the band of a slip on every group of std 1 or more
     (smaller groups are exempt: a large eps, a slip too, shrinks them). spread: the std each group is divided by in
@@ -75,7 +82,7 @@ def follows(normalized, centred, found, tolerance, relu=False, spread=None):
     return bool(np.all(np.abs(normalized[live] - predicted) <= tolerance * (1 + np.abs(predicted))))
 
 
-def recognise(found, variance, size, precision):
+def recognise(found: Any, variance: Any, size: int | None, precision: float) -> Form | None:
     """The Form whose D, with one eps for every group, gives each found D within precision (relative); None if no
     form does. size None: the variances are given, not estimated (test mode), so no unbiased forms. Where several
     fit (one group cannot tell them apart), an eps up to EPS_MAX is preferred, then the order of FORMS."""
@@ -84,7 +91,7 @@ def recognise(found, variance, size, precision):
     if not live.any():
         return None
     found, variance = found[live], variance[live]
-    fitting = []
+    fitting: list[Form] = []
     for (estimate, goes), denominator in FORMS.items():
         if estimate == "unbiased" and (size is None or size < 2):
             continue
@@ -96,7 +103,8 @@ def recognise(found, variance, size, precision):
         if np.all(np.abs(denominator(variance, size, eps) - found) <= precision * found):
             fitting.append(Form(estimate, goes, eps, size))
     in_range = [form for form in fitting if form.eps <= EPS_MAX * EPS_SLACK]
-    return (in_range or fitting or [None])[0]
+    preferred = in_range or fitting
+    return preferred[0] if preferred else None
 
 
 # The slips a check may name, by key: each is charged once per question (grading/failures.Slip)
@@ -105,12 +113,13 @@ UNBIASED, NO_EPS, LARGE_EPS, EPS_OUTSIDE, MOMENTUM_SWAPPED = (
     "momentum and 1 - momentum swapped")
 
 
-def slips(form, finite_on_constant_groups=True, constant_group="a group whose values are all equal"):
+def slips(form: Form, finite_on_constant_groups: bool = True,
+          constant_group: str = "a group whose values are all equal") -> dict[str, str]:
     """{slip key: what a TA would say is wrong} with a recognised Form; {} for the definition.
     finite_on_constant_groups: whether the output stayed finite on constant_group (where only eps keeps 0 / 0
     away)."""
     said = {}
-    if form.variance == "unbiased":
+    if form.variance == "unbiased" and form.size is not None:  # recognise finds no unbiased form without a size
         said[UNBIASED] = (f"it uses the unbiased variance, dividing by n - 1 = {form.size - 1} (as torch's var and "
                           f"std do by default, and numpy's with ddof=1), where normalization divides by "
                           f"n = {form.size}")

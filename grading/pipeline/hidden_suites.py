@@ -8,11 +8,17 @@ after (check_<cell>.py). A test earns its points if it passes and none otherwise
 shared equally by its parametrized cases of the same cell; and the points of a cell's tests must add up to the
 cell's points in assignment.py, or the grader refuses to run.
 """
+from __future__ import annotations
+
 import contextlib
 import io
 import os
 import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import pytest
 
 from grading.assignment import AUTOGRADED_POINTS, BY_ID, CELLS, SLIP_SHARE, question_of
@@ -21,6 +27,17 @@ from grading.isolation.protocol import CallBudget
 from grading.pipeline.verdicts import points
 from grading.records.results import SLIP, WRONG, Test
 from grading.settings import HIDDEN, Settings
+
+if TYPE_CHECKING:
+    from grading.isolation.student_module import StudentModule
+    from grading.sandboxed.wire import Arrays, Meta
+
+
+class Prober(Protocol):
+    """What runs the probe program against the notebook's definitions: the sandboxed kernel
+    (isolation/kernel.SandboxedExecute), or in the tests a namespace of their own."""
+
+    def probe(self, op: str, args: dict[str, Any], arrays: Arrays, timeout: float) -> tuple[Meta, Arrays]: ...
 
 PYTEST_ARGS = ["-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "no:threadexception", "-p",
                "no:logging", "--assert=plain", "--tb=native", "-q", "-o", "python_files=check_*.py", "--rootdir", str(HIDDEN)]
@@ -32,13 +49,13 @@ class KernelProbes(CallBudget):
     undefined: {name: why it is not defined} (verdicts.cell_failures): a probe that finds one of these names
     missing fails with why, the cell and its error, instead of Python's NameError."""
 
-    def __init__(self, executor, timeout, undefined=None):
+    def __init__(self, executor: Prober, timeout: float, undefined: dict[str, str] | None = None) -> None:
         super().__init__()
         self.executor = executor
         self.timeout = timeout
         self.undefined = undefined or {}
 
-    def call(self, op, args=None, **arrays):
+    def call(self, op: str, args: dict[str, Any] | None = None, **arrays: np.ndarray) -> tuple[Meta, Arrays]:
         self.check()
         try:
             return self.received(self.executor.probe(op, args or {}, arrays, self.timeout))
@@ -51,7 +68,7 @@ class KernelProbes(CallBudget):
             raise
 
 
-def warm_up():
+def warm_up() -> None:
     """Pay once, in the process that forks the workers, what torch's first calls in the hidden suites cost (about
     1.2 s: lazy imports such as sympy's, kernel registration), instead of once per submission. One thread, so forked
     children inherit no thread pool."""
@@ -65,7 +82,7 @@ def warm_up():
     out.backward(torch.ones_like(out))  # with a gradient given, as the Q2 oracle calls it: that imports sympy
 
 
-def files_for(cells):
+def files_for(cells: Iterable[str]) -> list[Path]:
     """The hidden test files that score any of cells."""
     chosen = []
     for path in sorted(HIDDEN.glob("check_*.py")):
@@ -83,38 +100,41 @@ class Collector:
     usable answer) or a failed assertion (its answer was judged wrong) fails the test; a GraderError, or any other
     exception (a bug of the hidden test or of the grader), is kept in grader_error, and then no outcome counts."""
 
-    def __init__(self, student=None, kernel=None):
+    def __init__(self, student: StudentModule | None = None, kernel: KernelProbes | None = None) -> None:
         self._student = student
         self._kernel = kernel
-        self.outcomes = {}
-        self.cell_of = {}
-        self.failures = {}  # {node id: (Test.failure, message)} of the tests that failed
-        self.slips = {}  # {node id: [slip key]} of the tests that found the answer right but for slips
-        self.grader_error = None  # the first GraderError, or unexpected exception, a test or the suite met
+        self.outcomes: dict[str, Test] = {}  # by node id
+        self.cell_of: dict[str, str] = {}  # {node id: the grade cell it scores}
+        self.worth: dict[str, float] = {}  # {node id: the points it earns if it passes}
+        self.failures: dict[str, tuple[str, str]] = {}  # {node id: (Test.failure, message)} of the tests that failed
+        self.slips: dict[str, list[str]] = {}  # {node id: [slip key]} of the tests that found the answer right but
+        # for slips
+        self.grader_error: GraderError | None = None  # the first GraderError, or unexpected exception, a test or the
+        # suite met
 
     @pytest.fixture(scope="session")
-    def student(self):
+    def student(self) -> StudentModule:
         if self._student is None:
             raise StudentFailure("no batchnormalization.py to check", Ending.NOT_RUN)
         return self._student
 
     @pytest.fixture(scope="session")
-    def kernel(self):
+    def kernel(self) -> KernelProbes:
         if self._kernel is None:
             raise StudentFailure("no notebook kernel to check", Ending.NOT_RUN)
         return self._kernel
 
-    def pytest_configure(self, config):
+    def pytest_configure(self, config: pytest.Config) -> None:
         config.addinivalue_line("markers", "points(n): what the test is worth")
         config.addinivalue_line("markers", "cell(grade_id): the grade cell the test scores (default: from the file)")
 
-    def pytest_collectreport(self, report):
+    def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self._grader_error(GraderError(f"the hidden tests could not be collected: {report.longreprtext}",
                                            Cause.SUITE))
 
-    def pytest_collection_modifyitems(self, items):
-        groups = {}
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        groups: dict[tuple[Path, str, str], list[pytest.Item]] = {}
         for item in items:
             marker = item.get_closest_marker("cell")
             cell = marker.args[0] if marker else item.path.stem.removeprefix("check_")
@@ -122,7 +142,8 @@ class Collector:
                 self._grader_error(GraderError(f"hidden test {item.nodeid} scores {cell!r}, which is not a grade "
                                                "cell", Cause.SUITE))
             self.cell_of[item.nodeid] = cell
-            groups.setdefault((item.path, item.originalname, cell), []).append(item)
+            function = item.originalname if isinstance(item, pytest.Function) else item.name
+            groups.setdefault((item.path, function, cell), []).append(item)
         for group in groups.values():
             points = group[0].get_closest_marker("points")
             if points is None:
@@ -130,18 +151,18 @@ class Collector:
                                                Cause.SUITE))
                 continue
             for item in group:
-                item.user_properties.append(("points", float(points.args[0]) / len(group)))
+                self.worth[item.nodeid] = float(points.args[0]) / len(group)
         if self.grader_error is not None:
             items.clear()
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_setup(self, item):
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
         for target in (self._student, self._kernel):
             if target is not None:
                 target.cell = self.cell_of[item.nodeid]
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_makereport(self, item, call):
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> None:
         if call.excinfo is None:
             return
         raised = call.excinfo.value
@@ -159,13 +180,13 @@ class Collector:
             error.__cause__ = raised
             self._grader_error(error)
 
-    def _grader_error(self, error):
+    def _grader_error(self, error: GraderError) -> None:
         if self.grader_error is None:
             self.grader_error = error
 
-    def pytest_runtest_logreport(self, report):
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call" or report.failed:
-            points = dict(report.user_properties).get("points", 0.0)
+            points = self.worth.get(report.nodeid, 0.0)
             failure, message = self.failures.get(report.nodeid, ("", "")) if report.failed else ("", "")
             self.outcomes[report.nodeid] = Test(report.nodeid.split("::")[-1], points if report.passed else 0.0,
                                                 points, report.passed, message.strip()[:Settings.message_chars],
@@ -173,14 +194,15 @@ class Collector:
                                                 failure=failure, slips=self.slips.get(report.nodeid, []))
 
 
-def run_hidden_suite(cells, student=None, kernel=None):
+def run_hidden_suite(cells: list[str], student: StudentModule | None = None,
+                     kernel: KernelProbes | None = None) -> dict[str, list[Test]]:
     """{grade cell: [Test]} for the given autograded cells, from the hidden tests that score them."""
     collector = Collector(student, kernel)
     with only_named_plugins(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         pytest.main([*PYTEST_ARGS, *map(str, files_for(cells))], plugins=[collector])
     if collector.grader_error is not None:
         raise collector.grader_error
-    tests = {cell: [] for cell in cells}
+    tests: dict[str, list[Test]] = {cell: [] for cell in cells}
     for test in collector.outcomes.values():
         if test.cell in tests:
             tests[test.cell].append(test)
@@ -193,18 +215,20 @@ def run_hidden_suite(cells, student=None, kernel=None):
     return tests
 
 
-def charge_slips(tests):
+def charge_slips(tests: list[Test]) -> None:
     """Charge each slip once per question (tests: [Test], in the order they ran, changed in place): a slip costs
     assignment.SLIP_SHARE of its question's points, taken from the checks that reveal it in that order, each losing
     at most its own points; a check that reveals only slips charged before loses nothing. Messages say where each slip
     is charged and where else it shows."""
-    by_question = {}
+    by_question: dict[str, list[Test]] = {}
     for test in tests:
         if test.failure == SLIP:
             by_question.setdefault(question_of(test.cell), []).append(test)
     for question, slipped in by_question.items():
         size = SLIP_SHARE * BY_ID[question].points
-        left, charged_in, shows_in = {}, {}, {}
+        left: dict[str, float] = {}  # {slip key: its points not yet charged}
+        charged_in: dict[str, Test] = {}
+        shows_in: dict[str, list[Test]] = {}
         for test in slipped:
             for key in test.slips:
                 left.setdefault(key, size)
@@ -223,7 +247,8 @@ def charge_slips(tests):
                                               size - left[key]) for key in test.slips)
 
 
-def slip_note(key, test, charged_in, shows_in, question, cost):
+def slip_note(key: str, test: Test, charged_in: Test | None, shows_in: list[Test], question: str,
+              cost: float) -> str:
     """What a check that reveals the slip key says of where it is charged (cost: its points off, in all)."""
     if charged_in is None:
         return f" [a slip ({key}): the checks that reveal it have no points left to take]"
@@ -235,7 +260,7 @@ def slip_note(key, test, charged_in, shows_in, question, cost):
 
 
 @contextlib.contextmanager
-def only_named_plugins():
+def only_named_plugins() -> Iterator[None]:
     """Only the plugins the suite names take part in grading (faster, and no third-party plugin decides anything);
     the environment is as it was afterwards."""
     saved = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
