@@ -6,18 +6,20 @@ are written, without copying the assignment.
 """
 import base64
 import json
-import re
+import os
 import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbformat import NotebookNode
 
 from grading.assignment import NOTEBOOK, PYFILE, PYFILE_REGIONS, TEXT_STUB
 from grading.authoring.regions import STUDENT_BEGIN, STUDENT_END, marked_regions, reference_answers, solution_cells
 
 
-def fill_code(text, answers):
+def fill_code(text: str, answers: Sequence[str | None]) -> str:
     """Replace the stub inside each student region of text by answers[i] (None keeps the stub)."""
     lines = text.split("\n")
     regions = marked_regions(text, STUDENT_BEGIN, STUDENT_END)
@@ -26,7 +28,8 @@ def fill_code(text, answers):
     for (first, last), answer in reversed(list(zip(regions, answers))):
         if answer is None:
             continue
-        indent = re.match(r"\s*", lines[first - 1]).group(0)
+        opening = lines[first - 1]
+        indent = opening[:len(opening) - len(opening.lstrip())]
         lines[first:last + 1] = textwrap.indent(textwrap.dedent(answer).strip("\n"), indent).split("\n")
     return "\n".join(lines)
 
@@ -43,13 +46,14 @@ class Answers:
     """
 
     base: str = "stub"
-    regions: dict = field(default_factory=dict)
-    files: dict = field(default_factory=dict)
-    notebook_edits: list = field(default_factory=list)
-    file_edits: dict = field(default_factory=dict)
+    regions: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    notebook_edits: list[Callable[[NotebookNode], object]] = field(default_factory=list)
+    file_edits: dict[str, Callable[[str], str]] = field(default_factory=dict)
 
 
-def build_submission(answers, release_dir, source_dir, out_dir):
+def build_submission(answers: Answers, release_dir: str | os.PathLike[str], source_dir: str | os.PathLike[str],
+                     out_dir: str | os.PathLike[str]) -> Path:
     """Write the submission described by answers into out_dir, starting from the released files."""
     release_dir, out_dir = Path(release_dir), Path(out_dir)
     unknown = set(answers.regions) - set(PYFILE_REGIONS) - set(solution_cells(
@@ -80,18 +84,18 @@ def build_submission(answers, release_dir, source_dir, out_dir):
             path.write_bytes(content)
         else:
             path.write_text(content, encoding="utf-8")
-    for relative, edit in answers.file_edits.items():
+    for relative, change in answers.file_edits.items():
         path = out_dir / relative
-        path.write_text(edit(path.read_text(encoding="utf-8")), encoding="utf-8")
+        path.write_text(change(path.read_text(encoding="utf-8")), encoding="utf-8")
     return out_dir
 
 
-def load_example(folder):
+def load_example(folder: str | os.PathLike[str]) -> Answers:
     """Answers from an example folder: example.json ({"base", "files": {path: base64}}) plus one file per region,
     named <region>.py for code and <region>.md for written answers."""
     folder = Path(folder)
     spec = json.loads((folder / "example.json").read_text(encoding="utf-8"))
     regions = {path.stem: path.read_text(encoding="utf-8") for path in sorted(folder.iterdir())
                if path.suffix in (".py", ".md") and path.name != "README.md"}
-    files = {name: base64.b64decode(content) for name, content in spec.get("files", {}).items()}
+    files: dict[str, str | bytes] = {name: base64.b64decode(content) for name, content in spec.get("files", {}).items()}
     return Answers(base=spec.get("base", "stub"), regions=regions, files=files)

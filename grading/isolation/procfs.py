@@ -7,12 +7,14 @@ sandbox's.
 """
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 GONE = (None, "Z", "X")  # states of a process that runs no more
 
 
-def stat(pid):
+def stat(pid: int | Literal["self"]) -> tuple[str, int] | tuple[None, None]:
     """(state, start time in clock ticks) of a host process, or (None, None) when there is none."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -21,16 +23,16 @@ def stat(pid):
     return fields[0], int(fields[19])
 
 
-def argv(pid):
+def argv(pid: int) -> list[str]:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return []
 
 
-def children():
+def children() -> dict[int, list[int]]:
     """{parent PID: [child PIDs]} of every process on the host."""
-    tree = {}
+    tree: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if entry.name.isdigit():
             try:
@@ -41,7 +43,7 @@ def children():
     return tree
 
 
-def children_of(pid):
+def children_of(pid: int) -> list[int]:
     """The child PIDs of one process."""
     try:
         return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -49,12 +51,13 @@ def children_of(pid):
         return []
 
 
-def started(pids):
+def started(pids: Iterable[int]) -> list[tuple[int, int]]:
     """[(pid, start time)] of the processes pids that run now."""
-    return [(pid, start) for pid, (state, start) in ((pid, stat(pid)) for pid in pids) if state not in GONE]
+    return [(pid, start) for pid, (state, start) in ((pid, stat(pid)) for pid in pids)
+            if state not in GONE and start is not None]
 
 
-def wait_ended(processes, timeout):
+def wait_ended(processes: Iterable[tuple[int, int]], timeout: float) -> bool:
     """Wait until none of processes ([(pid, start time)], from started()) runs any more, or timeout seconds;
     whether none does."""
     end = time.monotonic() + timeout
@@ -65,7 +68,7 @@ def wait_ended(processes, timeout):
     return True
 
 
-def threads_of(uid):
+def threads_of(uid: int) -> int:
     """How many threads the processes of uid run, all together."""
     count = 0
     for entry in Path("/proc").iterdir():
@@ -81,12 +84,12 @@ def threads_of(uid):
 class SandboxRoot:
     """The root folder of the sandbox that the process pid runs in, for as long as that process lives."""
 
-    def __init__(self, pid):
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         self.started = stat(pid)[1]
 
     @classmethod
-    def of(cls, pid):
+    def of(cls, pid: int) -> "SandboxRoot | None":
         """The SandboxRoot of a sandbox started as the process pid: pid itself when it is already in a mount
         namespace of its own (a kernel forked in the sandbox), else its child (bubblewrap's init); None when
         there is neither, or no sandbox (bubblewrap is missing)."""
@@ -97,7 +100,7 @@ class SandboxRoot:
                 return cls(candidate)
         return None
 
-    def open(self, relative):
+    def open(self, relative: str) -> int | None:
         """A descriptor of the folder relative, a file system the grader mounted in the sandbox, such as "tmp";
         None once the process is gone, and while bubblewrap is still building the sandbox: until its root is
         switched, the process sees the host's root, and relative there is the host's own folder."""
@@ -120,12 +123,12 @@ class SandboxRoot:
         return folder
 
 
-def _same_file(descriptor, other):
+def _same_file(descriptor: int, other: os.stat_result) -> bool:
     seen = os.fstat(descriptor)
     return (seen.st_dev, seen.st_ino) == (other.st_dev, other.st_ino)
 
 
-def _mount_namespace(pid):
+def _mount_namespace(pid: int | Literal["self"]) -> str | None:
     try:
         return os.readlink(f"/proc/{pid}/ns/mnt")
     except OSError:

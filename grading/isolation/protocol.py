@@ -11,6 +11,7 @@ import io
 import os
 import stat
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,11 @@ from grading.failures import MALFORMED, BadReply, Ending, StudentFailure
 from grading.sandboxed.wire import decode
 from grading.settings import Settings
 
+# (meta, arrays) of a student's reply: JSON meta, float64 arrays by name
+Reply = tuple[dict[str, Any], dict[str, np.ndarray]]
 
-def parse_reply(raw, max_bytes=Settings.reply_bytes):
+
+def parse_reply(raw: bytes, max_bytes: int = Settings.reply_bytes) -> Reply:
     """(meta, arrays) of a reply; BadReply for anything but a wire archive of float64 arrays, and StudentFailure
     with the student's own exception where their code raised."""
     if len(raw) > max_bytes:
@@ -40,16 +44,16 @@ def parse_reply(raw, max_bytes=Settings.reply_bytes):
         if value.dtype != np.float64:
             raise BadReply(f"the reply's {name!r} was {value.dtype}, not float64")
     if meta.get("ok") is not True:
-        error = str(meta.get("error", "Error"))[:Settings.error_name_chars]
+        raised = str(meta.get("error", "Error"))[:Settings.error_name_chars]
         message = str(meta.get("message", ""))[:Settings.message_chars]
         undefined = meta.get("undefined")
-        raise StudentFailure(f"your code raised {error}: {message}" if message else f"your code raised {error}",
-                             error=error, undefined=undefined[:Settings.error_name_chars]
-                             if error == "NameError" and isinstance(undefined, str) else None)
+        raise StudentFailure(f"your code raised {raised}: {message}" if message else f"your code raised {raised}",
+                             error=raised, undefined=undefined[:Settings.error_name_chars]
+                             if raised == "NameError" and isinstance(undefined, str) else None)
     return meta, arrays
 
 
-def read_regular_file(path, max_bytes=Settings.reply_bytes):
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int = Settings.reply_bytes) -> bytes:
     """The bytes of path if it is a regular file of at most max_bytes; BadReply otherwise."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -72,12 +76,12 @@ class CallBudget:
     running; the hidden suite's plugin sets it). And the bytes of all replies, which the hidden suites keep: past
     Settings.replies_bytes, no call is made."""
 
-    def __init__(self):
-        self.cell = None
-        self.timeouts = {}
+    def __init__(self) -> None:
+        self.cell: str | None = None
+        self.timeouts: dict[str | None, int] = {}
         self.reply_bytes = 0
 
-    def check(self):
+    def check(self) -> None:
         if self.reply_bytes > Settings.replies_bytes:
             raise StudentFailure(f"not run: the replies to earlier checks added up to more than "
                                  f"{Settings.replies_bytes >> 20} MiB", Ending.NOT_RUN)
@@ -85,10 +89,10 @@ class CallBudget:
             raise StudentFailure("not run: earlier calls of this check timed out or ended the process",
                                  Ending.NOT_RUN)
 
-    def spend(self):
+    def spend(self) -> None:
         self.timeouts[self.cell] = self.timeouts.get(self.cell, 0) + 1
 
-    def received(self, reply):
+    def received(self, reply: "Reply") -> Reply:
         """Count a reply (meta, arrays) against the budget; return it."""
         self.reply_bytes += sum(array.nbytes for array in reply[1].values())
         return reply

@@ -15,7 +15,6 @@ Without bwrap (Isolation): as root, student code runs as a user of its own per s
 same limits; as another user the grader refuses to grade, unless told the submissions are trusted (--unsandboxed).
 """
 import json
-import logging
 import os
 import shutil
 import signal
@@ -24,14 +23,13 @@ import sys
 import threading
 from dataclasses import dataclass
 from enum import Enum
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from grading.isolation import procfs, tree, users
 from grading.sandboxed import program
 from grading.settings import BWRAP, NORMLAB, REPO, Settings
-
-logger = logging.getLogger(__name__)
 
 CONFINE = program("confine")
 SHARED_MOUNTS = ("tmp", "dev/shm")  # a sandbox's own tmpfs mounts, relative to its root: host memory
@@ -55,7 +53,7 @@ class Isolation(Enum):
     NONE = "none"  # --unsandboxed: the grader's own user, for submissions the TA trusts
 
     @property
-    def note(self):
+    def note(self) -> str:
         """What a TA is told of a submission graded so ("" under bubblewrap)."""
         return {Isolation.BUBBLEWRAP: "", Isolation.SEPARATE_USER: "graded without bubblewrap, as a user of its own",
                 Isolation.NONE: "graded WITHOUT a sandbox (--unsandboxed)"}[self]
@@ -71,7 +69,7 @@ class Limits:
     output_kb: int
 
     @classmethod
-    def from_settings(cls, settings):
+    def from_settings(cls, settings: Settings) -> "Limits":
         return cls(settings.cpu_seconds, settings.memory_mb, settings.processes, settings.file_size_mb,
                    settings.open_files, settings.output_kb)
 
@@ -88,10 +86,10 @@ class Completed:
     stopped: str = ""  # why the DiskWatch stopped it ("" when it did not)
 
 
-_bwrap_works = None
+_bwrap_works: bool | None = None
 
 
-def bwrap_works():
+def bwrap_works() -> bool:
     """Whether bwrap exists and can create the namespaces used here (it cannot where user namespaces are off)."""
     global _bwrap_works
     if _bwrap_works is None:
@@ -106,19 +104,18 @@ def bwrap_works():
     return _bwrap_works
 
 
-def check_sandbox(settings: Settings, warn: Callable[[str], object] | None = None) -> Isolation:
-    """The Isolation student code gets here under settings (a warning where it is not bubblewrap: through warn,
-    by default this module's logger), or SandboxMissing, saying what to do, where it would get none it should."""
-    warn = warn or logger.warning
+def check_sandbox(settings, log):
+    """The Isolation student code gets here under settings (a warning through log where it is not bubblewrap), or
+    SandboxMissing, saying what to do, where it would get none it should."""
     if bwrap_works():
         return Isolation.BUBBLEWRAP
     if settings.require_sandbox:
         raise SandboxMissing(f"{NO_BWRAP}, and the sandbox is required (--require-sandbox): {INSTALL_BWRAP}")
     if settings.unsandboxed:
-        warn(UNSANDBOXED)
+        log(UNSANDBOXED)
         return Isolation.NONE
     if os.geteuid() == 0:
-        warn(SEPARATE_USER)
+        log(SEPARATE_USER)
         return Isolation.SEPARATE_USER
     raise SandboxMissing(f"{NO_BWRAP}, and without it student code would run as you, able to read and write all "
                          f"you can: {INSTALL_BWRAP} (it needs user namespaces, which some systems turn off), run the "
@@ -132,14 +129,14 @@ def check_sandbox(settings: Settings, warn: Callable[[str], object] | None = Non
 PYTHON = str(Path(sys.executable).parent.resolve() / Path(sys.executable).name)
 
 
-def python_roots():
+def python_roots() -> list[Path]:
     """Folders the interpreter and its packages live in, to mount read-only."""
     roots = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix),
              Path(os.path.realpath(sys.executable)).parent.parent}
     return sorted({root.resolve() for root in roots})
 
 
-def _ancestors(path):
+def _ancestors(path: str | os.PathLike[str]) -> list[Path]:
     return list(reversed(Path(path).parents))[1:]
 
 
@@ -147,7 +144,8 @@ class Sandbox:
     """Runs commands for one submission in workdir: a folder the grader made, in a folder of its own that sandboxed
     code cannot write (so that the grader's paths through it stay the grader's)."""
 
-    def __init__(self, workdir, limits, slot=0, isolation=Isolation.BUBBLEWRAP):
+    def __init__(self, workdir: str | os.PathLike[str], limits: Limits, slot: int = 0,
+                 isolation: Isolation = Isolation.BUBBLEWRAP) -> None:
         self.workdir = Path(workdir).resolve()
         self.limits = limits
         self.use_bwrap = isolation is Isolation.BUBBLEWRAP and bwrap_works()
@@ -164,7 +162,7 @@ class Sandbox:
             finally:
                 os.close(folder)
 
-    def place(self, files):
+    def place(self, files: Iterable[tuple[str | os.PathLike[str], str | os.PathLike[str]]]) -> None:
         """Copy the grader's files into the folder, each (source, path inside the folder), before any student code
         runs there; they belong to the sandbox's user."""
         folder = tree.open_folder(self.workdir)
@@ -174,7 +172,7 @@ class Sandbox:
         finally:
             os.close(folder)
 
-    def environment(self, extra=None):
+    def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """A minimal environment: nothing of the grader's own leaks in."""
         env = {
             "PATH": f"{Path(PYTHON).parent}:/usr/bin:/bin", "HOME": str(self.workdir), "USER": "student",
@@ -191,7 +189,7 @@ class Sandbox:
         env.update(extra or {})
         return env
 
-    def confine_prefix(self):
+    def confine_prefix(self) -> list[str]:
         """The command line of sandboxed/confine.py with this sandbox's limits, to put before a command."""
         limits = self.limits
         processes = limits.processes
@@ -202,7 +200,7 @@ class Sandbox:
                    "fsize": limits.file_size_mb << 20, "nofile": limits.open_files}
         return [PYTHON, "-I", "-S", "-c", CONFINE, json.dumps(numbers), "--"]
 
-    def wrap(self, argv):
+    def wrap(self, argv: Sequence[str | os.PathLike[str]]) -> list[str]:
         """The full command line that runs argv in the sandbox."""
         inner = self.confine_prefix() + [str(a) for a in argv]
         if self.separate_user:
@@ -210,7 +208,8 @@ class Sandbox:
                      "--inh-caps=-all", "--bounding-set=-all"] + inner
         if not self.use_bwrap:
             return inner
-        command = [shutil.which(BWRAP), "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+        # use_bwrap found it there; were it gone since, running the bare name fails as loudly
+        command = [shutil.which(BWRAP) or BWRAP, "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
                    "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--tmpfs", "/"]
         if os.geteuid() != 0:
             command.insert(1, "--unshare-user")
@@ -231,16 +230,18 @@ class Sandbox:
         command += ["--remount-ro", "/", "--chdir", str(self.workdir), "--"]
         return command + inner
 
-    def mounts(self):
+    def mounts(self) -> list[tuple[Path, str]]:
         """(host path, bwrap option) of what is mounted into the sandbox at the same path: the Python environment
         and normlab read-only, the folder read-write."""
         return [(path, "--ro-bind") for path in [*python_roots(), NORMLAB]] + [(self.workdir, "--bind")]
 
-    def popen(self, argv, env=None, **kwargs):
+    def popen(self, argv: Sequence[str | os.PathLike[str]], env: dict[str, str] | None = None,
+              **kwargs: Any) -> "subprocess.Popen[bytes]":
         return subprocess.Popen(self.wrap(argv), cwd=self.workdir, env=self.environment(env),
                                 start_new_session=True, **kwargs)
 
-    def run(self, argv, timeout, env=None):
+    def run(self, argv: Sequence[str | os.PathLike[str]], timeout: float,
+            env: dict[str, str] | None = None) -> Completed:
         """Run argv to completion or until timeout, under a DiskWatch; the last limits.output_kb of its output
         (stdout and stderr) are kept."""
         output = Drain(self.limits.output_kb << 10)
@@ -259,7 +260,7 @@ class Sandbox:
         return Completed(process.returncode, output.text(), timed_out, watch.reason)
 
 
-def kill_group(process):
+def kill_group(process: "subprocess.Popen[bytes]") -> None:
     """SIGKILL a sandboxed process and everything in its session; bwrap's PID namespace takes the rest, and this
     returns once it has (bwrap's init ends last), so that nothing of the sandbox runs when its folder is emptied."""
     inits = procfs.started(procfs.children_of(process.pid))
@@ -276,25 +277,25 @@ class Drain(threading.Thread):
     max_bytes are kept: what the process writes costs the grader no disk, and no more memory than that. Give
     writer to the process; text() once it is done."""
 
-    def __init__(self, max_bytes):
+    def __init__(self, max_bytes: int) -> None:
         super().__init__(daemon=True)
         self._reader, self.writer = os.pipe()
         self.max_bytes = max_bytes
         self._kept = b""
 
-    def start(self):
+    def start(self) -> None:
         """Start reading; the writer is the process's now (call once the process is started)."""
         os.close(self.writer)
         super().start()
 
-    def run(self):
+    def run(self) -> None:
         try:
             while chunk := os.read(self._reader, 1 << 16):
                 self._kept = (self._kept + chunk)[-self.max_bytes:]
         finally:
             os.close(self._reader)
 
-    def text(self, timeout=5.0):
+    def text(self, timeout: float = 5.0) -> str:
         """What was kept, decoded, once every writer has closed the pipe (or after timeout)."""
         self.join(timeout)
         return self._kept.decode("utf-8", "replace")
@@ -308,20 +309,21 @@ class DiskWatch(threading.Thread):
     started_as() gives the PID the sandbox's processes were started as (None while none runs); reason, once it has
     stopped them, says why ("" until then)."""
 
-    def __init__(self, sandbox, stop_writer, started_as):
+    def __init__(self, sandbox: Sandbox, stop_writer: Callable[[], object],
+                 started_as: Callable[[], int | None]) -> None:
         super().__init__(daemon=True)
         self.sandbox = sandbox
         self.stop_writer = stop_writer
         self.started_as = started_as
         self.reason = ""
-        self._root = None  # (the PID it was found for, the procfs.SandboxRoot of the sandbox's processes)
+        self._root: tuple[int, procfs.SandboxRoot] | None = None  # (the PID it was found for, its sandbox's root)
         self._done = threading.Event()
 
     @property
-    def exceeded(self):
+    def exceeded(self) -> bool:
         return bool(self.reason)
 
-    def run(self):
+    def run(self) -> None:
         while not self._done.wait(0.5):
             try:
                 self.reason = self.check()
@@ -331,12 +333,12 @@ class DiskWatch(threading.Thread):
                 self.stop_writer()
                 return
 
-    def stop(self):
+    def stop(self) -> None:
         self._done.set()
         if self.is_alive():
             self.join()
 
-    def check(self):
+    def check(self) -> str:
         """Why the sandbox's processes must be stopped, or ""."""
         shared_bytes, shared_entries = self._shared_usage()
         folder = tree.open_folder(self.sandbox.workdir)
@@ -352,7 +354,7 @@ class DiskWatch(threading.Thread):
             return f"nested folders more than {Settings.folder_depth} deep"
         return ""
 
-    def _shared_usage(self):
+    def _shared_usage(self) -> tuple[int, int]:
         """(bytes, entries) that the sandbox's processes hold outside their folder: in the sandbox's /tmp and
         /dev/shm, which are its own file systems; without bwrap, as a user of its own, in the folders every user may
         write (isolation/users.py)."""

@@ -14,10 +14,10 @@ from pathlib import Path
 from grading.isolation import tree
 from grading.settings import SCRATCH_PREFIX
 
-_held = {}  # {path: descriptor holding its lock}, in the process that made it
+_held: dict[Path, int] = {}  # {path: descriptor holding its lock}, in the process that made it
 
 
-def make(tag=""):
+def make(tag: str = "") -> Path:
     """A new scratch folder /tmp/nl-<PID>-<tag>..., mode 0711 (the sandboxes' users reach their folders inside),
     locked until remove() or the end of this process and its children."""
     hidden = Path(tempfile.mkdtemp(prefix=f".{SCRATCH_PREFIX}{os.getpid()}-{tag}", dir="/tmp"))
@@ -30,7 +30,7 @@ def make(tag=""):
     return folder
 
 
-def remove(folder):
+def remove(folder: str | os.PathLike[str]) -> None:
     """Delete a scratch folder this process made, and drop its lock."""
     tree.remove(folder)
     descriptor = _held.pop(Path(folder), None)
@@ -38,7 +38,7 @@ def remove(folder):
         os.close(descriptor)
 
 
-def clear_stale():
+def clear_stale() -> None:
     """Remove the scratch folders of this user that no process holds a lock on (their graders were killed before
     they could); others' folders, and anything that is not a folder, stay. A folder that cannot be removed is left
     for the next run."""

@@ -13,10 +13,11 @@ import struct
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from grading.failures import BadReply, Ending, GraderError, StudentFailure
-from grading.isolation.protocol import CallBudget, parse_reply
-from grading.isolation.sandbox import PYTHON, DiskWatch, Drain, kill_group
+from grading.isolation.protocol import CallBudget, Reply, parse_reply
+from grading.isolation.sandbox import PYTHON, DiskWatch, Drain, Sandbox, kill_group
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
@@ -31,15 +32,15 @@ REPLY_ARRAYS = {"forward": {"out", "x_after", "gamma_after", "beta_after"}, "for
 class StudentModule(CallBudget):
     """The student's batchnormalization.py, behind a sandboxed child process."""
 
-    def __init__(self, sandbox, path, call_timeout):
+    def __init__(self, sandbox: Sandbox, path: str | os.PathLike[str], call_timeout: float) -> None:
         super().__init__()
         self.sandbox = sandbox
         self.path = Path(path)
         self.call_timeout = call_timeout
-        self.process = None
-        self.watch = DiskWatch(sandbox, self._kill, lambda: self.process and self.process.pid)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.watch = DiskWatch(sandbox, self._kill, lambda: self.process.pid if self.process else None)
 
-    def start(self):
+    def start(self) -> None:
         """Start the child and wait until it is ready, twice at most; GraderError if it never is."""
         for _ in range(2):
             errors = Drain(Settings.message_chars)
@@ -60,17 +61,18 @@ class StudentModule(CallBudget):
         raise GraderError("the sandboxed Python for batchnormalization.py did not start, twice: "
                           + (said or "it said nothing"))
 
-    def close(self):
+    def close(self) -> None:
         """Stop the child and the watch on its folder, for good."""
         self.watch.stop()
         self._kill()
 
-    def _kill(self):
+    def _kill(self) -> None:
         if self.process is not None:
             kill_group(self.process)
             self.process = None
 
-    def call(self, op, dtype="float64", bn_param=None, **arrays):
+    def call(self, op: str, dtype: str = "float64", bn_param: dict[str, Any] | None = None,
+             **arrays: Any) -> Reply:
         """Send one request; return (meta, arrays) of the reply, or raise StudentFailure."""
         self.check()
         if self.watch.exceeded:
@@ -79,9 +81,12 @@ class StudentModule(CallBudget):
             self.start()
         payload = encode({"op": op, "dtype": dtype, "bn_param": bn_param or {"mode": "train"}}, arrays)
         deadline = time.monotonic() + self.call_timeout
+        # held here: the DiskWatch may stop the child (and clear self.process) at any moment, and then the write fails
+        process = self.process
+        assert process is not None and process.stdin is not None, "start() made the child, with a pipe to it"
         try:
-            self.process.stdin.write(struct.pack(">Q", len(payload)) + payload)
-            self.process.stdin.flush()
+            process.stdin.write(struct.pack(">Q", len(payload)) + payload)
+            process.stdin.flush()
             return self.received(checked(op, self._reply(deadline)))
         except TimeoutError:
             self.spend()
@@ -100,14 +105,18 @@ class StudentModule(CallBudget):
             raise StudentFailure("batchnormalization.py ended its own process (or was stopped) before it answered",
                                  Ending.ENDED) from None
 
-    def _reply(self, deadline):
+    def _reply(self, deadline: float) -> Reply:
         (length,) = struct.unpack(">Q", self._read(8, deadline))
         if length > Settings.reply_bytes:
             raise BadReply(f"the reply was too large ({length} bytes)")
         return parse_reply(self._read(length, deadline))
 
-    def _read(self, count, deadline):
-        chunks, received, fd = [], 0, self.process.stdout.fileno()
+    def _read(self, count: int, deadline: float) -> bytes:
+        process = self.process
+        if process is None or process.stdout is None:
+            raise EOFError  # the DiskWatch stopped the child
+        chunks: list[bytes] = []
+        received, fd = 0, process.stdout.fileno()
         while received < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
@@ -120,7 +129,7 @@ class StudentModule(CallBudget):
         return b"".join(chunks)
 
 
-def checked(op, reply):
+def checked(op: str, reply: Reply) -> Reply:
     """reply (meta, arrays) of op if it holds what the child always replies (REPLY_ARRAYS, and a forward's dtype
     names); BadReply otherwise."""
     meta, arrays = reply

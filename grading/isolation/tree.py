@@ -20,6 +20,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+# (device, inode): what a file is, whatever name it has
+Identity = tuple[int, int]
+# (name, its Identity) of each folder on the way down from the folder being emptied
+Trail = list[tuple[str, Identity]]
+
 from grading.settings import Settings
 
 FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -29,12 +34,12 @@ class TreeChanged(OSError):
     """A folder changed under the grader while it removed it: something still runs there."""
 
 
-def open_folder(path):
+def open_folder(path: str | os.PathLike[str]) -> int:
     """A descriptor of the grader's own folder path (not a link)."""
     return os.open(path, FOLDER_FLAGS)
 
 
-def open_child(parent, name):
+def open_child(parent: int, name: str) -> int:
     """A descriptor of the folder name inside the folder parent; one that the grader's user owns but may not read
     (a student's chmod 000, where the grader is not root) is made readable first."""
     try:
@@ -44,7 +49,7 @@ def open_child(parent, name):
         return os.open(name, FOLDER_FLAGS, dir_fd=parent)
 
 
-def _make_accessible(parent, name):
+def _make_accessible(parent: int, name: str) -> None:
     handle = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
     try:
         os.chmod(f"/proc/self/fd/{handle}", 0o700)  # chmod of what the descriptor holds, not of a path
@@ -60,7 +65,7 @@ class Usage:
     too_deep: bool = False
 
 
-def measure(folder, max_bytes, max_entries, max_depth=None):
+def measure(folder: int, max_bytes: int, max_entries: int, max_depth: int | None = None) -> Usage:
     """Usage of the folder open at descriptor folder: disk blocks and entries of everything in it, links not
     followed and other file systems not entered; the walk stops as soon as it is past max_bytes, max_entries or
     max_depth levels of folders (by default Settings.folder_depth): it holds a descriptor per level."""
@@ -95,22 +100,23 @@ def measure(folder, max_bytes, max_entries, max_depth=None):
     return usage
 
 
-def _close(descriptor, listing):
+def _close(descriptor: int, listing: "os._ScandirIterator[str]") -> None:
     listing.close()
     os.close(descriptor)
 
 
-def empty(folder):
+def empty(folder: int) -> list[str]:
     """Delete everything inside the folder open at descriptor folder, at any depth, without following a link or
     entering another file system (what is mounted there stays, and so do the folders on the way to it). Returns
     the names, relative to folder, of what could not be deleted. TreeChanged when a folder moved while it was
     being emptied: whatever moved it is still running, and the caller must stop it first."""
-    left = []
+    left: list[str] = []
     device = os.fstat(folder).st_dev
     current = os.dup(folder)
     # path: (name, (device, inode)) of each folder from folder down to current; pending: per level from folder down,
     # the subfolders still to empty (None before the level is listed).
-    path, pending = [], [None]
+    path: Trail = []
+    pending: list[list[str] | None] = [None]
     try:
         while True:
             if pending[-1] is None:
@@ -140,14 +146,14 @@ def empty(folder):
         os.close(current)
 
 
-def _identity(descriptor):
+def _identity(descriptor: int) -> Identity:
     info = os.fstat(descriptor)
     return info.st_dev, info.st_ino
 
 
-def _delete_files(folder, device, path, left):
+def _delete_files(folder: int, device: int, path: Trail, left: list[str]) -> list[str]:
     """Delete every entry of folder that is not a folder on the file system device; the names of its subfolders."""
-    subfolders = []
+    subfolders: list[str] = []
     with os.scandir(folder) as entries:
         listed = list(entries)
     for entry in listed:
@@ -164,7 +170,7 @@ def _delete_files(folder, device, path, left):
     return subfolders
 
 
-def _enter(folder, name, device, path, left):
+def _enter(folder: int, name: str, device: int, path: Trail, left: list[str]) -> int | None:
     """A descriptor of subfolder name when it has something in it to delete; None when it was empty and is gone,
     or cannot be entered (then it is in left)."""
     if _delete(folder, name, True, path, None):
@@ -181,7 +187,8 @@ def _enter(folder, name, device, path, left):
     return child
 
 
-def _delete(folder, name, is_folder, path, left, identity=None):
+def _delete(folder: int, name: str, is_folder: bool, path: Trail, left: list[str] | None,
+            identity: Identity | None = None) -> bool:
     """Unlink name from folder (rmdir when is_folder); a folder the grader's user owns but may not write is made
     writable first. True when it is gone. Otherwise False, and name is added to left (when left is given), unless
     it is a folder that is not empty: what keeps it is in left already, or it is yet to be emptied. identity, when
@@ -207,7 +214,7 @@ def _delete(folder, name, is_folder, path, left, identity=None):
     return False
 
 
-def _identity_at(folder, name):
+def _identity_at(folder: int, name: str) -> Identity | None:
     try:
         info = os.stat(name, dir_fd=folder, follow_symlinks=False)
     except FileNotFoundError:
@@ -215,15 +222,15 @@ def _identity_at(folder, name):
     return info.st_dev, info.st_ino
 
 
-def _owned(folder):
+def _owned(folder: int) -> bool:
     return os.fstat(folder).st_uid == os.geteuid()
 
 
-def _relative(path, name):
+def _relative(path: Trail, name: str) -> str:
     return "/".join([p for p, _ in path] + [name])
 
 
-def remove(path):
+def remove(path: str | os.PathLike[str]) -> None:
     """Delete the grader's own folder path and everything in it (see empty); a link or a file at path is unlinked,
     and a path that is not there is fine. What cannot be deleted raises OSError naming it."""
     path = Path(path)
@@ -252,7 +259,8 @@ def remove(path):
         os.close(parent)
 
 
-def place(folder, relative, source, uid=None):
+def place(folder: int, relative: str | os.PathLike[str], source: str | os.PathLike[str],
+          uid: int | None = None) -> None:
     """Copy the grader's file source to relative (a path inside the folder open at descriptor folder), creating the
     folders on the way; nothing there may exist already. Everything created is given to uid when given."""
     parts = Path(relative).parts

@@ -18,6 +18,7 @@ import os
 import secrets
 import stat
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from grading.isolation import tree
@@ -48,11 +49,11 @@ print(json.dumps({"readable": readable, "writable": writable}))
 """
 
 
-def uid_of(slot):
+def uid_of(slot: int) -> int:
     return Settings.separate_user_uid_base + slot
 
 
-def as_user(uid, python, code, *args, timeout=60):
+def as_user(uid: int, python: str, code: str, *args: str, timeout: float = 60) -> "subprocess.CompletedProcess[str]":
     """Run Python code as uid, with nothing of root's but this interpreter; the completed process."""
     return subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
                            "--bounding-set=-all", "--", python, "-I", "-S", "-c", code, *args],
@@ -60,7 +61,8 @@ def as_user(uid, python, code, *args, timeout=60):
                           text=True, timeout=timeout)
 
 
-def check_users(slots, python, hidden, protected):
+def check_users(slots: Iterable[int], python: str, hidden: Iterable[str | os.PathLike[str]],
+                protected: Iterable[str | os.PathLike[str]]) -> None:
     """ConfigurationError, saying what to change, unless the user of every slot in slots can run python, can read
     none of hidden and can write in none of protected."""
     for slot in slots:
@@ -84,9 +86,9 @@ def check_users(slots, python, hidden, protected):
                   "bubblewrap")
 
 
-def processes_of(uid):
+def processes_of(uid: int) -> list[int]:
     """PIDs of the processes running as uid (real, effective or saved), but for those that have ended."""
-    found = []
+    found: list[int] = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -102,7 +104,7 @@ def processes_of(uid):
     return found
 
 
-def end_user(uid, python):
+def end_user(uid: int, python: str) -> bool:
     """Kill every process of uid and delete what it left in WORLD_WRITABLE; whether nothing of it is left."""
     for _ in range(KILL_ROUNDS):
         if not processes_of(uid):
@@ -119,9 +121,9 @@ def end_user(uid, python):
     return not left and not processes_of(uid)
 
 
-def files_of(uid):
+def files_of(uid: int) -> list[tuple[str, str]]:
     """(folder, name) of what uid owns directly in WORLD_WRITABLE."""
-    found = []
+    found: list[tuple[str, str]] = []
     for folder in WORLD_WRITABLE:
         try:
             with os.scandir(folder) as entries:
@@ -131,14 +133,14 @@ def files_of(uid):
     return found
 
 
-def _owner(entry):
+def _owner(entry: "os.DirEntry[str]") -> int | None:
     try:
         return entry.stat(follow_symlinks=False).st_uid
     except OSError:
         return None
 
 
-def usage(uid, max_bytes, max_entries):
+def usage(uid: int, max_bytes: int, max_entries: int) -> tree.Usage:
     """tree.Usage of everything uid has put in WORLD_WRITABLE (links not followed, as tree.measure)."""
     total = tree.Usage()
     for folder, name in files_of(uid):
