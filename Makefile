@@ -11,10 +11,10 @@ BIN := $(VENV)/bin
 # imported, for an "iri" format check that nothing here uses. The grader's own commands keep it out
 # (grading/nbgrader_support.py), but nbgrader's and Jupyter's commands import nbformat before they read any config
 # of ours: 0.8 to 1.3 s of CPU each (nbgrader export --help: 2.1 s with it, 0.84 s without).
-$(VENV)/installed: requirements.txt grading/requirements.txt Makefile
+$(VENV)/installed: requirements.txt grading/requirements.txt grading/constraints.txt Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt -r grading/requirements.txt
+	$(BIN)/python -m pip install --quiet -r requirements.txt -r grading/requirements.txt -c grading/constraints.txt
 	$(BIN)/python -m pip uninstall --quiet --yes rfc3987-syntax
 	touch $@
 

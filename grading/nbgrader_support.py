@@ -1,20 +1,23 @@
 """What the grader needs from nbgrader's side, applied explicitly: `prepare_nbgrader()` by every command that runs
 nbgrader's code (the CLI, and the course's nbgrader_config.py for nbgrader's own commands), and the two helpers that
 read a course's configuration and apply a chain of nbgrader preprocessors."""
-import json
 import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
-_prepared = False
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+RFC3987_SYNTAX = "rfc3987_syntax"
 
 
-def prepare_nbgrader():
-    """Make nbgrader's commands work and cost less in this process; idempotent.
+def prepare_nbgrader() -> None:
+    """Make nbgrader's commands work and cost less in this process; idempotent (each step checks what it finds).
 
     - nbgrader runs the `alembic` command when it creates a gradebook; from an unactivated virtual environment it is
       not on PATH, so the interpreter's own bin/ goes first.
@@ -24,50 +27,27 @@ def prepare_nbgrader():
       cell: two thirds of a second per notebook. A schema already checked is not checked again; the validation of
       each cell is unchanged.
     - nbgrader 0.9 trips over SQLAlchemy 2's session rules in its own code (the rows it writes are right): its
-      warning is silenced.
+      warning is silenced (warnings keeps one filter of each).
     """
-    global _prepared
-    if _prepared:
-        return
-    _prepared = True
     interpreter_bin = str(Path(sys.executable).parent)
     if interpreter_bin not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = interpreter_bin + os.pathsep + os.environ.get("PATH", "")
-    sys.modules.setdefault("rfc3987_syntax", None)
-    import jsonschema
+    sys.modules.setdefault(RFC3987_SYNTAX, None)  # type: ignore[arg-type]  # None in sys.modules: not importable
+    # Imported only now: grading.compat imports nbformat, hence jsonschema, which must not find rfc3987_syntax.
+    from grading.compat import validate_each_schema_once
 
-    jsonschema.validate = _validate_with_checked_schemas(jsonschema.validate)
+    validate_each_schema_once()
     warnings.filterwarnings("ignore", message=".*not in session, add operation along.*")
 
 
-def _validate_with_checked_schemas(validate):
-    import jsonschema
-
-    checked = {}
-
-    def validate_once(instance, schema, cls=None, *args, **kwargs):
-        if cls is not None or args or kwargs or not isinstance(schema, dict):
-            return validate(instance, schema, cls, *args, **kwargs)
-        key = json.dumps(schema, sort_keys=True)
-        validator = checked.get(key)
-        if validator is None:
-            validator_class = jsonschema.validators.validator_for(schema)
-            validator_class.check_schema(schema)
-            validator = checked[key] = validator_class(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-        if error is not None:
-            raise error
-
-    return validate_once
-
-
-def course_config(course):
+def course_config(course: str | Path) -> Config:
     """The course's nbgrader_config.py, so our chains are configured exactly as nbgrader's are."""
     path = Path(course) / "nbgrader_config.py"
     return PyFileConfigLoader(path.name, str(path.parent)).load_config() if path.is_file() else Config()
 
 
-def apply_chain(steps, nb, resources, config, log=None, **traits):
+def apply_chain(steps: list[Any], nb: "NotebookNode", resources: dict[str, Any], config: Config, log: Any = None,
+                **traits: Any) -> tuple["NotebookNode", dict[str, Any]]:
     """Apply the preprocessors steps to nb, as nbgrader's converters do; traits go to those that declare them."""
     for step in steps:
         preprocessor = step(config=config, **{k: v for k, v in traits.items() if step.class_traits().get(k)})

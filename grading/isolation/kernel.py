@@ -23,19 +23,21 @@ import signal
 import stat
 import subprocess
 import time
+from pathlib import Path
+from typing import Any as AnyValue
 
 import nbformat
 import zmq
-from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.utils import run_sync
-from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbgrader.preprocessors import Execute
 from traitlets import Any, Dict, Integer, List, Type
 
 from grading.authoring.regions import provided_model_code
+from grading.compat import (ChannelUrlKernelClient, LaunchingKernelManager, cleanup_kernel, kernel_exited,
+                            provisioned_process, reset_notebook_client)
 from grading.failures import Cause, Ending, GraderError, StudentFailure
 from grading.isolation.protocol import parse_reply, read_regular_file
 from grading.isolation.sandbox import PYTHON, DiskWatch, Drain
@@ -60,7 +62,7 @@ class Answer(enum.Enum):
     ENDED = "ended"
 
 
-class SandboxedKernelManager(AsyncKernelManager):
+class SandboxedKernelManager(LaunchingKernelManager):
     """Starts the kernel inside a grading.isolation.sandbox.Sandbox, forked from the slot's zygote where there is one;
     it is interrupted by message, not by signal. Its connection file and sockets have names of their own, and the
     grader reaches the sockets only through descriptors it took once the kernel made them (pinned)."""
@@ -69,32 +71,31 @@ class SandboxedKernelManager(AsyncKernelManager):
     zygote = Any(None, allow_none=True, help="the grading.isolation.zygote.Zygote whose sandbox holds "
                                              "sandbox.workdir, to fork the kernel from; None, or a zygote that "
                                              "fails, starts it cold")
-    pinned = Dict(help="{channel: descriptor (O_PATH) of the socket the kernel made for it}")
-    inits = List(help="[(PID, start time)] of bwrap's init in a cold kernel's sandbox, which ends last")
+    pinned: "Dict[str, int]" = Dict(help="{channel: descriptor (O_PATH) of the socket the kernel made for it}")
+    inits: "List[tuple[int, int]]" = List(help="[(PID, start time)] of bwrap's init in a cold kernel's sandbox, which ends last")
     client_class = "grading.isolation.kernel.PinnedKernelClient"
 
-    async def _async_launch_kernel(self, kernel_cmd, **kw):
+    async def launch_kernel(self, kernel_cmd: list[str], env: dict[str, str], options: dict[str, AnyValue]) -> None:
+        """Fork the kernel from the zygote, or where there is none or it fails, start it cold; then pin its sockets."""
         process = None
         if self.zygote is not None:
-            process = self.zygote.fork_kernel(self.sandbox.workdir, kw["env"], self._kernel_argv)
+            process = self.zygote.fork_kernel(self.sandbox.workdir, env, self._kernel_argv)
         if process is None:
-            await super()._async_launch_kernel(kernel_cmd, **kw)
+            await self.launch_cold(kernel_cmd, options)
         else:
-            provisioner = self.provisioner
-            provisioner.process, provisioner.pid, provisioner.pgid = process, process.pid, process.pid
-            provisioner.cwd = str(self.sandbox.workdir)
-            self._reconcile_connection_info(provisioner.connection_info)
+            self.adopt_process(process, str(self.sandbox.workdir))
         await self._pin_sockets()
-        if process is None:  # its sandbox's init is there: the kernel in it made its sockets
-            self.inits = procfs.started(procfs.children_of(self.provisioner.pid))
+        started = provisioned_process(self)
+        if process is None and started is not None:  # its sandbox's init is there: the kernel in it made its sockets
+            self.inits = procfs.started(procfs.children_of(started[0]))
 
-    def format_kernel_cmd(self, extra_arguments=None):
+    def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         # the grader is outside the kernel's PID namespace: don't poll for it
         self._kernel_argv = ["-f", self.connection_file, "--IPKernelApp.parent_handle=1", *(extra_arguments or [])]
         # -P: the folder is not on sys.path while the kernel starts, so nothing a student left there shadows a module
         return self.sandbox.wrap([PYTHON, "-P", "-m", "ipykernel_launcher", *self._kernel_argv])
 
-    def write_connection_file(self, **kwargs):
+    def write_connection_file(self, **kwargs: AnyValue) -> None:
         """The connection file, under its new name, created here (jupyter_client's own writer removes the name
         and then creates it, following whatever link is put there in between)."""
         for channel, number in CHANNELS.items():
@@ -107,9 +108,9 @@ class SandboxedKernelManager(AsyncKernelManager):
             json.dump(info, written)
             if self.sandbox.separate_user:
                 os.fchown(descriptor, self.sandbox.uid, self.sandbox.uid)
-        self._connection_file_written = True
+        self.mark_connection_file_written()
 
-    async def _pin_sockets(self):
+    async def _pin_sockets(self) -> None:
         """Open the kernel's sockets (O_PATH, never through a link) once it has made them all; the grader connects
         through these descriptors only. RuntimeError when the kernel ends or takes too long first."""
         folder = tree.open_folder(self.sandbox.workdir)
@@ -124,7 +125,7 @@ class SandboxedKernelManager(AsyncKernelManager):
                             self.pinned[channel] = descriptor
                 if len(self.pinned) == len(CHANNELS):
                     return
-                if self.provisioner.process.poll() is not None:
+                if kernel_exited(self):
                     raise RuntimeError("the kernel ended before it opened its sockets")
                 if time.monotonic() > end:
                     raise RuntimeError(f"the kernel opened no sockets within {Settings.kernel_start_timeout:g} s")
@@ -132,7 +133,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         finally:
             os.close(folder)
 
-    def released(self):
+    def released(self) -> None:
         """Once the kernel is shut down: close the descriptors of its sockets (nothing of jupyter_client connects
         to them any more), and wait until a cold kernel's sandbox has ended, so that nothing of it runs when its
         folder is emptied."""
@@ -141,23 +142,24 @@ class SandboxedKernelManager(AsyncKernelManager):
         self.pinned = {}
         procfs.wait_ended(self.inits, Settings.sandbox_end_timeout)
 
-    def _make_url(self, channel):
+    def channel_url(self, channel: str) -> str:
         return f"ipc:///proc/self/fd/{self.pinned[channel]}"
 
     @property
-    def kernel_spec(self):
+    def kernel_spec(self) -> KernelSpec:
         return KernelSpec(argv=[], display_name="Python 3 (sandboxed)", language="python",
                           interrupt_mode="message")
 
 
-class PinnedKernelClient(AsyncKernelClient):
+class PinnedKernelClient(ChannelUrlKernelClient):
     """The client of a SandboxedKernelManager: it connects through the manager's descriptors of the sockets."""
 
-    def _make_url(self, channel):
-        return self.parent._make_url(channel)
+    def channel_url(self, channel: str) -> str:
+        manager: AnyValue = self.parent  # the SandboxedKernelManager that made this client
+        return str(manager.channel_url(channel))
 
 
-def _open_socket(folder, name):
+def _open_socket(folder: int, name: str) -> int | None:
     """A descriptor (O_PATH) of the socket name in folder; None while there is none. A link or anything else that
     is not a socket there is refused (RuntimeError)."""
     try:
@@ -185,23 +187,27 @@ class SandboxedExecute(Execute):
     zygote = Any(None, allow_none=True, help="the grading.isolation.zygote.Zygote the kernel is forked from (None: "
                                              "cold)")
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: AnyValue) -> None:
         # nbgrader's Execute would otherwise put its plain AsyncKernelManager in, outside the sandbox
         kwargs.setdefault("kernel_manager_class", SandboxedKernelManager)
         kwargs.setdefault("shutdown_kernel", "immediate")  # its state is of no use once the grader is done
         kwargs.setdefault("startup_timeout", Settings.kernel_start_timeout)
         super().__init__(**kwargs)
 
-    def create_kernel_manager(self):
-        if not issubclass(self.kernel_manager_class, SandboxedKernelManager):
-            raise TypeError(f"{self.kernel_manager_class.__name__} would start the student's kernel outside the "
+    def create_kernel_manager(self) -> SandboxedKernelManager:
+        manager_class = self.kernel_manager_class
+        if not issubclass(manager_class, SandboxedKernelManager):
+            raise TypeError(f"{manager_class.__name__} would start the student's kernel outside the "
                             "sandbox; a kernel manager for grading must subclass SandboxedKernelManager")
         work, name = self.sandbox.workdir, f".kernel-{secrets.token_hex(6)}"  # names no student code has seen
-        self.km = self.kernel_manager_class(sandbox=self.sandbox, zygote=self.zygote, transport="ipc",
-                                            ip=str(work / name), connection_file=str(work / f"{name}.json"))
-        return self.km
+        manager = manager_class(sandbox=self.sandbox, zygote=self.zygote, transport="ipc", ip=str(work / name),
+                                connection_file=str(work / f"{name}.json"))
+        assert isinstance(manager, SandboxedKernelManager)  # checked above, as a class
+        self.km = manager
+        return manager
 
-    def output(self, outs, msg, display_id, cell_index):
+    def output(self, outs: list[nbformat.NotebookNode], msg: dict[str, AnyValue], display_id: str | None,
+               cell_index: int) -> nbformat.NotebookNode | None:
         size = len(json.dumps(msg.get("content", {}), default=str))
         used = self._output_bytes.get(cell_index, 0)
         self._output_bytes[cell_index] = used + size
@@ -217,12 +223,15 @@ class SandboxedExecute(Execute):
             return None
         return super().output(outs, msg, display_id, cell_index)
 
-    def start(self, nb, resources, deadline, cell_timeout):
+    def start(self, nb: nbformat.NotebookNode, resources: dict[str, AnyValue], deadline: float,
+              cell_timeout: float) -> list[str]:
         """Start the kernel and run nb's code cells; returns notes about cells that could not run."""
-        NotebookClient.__init__(self, nb)  # the per-run state, as nbconvert's ExecutePreprocessor resets it
+        reset_notebook_client(self, nb)
         self.reset_execution_trackers()
         self.resources = resources
-        self._output_bytes, self._output_total, self._capped = {}, 0, set()
+        self._output_bytes: dict[int, int] = {}
+        self._output_total = 0
+        self._capped: set[int] = set()
         self._deadline = deadline
         self._cell_timeout = cell_timeout
         self._restarts_left = Settings.kernel_restarts
@@ -268,38 +277,39 @@ class SandboxedExecute(Execute):
             self._completed += 1
         return notes
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop the kernel, and the watch on its folder."""
         if self._watch is not None:
             self._watch.stop()
         self._stop_kernel()
 
-    def _stop_kernel(self):
+    def _stop_kernel(self) -> None:
         if self.km is not None:
-            km = self.km
-            self._cleanup_kernel()
+            km: AnyValue = self.km  # a SandboxedKernelManager (create_kernel_manager)
+            cleanup_kernel(self)
             km.released()
             if self.zygote is not None:
                 self.zygote.sweep(empty_folder=False)  # what the kernel left running goes with it
 
-    def _kernel_pid(self):
-        provisioner = self.km.provisioner if self.km is not None else None
-        return provisioner.pid if provisioner is not None else None
+    def _kernel_pid(self) -> int | None:
+        started = provisioned_process(self.km) if self.km is not None else None
+        return started[0] if started is not None else None
 
-    def _kill_kernel(self):
+    def _kill_kernel(self) -> None:
         """From the disk watch: kill the kernel's whole process group."""
-        provisioner = self.km.provisioner if self.km is not None else None
-        if provisioner is not None and provisioner.pid:
+        started = provisioned_process(self.km) if self.km is not None else None
+        if started is not None:
+            pid, group = started
             try:
-                os.killpg(provisioner.pgid or provisioner.pid, signal.SIGKILL)
+                os.killpg(group or pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
 
     @property
-    def alive(self):
+    def alive(self) -> bool:
         return self.km is not None and self.kc is not None and run_sync(self.km.is_alive)()
 
-    def _start_or_retry_cold(self):
+    def _start_or_retry_cold(self) -> None:
         """Start the kernel, and once more cold (in a sandbox of its own) if that fails: no student code has run yet,
         so a kernel that does not start is the machine's failure, a GraderError, never the student's. Only the ways
         a start fails (KERNEL_START_FAILURES) are retried; anything else is a bug and propagates."""
@@ -318,7 +328,7 @@ class SandboxedExecute(Execute):
         raise GraderError("the notebook's kernel could not be started, twice: " + "; then, cold: ".join(reasons),
                           Cause.SANDBOX) from failure
 
-    def _start_kernel(self):
+    def _start_kernel(self) -> None:
         self.km = self.create_kernel_manager()
         self._errors = Drain(Settings.message_chars)  # read only to say why a kernel did not start
         env = {"NBGRADER_EXECUTION": "autograde"}
@@ -334,7 +344,7 @@ class SandboxedExecute(Execute):
         self.start_new_kernel_client()
         self.wait_for_reply(self.kc.kernel_info())
 
-    def _restart(self):
+    def _restart(self) -> str:
         """A fresh kernel with the cells that completed so far replayed, without keeping their output; "" when it
         is ready, else why not, for the student: no restart left, the submission's time budget ran out, or a
         replayed cell ended the kernel again (their code's doing, as the first time).
@@ -369,7 +379,7 @@ class SandboxedExecute(Execute):
                                   Cause.OVERLOAD)
         return ""
 
-    def _quiet(self, code, timeout):
+    def _quiet(self, code: str, timeout: float) -> Answer:
         """Execute code with nothing kept of its output: the kernel's Answer within timeout seconds."""
         message_id = self.kc.execute(code, store_history=False, allow_stdin=False)
         end = time.monotonic() + timeout
@@ -385,20 +395,23 @@ class SandboxedExecute(Execute):
                 return Answer.REPLIED
         return Answer.TIMED_OUT
 
-    def _drain_iopub(self):
+    def _drain_iopub(self) -> None:
         while True:
             try:
                 run_sync(self.kc.get_iopub_msg)(timeout=0)
             except queue.Empty:
                 return
 
-    def probe(self, op, args, arrays, timeout):
+    def probe(self, op: str, args: dict[str, AnyValue], arrays: dict[str, AnyValue],
+              timeout: float) -> tuple[dict[str, AnyValue], dict[str, AnyValue]]:
         """Ask the kernel for op on the grader's inputs; (meta, arrays) of its reply, or StudentFailure."""
         timeout = min(timeout, self._deadline - time.monotonic())
         if timeout < 1:
             raise StudentFailure("not run: the submission's time budget ran out", Ending.OUT_OF_TIME)
-        if self._watch.exceeded:
-            raise StudentFailure(f"not run: the notebook {self._watch.reason}", Ending.NOT_RUN)
+        watch = self._watch
+        assert watch is not None, "probe() before start()"
+        if watch.exceeded:
+            raise StudentFailure(f"not run: the notebook {watch.reason}", Ending.NOT_RUN)
         if not self.alive:
             why_not = self._restart()
             if why_not:
@@ -432,7 +445,7 @@ class SandboxedExecute(Execute):
             _unlink(path)
 
 
-def _unlink(path):
+def _unlink(path: Path) -> None:
     """Unlink a name the grader made in the kernel's folder; whatever the kernel put in its place (a folder, say)
     stays until the folder is emptied."""
     try:
@@ -441,17 +454,19 @@ def _unlink(path):
         pass
 
 
-def probe_arguments(request, reply):
+def probe_arguments(request: str, reply: str) -> dict[str, AnyValue]:
     """What the probe program (sandboxed/kernel_probe.py) is given besides STUDENT, the namespace it probes."""
     return {"REQUEST": str(request), "REPLY": str(reply), "MESSAGE_CHARS": Settings.message_chars,
             "MODEL_CODE": provided_model_code()}
 
 
-def error_output(name, value):
+def error_output(name: str, value: str) -> nbformat.NotebookNode:
+    """An error output of the grader's, as nbformat writes one."""
     return nbformat.v4.new_output("error", ename=name, evalue=value, traceback=[f"{name}: {value}"])
 
 
-def not_run(cells, reason):
+def not_run(cells: list[nbformat.NotebookNode], reason: str) -> str:
+    """Mark cells as not run, for reason; the note that says so."""
     for cell in cells:
         cell.outputs = [error_output("NotRun", reason)]
         cell.execution_count = None

@@ -18,6 +18,7 @@ from grading.nbgrader_support import prepare_nbgrader  # noqa: E402
 
 prepare_nbgrader()  # the tests run nbgrader's code in this process too, as the grader's commands do
 
+from grading.compat import scope_scheduler  # noqa: E402
 from grading.authoring.samples import Answers, build_submission  # noqa: E402
 from grading.commands.release import build_bundle  # noqa: E402
 from grading.records.results import load_result  # noqa: E402
@@ -170,13 +171,7 @@ def pytest_configure(config):
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist, each module runs on one worker, so that its module-scoped batch is graded once, and the
     modules that share the demo run on one worker, so that it runs once."""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ByModule(LoadScopeScheduling):
-        def _split_scope(self, nodeid):
-            return group_of(nodeid.split("::", 1)[0])
-
-    return ByModule(config, log)
+    return scope_scheduler(config, log, lambda nodeid: group_of(nodeid.split("::", 1)[0]))
 
 
 @pytest.hookimpl(hookwrapper=True)
