@@ -15,34 +15,46 @@ A missing test set on the grading machine is a status, not a zero: the bonus is 
 gives no valid predictions scores nothing, unless the sandbox cannot run Python at all: that is the machine's
 failure, a GraderError.
 """
+from __future__ import annotations
+
 import io
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from grading.assignment import BONUS_THRESHOLDS
 from grading.failures import BadReply, Cause, GraderError
 from grading.isolation.protocol import read_regular_file
-from grading.isolation.sandbox import PYTHON
+from grading.isolation.sandbox import PYTHON, Sandbox
 from grading.settings import Settings
+
+if TYPE_CHECKING:
+    from normlab.data import Cifar
+    from normlab.evaluate import RobustnessCheck
+
+MakeSandbox = Callable[[Path], Sandbox]  # a Sandbox for a folder
 
 
 @dataclass
 class BonusResult:
     score: float = 0.0
-    lines: list = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)  # what the student is told, a line per dataset
     not_graded: str = ""  # why part of the bonus could not be graded, in a few words
-    review: list = field(default_factory=list)  # why a TA should look at a withheld bonus, per dataset
+    review: list[str] = field(default_factory=list)  # why a TA should look at a withheld bonus, per dataset
 
 
-def points_for(dataset, accuracy):
+def points_for(dataset: str, accuracy: float) -> float:
+    """The bonus points an accuracy on dataset earns: none at the floor, all at the target, linear between."""
     floor, target, points = BONUS_THRESHOLDS[dataset]
     return points * float(np.clip((accuracy - floor) / (target - floor), 0.0, 1.0))
 
 
-def grade_bonus(models, make_sandbox, workdir, cifar_root, timeout, generator=None):
+def grade_bonus(models: dict[str, Path], make_sandbox: MakeSandbox, workdir: Path, cifar_root: str | Path,
+                timeout: float, generator: np.random.Generator | None = None) -> BonusResult:
     """Score the submitted models ({dataset: path}); make_sandbox(folder) returns a Sandbox for a folder. generator
     (a numpy Generator) draws the perturbations; by default it is seeded afresh from the operating system."""
     # torch comes with these: imported here, nbgrader's commands in the course that never grade (export, db,
@@ -89,7 +101,8 @@ def grade_bonus(models, make_sandbox, workdir, cifar_root, timeout, generator=No
     return result
 
 
-def score_dataset(result, test_set, check, clean, perturbed):
+def score_dataset(result: BonusResult, test_set: Cifar, check: RobustnessCheck, clean: np.ndarray,
+                  perturbed: np.ndarray) -> None:
     """Add to result the points, the student's line and any review of one dataset's predictions: clean for its test
     images, perturbed for check.images."""
     from normlab.evaluate import collapses, describe
@@ -113,7 +126,7 @@ def score_dataset(result, test_set, check, clean, perturbed):
     result.lines.append(f"{measured}: {earned:.2f} of {points:g} (full at {target:.0%}, none below {floor:.0%})")
 
 
-def check_python_runs(make_sandbox, folder):
+def check_python_runs(make_sandbox: MakeSandbox, folder: Path) -> None:
     """GraderError unless a sandbox made as the model's was can run Python with numpy."""
     folder.mkdir()
     completed = make_sandbox(folder).run([PYTHON, "-c", "import numpy"], timeout=Settings.child_start_timeout)
@@ -122,7 +135,7 @@ def check_python_runs(make_sandbox, folder):
                           + (completed.output.strip()[:Settings.message_chars] or "it said nothing"), Cause.SANDBOX)
 
 
-def _predictions(path, count, num_classes):
+def _predictions(path: Path, count: int, num_classes: int) -> np.ndarray | None:
     """The predictions the sandbox wrote at path, which it may have made a link, a FIFO or a huge file: read as a
     reply is, without following links, capped at what count predictions can take."""
     try:

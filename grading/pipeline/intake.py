@@ -16,20 +16,25 @@ import os
 import re
 import stat
 import zipfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import IO, Literal
 
 from grading.assignment import ASSIGNMENT, BONUS_FILES, NOTEBOOK, PYFILE
-from grading.handoff import Intake, Submission
+from grading.handoff import Intake, Submission, SubmissionKind
 from grading.records.late import read_record
 from grading.records.results import Rejected
 from grading.settings import Settings
 
 # Matched whole (fullmatch): with re.match and "$", which also matches before a final newline, "alice\n" was a second
 # student beside alice, and a grades.csv row that an LMS, trimming it, took for alice's.
+Member = tuple[str, int, Callable[[], IO[bytes]]]  # (relative posix path, size, opener) of a submitted file
+Part = Literal["pyfile", "notebook", "history", "bonus"]  # a kind of file, by its size limit (MAX_BYTES)
 STUDENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 STUDENT_ID_RULE = "1 to 64 letters, digits, '.', '_', '@' and '-', the first a letter or a digit"
 FOLDER_DEPTH = 6  # folders deeper in a submission than this are not looked into
-MAX_BYTES = {"pyfile": Settings.pyfile_bytes, "notebook": Settings.notebook_bytes,
+MAX_BYTES: dict[Part, int] = {"pyfile": Settings.pyfile_bytes, "notebook": Settings.notebook_bytes,
              "history": Settings.history_bytes, "bonus": Settings.bonus_bytes}
 SKIPPED_FOLDERS = {".ipynb_checkpoints", "__MACOSX", "__pycache__", ".git"}
 PATTERNS = {
@@ -44,14 +49,14 @@ OWN_TIME_IGNORED = ("its own timestamp.txt was not used: what a submission holds
                     "submission times come from nbgrader's exchange or --submission-times")
 
 
-def student_id_refusal(name):
+def student_id_refusal(name: str) -> str:
     """Why name cannot be a student's id, naming it as Python writes it (so that a newline or a space shows); "" when
     it can. The one check of every id the grader takes: a submission's name, an nbgrader submitted/ folder, an
     exchange inbox's, a shard's student."""
     return "" if STUDENT_ID.fullmatch(name) else f"{name!r} is not a usable student id ({STUDENT_ID_RULE})"
 
 
-def discover(root):
+def discover(root: str | os.PathLike[str]) -> tuple[list[Submission], list[Rejected]]:
     """The submissions under root, and the entries that cannot be graded at all. Only the submissions of an
     nbgrader tree can have a time: the one its record holds (records/late.py)."""
     root = Path(root)
@@ -59,7 +64,8 @@ def discover(root):
     nbgrader_tree = bool(entries) and all(p.is_dir() and not p.is_symlink() and (p / ASSIGNMENT).is_dir()
                                           for p in entries if p.is_dir())
     recorded = read_record(root) if nbgrader_tree else {}
-    found, rejected = {}, []
+    found: dict[str, Submission] = {}
+    rejected: list[Rejected] = []
     for entry in entries:
         # grades.csv has a row for each entry: one whose name is no usable id goes by the name as Python writes
         # it, in quotes, which no LMS trims into another student's id
@@ -67,6 +73,7 @@ def discover(root):
         if entry.is_symlink():
             rejected.append(Rejected(shown, "a symbolic link; submissions must be folders or .zip files"))
             continue
+        kind: SubmissionKind
         if entry.is_dir():
             student_id, kind, path = entry.name, "folder", entry
             if nbgrader_tree:
@@ -94,7 +101,7 @@ def discover(root):
     return [found[k] for k in sorted(found)], rejected
 
 
-def _holds_a_time(path, kind):
+def _holds_a_time(path: Path, kind: SubmissionKind) -> bool:
     """Whether the submission holds a timestamp.txt (which is never read)."""
     if kind != "zip":
         return (path / "timestamp.txt").is_file()
@@ -106,12 +113,13 @@ def _holds_a_time(path, kind):
         return False
 
 
-def _folder_members(folder):
+def _folder_members(folder: Path) -> tuple[list[Member], list[str]]:
     """(relative posix path, size, opener) of the regular files under folder; links are not followed, folder itself
     included (ValueError)."""
     if folder.is_symlink():
         raise ValueError(f"{folder.name} is a symbolic link, not a folder")
-    members, notes = [], []
+    members: list[Member] = []
+    notes: list[str] = []
     stack = [folder]
     while stack:
         current = stack.pop()
@@ -124,11 +132,11 @@ def _folder_members(folder):
                 if entry.name not in SKIPPED_FOLDERS and relative.count("/") < FOLDER_DEPTH:
                     stack.append(entry)
             elif stat.S_ISREG(info.st_mode):
-                members.append((relative, info.st_size, lambda relative=relative: open_member(folder, relative)))
+                members.append((relative, info.st_size, partial(open_member, folder, relative)))
     return members, notes
 
 
-def open_member(folder, relative):
+def open_member(folder: Path, relative: str) -> IO[bytes]:
     """A binary stream of the regular file at relative (a posix path) under folder, opened one component at a time
     without following a link, so that nothing swapped in after the folder was listed (a link, a FIFO) is read: an
     exchange inbox stays writable by its student while collect reads it. OSError otherwise."""
@@ -144,7 +152,7 @@ def open_member(folder, relative):
     return os.fdopen(member, "rb")
 
 
-def open_folder(folder, parts):
+def open_folder(folder: Path, parts: list[str]) -> int:
     """A descriptor of the folder at parts (names) under folder, opened one component at a time without following a
     link, folder itself included. OSError otherwise."""
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
@@ -160,8 +168,11 @@ def open_folder(folder, parts):
     return fd
 
 
-def _zip_members(archive):
-    members, notes = [], []
+def _zip_members(archive: zipfile.ZipFile) -> tuple[list[Member], list[str]]:
+    """(path, size, opener) of the zip's entries that may be taken, and notes on those skipped; ValueError for a zip
+    too large to read."""
+    members: list[Member] = []
+    notes: list[str] = []
     infos = archive.infolist()
     if len(infos) > Settings.zip_entries:
         raise ValueError(f"the zip holds {len(infos)} entries (at most {Settings.zip_entries})")
@@ -177,18 +188,20 @@ def _zip_members(archive):
         elif stat.S_ISLNK(info.external_attr >> 16):
             notes.append(f"skipped {name!r}: a symbolic link")
         elif not any(part in SKIPPED_FOLDERS for part in parts):
-            members.append((name, info.file_size, lambda info=info: archive.open(info)))
+            members.append((name, info.file_size, partial(archive.open, info)))
     return members, notes
 
 
-def _read_capped(opener, limit):
+def _read_capped(opener: Callable[[], IO[bytes]], limit: int) -> bytes | None:
     """The member's bytes, or None if it holds more than limit bytes (whatever its declared size)."""
     with opener() as stream:
         data = stream.read(limit + 1)
     return None if len(data) > limit else data
 
 
-def _choose(members, kind, expected, notes):
+def _choose(members: list[Member], kind: str, expected: str, notes: list[str]) -> Member | None:
+    """The member taken as expected (a file of kind, PATTERNS), noting in notes what was chosen or ignored; None if
+    no member is of kind."""
     candidates = [m for m in members if PATTERNS[kind].match(PurePosixPath(m[0]).name)]
     if not candidates:
         return None
@@ -204,7 +217,7 @@ def _choose(members, kind, expected, notes):
     return chosen
 
 
-def unpack(submission, dest):
+def unpack(submission: Submission, dest: str | os.PathLike[str]) -> Intake:
     """Copy what can be graded from submission into dest (which must exist and be empty); its Intake."""
     dest = Path(dest)
     intake = Intake(folder=dest, notes=list(submission.notes))
@@ -220,7 +233,7 @@ def unpack(submission, dest):
         return intake
     intake.notes += notes
     digest = hashlib.sha256()
-    wanted = [("pyfile", PYFILE, "pyfile"), ("notebook", NOTEBOOK, "notebook")]
+    wanted: list[tuple[str, str, Part]] = [("pyfile", PYFILE, "pyfile"), ("notebook", NOTEBOOK, "notebook")]
     wanted += [(f"bonus_{name}", filename, "bonus") for name, filename in BONUS_FILES.items()]
     for kind, expected, limit in wanted:
         try:
@@ -267,7 +280,7 @@ def unpack(submission, dest):
     return intake
 
 
-def _python_source(data, intake):
+def _python_source(data: bytes, intake: Intake) -> bytes | None:
     """UTF-8 source text of batchnormalization.py, converting GB18030 with a note; None (with a problem) if it is
     empty or not text."""
     if not data.strip():

@@ -32,23 +32,27 @@ cells without nbformat ids get them from nbformat.
 """
 import copy
 import json
+from typing import Any
 
 import nbformat
+from nbformat import NotebookNode
 from nbgrader.utils import is_grade, is_locked, is_solution
 
 from grading.assignment import NOTEBOOK
 from grading.failures import MALFORMED, SubmissionDefect
+from grading.handoff import Intake
 
 # Levels of JSON nesting a notebook may have. Notebooks that tools write nest about ten deep (a plot's spec in an
 # output perhaps thirty); every recursive reader after json (nbformat's, jsonschema's, copy.deepcopy, the
 # encoders) must stay within Python's recursion limit, which a notebook nested a thousand levels deep exceeds.
 NESTING = 100
 GRADED_AS_RELEASED = f"its questions were not graded: download {NOTEBOOK} again and copy your answers into it"
-ROLES = {(True, False): "a test cell", (False, True): "an answer cell", (True, True): "an answer cell graded by hand",
+Role = tuple[bool, bool]  # (a grade cell, a solution cell), as nbgrader's flags say
+ROLES: dict[Role, str] = {(True, False): "a test cell", (False, True): "an answer cell", (True, True): "an answer cell graded by hand",
          (False, False): "an ordinary cell"}
 
 
-def submitted_notebook(intake, released):
+def submitted_notebook(intake: Intake, released: NotebookNode) -> tuple[NotebookNode, str, list[str]]:
     """(notebook to grade, why the submitted one cannot be graded, notes): the submitted notebook with the release's
     grading metadata (the module's docstring says what is restored), or the released one in place of one that is
     missing or a SubmissionDefect, so that batchnormalization.py and the bonus are still graded and recorded."""
@@ -62,7 +66,7 @@ def submitted_notebook(intake, released):
     return nb, "", notes + test_cell_changes(nb, released)
 
 
-def read_notebook(raw):
+def read_notebook(raw: bytes) -> tuple[NotebookNode, list[str]]:
     """A v4 notebook from raw bytes, and notes; raises SubmissionDefect("notebook", message for the student)."""
     notes = []
     try:
@@ -99,7 +103,7 @@ def read_notebook(raw):
     return nb, notes
 
 
-def as_graded(nb):
+def as_graded(nb: NotebookNode) -> dict[str, Any]:
     """What of nb is graded, for validation: the cells without their outputs, which SANITIZE clears (ClearOutput),
     so that an output or a key that Jupyter's schema does not know costs no one anything. A shallow copy: nb is not
     changed."""
@@ -110,11 +114,11 @@ def as_graded(nb):
     return {**nb, "cells": cells}
 
 
-def too_deep():
+def too_deep() -> str:
     return f"{NOTEBOOK} is nested more than {NESTING} levels deep, which no notebook is; it could not be graded"
 
 
-def nesting_within(data, limit):
+def nesting_within(data: Any, limit: int) -> bool:
     """Whether the JSON value data nests at most limit levels of lists and objects (read without recursion)."""
     pending = [(data, 1)]
     while pending:
@@ -127,19 +131,19 @@ def nesting_within(data, limit):
     return True
 
 
-def shown(value, length=60):
+def shown(value: Any, length: int = 60) -> str:
     """value as Python writes it, cut to about length characters: a student's data, quoted in a message."""
     text = repr(value)
     return text if len(text) <= length else text[:length] + "..."
 
 
-def restore_grading_metadata(nb, released):
+def restore_grading_metadata(nb: NotebookNode, released: NotebookNode) -> list[str]:
     """Give every cell of nb that carries a grade id of the release the release's nbgrader metadata and cell type,
     one copy per grade id, and remove nbgrader metadata that gives a cell no role; notes on what was put back.
     Raises SubmissionDefect where a cell's role differs from the release's or a cell with a role has a grade id the
     release does not have (the module's docstring says why)."""
     release = {c.metadata.nbgrader.grade_id: c for c in released.cells if "nbgrader" in c.metadata}
-    copies = {}
+    copies: dict[str, list[NotebookNode]] = {}  # {grade id: the cells that carry it}
     for cell in nb.cells:
         settings = cell.metadata.get("nbgrader")
         if settings is None:
@@ -182,18 +186,18 @@ def restore_grading_metadata(nb, released):
     return notes
 
 
-def role_of(cell):
+def role_of(cell: NotebookNode) -> Role:
     return is_grade(cell), is_solution(cell)
 
 
-def chosen_copy(cells, released_cell):
+def chosen_copy(cells: list[NotebookNode], released_cell: NotebookNode) -> NotebookNode:
     """The copy of a cell that keeps its grade id: the last one whose source differs from the release's, or the
     last one."""
     changed = [c for c in cells if c.source.strip() != released_cell.source.strip()]
     return (changed or cells)[-1]
 
 
-def changed_settings(cell, released_cell):
+def changed_settings(cell: NotebookNode, released_cell: NotebookNode) -> list[str]:
     """Notes on the settings of cell (a cell of the assignment, in the role it has in the release) that differ from
     released_cell's and are put back: its cell type, whether it is locked, and a grade cell's points."""
     grade_id, notes = released_cell.metadata.nbgrader.grade_id, []
@@ -209,14 +213,14 @@ def changed_settings(cell, released_cell):
     return notes
 
 
-def same_setting(found, expected):
+def same_setting(found: Any, expected: Any) -> bool:
     """Whether a submitted setting equals the release's; points compare as numbers (5 and 5.0 are the same)."""
     if isinstance(expected, (int, float)) and not isinstance(expected, bool):
         return isinstance(found, (int, float)) and not isinstance(found, bool) and float(found) == float(expected)
     return found == expected
 
 
-def retyped(cell, cell_type):
+def retyped(cell: NotebookNode, cell_type: str) -> NotebookNode:
     """cell as a cell of cell_type, with its id, source and metadata."""
     make = {"code": nbformat.v4.new_code_cell, "markdown": nbformat.v4.new_markdown_cell,
             "raw": nbformat.v4.new_raw_cell}[cell_type]
@@ -228,10 +232,10 @@ def retyped(cell, cell_type):
     return remade
 
 
-def test_cell_changes(nb, released):
+def test_cell_changes(nb: NotebookNode, released: NotebookNode) -> list[str]:
     """Notes on test cells of nb that differ from the released notebook or are missing (SANITIZE restores both)."""
     tests = {c.metadata.nbgrader.grade_id: c.source for c in released.cells if is_grade(c) and not is_solution(c)}
-    submitted = {}
+    submitted: dict[str, str] = {}  # {grade id: the source of its first cell}
     for cell in nb.cells:
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if grade_id in tests:

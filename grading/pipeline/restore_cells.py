@@ -1,5 +1,8 @@
 """SANITIZE's cell restoring: nbgrader's OverwriteCells, which also puts back every deleted grade cell (nbgrader
 0.9's add_missing_cells fails when the cell before a deleted one is not a grade cell)."""
+from typing import Any
+
+from nbformat import NotebookNode
 from nbgrader.preprocessors import OverwriteCells
 from traitlets import Bool
 
@@ -11,7 +14,8 @@ class RestoringOverwriteCells(OverwriteCells):
     add_missing_cells = Bool(True, help="put deleted grade cells back (always, for this assignment)").tag(
         config=True)
 
-    def add_missing_grade_cells(self, nb, resources):
+    def add_missing_grade_cells(self, nb: NotebookNode,
+                                resources: dict[str, Any]) -> tuple[NotebookNode, dict[str, Any]]:
         source = self.gradebook.find_notebook(self.notebook_id, self.assignment_id)
         order = [cell.name for cell in source.source_cells]
         solutions = {cell.name for cell in source.solution_cells}

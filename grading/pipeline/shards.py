@@ -9,19 +9,25 @@ make one course's grades.
 """
 import hashlib
 import json
+import os
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 
 from grading.records.late import LatePolicy, parse_due
+from grading.handoff import GradingRun
 from grading.records.results import write_atomic
 
 RUN_FILE = "run.json"  # per autograde output: how its latest run was started, for collect
+Shard = tuple[int, int]  # (I, N): the I-th of N, from 1
+RunRecord = dict[str, Any]  # what run.json holds (record_run)
 
 
 class ShardError(ValueError):
     """A shard specification or a set of shards that cannot be used as asked."""
 
 
-def parse_shard(text):
+def parse_shard(text: str) -> Shard:
     """(index, count) from "I/N" with 1 <= I <= N."""
     try:
         index, count = (int(part) for part in text.split("/"))
@@ -32,12 +38,14 @@ def parse_shard(text):
     return index, count
 
 
-def in_shard(name, shard):
+def in_shard(name: str, shard: Shard) -> bool:
+    """Whether the student (or entry) name belongs to shard."""
     index, count = shard
     return int(hashlib.sha256(name.encode()).hexdigest(), 16) % count == index - 1
 
 
-def record_run(out_dir, submissions_dir, shard, run):
+def record_run(out_dir: str | os.PathLike[str], submissions_dir: str | os.PathLike[str], shard: Shard,
+               run: GradingRun) -> None:
     """Write OUT/run.json for the autograde run `run` (a GradingRun) of shard (I, N) of submissions_dir. It is
     written when the run starts, so that a run killed midway still tells collect what it set out to do."""
     settings = run.settings
@@ -48,12 +56,12 @@ def record_run(out_dir, submissions_dir, shard, run):
         indent=1))
 
 
-def times_digest(path):
+def times_digest(path: str) -> str:
     """What a --submission-times file held, in a few characters ("" without one)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path else ""
 
 
-def read_run(out_dir):
+def read_run(out_dir: str | os.PathLike[str]) -> RunRecord | None:
     """The run record of an autograde output, or None where it has none (or a broken one)."""
     try:
         record = json.loads((Path(out_dir) / RUN_FILE).read_text(encoding="utf-8"))
@@ -64,7 +72,7 @@ def read_run(out_dir):
         return None
 
 
-def agreed_options(record):
+def agreed_options(record: RunRecord) -> dict[str, tuple[Any, Hashable]]:
     """What every shard of one merge must share: {option: (as recorded, as compared)}. Options written
     differently that mean the same (a due date in another time zone, per-day:5 and per-day:5.0) agree."""
     return {
@@ -79,7 +87,7 @@ def agreed_options(record):
     }
 
 
-def check_agreement(records):
+def check_agreement(records: dict[str, RunRecord]) -> None:
     """Raise ShardError naming each option on which the shards' run records ({folder: record}) differ."""
     options = {folder: agreed_options(record) for folder, record in records.items()}
     differences = []

@@ -7,12 +7,15 @@ import functools
 import itertools
 import re
 import textwrap
+from collections.abc import Iterable
 
 import nbformat
+from nbformat import NotebookNode
 from nbgrader.utils import is_grade, is_solution
 
 from grading.assignment import NOTEBOOK, question_of
 from grading.authoring.regions import cell_id as grade_id_of, solution_cells, unreadable_lines
+from grading.records.results import QuestionScore, StudentResult, Test
 from grading.settings import REPO, Settings
 
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -21,7 +24,7 @@ SAME_AS = "the same as {name} in {cell}"  # what merge_repeated leaves in a repe
 CELL_LINE = re.compile(r"(?:Cell In ?\[\d*\]|Input In ?\[\d*\]|<ipython-input-[^>]*>), line (\d+)")
 
 # Code that changes how the kernel runs or reports. The checks no longer run in the kernel, so this cannot change a
-# score; a TA may still want to look (grading/SECURITY.md).
+# score; a TA may still want to look (docs/security.md).
 TAMPERING = {
     r"\bget_ipython\b": "get_ipython (can rewrite or skip later cells)",
     r"\binput_transformers|\bast_transformers": "IPython input transformers",
@@ -34,21 +37,21 @@ TAMPERING = {
 }
 
 
-def points(scores):
+def points(scores: Iterable[float]) -> float:
     """A sum of points, rounded so that shares such as 3 x 2/3 add up to whole points."""
     return round(sum(scores), 6)
 
 
-def clean(message):
+def clean(message: str) -> str:
     """A failure message as students may read it: short, and without a line of a solution or hidden test."""
     kept = [line for line in message.splitlines() if line.strip() not in unreadable_lines()]
     return "\n".join(kept)[:Settings.message_chars]
 
 
-def merge_repeated(tests):
+def merge_repeated(tests: list[Test]) -> None:
     """Failed tests that share a message say it once: the first names how many checks and which cells it applies
     to, the others point to it."""
-    by_message = {}
+    by_message: dict[str, list[Test]] = {}
     for test in tests:
         if not test.passed and test.message:
             by_message.setdefault(test.message, []).append(test)
@@ -62,14 +65,14 @@ def merge_repeated(tests):
 
 
 @functools.lru_cache(maxsize=1)
-def defined_by_answer_cells():
+def defined_by_answer_cells() -> dict[str, str]:
     """{name: grade id} of what each answer cell of the source notebook defines at its top level."""
     cells = solution_cells(nbformat.read(REPO / NOTEBOOK, as_version=4))
-    return {node.name: grade_id for grade_id, cell in cells.items() if cell.cell_type == "code"
+    return {node.name: grade_id for grade_id, cell in cells.items() if grade_id is not None and cell.cell_type == "code"
             for node in ast.parse(cell.source).body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
 
 
-def cell_failures(nb):
+def cell_failures(nb: NotebookNode) -> dict[str, str]:
     """{name: why it is not defined} for the names of defined_by_answer_cells whose answer cell stopped with an
     error in the student's kernel: the exception, the cell and the line, read from the executed notebook's
     outputs (data the kernel sent; nothing of it is run)."""
@@ -87,14 +90,14 @@ def cell_failures(nb):
     return failures
 
 
-def tampering_flags(nb):
+def tampering_flags(nb: NotebookNode) -> list[str]:
     """What the student's own code cells do to the kernel (information for a TA, never a score)."""
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and not (
         c.get("metadata", {}).get("nbgrader", {}).get("locked")))
     return [what for pattern, what in TAMPERING.items() if re.search(pattern, code)]
 
 
-def kernel_said(cell, undefined=None):
+def kernel_said(cell: NotebookNode, undefined: dict[str, str] | None = None) -> str:
     """What a test cell printed or raised in the student's kernel, as plain text; a NameError for a name in
     undefined (cell_failures) says why the name is missing instead."""
     parts = []
@@ -109,7 +112,7 @@ def kernel_said(cell, undefined=None):
     return text[:cap] + (" [...]" if len(text) > cap else "")
 
 
-def verdict_lines(cell_id, question):
+def verdict_lines(cell_id: str, question: QuestionScore) -> list[str]:
     """The judgement of one grade cell, as the lines shown under it."""
     tests = [t for t in question.tests if t.cell == cell_id]
     if not question.graded:
@@ -117,8 +120,8 @@ def verdict_lines(cell_id, question):
     if cell_id == "bonus":
         return question.status.split("; ") if question.status else ["no bonus models were submitted"]
     lines = []  # one line per test that passed, and per run of failed tests that say the same
-    for _, run in itertools.groupby(tests, key=lambda t: id(t) if t.passed else said_first_by(t)):
-        run = list(run)
+    for _, grouped in itertools.groupby(tests, key=lambda t: id(t) if t.passed else said_first_by(t)):
+        run = list(grouped)
         said = "passed" if run[0].passed else run[0].message or "failed"
         lines.append(textwrap.fill(f"{points(t.score for t in run):5.2f} / {points(t.max_score for t in run):5.2f}  "
                                    f"{', '.join(t.name for t in run)}: {said}", Settings.line_width,
@@ -126,12 +129,12 @@ def verdict_lines(cell_id, question):
     return lines
 
 
-def said_first_by(test):
+def said_first_by(test: Test) -> str:
     """The name of the test whose message a failed test says (merge_repeated leaves a reference to the first)."""
     return test.same_as or test.name
 
 
-def write_verdicts(nb, result):
+def write_verdicts(nb: NotebookNode, result: StudentResult) -> None:
     """Replace the outputs of every judged grade cell by the grader's lines and its score."""
     undefined = cell_failures(nb)
     for cell in nb.cells:
