@@ -2,7 +2,7 @@
 the same sandbox, with the same Python and the same settings. A grader that cannot give it every autograded point
 must grade no one: the run stops, saying what failed and what to do. It also checks, once, that each hidden suite's
 points add up. Both front doors use it: autograde grades it as the first job (on slot 0, whose zygote it warms) and
-nbgrader's autograde grades it in JudgedExecute before its first student.
+nbgrader's autograde grades it in its front door (front_door.CheckedAutograde) before its first student.
 
 What failed is read from typed data, never from the words of a message: the cause of a grader error
 (failures.Cause, with its advice), or how each check the reference failed ended (Test.failure). The message says

@@ -4,14 +4,17 @@ exchange's collect, or by hand: unzip, tar, rsync -a) nbgrader reads only as `py
 front doors grade a symlinked or oversized submission alike.
 
 - CheckedAutograde is nbgrader's autograde converter (the `nbgrader autograde` command and the formgrader's button)
-  with a sanitize step that reads, instead of submitted/<student>/norm/, a copy that intake took from it when that
-  student's turn comes: the files intake takes, the notebook autograde would grade (pipeline/notebook.py: the
-  released one in place of one that cannot be graded, with its problem told to JudgedExecute, which reports it as
-  autograde does), and a timestamp.txt only from a source records/late.py trusts. nbgrader creates its converter
-  by name, so `install()`, run by the course's nbgrader_config.py in every nbgrader process before anything is
-  converted, puts CheckedAutograde where nbgrader looks it up; ReadThroughIntake, first in the SANITIZE
-  chain, refuses a notebook that was not read through it, so a future nbgrader that converted submissions some
-  other way would grade no one rather than read submitted/ unchecked.
+  and the front door of its run: before its first student is executed it grades the canary (canary.py), once; it
+  has each student's submission taken through intake, once, when that student's turn comes, into a copy that its
+  sanitize step reads instead of submitted/<student>/norm/: the files intake takes, the notebook autograde would
+  grade (pipeline/notebook.py: the released one in place of one that cannot be graded, with its problem in the
+  context, which JudgedExecute reports as autograde does), and a timestamp.txt only from a source records/late.py
+  trusts. The staged submission goes to both steps in resources["normlab"] (a SubmissionContext), as under
+  `python -m grading autograde`. nbgrader creates its converter by name, so `install()`, run by the course's
+  nbgrader_config.py in every nbgrader process before anything is converted, puts CheckedAutograde where nbgrader
+  looks it up; ReadThroughIntake (chains.py), first in the SANITIZE chain, refuses a notebook that was not read
+  through it, so a future nbgrader that converted submissions some other way would grade no one rather than read
+  submitted/ unchecked.
 - CheckedCollect is the exchange's collect (ExchangeFactory.collect): it takes an inbox only as the submission of
   the user who owns it, copies from it only what intake takes, and records the submission's time beside the student
   folders (records/late.TIMES_FILE). An inbox it cannot take costs only itself, with a line for the TA.
@@ -31,63 +34,96 @@ import pwd
 import re
 import shutil
 import stat
+import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbgrader.api import Gradebook, MissingEntry
-from nbgrader.apps import api, autogradeapp
-from nbgrader.converters import Autograde
 from nbgrader.converters.base import NbGraderException
 from nbgrader.exchange import ExchangeError
 from nbgrader.exchange.default.collect import ExchangeCollect
-from nbgrader.preprocessors import NbGraderPreprocessor
 from nbgrader.utils import check_mode, parse_utc
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK, NOTEBOOK_ID
-from grading.handoff import Submission
+from grading.compat import SourceFolderAutograde, use_autograde_converter
+from grading.handoff import Submission, SubmissionContext
 from grading.isolation import scratch
+from grading.pipeline.canary import CanaryFailed, grade_canary_here
 from grading.pipeline.intake import (FOLDER_DEPTH, SKIPPED_FOLDERS, open_folder, open_member, student_id_refusal,
                                      unpack)
+from grading.pipeline.judged_execute import JudgedExecute
 from grading.pipeline.notebook import submitted_notebook
 from grading.records.late import TIMES_FILE, lateness, parse_due, read_record, read_submission_times, record_text
 from grading.records.results import write_atomic
 from grading.settings import NBGRADER_TIME_FORMAT, Settings
 
-STAGED = set()  # the folders CheckedAutograde staged in this process: the only ones nbgrader may sanitize from
-# {student id: why CheckedAutograde staged the released notebook in place of theirs, "" where it did not}: for
-# JudgedExecute, which nbgrader hands the sanitized notebook in another folder (autograded/)
-NOTEBOOK_PROBLEMS = {}
 SECRET = "submission_secret.txt"  # nbgrader's exchange releases feedback under its hash (release_feedback)
+# An inbox of nbgrader's exchange as its collect describes one: {"username", "filename", "timestamp"}
+InboxRecord = dict[str, Any]
 
 
-def install():
+def install() -> None:
     """Make nbgrader's autograde, the command's and the formgrader's, CheckedAutograde in this process."""
-    autogradeapp.Autograde = api.Autograde = CheckedAutograde
+    use_autograde_converter(CheckedAutograde)
 
 
-class CheckedAutograde(Autograde):
-    """nbgrader's Autograde, whose sanitize step reads each student's submission as intake took it."""
+class CheckedAutograde(SourceFolderAutograde):
+    """nbgrader's Autograde as the front door of its run: the canary once, before the first student is executed;
+    each student's submission through intake once, staged, and handed to both steps as resources["normlab"]."""
 
-    def start(self):
+    def start(self) -> None:
         self._times = self._trusted_times()  # before anything is read: a CSV that cannot be used grades no one
         self._staging = str(scratch.make("front-door-"))
+        self._canary_failure: str | None = None  # "" once the canary passed, why it failed, or None before it ran
+        self._staged: SubmissionContext | None = None  # the submission whose turn it is
         try:
             super().start()
         finally:
             scratch.remove(self._staging)
 
-    def _format_source(self, assignment_id, student_id, escape=False):
-        if not self._sanitizing:
-            return super()._format_source(assignment_id, student_id, escape)
+    def source_folder(self, assignment_id: str, student_id: str, escape: bool = False) -> str:
+        if not self.sanitizing:
+            return super().source_folder(assignment_id, student_id, escape)
         if escape:  # a pattern, as nbgrader's: the ids are groups
             return re.escape(self._staging + os.sep) + student_id + re.escape(os.sep) + assignment_id
         return os.path.join(self._staging, student_id, assignment_id)
 
-    def init_notebooks(self):
+    def init_single_notebook_resources(self, notebook_filename: str) -> dict[str, Any]:
+        """nbgrader's resources, with the staged submission in resources["normlab"]; before the autograde step,
+        the canary is checked (RuntimeError, for each student, when it failed) and the time budget starts."""
+        resources = super().init_single_notebook_resources(notebook_filename)
+        context = self._staged
+        if context is None or context.intake is None:
+            raise NbGraderException(f"{notebook_filename} was not staged through the grader's intake")
+        if not self.sanitizing:
+            self._check_canary(context)
+            context.deadline = time.monotonic() + context.settings.timeout
+        resources["normlab"] = context
+        return resources
+
+    def _check_canary(self, context: SubmissionContext) -> None:
+        if self._canary_failure is None:
+            try:
+                grade_canary_here(context.settings, self.config, Path(self.coursedir.db_url.removeprefix("sqlite:///")),
+                                  context.slot)
+                self._canary_failure = ""
+            except CanaryFailed as failure:
+                self._canary_failure = str(failure)
+        if self._canary_failure:
+            raise RuntimeError(self._canary_failure)
+
+    def _executor(self) -> JudgedExecute:
+        """The course's JudgedExecute, as nbgrader's autograde step configures it: its settings and slot."""
+        return JudgedExecute(config=self.config)
+
+    def init_notebooks(self) -> None:
         """The submissions nbgrader would find, from a listing of submitted/ that follows no link; each is staged
         only when its turn comes (init_destination), so a class's bonus models are never all copied at once."""
-        self.assignments, self.notebooks = {}, []
+        self.assignments: dict[str, list[str]] = {}
+        self.notebooks: list[str] = []
         submitted = Path(self.coursedir.root, self.coursedir.submitted_directory)
         wanted = fnmatch.fnmatchcase(ASSIGNMENT, self.coursedir.assignment_id) and \
             fnmatch.fnmatchcase(NOTEBOOK_ID, self.coursedir.notebook_id)
@@ -99,22 +135,23 @@ class CheckedAutograde(Autograde):
             if refusal:
                 self.log.error("Not grading %r in %s: %s", entry.name, submitted, refusal)
             elif entry.is_dir() and os.path.lexists(entry / ASSIGNMENT):
-                staged = self._format_source(ASSIGNMENT, entry.name)
+                staged = self.source_folder(ASSIGNMENT, entry.name)
                 self.assignments[staged] = [os.path.join(staged, NOTEBOOK)]
         if not self.assignments:
             message = f"No submissions of {self.coursedir.assignment_id!r} matched in {submitted}"
             self.log.error(message)
             raise NbGraderException(message)
 
-    def init_destination(self, assignment_id, student_id):
+    def init_destination(self, assignment_id: str, student_id: str) -> bool:
         self._stage(student_id)
-        return super().init_destination(assignment_id, student_id)
+        return bool(super().init_destination(assignment_id, student_id))
 
-    def _stage(self, student_id):
+    def _stage(self, student_id: str) -> None:
         """Take submitted/<student>/norm/ through intake into the staging folder, replacing the last student's."""
+        self._staged = None
         for earlier in Path(self._staging).iterdir():
             shutil.rmtree(earlier)
-        folder = Path(self._format_source(ASSIGNMENT, student_id))
+        folder = Path(self.source_folder(ASSIGNMENT, student_id))
         folder.mkdir(parents=True)
         source = Path(self.coursedir.root, self.coursedir.submitted_directory, student_id, ASSIGNMENT)
         intake = unpack(Submission(student_id, source, "nbgrader"), folder)
@@ -128,13 +165,14 @@ class CheckedAutograde(Autograde):
         if when:
             (folder / "timestamp.txt").write_text(when)
         carry_secret(source, folder)
-        STAGED.add(os.path.normpath(folder))
-        NOTEBOOK_PROBLEMS[student_id] = problem
+        executor = self._executor()
+        self._staged = SubmissionContext(settings=course_settings(executor), intake=intake, slot=executor.slot,
+                                         notebook_problem=problem)
 
-    def _trusted_times(self):
+    def _trusted_times(self) -> dict[str, str | None]:
         """{student_id: time in nbgrader's format} from the sources autograde trusts: the TA's --submission-times
         (the course's settings) over the record beside submitted/."""
-        settings = Settings.from_json(self.config.get("JudgedExecute", {}).get("settings", {}))
+        settings = course_settings(self._executor())
         try:
             due = parse_due(settings.due) if settings.due else None
             recorded = {student: when for student, (when, _) in read_record(
@@ -146,17 +184,9 @@ class CheckedAutograde(Autograde):
         return {student: lateness(text, due).timestamp for student, text in {**recorded, **declared}.items()}
 
 
-class ReadThroughIntake(NbGraderPreprocessor):
-    """First in SANITIZE: nbgrader's own autograde may sanitize only a notebook CheckedAutograde staged (under
-    `python -m grading autograde`, resources["normlab"] says intake already took the files)."""
-
-    def preprocess(self, nb, resources):
-        folder = os.path.normpath(resources.get("metadata", {}).get("path") or ".")
-        if "normlab" not in resources and folder not in STAGED:
-            raise NbGraderException(f"{folder} was not read through the grader's intake: the course's "
-                                    "nbgrader_config.py must be the one grading/authoring/course.py writes, whose "
-                                    "front_door.install() makes nbgrader's autograde read submissions safely")
-        return nb, resources
+def course_settings(executor: JudgedExecute) -> Settings:
+    """The course's grading settings, as its nbgrader_config.py gives them to JudgedExecute (default: Settings())."""
+    return Settings.from_json(executor.settings) if executor.settings else Settings()
 
 
 class CheckedCollect(ExchangeCollect):
@@ -165,7 +195,7 @@ class CheckedCollect(ExchangeCollect):
     student's name, not named as nbgrader names them, a link, unreadable) is left with a line for the TA and costs
     no one else anything."""
 
-    def init_src(self):
+    def init_src(self) -> None:
         """nbgrader's, but every inbox is vetted on its own before the latest of each student is chosen: nbgrader's
         stops the whole collect at a name it cannot parse, and only warns of an inbox that another user made in a
         student's name, which, as that student's latest, then replaced her own submission."""
@@ -180,11 +210,12 @@ class CheckedCollect(ExchangeCollect):
         if not self.check_owner:
             self.log.warning("ExchangeCollect.check_owner is off: each inbox is taken as the submission of the "
                              "student its name says, whoever made it")
-        self.collected, self._uids = {}, {}
+        self.collected: dict[str, tuple[str, str]] = {}
+        self._uids: dict[str, int | None] = {}
         pattern = f"{self.coursedir.student_id or '*'}+{self.coursedir.assignment_id}+*"
-        by_student = {}
-        for record in self._sort_by_timestamp(self._vetted(sorted(glob.glob(os.path.join(self.inbound_path,
-                                                                                          pattern))))):
+        by_student: dict[str, list[InboxRecord]] = {}
+        inboxes = self._vetted(sorted(glob.glob(os.path.join(self.inbound_path, pattern))))
+        for record in sorted(inboxes, key=lambda inbox: inbox["timestamp"], reverse=True):
             by_student.setdefault(record["username"], []).append(record)  # newest first
         with Gradebook(self.coursedir.db_url, self.coursedir.course_id) as gb:
             try:
@@ -195,11 +226,11 @@ class CheckedCollect(ExchangeCollect):
         self.src_records = [next((r for r in records if r["timestamp"] <= self.duedate), records[0]) if before_due
                             else records[0] for records in by_student.values()]
 
-    def _vetted(self, paths):
+    def _vetted(self, paths: Iterable[str]) -> Iterator[InboxRecord]:
         """The records of the inboxes at paths that can be collected as their students'; a line for each other."""
         for path in paths:
             try:
-                record = self._path_to_record(path)
+                record = self.inbox_record(path)
                 refusal = self._refusal(record)
             except (OSError, ValueError) as error:
                 refusal = str(error)
@@ -208,7 +239,7 @@ class CheckedCollect(ExchangeCollect):
             else:
                 yield record
 
-    def _path_to_record(self, path):
+    def inbox_record(self, path: str) -> InboxRecord:
         """nbgrader's record of the inbox at path; ValueError, saying what is wrong, where its name is not
         <student>+<assignment>+<time>[+<random>] (nbgrader's own stops collect for everyone)."""
         name = os.path.basename(path)
@@ -223,7 +254,7 @@ class CheckedCollect(ExchangeCollect):
                              "<student>+<assignment>+<time>+<random>); the student can submit again") from None
         return {"username": parts[0], "filename": name, "timestamp": timestamp}
 
-    def _refusal(self, record):
+    def _refusal(self, record: InboxRecord) -> str:
         """Why the inbox of record cannot be collected as its student's submission; "" when it can."""
         student = record["username"]
         submitted = f"{self.coursedir.submitted_directory}/{{id}}/{self.coursedir.assignment_id}/"
@@ -249,7 +280,7 @@ class CheckedCollect(ExchangeCollect):
                     "made it so, and can submit again")
         return ""
 
-    def _uid(self, student):
+    def _uid(self, student: str) -> int | None:
         if student not in self._uids:
             try:
                 self._uids[student] = pwd.getpwnam(student).pw_uid
@@ -257,7 +288,7 @@ class CheckedCollect(ExchangeCollect):
                 self._uids[student] = None
         return self._uids[student]
 
-    def copy_files(self):
+    def copy_files(self) -> None:
         """nbgrader's, each submission on its own: one whose inbox changed under collect so that it can no longer be
         vetted or read costs only itself."""
         if not self.src_records:
@@ -272,7 +303,7 @@ class CheckedCollect(ExchangeCollect):
             submitted = Path(self.coursedir.root, self.coursedir.submitted_directory)
             write_atomic(submitted / TIMES_FILE, record_text({**read_record(submitted), **self.collected}))
 
-    def _collect(self, record):
+    def _collect(self, record: InboxRecord) -> None:
         """Copy the inbox of record into submitted/, as nbgrader's copy_files would (--update, --before-duedate)."""
         student, assignment = record["username"], self.coursedir.assignment_id
         dest = self.coursedir.format_path(self.coursedir.submitted_directory, student, assignment)
@@ -298,26 +329,27 @@ class CheckedCollect(ExchangeCollect):
             shutil.rmtree(dest, ignore_errors=True)
             raise
 
-    def do_copy(self, src, dest):
-        record = self._path_to_record(src)
+    def do_copy(self, src: str, dest: str) -> None:
+        record = self.inbox_record(src)
         Path(dest).mkdir(parents=True)
         intake = unpack(Submission(record["username"], Path(src), "folder"), dest)
         for note in intake.notes:
             self.log.warning("%s: %s", record["username"], note)
-        when, source = exchange_time(record["timestamp"], src)  # after reading: a later change shows in it
+        when, source = exchange_time(record["timestamp"], Path(src))  # after reading: a later change shows in it
         Path(dest, "timestamp.txt").write_text(when)  # what nbgrader's collect --update compares the next one with
-        carry_secret(src, dest)
+        carry_secret(Path(src), dest)
         self.collected[record["username"]] = (when, source)
 
 
-def user_name(uid):
+def user_name(uid: int) -> str:
+    """The name of the user uid, or "uid <uid>" where it has none."""
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return f"uid {uid}"
 
 
-def carry_secret(source, dest):
+def carry_secret(source: Path, dest: str | Path) -> None:
     """Copy the submission's SECRET from folder source into dest, where it is a small regular file: the student's
     submit wrote it, and it decides only which feedback they can fetch."""
     try:
@@ -329,7 +361,7 @@ def carry_secret(source, dest):
         Path(dest, SECRET).write_bytes(data)
 
 
-def exchange_time(claimed, inbox):
+def exchange_time(claimed: datetime, inbox: Path) -> tuple[str, str]:
     """(time in nbgrader's format, its source) of the submission in the exchange's inbox folder, which claims to be
     made at claimed (naive UTC, as nbgrader parses it): the claim, unless the folder or anything in it changed more
     than Settings.exchange_clock_slack later; then the time of that change. An inbox too full to check gets the time
@@ -346,13 +378,14 @@ def exchange_time(claimed, inbox):
             f"the inbox's last change: it claimed {claim}")
 
 
-def last_change(inbox):
+def last_change(inbox: Path) -> tuple[float, bool]:
     """(the latest inode change time of the folder inbox and of everything in it, whether everything was seen). The
     inbox is its student's to fill while collect reads it, so the walk is iterative, follows no link, goes only as
     deep as intake takes files from, skips the folders intake skips, and gives up past
     Settings.exchange_inbox_entries entries. A folder it cannot open is skipped: intake cannot take what it holds
     either, and its own change, seen from its parent, counts."""
-    latest, seen, pending = os.lstat(inbox).st_ctime, 0, [()]
+    latest, seen = os.lstat(inbox).st_ctime, 0
+    pending: list[list[str]] = [[]]
     while pending:
         parts = pending.pop()
         try:
@@ -371,7 +404,7 @@ def last_change(inbox):
                         continue
                     latest = max(latest, info.st_ctime)
                     if stat.S_ISDIR(info.st_mode) and len(parts) < FOLDER_DEPTH and entry.name not in SKIPPED_FOLDERS:
-                        pending.append((*parts, entry.name))
+                        pending.append([*parts, entry.name])
         finally:
             os.close(fd)
     return latest, True

@@ -5,15 +5,19 @@ only reads the gradebook (a snapshot copy); the main process records what it ret
 import logging
 import time
 
+import nbformat
+
 from grading.assignment import ASSIGNMENT, NOTEBOOK_ID
-from grading.handoff import SubmissionContext
+from grading.handoff import GradingRun, Intake, Submission, SubmissionContext
 from grading.isolation.sandbox import Isolation
 from grading.nbgrader_support import apply_chain
 from grading.pipeline import chains
 from grading.pipeline.notebook import submitted_notebook
+from grading.records.results import StudentResult
 
 
-def grade(submission, intake, run, slot):
+def grade(submission: Submission, intake: Intake, run: GradingRun,
+          slot: int) -> tuple[StudentResult, nbformat.NotebookNode]:
     """(StudentResult, judged notebook) of one submission (a handoff.Submission whose files intake took) in the
     GradingRun run, on worker slot slot. A notebook that could not be graded is judged as the released one, so that
     Q1, Q2 and the bonus are recorded."""
@@ -31,6 +35,7 @@ def grade(submission, intake, run, slot):
     nb, resources = apply_chain(chains.SANITIZE, nb, resources, run.config, log)
     nb, resources = apply_chain(chains.JUDGE, nb, resources, run.config, log)
     result = context.result
+    assert result is not None, "the JUDGE chain's JudgedExecute leaves the result in the context"
     result.kind = submission.kind
     result.fingerprint, result.submission = run.fingerprint, intake.digest
     result.notes = intake.notes + notes + result.notes
@@ -39,7 +44,7 @@ def grade(submission, intake, run, slot):
     return result, nb
 
 
-def status_line(result, problems, notebook_problem):
+def status_line(result: StudentResult, problems: dict[str, str], notebook_problem: str) -> str:
     """"ok", or what kept parts from being graded, what a TA may want to look at, and how it was graded."""
     parts = [f"pyfile: {problems['pyfile']}"] if "pyfile" in problems else []
     parts += [f"notebook: {notebook_problem}"] if notebook_problem else []

@@ -17,8 +17,12 @@ from unix_users import new_tag, unix_users
 
 from grading.assignment import ASSIGNMENT, COURSE_ID, NOTEBOOK, PYFILE
 from grading.authoring.course import db_url, write_config
+from grading.handoff import Intake, SubmissionContext
 from grading.nbgrader_support import course_config
-from grading.pipeline.front_door import SECRET, CheckedAutograde, CheckedCollect, ReadThroughIntake, exchange_time
+from grading.pipeline import front_door
+from grading.pipeline.canary import CanaryFailed
+from grading.pipeline.chains import ReadThroughIntake
+from grading.pipeline.front_door import SECRET, CheckedAutograde, CheckedCollect, exchange_time
 from grading.records.late import TIMES_FILE, read_record, record_text
 from grading.settings import NBGRADER_TIME_FORMAT, Settings
 
@@ -58,16 +62,25 @@ def course(tmp_path):
     shutil.copytree(submitted / "honest", submitted / "honest\n")  # put there by hand, or by an older collect
     shutil.copytree(submitted / "honest", submitted / UNUSUAL)
     (submitted / TIMES_FILE).write_text(record_text({"linked": ("2026-12-02 10:00:00.000000 UTC", "the exchange")}))
-    converter = CheckedAutograde(coursedir=CourseDirectory(root=str(root), assignment_id=ASSIGNMENT))
-    converter._staging, converter._times = str(tmp_path / "staging"), converter._trusted_times()
-    (tmp_path / "staging").mkdir()
+    converter = staging_converter(root, tmp_path / "staging")
     converter.init_notebooks()
     staged = {}
     for folder in converter.assignments:
         student = os.path.basename(os.path.dirname(folder))
         converter.init_destination(ASSIGNMENT, student)
         staged[student] = {p.name: p.read_bytes() for p in (tmp_path / "staging" / student / ASSIGNMENT).iterdir()}
+        context = converter.init_single_notebook_resources(folder + os.sep + NOTEBOOK)["normlab"]
+        staged[student]["context"] = context
     return staged
+
+
+def staging_converter(root, staging):
+    """A CheckedAutograde of the course at root, as its start() leaves it, staging into the folder staging."""
+    converter = CheckedAutograde(coursedir=CourseDirectory(root=str(root), assignment_id=ASSIGNMENT))
+    converter._staging, converter._times = str(staging), converter._trusted_times()
+    converter._canary_failure, converter._staged = None, None
+    staging.mkdir()
+    return converter
 
 
 def test_nbgrader_reads_an_honest_submission_as_submitted_and_never_its_own_time(course):
@@ -79,7 +92,7 @@ def test_nbgrader_reads_an_honest_submission_as_submitted_and_never_its_own_time
 
 def test_links_and_special_files_never_reach_nbgrader(course):
     linked = course["linked"]
-    assert set(linked) == {NOTEBOOK, "timestamp.txt"}  # no .py, no FIFO, no secret that is a link
+    assert set(linked) == {NOTEBOOK, "timestamp.txt", "context"}  # no .py, no FIFO, no secret that is a link
     assert nbformat.reads(linked[NOTEBOOK], 4).cells == RELEASED.cells  # graded as the released notebook
     assert linked["timestamp.txt"] == b"2026-12-02 10:00:00.000000 UTC"  # the record's
     assert "alias" not in course  # a student folder that is a link is not graded, as autograde rejects it
@@ -92,11 +105,47 @@ def test_nbgrader_grades_an_unusual_id_and_not_one_with_a_final_newline(course, 
     assert "Not grading 'honest\\n'" in logged and "'honest\\n' is not a usable student id" in logged
 
 
-def test_nbgrader_may_sanitize_only_what_was_staged(tmp_path):
+def test_each_staged_submission_goes_to_nbgrader_with_its_intake_and_its_notebooks_problem(course, tmp_path):
+    honest, linked = course["honest"]["context"], course["linked"]["context"]
+    assert honest.intake.folder == tmp_path / "staging" / "honest" / ASSIGNMENT and honest.notebook_problem == ""
+    assert honest.intake.pyfile == honest.intake.folder / PYFILE and honest.slot == 0  # the file staged there
+    assert linked.intake.pyfile is None and linked.notebook_problem  # graded as the released notebook, and why
+
+
+def test_a_student_folder_cannot_be_sanitized_from_anywhere_but_where_intake_took_it(tmp_path):
     check = ReadThroughIntake()
-    with pytest.raises(NbGraderException, match="was not read through the grader's intake"):
-        check.preprocess(STUDENT_NOTEBOOK, {"metadata": {"path": str(tmp_path / "submitted" / "x" / ASSIGNMENT)}})
-    assert check.preprocess(STUDENT_NOTEBOOK, {"normlab": object(), "metadata": {"path": str(tmp_path)}})
+    elsewhere = SubmissionContext(intake=Intake(folder=tmp_path / "staging" / "x" / ASSIGNMENT))
+    submitted = {"path": str(tmp_path / "submitted" / "x" / ASSIGNMENT)}
+    for resources in ({"metadata": submitted}, {"normlab": object(), "metadata": submitted},
+                      {"normlab": elsewhere, "metadata": submitted}, {"normlab": SubmissionContext(), "metadata": {}}):
+        with pytest.raises(NbGraderException, match="was not read through the grader's intake"):
+            check.preprocess(STUDENT_NOTEBOOK, resources)
+
+
+def test_a_folder_named_another_way_is_still_the_one_intake_took(tmp_path):
+    staged = SubmissionContext(intake=Intake(folder=tmp_path / "staging" / "x" / ASSIGNMENT))
+    named = {"path": f"{tmp_path}/staging/./x//{ASSIGNMENT}/"}
+    assert ReadThroughIntake().preprocess(STUDENT_NOTEBOOK, {"normlab": staged, "metadata": named})
+
+
+@pytest.mark.parametrize("passes", [True, False])
+def test_the_canary_is_graded_once_per_run_before_the_first_student_is_executed(tmp_path, monkeypatch, passes):
+    graded = []
+
+    def canary(settings, config, gradebook, slot):
+        graded.append((gradebook, slot))
+        if not passes:
+            raise CanaryFailed("the canary failed, so no student was graded: a test\nTo fix it: a test.", None)
+    monkeypatch.setattr(front_door, "grade_canary_here", canary)
+    converter = staging_converter(tmp_path / "course", tmp_path / "staging")
+    for _ in range(3):
+        if passes:
+            converter._check_canary(SubmissionContext())
+        else:
+            with pytest.raises(RuntimeError, match="^the canary failed, so no student was graded: a test\nTo fix"):
+                converter._check_canary(SubmissionContext())
+    assert graded == [(tmp_path / "course" / "gradebook.db", 0)]
+    assert staging_converter(tmp_path / "again", tmp_path / "staging2")._canary_failure is None  # per run
 
 
 def test_collect_takes_what_intake_takes_and_records_the_time(tmp_path):
