@@ -39,7 +39,8 @@ class ExpectedTime:
     bonus: tuple
 
 
-# The one source of the time figures that README.md, BENCHMARKS.md and the notebook show (a test keeps them equal).
+# The one source of the time figures that docs/students.md, BENCHMARKS.md and the notebook show (a test keeps
+# them equal).
 # ESTIMATED, NOT MEASURED: from the models' FLOP counts and each GPU's published training throughput (BENCHMARKS.md
 # shows the arithmetic); no GPU has run the grid yet. The notebook's time-estimate cell measures the student's GPU.
 EXPECTED_BASIS = "estimated, not measured"
@@ -63,7 +64,7 @@ def span(seconds):
 
 
 def expected_times_table():
-    """EXPECTED_TIMES as the markdown table that README.md and the notebook show."""
+    """EXPECTED_TIMES as the markdown table that docs/students.md and the notebook show."""
     rows = ["| GPU | the grid (20 runs x 30 epochs) | the bonus (2 runs x 60 epochs) |", "|---|---|---|"]
     return "\n".join(rows + [f"| {e.gpu} | {span(e.grid)} | {span(e.bonus)} |" for e in EXPECTED_TIMES])
 

@@ -1,5 +1,5 @@
 """The attack catalogue: every attack scores 0 on the part it attacks, the rest of the batch is graded correctly,
-and the run ends within its time bound. grading/SECURITY.md describes each defence."""
+and the run ends within its time bound. docs/security.md describes each defence."""
 import sys
 import time
 
@@ -295,7 +295,7 @@ PEAK = ("import resource, subprocess, sys\n"
         "code = subprocess.call(sys.argv[2:])\n"
         "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss << 10))\n"
         "sys.exit(code)")
-PEAK_BYTES = 1536 << 20  # what any one of the grader's processes may reach: README, "Grading at scale"
+PEAK_BYTES = 1536 << 20  # what any one of the grader's processes may reach: docs/cluster.md, "What grading costs"
 
 
 def append_cells(code, count):

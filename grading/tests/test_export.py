@@ -104,7 +104,7 @@ def test_no_students_feedback_names_the_grading_machine(demo, graded_by_hand):
 
 
 def test_nbgraders_feedback_gives_the_same_points_as_ours(graded_by_hand):
-    """The README lets a TA release either feedback: both show the gradebook's points, the late penalty taken."""
+    """docs/grading.md lets a TA release either feedback: both show the gradebook's points, the late penalty taken."""
     assert run("feedback", graded_by_hand).returncode == 0
     course = graded_by_hand / "course"
     for student in ("full_marks", "common_mistakes"):

@@ -67,7 +67,7 @@ assert not any("BEGIN SOLUTION" in text or "def test_" in text for text in read)
 
 
 def build(out, *options):
-    """autograder.zip, built as the README says."""
+    """autograder.zip, built as docs/gradescope.md says."""
     completed = subprocess.run([sys.executable, "-m", "grading", "gradescope", "--out", str(out), *options],
                                cwd=REPO, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]

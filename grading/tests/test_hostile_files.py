@@ -1,4 +1,4 @@
-"""What a student's processes leave where they can write reaches nothing of the host (grading/SECURITY.md, "Files
+"""What a student's processes leave where they can write reaches nothing of the host (docs/security.md, "Files
 the grader touches in places students write"). Attackers plant links to host files, FIFOs, folders and trees ten
 thousand deep at every name the grader uses in their folder and /tmp (the names of today and of earlier versions),
 before and after their kernel restarts (warm, then cold once they have killed their zygote), while the grader

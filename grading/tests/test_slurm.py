@@ -1,7 +1,8 @@
-"""Grading on a real Slurm, through the command README's "Grading on a cluster (Slurm)" documents: a one-node cluster
-(munged, slurmctld and slurmd from Debian's slurm-wlm and munge) configured in a temporary folder and started here,
-as root, as CI runs. A shard cancelled midway is recovered by the README's steps, without touching any job, and
-the merged grades then equal one unsharded run; what the partition cannot run is refused before anything is queued.
+"""Grading on a real Slurm, through the command docs/cluster.md documents ("Grading on a cluster (Slurm)"): a
+one-node cluster (munged, slurmctld and slurmd from Debian's slurm-wlm and munge) configured in a temporary folder
+and started here, as root, as CI runs. A shard cancelled midway is recovered by the documented steps, without
+touching any job, and the merged grades then equal one unsharded run; what the partition cannot run is refused
+before anything is queued.
 
 Cheap on purpose: 7 students graded on Q1 and Q2 only (no notebook kernels), one CPU per shard. It skips, saying
 why, where Slurm cannot start; with GRADING_REQUIRE_SLURM=1 (.ci/run sets it) it fails instead.
@@ -158,7 +159,7 @@ def wait_for(jobs, env, timeout=JOB_TIMEOUT):
 
 
 def grade_on_slurm(env, submissions, out, *options):
-    """Run the README's command; its labelled job ids {"grading": id, "merge": id}."""
+    """Run the documented command; its labelled job ids {"grading": id, "merge": id}."""
     completed = subprocess.run(["bash", SCRIPT, str(submissions), str(out), str(SHARDS), "--cpus", "1",
                                 "--mem-per-cpu", "1G", "--python", sys.executable, *options, "--",
                                 *AUTOGRADE_OPTIONS], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
@@ -194,8 +195,8 @@ def logs(jobs, shards):
 
 
 def test_a_shard_cancelled_midway_is_recovered_by_the_readme_steps(slurm, course, release_dir, tmp_path):
-    """The README's sharded run, with one shard cancelled midway: the merge job says which shard is missing and
-    merges nothing; the README's recovery step grades that shard again, and the merge equals one unsharded run,
+    """The documented sharded run, with one shard cancelled midway: the merge job says which shard is missing and
+    merges nothing; the documented recovery step grades that shard again, and the merge equals one unsharded run,
     with a log per shard and per merge."""
     submissions, whole = course
     out = prepared(tmp_path / "out", release_dir)
@@ -210,7 +211,7 @@ def test_a_shard_cancelled_midway_is_recovered_by_the_readme_steps(slurm, course
     merge_log = (out / "logs" / f"merge-job-{jobs['merge']}.log").read_text()
     assert f"shard 1/{SHARDS}" in merge_log and "not graded yet" in merge_log
     assert not (out / "merged" / "grades.csv").exists()
-    again = grade_on_slurm(slurm, submissions, out, "--shards", "1")  # the README's recovery step
+    again = grade_on_slurm(slurm, submissions, out, "--shards", "1")  # the documented recovery step
     wait_for(list(again.values()), slurm)
     assert_same_as_unsharded(out / "merged", whole)
     assert {p.name for p in (out / "logs").iterdir()} == logs(jobs, SIZES) | logs(again, [1])
