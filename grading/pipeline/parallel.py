@@ -21,26 +21,36 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 import nbformat
 
 from grading.assignment import KERNEL_QUESTIONS
+from grading.handoff import GradingRun, Job, Submission
 from grading.isolation import tree, users
 from grading.failures import Cause
 from grading.isolation.sandbox import PYTHON, Isolation, Limits
-from grading.isolation.zygote import zygote_for
+from grading.isolation.zygote import Zygote, zygote_for
 from grading.pipeline.grade import grade
 from grading.pipeline.hidden_suites import warm_up
 from grading.pipeline.intake import unpack
 from grading.records.results import (GraderFailure, QuestionScore, StudentResult, error_file, load_result, save_result,
                                      write_atomic)
-from grading.settings import Settings
 
 RESULT, JUDGED, FAILURE = "result.json", "judged.ipynb", "failure.json"  # what a child leaves in its folder
 
 
-def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
+# What a finished job hands to its caller: the job, its result, the judged notebook (or None), its GraderFailure (or
+# None)
+Finish = Callable[[Job, StudentResult, nbformat.NotebookNode | None, GraderFailure | None], None]
+# {sentinel: (the child, its job, its worker slot, its folder, when it started)}
+Running = dict[int, tuple[BaseProcess, Job, int, Path, float]]
+
+
+def grade_in_children(jobs: list[Job], run: GradingRun, work: Path, finish: Finish, canary: Job | None = None,
+                      check_canary: Callable[[StudentResult, GraderFailure | None], None] | None = None) -> None:
     """Grade jobs (Job) in forked children, at most run.settings.jobs at a time, in folders under work; call
     finish(job, result, judged notebook or None, GraderFailure or None) for each, in the order they end: the
     GraderFailure of a result that is a grader error, None for a verdict (or for an error kept from earlier). Nothing
@@ -60,8 +70,9 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
         for slot in free_slots:
             zygote_for(slot, limits)  # started here, so that they outlive the children that fork kernels from them
     warm_up()  # while the zygotes import torch
-    held = [] if canary else None  # what ended before the canary passed
-    running = {}
+    held: list[tuple[Job, StudentResult, nbformat.NotebookNode | None, GraderFailure | None]] | None = \
+        [] if canary else None  # what ended before the canary passed
+    running: Running = {}
     try:
         while queue or running:
             while queue and free_slots:
@@ -70,7 +81,7 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
             ready = multiprocessing.connection.wait(list(running), timeout=5)
             for sentinel in list(running):
                 child, job, slot, folder, started = running[sentinel]
-                overdue = time.monotonic() - started > settings.timeout + Settings.watchdog_grace
+                overdue = time.monotonic() - started > settings.timeout + settings.watchdog_grace
                 if sentinel not in ready and not overdue:
                     continue
                 if overdue and child.is_alive():
@@ -89,6 +100,7 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
                                             "which ran the submission's code, could not all be removed")
                     result, judged = grader_error(job.submission, run, failure), None
                 if job is canary:
+                    assert check_canary is not None and held is not None, "a canary is checked by check_canary"
                     check_canary(result, failure)
                     tree.remove(folder)
                     for waiting in held:
@@ -104,7 +116,7 @@ def grade_in_children(jobs, run, work, finish, canary=None, check_canary=None):
             child.join()
 
 
-def _swept(zygote):
+def _swept(zygote: Zygote) -> bool:
     """Whether the zygote's sandbox was cleaned after a submission. Whatever goes wrong there retires the zygote
     (the slot's next kernel starts in a new one) and never stops the batch; what was unexpected is logged whole."""
     try:
@@ -115,7 +127,7 @@ def _swept(zygote):
         return False
 
 
-def _start(job, run, slot, folder):
+def _start(job: Job, run: GradingRun, slot: int, folder: Path) -> Running:
     """Take the job's files (intake, in this process) and fork its child: {sentinel: what the loop keeps of it}."""
     tree.remove(folder)
     (folder / "in").mkdir(parents=True)
@@ -125,12 +137,15 @@ def _start(job, run, slot, folder):
     return {child.sentinel: (child, job, slot, folder, time.monotonic())}
 
 
-def _finish(finish, job, result, judged, failure):
+def _finish(finish: Finish, job: Job, result: StudentResult, judged: nbformat.NotebookNode | None,
+            failure: GraderFailure | None) -> None:
+    """Hand a finished job to finish, then remove the files the parent took for it."""
     finish(job, result, judged, failure)
+    assert job.intake is not None and job.intake.folder is not None, "a started job has its intake"
     tree.remove(job.intake.folder.parent)
 
 
-def _child(job, run, slot, folder):
+def _child(job: Job, run: GradingRun, slot: int, folder: Path) -> None:
     """Body of a submission's child process: grade, write the result (or the GraderFailure of whatever was raised
     instead: a GraderError's cause, any other exception a bug), exit."""
     libc = ctypes.CDLL(None)
@@ -138,6 +153,7 @@ def _child(job, run, slot, folder):
     import torch
     torch.set_num_threads(1)
     try:
+        assert job.intake is not None, "_start took the job's files before it forked this child"
         result, judged = grade(job.submission, job.intake, run, slot)
         if judged is not None:
             write_atomic(folder / JUDGED, nbformat.writes(judged))
@@ -148,7 +164,8 @@ def _child(job, run, slot, folder):
     os._exit(0)
 
 
-def child_outcome(folder, job, run, overdue, exitcode):
+def child_outcome(folder: Path, job: Job, run: GradingRun, overdue: bool, exitcode: int | None
+                  ) -> tuple[StudentResult, nbformat.NotebookNode | None, GraderFailure | None]:
     """(result, judged notebook, None) of the child that graded in folder, or, where it left no result, (a result
     that says what of the machine failed, None, its GraderFailure): the one the child handed over, else an overdue
     child's (OVERLOAD) or a silent one's (KILLED). exitcode: the child's, as multiprocessing has it (minus the signal
@@ -160,7 +177,7 @@ def child_outcome(folder, job, run, overdue, exitcode):
     failure = handed_over(folder / FAILURE)
     if failure is None and overdue:
         failure = GraderFailure(Cause.OVERLOAD, f"grading took longer than "
-                                f"{run.settings.timeout + Settings.watchdog_grace:g} s, past the submission's own time "
+                                f"{run.settings.timeout + run.settings.watchdog_grace:g} s, past the submission's own time "
                                 "budget, and was stopped (is the machine overloaded?)")
     elif failure is None:
         how = f"was killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else \
@@ -169,7 +186,7 @@ def child_outcome(folder, job, run, overdue, exitcode):
     return grader_error(job.submission, run, failure), None, failure
 
 
-def handed_over(path):
+def handed_over(path: Path) -> GraderFailure | None:
     """The GraderFailure a child wrote at path, or None where it wrote none that can be read."""
     try:
         return GraderFailure.from_json(json.loads(path.read_text(encoding="utf-8")))
@@ -177,7 +194,7 @@ def handed_over(path):
         return None
 
 
-def grader_error(submission, run, failure):
+def grader_error(submission: Submission, run: GradingRun, failure: GraderFailure) -> StudentResult:
     """The StudentResult of a submission the machine failed to grade (failure: a GraderFailure): no points, and its
     status says what failed and which file under OUT tells the rest."""
     error, where = failure.summary, error_file(submission.student_id)
