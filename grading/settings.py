@@ -1,9 +1,12 @@
 """Every setting of the grader, declared once with its help text: the options of `python -m grading` (which the
 course's nbgrader_config.py, Gradescope's autograder and the Slurm script hand on), the fixed limits and caps the
 code reads, and the paths and formats it shares."""
+import argparse
 import os
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Collection
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from grading.assignment import NOTEBOOK, PYFILE, QUESTION_IDS
 
@@ -31,12 +34,34 @@ class ConfigurationError(Exception):
     """The grader itself cannot run as asked (as opposed to a submission that cannot be graded): it grades no one."""
 
 
-def option(default, help):
+def option(default: Any, help: str) -> Any:
     """A setting with a command-line option of its own."""
     return field(default=default, metadata={"help": help, "option": True})
 
 
-def fixed(default, help):
+def option_computed(default: Callable[[], Any], help: str) -> Any:
+    """A setting with a command-line option of its own, whose default default() computes when a run starts (it
+    depends on the machine or the environment, which may not be the one this module was imported on)."""
+    return field(default_factory=default, metadata={"help": help, "option": True})
+
+
+def default_of(setting: "Field[Any]") -> Any:
+    """The default of setting, computed now where it is computed."""
+    factory: Any = setting.default_factory  # dataclasses' MISSING where the setting has a plain default
+    return factory() if setting.default is MISSING else setting.default
+
+
+def default_jobs() -> int:
+    """The number of cores."""
+    return os.cpu_count() or 1
+
+
+def default_cifar_root() -> Path:
+    """$NORMLAB_DATA, else the repository's data/."""
+    return Path(os.environ.get("NORMLAB_DATA") or REPO / "data")
+
+
+def fixed(default: Any, help: str) -> Any:
     """A limit or cap the grader keeps fixed: declared here, read by the code, not an option."""
     return field(default=default, init=False, metadata={"help": help, "option": False})
 
@@ -47,8 +72,8 @@ class Settings:
     release's self-check, which grades too. Fixed settings are read from the class (Settings.message_chars)."""
 
     # What to grade, and how much at once
-    jobs: int = option(os.cpu_count() or 1, "submissions graded at the same time (default: the number of cores, "
-                                            "%(default)s here)")
+    jobs: int = option_computed(default_jobs, "submissions graded at the same time (default: the number of "
+                                              "cores, %(default)s here)")
     questions: str = option(",".join(QUESTION_IDS), "comma-separated questions to (re)grade; the others keep "
                                                     "their earlier scores")
     force: bool = option(False, "regrade students whose submission was already graded")
@@ -84,8 +109,9 @@ class Settings:
                                        "the only source of submission times (a submission's own files are never "
                                        "read for one); empty: none")
     # The bonus
-    cifar_root: Path = option(Path(os.environ.get("NORMLAB_DATA") or REPO / "data"),
-                              "folder with the CIFAR test sets for the bonus (default: %(default)s)")
+    cifar_root: Path = option_computed(default_cifar_root, "folder with the CIFAR test sets for the bonus "
+                                                           "($NORMLAB_DATA, else the repository's data/; here "
+                                                           "%(default)s)")
 
     # Fixed: time
     watchdog_grace: float = fixed(120.0, "seconds past --timeout after which a submission's grading process is "
@@ -148,7 +174,7 @@ class Settings:
                                                "submission, so no other program may use them")
 
     @property
-    def question_list(self):
+    def question_list(self) -> tuple[str, ...]:
         chosen = [q.strip() for q in self.questions.split(",") if q.strip()]
         unknown = sorted(set(chosen) - set(QUESTION_IDS))
         if unknown or not chosen:
@@ -157,24 +183,24 @@ class Settings:
         return tuple(q for q in QUESTION_IDS if q in chosen)
 
     @property
-    def kernel_output_bytes(self):
+    def kernel_output_bytes(self) -> int:
         return self.output_kb << 10
 
-    def to_json(self):
+    def to_json(self) -> dict[str, Any]:
         return {f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v for f in options()}
 
     @classmethod
-    def from_json(cls, data):
-        types = {f.name: f.type for f in options()}
+    def from_json(cls, data: dict[str, Any]) -> "Settings":
+        types: dict[str, Any] = {f.name: f.type for f in options()}
         return cls(**{k: types[k](v) for k, v in data.items() if k in types})
 
 
-def options():
+def options() -> list["Field[Any]"]:
     """The settings that are command-line options."""
     return [f for f in fields(Settings) if f.metadata["option"]]
 
 
-def add_arguments(parser, only=None):
+def add_arguments(parser: argparse.ArgumentParser, only: Collection[str] | None = None) -> None:
     """Add one command-line option per option setting (or per setting named in only)."""
     for setting in options():
         if only is not None and setting.name not in only:
@@ -184,9 +210,10 @@ def add_arguments(parser, only=None):
         if setting.type is bool:
             parser.add_argument(flag, action="store_true", help=help)
         else:
-            parser.add_argument(flag, type=setting.type, default=setting.default,
+            parser.add_argument(flag, type=setting.type, default=default_of(setting),
                                 help=help if "%(default)s" in help else help + " (default: %(default)s)")
 
 
-def from_arguments(args):
+def from_arguments(args: argparse.Namespace) -> Settings:
+    """The Settings of parsed arguments; options they lack keep their defaults."""
     return Settings(**{f.name: getattr(args, f.name) for f in options() if hasattr(args, f.name)})

@@ -13,7 +13,7 @@ def test_every_setting_has_help_and_only_options_reach_the_command_line():
     assert all(f.metadata["help"] for f in fields(Settings))
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    flags = {action.dest for action in parser._actions} - {"help"}
+    flags = set(vars(parser.parse_args([])))
     assert flags == {f.name for f in options()}
     assert "message_chars" not in flags and "output_kb" in flags
 
@@ -50,3 +50,17 @@ def test_the_output_cap_of_a_notebook_cell_is_the_output_kb_option(monkeypatch):
     judged_execute.JudgedExecute().preprocess(None, {"normlab": context, "nbgrader": {"student": "alice"}})
     assert seen["limit"] == 7 << 10
     assert settings.Settings().kernel_output_bytes == 256 << 10
+
+
+def test_the_machine_and_the_environment_decide_defaults_when_a_run_starts(monkeypatch, tmp_path):
+    """Not when grading.settings was imported: a run started later, or in another environment, sees its own."""
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 48)
+    monkeypatch.setenv("NORMLAB_DATA", str(tmp_path))
+    assert Settings().jobs == 48 and Settings().cifar_root == tmp_path
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert from_arguments(parser.parse_args([])) == Settings()
+    monkeypatch.delenv("NORMLAB_DATA")
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: None)
+    assert Settings().jobs == 1 and Settings().cifar_root == settings.REPO / "data"
+    assert Settings(jobs=3, cifar_root=tmp_path).jobs == 3
