@@ -11,12 +11,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterable
 
 from ipykernel.ipkernel import IPythonKernel
 
 from grading.assignment import ASSIGNMENT, CODE_STUB, COURSE_ID, NOTEBOOK, PYFILE, TEXT_STUB
 from grading.authoring.regions import stub_pyfile
-from grading.settings import GRADING, REPO, Settings
+from grading.settings import REPO, Settings
 
 # The student bundle's README.md is the part of this file between the two markers.
 STUDENT_README_SOURCE = "docs/students.md"
@@ -24,6 +25,39 @@ STUDENT_README = ("<!-- student-readme:start -->", "<!-- student-readme:end -->"
 # Besides the notebook and the stubbed .py, what students get (folders are copied whole, but caches).
 BUNDLED = ["tests/conftest.py", "tests/test_batchnorm.py", "data/README.md", "data/download.py", "requirements.txt",
            "normlab"]
+# What the course's files are written by, besides the sources (course_fingerprint).
+COURSE_MODULES = ("grading/authoring/course.py", "grading/assignment.py", "grading/settings.py")
+# Everything besides the course that decides a score, listed once (relative to the repository; a folder counts
+# with every .py file under it): a change to any of it regrades every student, a change anywhere else in grading/
+# (the commands, the reports, report.html, export, shards) regrades no one. unit/test_fingerprint.py checks that
+# this and COURSE_MODULES are exactly what the judgement imports.
+SCORING = (
+    "normlab",  # the students' package, which the hidden suites, the probes and the bonus import too
+    "grading/hidden",  # the hidden suites
+    "grading/sandboxed",  # the probes and servers, sent into the sandbox as source text
+    "grading/isolation",  # the sandbox, the zygote, the kernel, the .py child and what they hand back
+    "grading/pipeline/parallel.py",  # the child process that grades a submission, and what it hands back
+    "grading/pipeline/intake.py",
+    "grading/pipeline/notebook.py",
+    "grading/pipeline/front_door.py",
+    "grading/pipeline/canary.py",
+    "grading/pipeline/grade.py",
+    "grading/pipeline/chains.py",
+    "grading/pipeline/restore_cells.py",
+    "grading/pipeline/judged_execute.py",
+    "grading/pipeline/judge.py",
+    "grading/pipeline/hidden_suites.py",
+    "grading/pipeline/bonus.py",
+    "grading/pipeline/verdicts.py",
+    "grading/records/results.py",  # the typed result, whose totals add the scores up
+    "grading/records/late.py",  # the late penalty
+    "grading/records/gradebook.py",  # what nbgrader's gradebook records (the bonus as extra credit)
+    "grading/authoring/regions.py",
+    "grading/failures.py",
+    "grading/handoff.py",
+    "grading/nbgrader_support.py",
+    "grading/compat.py",  # how the kernel is started and nbgrader's autograde is entered
+)
 NBGRADER_CONFIG = """\
 # Written by grading/authoring/course.py; change grading/settings.py or grading/pipeline/chains.py instead.
 import sys
@@ -57,43 +91,57 @@ c.HTMLExporter.filters = {{"markdown2html": "grading.records.inert.markdown2html
 """
 
 
-def course_fingerprint(source_dir=REPO):
-    """What the course is built from: the sources, everything bundled, and this file."""
+def course_fingerprint(source_dir: Path = REPO) -> str:
+    """What the course is built from: the sources, everything bundled, and COURSE_MODULES."""
     source_dir = Path(source_dir)
-    paths = [source_dir / NOTEBOOK, source_dir / PYFILE, source_dir / STUDENT_README_SOURCE, Path(__file__),
-             GRADING / "assignment.py", GRADING / "settings.py"]
+    paths = [source_dir / NOTEBOOK, source_dir / PYFILE, source_dir / STUDENT_README_SOURCE,
+             *(source_dir / module for module in COURSE_MODULES)]
     for entry in BUNDLED:
         path = source_dir / entry
         paths += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return _digest(paths)
+    return _digest(source_dir, paths)
 
 
-def grading_fingerprint(source_dir=REPO):
-    """Everything that decides a score: the course, normlab/, the hidden suites and the grading code that scores.
-    A student graded under another fingerprint is regraded."""
-    code = [p for p in sorted(GRADING.rglob("*.py")) if "tests" not in p.relative_to(GRADING).parts
-            and "examples" not in p.relative_to(GRADING).parts]
-    return _digest([*code, *sorted((Path(source_dir) / "normlab").glob("*.py"))], course_fingerprint(source_dir))
+def scoring_files(repo: Path = REPO) -> list[Path]:
+    """The files of SCORING in repo, in a fixed order."""
+    files = []
+    for entry in SCORING:
+        path = Path(repo) / entry
+        if path.is_dir():
+            files += sorted(path.rglob("*.py"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path} is listed in SCORING (grading/authoring/course.py) as deciding scores "
+                                    "but does not exist: list what replaced it there")
+    return files
 
 
-def _digest(paths, prefix=""):
+def grading_fingerprint(repo: Path = REPO) -> str:
+    """Everything that decides a score: the course and SCORING. A student graded under another fingerprint is
+    regraded; one graded under this one is not, whatever else in grading/ changed since."""
+    return _digest(Path(repo), scoring_files(repo), course_fingerprint(repo))
+
+
+def _digest(root: Path, paths: Iterable[Path], prefix: str = "") -> str:
+    """A short digest of the files at paths (under root) and of where they are, after prefix."""
     digest = hashlib.sha256(prefix.encode())
     for path in paths:
-        digest.update(str(path.name).encode() + b"\0" + path.read_bytes())
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:20]
 
 
-def db_url(root):
+def db_url(root: Path) -> str:
     return f"sqlite:///{Path(root).resolve() / 'gradebook.db'}"
 
 
-def student_readme(source_dir=REPO):
+def student_readme(source_dir: Path = REPO) -> str:
     text = (Path(source_dir) / STUDENT_README_SOURCE).read_text(encoding="utf-8")
     start, end = (text.index(marker) for marker in STUDENT_README)
     return text[start + len(STUDENT_README[0]):end].strip() + "\n"
 
 
-def write_source(folder, source_dir=REPO):
+def write_source(folder: Path, source_dir: Path = REPO) -> None:
     """The assignment's source folder of the course: the source notebook and the student bundle's other files."""
     source_dir = Path(source_dir)
     shutil.rmtree(folder, ignore_errors=True)
@@ -113,7 +161,7 @@ def write_source(folder, source_dir=REPO):
             shutil.copy2(origin, target)
 
 
-def write_config(root, settings=None):
+def write_config(root: Path, settings: Settings | None = None) -> None:
     """The course's nbgrader_config.py, with the settings nbgrader's autograde there should grade with."""
     settings = settings or Settings()
     Path(root, "nbgrader_config.py").write_text(NBGRADER_CONFIG.format(
@@ -121,7 +169,7 @@ def write_config(root, settings=None):
         pyfile=PYFILE, settings=settings.to_json(), late_policy=settings.late_policy))
 
 
-def build_course(root, source_dir=REPO, template=None):
+def build_course(root: Path, source_dir: Path = REPO, template: Path | None = None) -> str:
     """Create (or refresh, when what it is built from changed) the nbgrader course in root; return its
     fingerprint. A new course is copied from template, a course folder nobody has graded in yet, where that was
     built from the same sources: nbgrader's generate_assignment takes seconds."""
@@ -143,12 +191,12 @@ def build_course(root, source_dir=REPO, template=None):
     return stamp
 
 
-def _is_built(root, stamp):
+def _is_built(root: Path, stamp: str) -> bool:
     stamp_file = root / ".fingerprint"
     return stamp_file.is_file() and stamp_file.read_text() == stamp and (root / "release" / ASSIGNMENT).is_dir()
 
 
-def import_roster(root, roster):
+def import_roster(root: Path, roster: Path) -> None:
     """Load student names and emails from a CSV (id, first_name, last_name, email) with nbgrader's student import."""
     completed = subprocess.run([sys.executable, "-m", "nbgrader", "db", "student", "import",
                                 str(Path(roster).resolve())], cwd=root, capture_output=True, text=True)
