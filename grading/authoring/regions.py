@@ -41,8 +41,9 @@ def region_code(text: str, begin: str = BEGIN_SOLUTION, end: str = END_SOLUTION)
     return [textwrap.dedent("\n".join(lines[first:last + 1])) for first, last in marked_regions(text, begin, end)]
 
 
-def cell_id(cell: NotebookNode) -> str | None:
-    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+def cell_id(cell: NotebookNode) -> str:
+    """The grade_id of a cell's nbgrader metadata; "" where it has none."""
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or ""
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,7 +54,7 @@ def provided_model_code(source_dir: str | os.PathLike[str] = REPO) -> str:
     return next(cell.source for cell in nb.cells if cell_id(cell) == MODEL_CODE_CELL)
 
 
-def solution_cells(nb: NotebookNode) -> dict[str | None, NotebookNode]:
+def solution_cells(nb: NotebookNode) -> dict[str, NotebookNode]:
     """{grade_id: cell} of the notebook's answer cells (code and written)."""
     return {cell_id(c): c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution")}
 
@@ -65,8 +66,7 @@ def reference_answers(source_dir: str | os.PathLike[str]) -> dict[str, dict[str,
     if len(codes) != len(PYFILE_REGIONS):
         raise ValueError(f"{PYFILE} has {len(codes)} solution regions; grading.assignment expects {PYFILE_REGIONS}")
     nb = nbformat.read(Path(source_dir) / NOTEBOOK, as_version=4)
-    notebook = {grade_id: region_code(cell.source)[0] for grade_id, cell in solution_cells(nb).items()
-                if grade_id is not None}
+    notebook = {grade_id: region_code(cell.source)[0] for grade_id, cell in solution_cells(nb).items()}
     return {PYFILE: dict(zip(PYFILE_REGIONS, codes)), NOTEBOOK: notebook}
 
 
