@@ -11,7 +11,7 @@ made as that user reaches all of them at once, and a new process cannot slip bet
 the folders every user may write. Meanwhile those files count against the disk bound (usage()).
 
 What this does not give, which bubblewrap does: a network of its own, a /tmp of its own, and a view of the machine
-limited to the environment (files other users may read stay readable). grading/SECURITY.md says what holds where.
+limited to the environment (files other users may read stay readable). docs/security.md says what holds where.
 """
 import json
 import os
