@@ -286,7 +286,7 @@ for folder in sys.argv[1:]:
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory):
     """{student: {"public": {question: whether all its public tests pass}, "grader": {question: whether the hidden
-    suite gives full marks}}} for Q1 and Q2, the hidden suites run by grading/tests/unit/hidden_suite_runner.py."""
+    suite gives full marks}}} for Q1 and Q2, the hidden suites run by grading/tests/hidden_suite_runner.py."""
     students = batchnorm_students()
     root = tmp_path_factory.mktemp("students")
     folders = {}
@@ -301,7 +301,7 @@ def verdicts(tmp_path_factory):
     spec = root / "students.json"
     spec.write_text(json.dumps({name: {"pyfile": source, "cells": ["q1_forward", "q2_backward"]}
                                 for name, source in students.items()}))
-    graded = subprocess.run([sys.executable, str(REPO / "grading/tests/unit/hidden_suite_runner.py"), str(spec)],
+    graded = subprocess.run([sys.executable, str(REPO / "grading/tests/hidden_suite_runner.py"), str(spec)],
                             cwd=REPO, capture_output=True, text=True, timeout=600)
     assert graded.returncode == 0, graded.stderr[-3000:]
     hidden = json.loads(graded.stdout.splitlines()[-1])

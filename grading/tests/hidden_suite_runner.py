@@ -1,7 +1,7 @@
 """Runs the real hidden suites on a list of students, in a process of its own (the suites' conftest.py would clash
-with the unit tests'), and prints {student: [test]} as JSON.
+with the tests'), and prints {student: [test]} as JSON.
 
-`python grading/tests/unit/hidden_suite_runner.py SPEC.json`, SPEC being {student: spec}:
+`python grading/tests/hidden_suite_runner.py SPEC.json`, SPEC being {student: spec}:
 - {"pyfile": source, "cells": [...]}: batchnormalization.py behind its real sandboxed child;
 - {"answers": {grade id: code}, "cells": [...], "default_dtype": "float64", "executed": path}: the source notebook's
   answer cells with these answers (the others as in the source) and its model code, defined in a namespace of this
@@ -16,7 +16,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 import nbformat  # noqa: E402

@@ -21,7 +21,7 @@ from grading.assignment import NOTEBOOK
 from grading.authoring.regions import solution_cells
 from grading.settings import REPO
 
-RUNNER = REPO / "grading/tests/unit/hidden_suite_runner.py"
+RUNNER = REPO / "grading/tests/hidden_suite_runner.py"
 Q3 = ["q3_layer_norm", "q3_instance_norm", "q3_group_norm", "q3_shortcut"]
 NORM_CELLS = {"LN": "q3_layer_norm", "IN": "q3_instance_norm", "GN": "q3_group_norm"}
 ALL_CELLS = Q3 + ["q4_no_norm", "q4_trains", "q5_cifar_stem"]
