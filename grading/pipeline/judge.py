@@ -4,7 +4,12 @@ child), and the bonus models are scored on the test sets. Student processes hand
 happens here. The verdicts replace the outputs of the grade cells (verdicts.py); what the cells printed in the
 kernel is kept as information only.
 """
+from __future__ import annotations
+
 import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from nbgrader.utils import determine_grade, is_grade, is_solution
 
@@ -14,18 +19,28 @@ from grading.isolation import users
 from grading.failures import Cause, GraderError
 from grading.isolation.sandbox import PYTHON, Isolation, Limits, Sandbox
 from grading.isolation.student_module import StudentModule
-from grading.isolation.zygote import zygote_for
 from grading.pipeline.bonus import grade_bonus
 from grading.pipeline.hidden_suites import KernelProbes, run_hidden_suite
 from grading.pipeline.verdicts import cell_failures, clean, merge_repeated, points, tampering_flags, write_verdicts
-from grading.records.results import QuestionScore, StudentResult
+from grading.records.results import QuestionScore, StudentResult, Test
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+    from grading.handoff import Intake, SubmissionContext
+    from grading.pipeline.bonus import BonusResult
+    from grading.pipeline.judged_execute import JudgedExecute
 
 
-def judge(executor, nb, context, student_id, isolation):
+def judge(executor: JudgedExecute, nb: NotebookNode, context: SubmissionContext, student_id: str,
+          isolation: Isolation) -> StudentResult:
     """StudentResult for the questions of context.settings, with nb's grade cells rewritten to carry the verdicts.
     executor is the JudgedExecute that runs the kernel; context the SubmissionContext, whose intake holds the files
     taken from the submission."""
     settings, intake, slot, deadline = context.settings, context.intake, context.slot, context.deadline
+    if intake is None or intake.folder is None or deadline is None:
+        raise GraderError("judge was called before the submission was unpacked and given a deadline", Cause.BUG)
+    folder = intake.folder
     questions = settings.question_list
     result = StudentResult(student_id, isolation=isolation.value)
     if isolation.note:
@@ -33,7 +48,7 @@ def judge(executor, nb, context, student_id, isolation):
     scratch = scratch_folders.make()
     limits = Limits.from_settings(settings)
 
-    def sandbox(name, files, box=None):
+    def sandbox(name: str, files: Sequence[tuple[Path, Path | str]], box: Path | None = None) -> Sandbox:
         if box is None:
             box = scratch / name
             box.mkdir()
@@ -45,17 +60,18 @@ def judge(executor, nb, context, student_id, isolation):
     kernel_cells = [c for q in questions if q in KERNEL_QUESTIONS for c in BY_ID[q].autograded]
     student = kernel = None
     try:
-        pyfile = [(intake.pyfile, PYFILE)] if intake.pyfile else []
+        pyfile: list[tuple[Path, Path | str]] = [(intake.pyfile, PYFILE)] if intake.pyfile else []
         if pyfile_cells and intake.pyfile:
             student = StudentModule(sandbox("py", pyfile), PYFILE, settings.call_timeout)
         if kernel_cells and not context.notebook_problem:
             result.flags = tampering_flags(nb)
-            histories = [(p, p.relative_to(intake.folder)) for p in (intake.folder / "runs").rglob("*.json")]
-            executor.zygote = zygote_for(slot, limits)
-            folder = executor.zygote.new_folder() if executor.zygote is not None else None
-            if folder is None:
+            histories: list[tuple[Path, Path | str]] = [(p, p.relative_to(folder))
+                                                         for p in (folder / "runs").rglob("*.json")]
+            executor.zygote = context.zygotes.for_slot(slot, limits) if context.zygotes is not None else None
+            kernel_folder = executor.zygote.new_folder() if executor.zygote is not None else None
+            if kernel_folder is None:
                 executor.zygote = None  # gone or retired: the kernel starts cold, in a folder of its own
-            executor.sandbox = sandbox("nb", pyfile + histories, folder)
+            executor.sandbox = sandbox("nb", pyfile + histories, kernel_folder)
             result.notes += executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, deadline,
                                            settings.cell_timeout)
             kernel = KernelProbes(executor, settings.probe_timeout, cell_failures(nb))
@@ -86,7 +102,7 @@ def judge(executor, nb, context, student_id, isolation):
     return result
 
 
-def question_score(q, nb, tests, problem):
+def question_score(q: str, nb: NotebookNode, tests: dict[str, list[Test]], problem: str) -> QuestionScore:
     """A question's QuestionScore from its cells' tests; problem says why it could not be graded ("" if it was)."""
     spec = BY_ID[q]
     written = [c for c in nb.cells if is_grade(c) and is_solution(c) and question_of(c.metadata.nbgrader.grade_id) == q]
@@ -98,7 +114,7 @@ def question_score(q, nb, tests, problem):
                          graded=not problem, status=problem, tests=cell_tests)
 
 
-def bonus_score(bonus, intake):
+def bonus_score(bonus: BonusResult, intake: Intake) -> QuestionScore:
     status = "; ".join(filter(None, [intake.problems.get("bonus", ""), *bonus.lines]))
     return QuestionScore(bonus.score, 0.0, graded=not bonus.not_graded, status=status,
                          review="; ".join(bonus.review), extra_max=BY_ID["bonus"].extra)

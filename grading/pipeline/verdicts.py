@@ -68,7 +68,7 @@ def merge_repeated(tests: list[Test]) -> None:
 def defined_by_answer_cells() -> dict[str, str]:
     """{name: grade id} of what each answer cell of the source notebook defines at its top level."""
     cells = solution_cells(nbformat.read(REPO / NOTEBOOK, as_version=4))
-    return {node.name: grade_id for grade_id, cell in cells.items() if grade_id is not None and cell.cell_type == "code"
+    return {node.name: grade_id for grade_id, cell in cells.items() if cell.cell_type == "code"
             for node in ast.parse(cell.source).body if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
 
 
