@@ -26,6 +26,7 @@ from nbgrader.apps.nbgraderapp import NbGraderApp
 from traitlets.utils.importstring import import_item
 
 from conftest import REPO
+from grading.compat import option_strings, subcommand_parsers
 
 PROGRAMS = ("python", "python3", ".venv/bin/python", "pip", "pytest", "make", "nbgrader", "jupyter", "bash")
 PYTHONS = ("python", "python3", ".venv/bin/python")
@@ -193,10 +194,10 @@ def own_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
 
 def unknown_options(parser: argparse.ArgumentParser, arguments: list[str]) -> list[str]:
     """The options in arguments that parser (or the subcommand they name) does not take."""
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction) and arguments and arguments[0] in action.choices:
-            parser = action.choices[arguments[0]]
-    known = set(parser._option_string_actions)
+    subcommands = subcommand_parsers(parser)
+    if arguments and arguments[0] in subcommands:
+        parser = subcommands[arguments[0]]
+    known = option_strings(parser)
     return [word for word in arguments if word.startswith("-") and word.split("=")[0] not in known]
 
 
