@@ -15,6 +15,7 @@ Without bwrap (Isolation): as root, student code runs as a user of its own per s
 same limits; as another user the grader refuses to grade, unless told the submissions are trusted (--unsandboxed).
 """
 import json
+import logging
 import os
 import shutil
 import signal
@@ -30,6 +31,8 @@ from typing import Any, Callable
 from grading.isolation import procfs, tree, users
 from grading.sandboxed import program
 from grading.settings import BWRAP, NORMLAB, REPO, Settings
+
+logger = logging.getLogger(__name__)
 
 CONFINE = program("confine")
 SHARED_MOUNTS = ("tmp", "dev/shm")  # a sandbox's own tmpfs mounts, relative to its root: host memory
@@ -104,18 +107,19 @@ def bwrap_works() -> bool:
     return _bwrap_works
 
 
-def check_sandbox(settings, log):
-    """The Isolation student code gets here under settings (a warning through log where it is not bubblewrap), or
-    SandboxMissing, saying what to do, where it would get none it should."""
+def check_sandbox(settings: Settings, warn: Callable[[str], object] | None = None) -> Isolation:
+    """The Isolation student code gets here under settings (a warning where it is not bubblewrap: through warn,
+    by default this module's logger), or SandboxMissing, saying what to do, where it would get none it should."""
+    warn = warn or logger.warning
     if bwrap_works():
         return Isolation.BUBBLEWRAP
     if settings.require_sandbox:
         raise SandboxMissing(f"{NO_BWRAP}, and the sandbox is required (--require-sandbox): {INSTALL_BWRAP}")
     if settings.unsandboxed:
-        log(UNSANDBOXED)
+        warn(UNSANDBOXED)
         return Isolation.NONE
     if os.geteuid() == 0:
-        log(SEPARATE_USER)
+        warn(SEPARATE_USER)
         return Isolation.SEPARATE_USER
     raise SandboxMissing(f"{NO_BWRAP}, and without it student code would run as you, able to read and write all "
                          f"you can: {INSTALL_BWRAP} (it needs user namespaces, which some systems turn off), run the "
