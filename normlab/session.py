@@ -6,9 +6,11 @@ run can be resumed exactly (normlab.checkpoint).
 """
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from normlab.devices import autocast_dtype
 
@@ -77,7 +79,9 @@ class Session:
             torch.backends.cudnn.benchmark = True  # shapes are static, so each convolution is tuned once
         if execution.compile:
             keep_compiled_graphs()
-        self.step_model = torch.compile(self.model, dynamic=False) if execution.compile else self.model
+        # torch.compile returns a module for a module, though its annotation says only a callable
+        self.step_model = cast(nn.Module, torch.compile(self.model, dynamic=False)) if execution.compile \
+            else self.model
 
     def step(self, x, y):
         """One optimizer step on a batch; returns the (detached) loss and the logits. With fp16, a step whose

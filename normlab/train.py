@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -108,11 +108,15 @@ def seed_everything(seed):
 
 
 @torch.no_grad()
-def evaluate(model, batches, autocast, tta=False):
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], autocast: torch.autocast,
+             tta: bool = False) -> dict:
     """Eval-mode mean cross-entropy and accuracy of model over batches: {"test_loss", "test_accuracy"}. With tta,
     also "tta_test_accuracy": the accuracy of the summed logits of each image and its mirror image."""
     model.eval()
-    loss_sum = correct = tta_correct = count = 0
+    loss_sum: Union[float, torch.Tensor] = 0.0
+    correct: Union[int, torch.Tensor] = 0
+    tta_correct: Union[int, torch.Tensor] = 0
+    count = 0
     for x, y in batches:
         with autocast:
             logits = model(x).float()
@@ -154,37 +158,55 @@ def excess_of_first(first_seconds, total_seconds, count):
     return max(0.0, first_seconds - (total_seconds - first_seconds) / (count - 1))
 
 
-def train_epoch(session, batches, average, progress, description, warm_up=False):
+def train_epoch(session: Session, batches: DeviceBatches, average: Optional[WeightAverage], progress: bool,
+                description: str, warm_up: bool = False) -> dict:
     """One epoch of training steps, each followed by an update of average (a WeightAverage or None). With warm_up,
     what the first step took beyond a later one (compiling, cuDNN autotuning) is reported as warmup_seconds and
-    left out of train_seconds, so that train_seconds compares epochs and norms fairly."""
+    left out of train_seconds, so that train_seconds compares epochs and norms fairly.
+
+    A step whose loss is not finite is counted in skipped_steps and left out of train_loss (NaN if no step's loss
+    was finite): in fp16 the loss scaler skips it and leaves the weights as they were (see diverged)."""
     session.model.train()
     synchronize(session.device)
     started = time.perf_counter()
     loss_sum = torch.zeros((), device=session.device)
+    finite_steps = torch.zeros((), device=session.device, dtype=torch.long)
     correct = torch.zeros((), device=session.device, dtype=torch.long)
     lr = session.optimizer.param_groups[0]["lr"]
-    first = {}
+    first: dict[str, float] = {}
     steps = timing_first(batches.epoch(), session.device, first) if warm_up else batches.epoch()
     for x, y in tqdm(steps, total=len(batches), desc=description, leave=False, disable=not progress):
         loss, logits = session.step(x, y)
         if average is not None:
             average.update()
-        loss_sum += loss * len(y)
+        finite = torch.isfinite(loss)
+        loss_sum += torch.where(finite, loss, 0.0) * len(y)
+        finite_steps += finite
         correct += (logits.argmax(dim=1) == y).sum()
     synchronize(session.device)
     seconds = time.perf_counter() - started
     warmup = excess_of_first(first.get("seconds"), seconds, len(batches))
-    count = len(batches) * batches.batch_size
-    return {"train_loss": float(loss_sum) / count, "train_accuracy": float(correct) / count,
+    count, finite_count = len(batches) * batches.batch_size, int(finite_steps) * batches.batch_size
+    return {"train_loss": float(loss_sum) / finite_count if finite_count else math.nan,
+            "skipped_steps": len(batches) - int(finite_steps), "train_accuracy": float(correct) / count,
             "train_seconds": seconds - warmup, "warmup_seconds": warmup, "lr": lr}
 
 
-def timed_evaluation(session, batches, tta=False, warm_up=False):
+def diverged(record: dict, model: nn.Module) -> bool:
+    """Whether a run cannot go on after the epoch of record: no training step of it had a finite loss, or the
+    weights are no longer finite. In bf16 or float32 a step with a non-finite loss makes the weights non-finite. In
+    fp16 the activations of a network without normalization can exceed fp16's range (65504) where bf16's, that of
+    float32, holds them: the loss scaler skips such a step without touching the weights, so a few of them are no
+    divergence, while an epoch of nothing else is."""
+    return not math.isfinite(record["train_loss"]) or \
+        not bool(torch.stack([p.isfinite().all() for p in model.parameters()]).all())
+
+
+def timed_evaluation(session: Session, batches: DeviceBatches, tta: bool = False, warm_up: bool = False) -> dict:
     """evaluate() with eval_seconds; with warm_up, the first batch's extra time apart, as in train_epoch."""
     synchronize(session.device)
     started = time.perf_counter()
-    first = {}
+    first: dict[str, float] = {}
     test_batches = timing_first(batches.epoch(shuffle=False), session.device, first) if warm_up \
         else batches.epoch(shuffle=False)
     result = evaluate(session.step_model, test_batches, session.autocast, tta)
@@ -253,13 +275,14 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
     the final weights: their moving average over the last config.ema_epochs epochs.
 
     The history holds the config, the device, the precision, the data's origin, the execution and how it was
-    chosen, and one record per epoch: train_loss, train_accuracy, test_loss, test_accuracy, train_seconds,
-    eval_seconds, warmup_seconds, lr, and with torch.compile compiled_graphs, the graphs compiled during the epoch.
+    chosen, and one record per epoch: train_loss, skipped_steps, train_accuracy, test_loss, test_accuracy,
+    train_seconds, eval_seconds, warmup_seconds, lr, and with torch.compile compiled_graphs, the graphs compiled
+    during the epoch.
     warmup_seconds is the first step's and first evaluation batch's time beyond a later one's (compiling,
     cuDNN autotuning), left out of train_seconds and eval_seconds. The last epoch's test figures are those of the
     final weights, which "final" repeats with tta_test_accuracy, their accuracy with flip test-time augmentation.
-    A run whose loss stops being finite ends early with status "diverged" and no "final". metadata (a dict) is
-    stored in the history as it is.
+    A run that diverges (see diverged) ends early with status "diverged" and no "final"; skipped_steps counts an
+    epoch's steps whose loss was not finite (train_epoch). metadata (a dict) is stored in the history as it is.
 
     With out_dir, the history is written to out_dir/history.json after every epoch, and the run's whole state to
     out_dir/resume.pt (normlab.checkpoint; on Google Drive by time, after every epoch on the local disk, and on a stop
@@ -330,7 +353,7 @@ def train(model, data, config=TrainConfig(), device=None, out_dir=None, progress
             history["epochs"].append(record)
             bar.update()
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
-            if not math.isfinite(record["train_loss"]):
+            if diverged(record, session.model):
                 history["status"] = "diverged"
                 bar.set_postfix_str(f"diverged in epoch {epoch}: the loss is no longer finite")
                 break
@@ -419,7 +442,7 @@ def export_model(model, path):
 
     The program takes float32 images of shape (N, 3, 32, 32) with values in [0, 1] and returns logits (N, classes).
     """
-    wrapped = Normalized(copy.deepcopy(model)).to("cpu", memory_format=torch.contiguous_format).float().eval()
+    wrapped = Normalized(copy.deepcopy(model)).to("cpu").to(memory_format=torch.contiguous_format).float().eval()
     example = torch.rand(2, 3, 32, 32)
     batch = torch.export.Dim("batch", min=1, max=8192)
     program = torch.export.export(wrapped, (example,), dynamic_shapes={"images": {0: batch}})
