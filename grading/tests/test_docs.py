@@ -1,12 +1,14 @@
 """The documentation holds together: every relative link of README.md, docs/*.md and BENCHMARKS.md resolves, down
-to its #anchor; README.md leads to every doc; BENCHMARKS.md opens with its summary of figures, each said to be
-measured or estimated."""
+to its #anchor, and the student README's links resolve inside the student bundle, where it is read; README.md leads
+to every doc; BENCHMARKS.md opens with its summary of figures, each said to be measured or estimated."""
 import re
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO
+from grading.assignment import NOTEBOOK, PYFILE
+from grading.authoring.course import BUNDLED, student_readme
 
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 EXTERNAL = ("http://", "https://", "mailto:")
@@ -74,6 +76,22 @@ def test_a_link_to_a_missing_file_or_heading_is_caught(tmp_path):
         f"missing.md: no file {tmp_path / 'missing.md'}",
         "other.md#what-grading-cost: no heading #what-grading-cost in other.md",
         "doc.txt#x: no heading #x in doc.txt"]
+
+
+def links_outside_the_bundle(readme: str) -> list[str]:
+    """The relative links of the student bundle's README that lead to no file the bundle holds."""
+    bundled = [NOTEBOOK, PYFILE, "README.md", *BUNDLED]
+    return [target for target in LINK.findall(without_code(readme)) if not target.startswith(EXTERNAL)
+            and not any(target.partition("#")[0] == entry or target.startswith(entry + "/") for entry in bundled)]
+
+
+def test_the_student_readme_links_only_to_what_the_bundle_holds():
+    assert links_outside_the_bundle(student_readme()) == []
+
+
+def test_a_student_readme_link_to_the_repository_is_caught():
+    readme = "[tests](tests/test_batchnorm.py), [loader](normlab/data.py), [figures](../BENCHMARKS.md), [TA](grading.md)"
+    assert links_outside_the_bundle(readme) == ["../BENCHMARKS.md", "grading.md"]
 
 
 def test_the_readme_leads_to_every_doc():
