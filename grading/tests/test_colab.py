@@ -1,7 +1,9 @@
-"""Colab as a place to train: a simulated Colab runtime (a fake google.colab whose drive.mount makes a temporary
-folder the Drive) keeps its runs and data on Drive without any code edited, copies the resume state there by time
-rather than every epoch, and a run resumes from Drive on a recycled runtime (a new process, the local disk emptied)
-as if never stopped. Nothing here writes to /content or a real Drive."""
+"""Colab and Kaggle as places to train. A simulated Colab runtime (a fake google.colab whose drive.mount makes a
+temporary folder the Drive) keeps its runs and data on Drive without any code edited, copies the resume state there by
+time rather than every epoch, and a run resumes from Drive on a recycled runtime (a new process, the local disk
+emptied) as if never stopped. A simulated Kaggle session (its environment variable, a read-only input folder and a
+working folder in temporary folders) gets the assignment from an attached dataset into the working folder, keeps its
+runs and data there, and resumes in the next session. Nothing here writes to /content, /kaggle or a real Drive."""
 import json
 import os
 import shutil
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from normlab import checkpoint, data, places, train
+from normlab.notebook import NotebookFunction
 from normlab.session import Session
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,6 +128,69 @@ def test_a_fresh_colab_runtime_keeps_its_runs_on_drive_and_resumes_them_after_a_
     assert resumed["history"]["final"]["test_accuracy"] == uninterrupted["history"]["final"]["test_accuracy"]
 
 
+# The comparison grid as a student's notebook trains it on Colab: two processes (two devices), the runs in the default
+# grid folder. STOP_AT_STEP, if set, ends each process at that training step, as a recycled machine does.
+GRID_RUN = textwrap.dedent(f"""
+    import json, sys
+    sys.path.insert(0, {str(Path(__file__).parent)!r})
+    from normlab import experiments, places, train
+    from test_colab import build_or_vanish
+
+    places.set_up()
+    grid = experiments.Grid(datasets=("cifar10",), norms=("BN", "GN"), stems=("cifar",), base_width=8, synthetic=True,
+                            train_size=128, test_size=64,
+                            train=train.TrainConfig(epochs=3, batch_size=32, ema_epochs=1, amp="off",
+                                                    channels_last=False))
+    histories = experiments.run_grid(build_or_vanish, grid, devices=["cpu", "cpu"], progress=False)
+    json.dump({{"grid_dir": str(experiments.GRID_DIR.resolve()), "histories": histories}}, sys.stdout)
+""")
+
+
+def build_or_vanish(**options):
+    """The notebook's resnet18, built in one of the grid's processes, which from then on ends at training step
+    STOP_AT_STEP if that is set, without any clean-up."""
+    stop_at = int(os.environ.get("STOP_AT_STEP", "0"))
+    if stop_at and not getattr(Session.step, "vanishes", False):
+        steps, take_step = [0], Session.step
+
+        def step_or_vanish(session, x, y):
+            steps[0] += 1
+            if steps[0] == stop_at:
+                os._exit(137)
+            return take_step(session, x, y)
+
+        step_or_vanish.vanishes = True
+        Session.step = step_or_vanish
+    return NotebookFunction("resnet18")(**options)
+
+
+def test_the_grids_processes_on_colab_keep_their_runs_on_drive_and_resume_them_after_a_recycle(tmp_path):
+    fake_colab(tmp_path)
+    workdir, drive_folder = tmp_path / "content", tmp_path / "drive-storage" / "MyDrive" / "norm"
+    workdir.mkdir()
+
+    def grid_run(**settings):
+        return subprocess.run([sys.executable, "-c", GRID_RUN], cwd=workdir, env=colab_runtime(tmp_path, **settings),
+                              capture_output=True, text=True, timeout=600)
+
+    # each process vanishes during epoch 3 of its run (4 steps an epoch); every epoch reaches Drive at once
+    first = grid_run(STOP_AT_STEP="10", NORMLAB_DRIVE_SAVE_SECONDS="0")
+    assert first.returncode != 0 and "2 training process(es) failed" in first.stderr, first.stderr
+    runs = drive_folder / "runs" / "grid"
+    for name in ("cifar10-BN-cifar", "cifar10-GN-cifar"):
+        assert torch.load(runs / name / checkpoint.RESUME_FILE, weights_only=True)["epoch"] == 2
+    assert (drive_folder / "data" / "synthetic").is_dir() and not (workdir / "runs").exists()
+
+    shutil.rmtree(tmp_path / "content" / "local")  # a recycled runtime: only Drive is left
+    second = grid_run()
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout[second.stdout.index("{"):])
+    assert report["grid_dir"] == str(runs.resolve())
+    assert [[r["epoch"] for r in h["resumed"]] for h in report["histories"]] == [[3], [3]]
+    assert all(h["status"] == "complete" for h in report["histories"])
+    assert sorted(path.name for path in (runs / "cifar10-BN-cifar").iterdir()) == ["history.json"]
+
+
 def test_the_set_up_cell_gets_the_assignment_from_drive_on_a_fresh_colab_runtime(tmp_path):
     fake_colab(tmp_path)
     my_drive = tmp_path / "drive-storage" / "MyDrive"
@@ -133,7 +199,7 @@ def test_the_set_up_cell_gets_the_assignment_from_drive_on_a_fresh_colab_runtime
     my_drive.mkdir(parents=True)
     shutil.make_archive(str(my_drive / "norm"), "zip", tmp_path / "zip")  # only norm.zip on Drive, as uploaded
     notebook = json.loads((REPO / "norm.ipynb").read_text())
-    cell = "".join(next(c for c in notebook["cells"] if c.get("id") == "colab-setup")["source"])
+    cell = "".join(next(c for c in notebook["cells"] if c.get("id") == "setup")["source"])
     environment = colab_runtime(tmp_path)
     environment["PYTHONPATH"] = str(tmp_path / "fake-colab")  # normlab is not importable: it is not here yet
     (tmp_path / "content").mkdir()
@@ -144,6 +210,89 @@ def test_the_set_up_cell_gets_the_assignment_from_drive_on_a_fresh_colab_runtime
     assert said.startswith("Colab: Google Drive mounted; runs in ")
     assert Path(working_in).resolve() == (my_drive / "norm").resolve()
     assert (my_drive / "norm" / "normlab" / "places.py").is_file()
+
+
+def kaggle_session(root):
+    """The environment of an interactive Kaggle session under root/kaggle, with the assignment not importable, and the
+    working folder as the current folder."""
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("NORMLAB_")}
+    environment.update(KAGGLE_KERNEL_RUN_TYPE="Interactive", PYTHONPATH="",
+                       NORMLAB_KAGGLE_FOLDER=str(root / "kaggle" / "working" / "norm"),
+                       NORMLAB_KAGGLE_INPUT=str(root / "kaggle" / "input"))
+    (root / "kaggle" / "working").mkdir(parents=True, exist_ok=True)
+    return environment
+
+
+def setup_cell():
+    notebook = json.loads((REPO / "norm.ipynb").read_text())
+    return "".join(next(c for c in notebook["cells"] if c.get("id") == "setup")["source"])
+
+
+def attached_dataset(root, as_zip):
+    """The assignment as a Kaggle dataset attached to the notebook: read-only, its folder or the norm.zip uploaded."""
+    dataset = root / "kaggle" / "input" / "norm-assignment"
+    shutil.copytree(REPO / "normlab", root / "upload" / "norm" / "normlab",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "upload" / "norm" / "batchnormalization.py").write_text("ANSWER = 'the released stub'\n")
+    if as_zip:
+        dataset.mkdir(parents=True)
+        shutil.make_archive(str(dataset / "norm"), "zip", root / "upload")
+    else:
+        shutil.copytree(root / "upload", dataset)
+    for path in sorted(dataset.rglob("*"), reverse=True) + [dataset]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+IMPORTED = "import batchnormalization\nprint('imported', batchnormalization.__file__, batchnormalization.ANSWER)\n"
+
+
+@pytest.mark.parametrize("as_zip", [False, True])
+def test_the_set_up_cell_copies_the_assignment_from_a_kaggle_dataset_into_the_working_folder(tmp_path, as_zip):
+    attached_dataset(tmp_path, as_zip)
+    working = tmp_path / "kaggle" / "working"
+    done = subprocess.run([sys.executable, "-c", setup_cell() + IMPORTED + "print(os.getcwd())"], cwd=working,
+                          env=kaggle_session(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    said, imported, working_in = done.stdout.splitlines()
+    assert said.startswith(f"Kaggle: runs in {working / 'norm' / 'runs'} and data in {working / 'norm' / 'data'}")
+    assert Path(working_in) == working / "norm"
+    assert imported == f"imported {working / 'norm' / 'batchnormalization.py'} the released stub"
+    assert os.access(working / "norm" / "batchnormalization.py", os.W_OK) and (working / "norm" / "runs").is_dir()
+
+
+def test_without_the_dataset_attached_the_kaggle_set_up_cell_says_how_to_attach_it(tmp_path):
+    (tmp_path / "kaggle" / "input").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-c", setup_cell()], cwd=tmp_path / "kaggle" / "working",
+                          env=kaggle_session(tmp_path), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "FileNotFoundError: The assignment is not attached to this notebook" in done.stderr
+    assert "add it to this notebook (Add Input), and run this cell again" in done.stderr
+
+
+def test_a_kaggle_session_keeps_its_runs_and_edits_in_the_working_folder_and_resumes_in_the_next(tmp_path):
+    attached_dataset(tmp_path, as_zip=False)
+    working = tmp_path / "kaggle" / "working" / "norm"
+
+    def session(**settings):
+        environment = {**kaggle_session(tmp_path), "NORMLAB_LOCAL_STATE": str(tmp_path / "local"), **settings}
+        done = subprocess.run([sys.executable, "-c", setup_cell() + IMPORTED + NOTEBOOK_RUN], cwd=working.parent,
+                              env=environment, capture_output=True, text=True, timeout=600)
+        report = json.loads(done.stdout[done.stdout.index("{"):]) if done.returncode == 0 else None
+        return done, report
+
+    first, report = session(STOP_AT_STEP="10")  # the session ends during epoch 3 (4 steps an epoch)
+    assert first.returncode == 137 and report is None
+    assert torch.load(working / "runs" / "tiny" / checkpoint.RESUME_FILE, weights_only=True)["epoch"] == 2
+    assert not (tmp_path / "local").exists()  # a local disk: every epoch's state goes straight to the run's folder
+    assert (working / "data" / "synthetic").is_dir()
+
+    (working / "batchnormalization.py").write_text("ANSWER = 'my answer'\n")
+    second, resumed = session()  # Persistence > Files: the next session finds the working folder as it was
+    assert second.returncode == 0, second.stderr
+    assert f"imported {working / 'batchnormalization.py'} my answer" in second.stdout.splitlines()
+    assert resumed["runs_root"] == str((working / "runs").resolve())
+    assert resumed["data_root"] == str((working / "data").resolve())
+    assert [r["epoch"] for r in resumed["history"]["resumed"]] == [3] and resumed["history"]["status"] == "complete"
 
 
 @pytest.fixture
@@ -220,14 +369,13 @@ def test_a_state_on_drive_is_saved_locally_and_the_newer_of_the_two_is_resumed_f
     assert restarted.load("cpu") is None
 
 
-def test_off_colab_nothing_is_set_up_and_runs_stay_beside_the_code(monkeypatch, capsys, tmp_path):
+def test_off_colab_and_kaggle_nothing_is_set_up_and_runs_stay_beside_the_code(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     monkeypatch.delenv("NORMLAB_RUNS", raising=False)
-    assert not places.on_colab() and places.runs_root() == Path("runs")
+    monkeypatch.delenv("NORMLAB_DATA", raising=False)
+    assert not places.on_colab() and places.kept_folder() is None
+    assert places.runs_root() == Path("runs") and places.data_root(tmp_path) == tmp_path
     places.set_up()
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1 and lines[0].startswith("Not on Colab or Kaggle: nothing to set up")
-    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
-    places.set_up()
-    assert capsys.readouterr().out.startswith("Kaggle: nothing to set up")
     assert checkpoint.ResumeState(tmp_path).local_dir is None  # off Drive, every epoch's state goes to out_dir
