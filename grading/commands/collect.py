@@ -102,13 +102,14 @@ def collect(shard_dirs: Sequence[Path], merged: Path, partial: bool = False,
 
 def read_shards(folders: list[Path]) -> Shards:
     """{shard index: (folder, run record)} of autograde outputs that agree on what decides a score."""
-    unusable = [str(d) for d in folders if not (d / "course" / "gradebook.db").is_file() or read_run(d) is None]
+    records = [(folder, read_run(folder)) for folder in folders]  # a folder given twice is refused below
+    unusable = [str(d) for d, record in records if record is None or not (d / "course" / "gradebook.db").is_file()]
     if unusable:
         raise ShardError(f"not the output of this grader's `python -m grading autograde` (no course/gradebook.db "
                          f"or no run.json): {', '.join(unusable)}; run autograde on them again")
     shards: Shards = {}
-    for folder in folders:
-        record = read_run(folder)
+    for folder, record in records:
+        assert record is not None  # a folder without one was refused above
         index, count = record["shard"]
         if index in shards:
             raise ShardError(f"{shards[index][0]} and {folder} are both shard {index}/{count}; pass only one")

@@ -275,7 +275,8 @@ def run_autograder(root: Path) -> int:
             print(f"no prepared course in {PREPARED_COURSE} (did setup.sh finish?); building one now")
         graded = autograde(work / "submissions", out, settings, progress=False, protected=[results])
     except CanaryFailed as failed:
-        print(f"error: {failed}\n" + (failed.details.read_text(encoding="utf-8") if failed.details.is_file() else ""))
+        details = failed.details
+        print(f"error: {failed}\n" + (details.read_text(encoding="utf-8") if details and details.is_file() else ""))
         return EXIT_MISCONFIGURED
     except ConfigurationError as error:
         print(f"error: {error}")
