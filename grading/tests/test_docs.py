@@ -61,11 +61,11 @@ def broken_links(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("path", documents(), ids=lambda path: str(path.relative_to(REPO)))
-def test_every_relative_link_resolves(path):
+def test_every_relative_link_resolves(path: Path) -> None:
     assert broken_links(path) == []
 
 
-def test_a_link_to_a_missing_file_or_heading_is_caught(tmp_path):
+def test_a_link_to_a_missing_file_or_heading_is_caught(tmp_path: Path) -> None:
     (tmp_path / "other.md").write_text("# Other\n\n## What grading costs\n\n## What grading costs\n")
     (tmp_path / "doc.md").write_text(
         "# Doc\n\n[fine](other.md#what-grading-costs), [repeated](other.md#what-grading-costs-1), [here](#doc), "
@@ -85,22 +85,22 @@ def links_outside_the_bundle(readme: str) -> list[str]:
             and not any(target.partition("#")[0] == entry or target.startswith(entry + "/") for entry in bundled)]
 
 
-def test_the_student_readme_links_only_to_what_the_bundle_holds():
+def test_the_student_readme_links_only_to_what_the_bundle_holds() -> None:
     assert links_outside_the_bundle(student_readme()) == []
 
 
-def test_a_student_readme_link_to_the_repository_is_caught():
+def test_a_student_readme_link_to_the_repository_is_caught() -> None:
     readme = "[tests](tests/test_batchnorm.py), [loader](normlab/data.py), [figures](../BENCHMARKS.md), [TA](grading.md)"
     assert links_outside_the_bundle(readme) == ["../BENCHMARKS.md", "grading.md"]
 
 
-def test_the_readme_leads_to_every_doc():
+def test_the_readme_leads_to_every_doc() -> None:
     linked = {(REPO / target.partition("#")[0]).resolve()
               for target in LINK.findall(without_code((REPO / "README.md").read_text(encoding="utf-8")))}
     assert set(documents()[1:]) <= linked, set(documents()[1:]) - linked
 
 
-def test_benchmarks_open_with_a_summary_whose_every_figure_is_measured_or_estimated():
+def test_benchmarks_open_with_a_summary_whose_every_figure_is_measured_or_estimated() -> None:
     text = (REPO / "BENCHMARKS.md").read_text(encoding="utf-8")
     headings = re.findall(r"^## (.+)$", text, re.M)
     assert headings[0] == "Summary" and "History" in headings, headings

@@ -295,7 +295,7 @@ NBGRADER = [c for c in COMMANDS if c.command.split()[0] == "nbgrader"]
 SLURM = [c for c in COMMANDS if c.command.split()[:2] == ["bash", SLURM_SCRIPT]]
 
 
-def test_the_readme_gives_the_two_commands_that_ci_and_the_makefile_use():
+def test_the_readme_gives_the_two_commands_that_ci_and_the_makefile_use() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = re.search(r"```\n(.*?)```", readme, re.S)
     assert block, "README.md has no code block"
@@ -305,7 +305,7 @@ def test_the_readme_gives_the_two_commands_that_ci_and_the_makefile_use():
     assert re.search(r"^(\w+=\S+ )*make test$", (REPO / ".ci/run").read_text(encoding="utf-8"), re.M)
 
 
-def test_the_docs_show_the_commands_people_need():
+def test_the_docs_show_the_commands_people_need() -> None:
     commands = [c.command for c in COMMANDS]
     for expected in ("make demo", "make test", "grading autograde", "grading release", "grading collect",
                      "grading gradescope", "grading similarity", "grading export", "grading feedback",
@@ -315,17 +315,17 @@ def test_the_docs_show_the_commands_people_need():
 
 
 @pytest.mark.parametrize("documented", OWN, ids=[c.command for c in OWN])
-def test_a_documented_command_of_this_repository_parses(documented):
+def test_a_documented_command_of_this_repository_parses(documented: Documented) -> None:
     assert parse_problems(documented) == [], documented.source
 
 
 @pytest.mark.parametrize("documented", NBGRADER, ids=[c.command for c in NBGRADER])
-def test_a_documented_nbgrader_command_parses(documented):
+def test_a_documented_nbgrader_command_parses(documented: Documented) -> None:
     assert nbgrader_problems(documented) == [], documented.source
 
 
 @pytest.mark.parametrize("documented", SLURM, ids=[c.command for c in SLURM])
-def test_a_documented_slurm_command_takes_its_options(documented):
+def test_a_documented_slurm_command_takes_its_options(documented: Documented) -> None:
     assert slurm_problems(documented) == [], documented.source
 
 
@@ -336,18 +336,18 @@ def test_a_documented_slurm_command_takes_its_options(documented):
     ("python -m normlab.evaluate bonus.pt2 --datasets cifar10", "no such option ['--datasets']"),
     ("python -m grading bench --submissions many", "invalid int value: 'many'"),
 ])
-def test_a_renamed_or_wrong_option_fails_the_check(line, complaint):
+def test_a_renamed_or_wrong_option_fails_the_check(line: str, complaint: str) -> None:
     problems = parse_problems(Documented(line, "a doc", whole=True))
     assert any(complaint in problem for problem in problems), problems
 
 
-def test_an_inline_mention_may_leave_out_required_arguments_but_not_rename_an_option():
+def test_an_inline_mention_may_leave_out_required_arguments_but_not_rename_an_option() -> None:
     assert parse_problems(Documented("python -m grading autograde --require-sandbox", "a doc", whole=False)) == []
     assert parse_problems(Documented("python -m grading autograde --require-sandbox", "a doc", whole=True))
     assert parse_problems(Documented("python -m grading autograde --requires-sandbox", "a doc", whole=False))
 
 
-def test_a_wrong_nbgrader_or_slurm_option_fails_the_check():
+def test_a_wrong_nbgrader_or_slurm_option_fails_the_check() -> None:
     assert nbgrader_problems(Documented("nbgrader collect --ExchangeCollect.check_owners=False norm", "a doc", True))
     assert nbgrader_problems(Documented("nbgrader autograde --no-such-flag norm", "a doc", True))
     assert nbgrader_problems(Documented("nbgrader autograd norm", "a doc", True))
@@ -391,13 +391,13 @@ def checks() -> dict[tuple[str, ...], list[str]]:
 CHECKS = checks()
 
 
-def test_every_documented_shell_script_exists():
+def test_every_documented_shell_script_exists() -> None:
     scripts = {c.command.split()[1] for c in COMMANDS if c.command.split()[0] == "bash"}
     assert SLURM_SCRIPT in scripts and all((REPO / script).is_file() for script in scripts), scripts
 
 
 @pytest.mark.parametrize("argv", list(CHECKS), ids=[commands[0] for commands in CHECKS.values()])
-def test_a_documented_command_starts(argv):
+def test_a_documented_command_starts(argv: tuple[str, ...]) -> None:
     completed = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     output = completed.stdout + completed.stderr
     if argv[0] == "bash":
