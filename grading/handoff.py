@@ -16,6 +16,7 @@ from grading.settings import Settings
 
 if TYPE_CHECKING:
     from grading.isolation.sandbox import Isolation
+    from grading.isolation.zygote import Zygotes
 
 # How a submission was handed in: a folder of files, a zip of them, or an nbgrader submitted/ tree's folder.
 SubmissionKind = Literal["folder", "zip", "nbgrader"]
@@ -77,6 +78,7 @@ class GradingRun:
     grader_pid: int
     due: datetime | None = None  # aware; None for no due date
     late_policy: LatePolicy = field(default_factory=LatePolicy)  # a run without one (the canary's) takes nothing off
+    zygotes: "Zygotes | None" = None  # the run's, once it starts grading; None: every kernel starts cold
 
 
 @dataclass(kw_only=True)
@@ -89,4 +91,5 @@ class SubmissionContext:
     deadline: float | None = None  # time.monotonic() by which grading must end
     slot: int = 0  # the worker slot: its zygote, and as root its sandbox user
     notebook_problem: str = ""  # why the submitted notebook cannot be graded ("" when it can)
+    zygotes: "Zygotes | None" = None  # the run's, to fork the kernel from; None: the kernel starts cold
     result: StudentResult | None = None

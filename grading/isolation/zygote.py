@@ -19,8 +19,10 @@ before every kernel is forked, and again once the submission is graded:
   so that no kernel starts with what an earlier one left.
 The zygote is not dumpable, so a kernel cannot read its memory or descriptors; each kernel closes its end of the
 control socket before running the student's code. Nothing the zygote says decides a score: it only forks.
+
+A grading run keeps its zygotes in a Zygotes of its own (GradingRun.zygotes, handed to each submission's context):
+the process that runs it starts them, the children it forks fork kernels from them, and they end with the run.
 """
-import atexit
 import ctypes
 import json
 import os
@@ -32,10 +34,12 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from grading.isolation import procfs, scratch, tree
 from grading.isolation.procfs import stat as _stat
-from grading.isolation.sandbox import PYTHON, SHARED_MOUNTS, Sandbox, bwrap_works
+from grading.isolation.sandbox import PYTHON, SHARED_MOUNTS, Limits, Sandbox, bwrap_works
 from grading.sandboxed import program
 from grading.settings import Settings
 
@@ -43,34 +47,52 @@ SOURCE = program("zygote_server")
 SWEEP_ROUNDS = 50  # rounds of killing before processes that keep appearing retire the zygote
 IOPRIO_GET = {"x86_64": 252, "aarch64": 31}  # the syscall's number, by machine
 
-_zygotes = {}  # (slot, limits) -> Zygote, in the process that started them
+class Zygotes:
+    """The zygotes of one grading run, one per (worker slot, limits): started by the process that made this (their
+    owner), used by it and by the children it forks, closed by close() or at the end of a `with` block."""
 
+    def __init__(self) -> None:
+        self.owner = os.getpid()
+        self._started: dict[tuple[int, Limits], Zygote] = {}
 
-def zygote_for(slot, limits):
-    """The slot's zygote, started here if this process owns none; None without bubblewrap (no PID namespace to
-    clean) or when the zygote a parent process started is gone (its owner replaces it between submissions)."""
-    if not bwrap_works():
-        return None
-    key = (slot, limits)
-    zygote = _zygotes.get(key)
-    if zygote is not None and not zygote.alive():
-        if zygote.owner != os.getpid():
+    def for_slot(self, slot: int, limits: Limits) -> "Zygote | None":
+        """The slot's zygote, started here if there is none and this is the owner; None without bubblewrap (no PID
+        namespace to clean), or in a forked child when the owner's zygote is gone (the owner replaces it between
+        submissions)."""
+        if not bwrap_works():
             return None
-        zygote.close()
-        zygote = None
-    if zygote is None:
-        atexit.unregister(close_all)  # registered once, by the first zygote this process starts
-        atexit.register(close_all)
-        zygote = _zygotes[key] = Zygote(slot, limits)
-    return zygote
-
-
-def close_all():
-    """Close the zygotes this process started (a forked child that exits normally leaves its parent's alone)."""
-    for key, zygote in list(_zygotes.items()):
-        if zygote.owner == os.getpid():
+        key = (slot, limits)
+        zygote = self._started.get(key)
+        if zygote is not None and not zygote.alive():
+            if os.getpid() != self.owner:
+                return None
             zygote.close()
-            del _zygotes[key]
+            zygote = None
+        if zygote is None:
+            if os.getpid() != self.owner:
+                return None
+            zygote = self._started[key] = Zygote(slot, limits)
+        return zygote
+
+    def close(self) -> None:
+        """Close the zygotes, in their owner (a forked child leaves its parent's alone)."""
+        if os.getpid() != self.owner:
+            return
+        for key, zygote in list(self._started.items()):
+            zygote.close()
+            del self._started[key]
+
+    def __enter__(self) -> "Zygotes":
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Zygotes":
+        """The run's zygotes themselves: a copy of what holds them (nbconvert copies a notebook's resources, where
+        the SubmissionContext carries them) shares them."""
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
 
 
 class ForkedKernel:
@@ -78,41 +100,42 @@ class ForkedKernel:
 
     stdin = stdout = stderr = None
 
-    def __init__(self, pid):
+    def __init__(self, pid: int) -> None:
         self.pid = pid
         self.started = _stat(pid)[1]
-        self.returncode = None
+        self.returncode: int | None = None
 
-    def poll(self):
+    def poll(self) -> int | None:
         if self.returncode is None:
             state, started = _stat(self.pid)
             if state is None or state in "ZX" or started != self.started:
                 self.returncode = -signal.SIGKILL
         return self.returncode
 
-    def wait(self, timeout=None):
+    def wait(self, timeout: float | None = None) -> int:
         end = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
-            if end is not None and time.monotonic() > end:
+            if timeout is not None and end is not None and time.monotonic() > end:
                 raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
             time.sleep(0.02)
+        assert self.returncode is not None
         return self.returncode
 
-    def send_signal(self, signum):
+    def send_signal(self, signum: int) -> None:
         if self.poll() is None:
             os.kill(self.pid, signum)
 
-    def kill(self):
+    def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
-    def terminate(self):
+    def terminate(self) -> None:
         self.send_signal(signal.SIGTERM)
 
 
 class Zygote:
     """One slot's sandbox with its zygote; used by the process that started it and by the workers it forks."""
 
-    def __init__(self, slot, limits):
+    def __init__(self, slot: int, limits: Limits) -> None:
         self.owner = os.getpid()
         self.stage = scratch.make(f"z{slot}-")
         self.folder = self.stage / "kernel"
@@ -126,17 +149,17 @@ class Zygote:
         theirs.close()
         self.channel = ours
         self._buffer = b""
-        self.failure = None  # why it was retired
+        self.failure: str | None = None  # why it was retired
         # Taken here, in the owner, before any kernel is forked: a worker forked later inherits it. Once the zygote
         # runs Python, prlimit has set its limits and nothing of ours changes its state again.
         self.baseline = self._started_state()
 
-    def new_folder(self):
+    def new_folder(self) -> Path | None:
         """The kernel folder, empty, for one submission's kernel; None (and the zygote retired) when it cannot be
         emptied."""
         return self.folder if self.sweep() else None
 
-    def fork_kernel(self, folder, env, argv):
+    def fork_kernel(self, folder: Path, env: dict[str, str], argv: list[str]) -> ForkedKernel | None:
         """A ForkedKernel running in folder (the kernel folder), after the sandbox is cleaned of everything but that
         folder; None (and the zygote retired) when that cannot be done."""
         try:
@@ -148,7 +171,7 @@ class Zygote:
             self.retire(f"{type(error).__name__}: {error}")
             return None
 
-    def sweep(self, empty_folder=True):
+    def sweep(self, empty_folder: bool = True) -> bool:
         """Kill every process in the sandbox but the zygote, and empty /tmp, /dev/shm and (when empty_folder) the
         kernel folder; False, with the zygote retired, when something would not go."""
         try:
@@ -179,7 +202,7 @@ class Zygote:
             self.retire(f"{type(error).__name__}: {error}")
             return False
 
-    def _empty_shared_mounts(self):
+    def _empty_shared_mounts(self) -> list[str]:
         """Empty the sandbox's /tmp and /dev/shm, seen through the zygote's root; what could not be removed, but for
         what the grader mounted there and the folders on the way to it."""
         members = self._members()
@@ -198,12 +221,12 @@ class Zygote:
                 os.close(folder)
         return left
 
-    def alive(self):
+    def alive(self) -> bool:
         """Whether the zygote runs and is not stopped (it was started when __init__ returned)."""
         members = self._members()
         return members is not None and _stat(members[-1])[0] not in (None, "T", "t", "Z", "X")
 
-    def retire(self, reason=""):
+    def retire(self, reason: str = "") -> None:
         """Kill the whole sandbox; its owner starts a new zygote for the slot's next submission. The first reason
         is kept: what follows a retirement only says that the zygote is gone."""
         self.failure = self.failure or reason
@@ -212,7 +235,8 @@ class Zygote:
         except ProcessLookupError:
             pass
 
-    def close(self):
+    def close(self) -> None:
+        """Kill the zygote's sandbox and remove its stage; its owner waits for it."""
         self.retire()
         if self.owner == os.getpid():
             self.process.wait()
@@ -222,7 +246,7 @@ class Zygote:
         except OSError:
             pass  # a process of the sandbox not yet gone: scratch.clear_stale removes it after this grader
 
-    def _started_state(self):
+    def _started_state(self) -> dict[str, Any] | None:
         """The zygote's _state once bubblewrap, setpriv and confine have exec'd into its Python; None when the
         sandbox ends first or that takes longer than the start grace."""
         end = time.monotonic() + Settings.zygote_start_grace
@@ -236,7 +260,7 @@ class Zygote:
             time.sleep(0.005)
         return None
 
-    def _check_unchanged(self):
+    def _check_unchanged(self) -> None:
         """ZygoteFailed when a kernel changed what the zygote hands on to the kernels it forks."""
         members = self._members()
         if members is None:
@@ -248,7 +272,7 @@ class Zygote:
         if changed:
             raise ZygoteFailed(f"a kernel changed the zygote's {', '.join(changed)}")
 
-    def _members(self):
+    def _members(self) -> list[int] | None:
         """Host PIDs of bwrap's init in the sandbox and of the zygote, or None when the sandbox is gone.
 
         bwrap (self.process) has one child, the init of the sandbox's PID namespace; the zygote is the init's
@@ -265,7 +289,7 @@ class Zygote:
         zygote = min(family[inits[0]], key=lambda pid: (_stat(pid)[1] or 1 << 62, pid))
         return [inits[0], zygote]
 
-    def _strays(self):
+    def _strays(self) -> list[int]:
         members = self._members()
         if members is None:
             raise ZygoteFailed("the zygote is gone")
@@ -278,8 +302,11 @@ class Zygote:
                 frontier.append(child)
         return found
 
-    def _host_pid(self, sandbox_pid):
-        zygote = self._members()[-1]
+    def _host_pid(self, sandbox_pid: int) -> int:
+        members = self._members()
+        if members is None:
+            raise ZygoteFailed("the zygote is gone")
+        zygote = members[-1]
         for child in procfs.children().get(zygote, []):
             try:
                 status = Path(f"/proc/{child}/status").read_text()
@@ -290,7 +317,7 @@ class Zygote:
                     return child
         raise ZygoteFailed(f"the forked kernel (PID {sandbox_pid} in the sandbox) is not there")
 
-    def _request(self, payload):
+    def _request(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one request and read its reply. The first reply may wait for the zygote's imports; a zygote that
         stops or dies while we wait fails at once."""
         payload["id"] = nonce = secrets.token_hex(8)
@@ -319,10 +346,10 @@ class Zygote:
 
 
 class ZygoteFailed(Exception):
-    pass
+    """The zygote cannot be used any more: it is retired, and the kernel starts cold."""
 
 
-def _state(pid):
+def _state(pid: int) -> dict[str, Any]:
     """What a process hands on to the children it forks, and others of its uid can change: its resource limits,
     priority, scheduling policy, I/O priority, CPU and memory-node affinity, and OOM score."""
     base = Path(f"/proc/{pid}")
@@ -334,7 +361,7 @@ def _state(pid):
             "OOM score": (base / "oom_score_adj").read_text().strip()}
 
 
-def _io_priority(pid):
+def _io_priority(pid: int) -> int | None:
     """ioprio_get(IOPRIO_WHO_PROCESS, pid), which Python does not wrap; None where the syscall's number is unknown."""
     number = IOPRIO_GET.get(platform.machine())
     return None if number is None else ctypes.CDLL(None, use_errno=True).syscall(number, 1, pid)

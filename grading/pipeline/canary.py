@@ -21,6 +21,7 @@ from grading.failures import Cause, Ending
 from grading.handoff import GradingRun, Job, Submission
 from grading.isolation import scratch
 from grading.isolation.sandbox import check_sandbox
+from grading.isolation.zygote import Zygotes
 from grading.pipeline.grade import grade
 from grading.pipeline.intake import unpack
 from grading.records.results import GraderFailure, StudentResult, error_file, write_atomic
@@ -59,10 +60,11 @@ def canary_job(work: Path) -> Job:
     return Job(Submission(CANARY, folder, "folder"))
 
 
-def grade_canary_here(settings: Settings, config: Config, gradebook: Path, slot: int) -> None:
+def grade_canary_here(settings: Settings, config: Config, gradebook: Path, slot: int,
+                      zygotes: Zygotes | None = None) -> None:
     """Grade the canary in this process, as nbgrader's autograde grades (no child process), and check it; gradebook
-    is the course's gradebook file, only read, beside the course's release folder. The details of a failure go to
-    errors/.canary.txt in the course folder."""
+    is the course's gradebook file, only read, beside the course's release folder; zygotes the run's (None: the
+    kernel starts cold). The details of a failure go to errors/.canary.txt in the course folder."""
     folder = scratch.make("canary-")
     failure = None
     try:
@@ -72,7 +74,8 @@ def grade_canary_here(settings: Settings, config: Config, gradebook: Path, slot:
         released = nbformat.read(gradebook.parent / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
         try:
             run = GradingRun(settings=settings, fingerprint="", snapshot=gradebook, released=released, config=config,
-                             isolation=check_sandbox(settings, lambda message: None), grader_pid=os.getpid())
+                             isolation=check_sandbox(settings, lambda message: None), grader_pid=os.getpid(),
+                             zygotes=zygotes)
             result, _ = grade(job.submission, intake, run, slot)
         except Exception as error:  # a grader error (a hidden suite whose points do not add up among them), or a bug
             failure = GraderFailure.of(error)

@@ -51,6 +51,7 @@ from grading.assignment import ASSIGNMENT, NOTEBOOK, NOTEBOOK_ID
 from grading.compat import SourceFolderAutograde, use_autograde_converter
 from grading.handoff import Submission, SubmissionContext
 from grading.isolation import scratch
+from grading.isolation.zygote import Zygotes
 from grading.pipeline.canary import CanaryFailed, grade_canary_here
 from grading.pipeline.intake import (FOLDER_DEPTH, SKIPPED_FOLDERS, open_folder, open_member, student_id_refusal,
                                      unpack)
@@ -80,7 +81,8 @@ class CheckedAutograde(SourceFolderAutograde):
         self._canary_failure: str | None = None  # "" once the canary passed, why it failed, or None before it ran
         self._staged: SubmissionContext | None = None  # the submission whose turn it is
         try:
-            super().start()
+            with Zygotes() as self._zygotes:  # this run's, started by its first kernel, ended with it
+                super().start()
         finally:
             scratch.remove(self._staging)
 
@@ -108,7 +110,7 @@ class CheckedAutograde(SourceFolderAutograde):
         if self._canary_failure is None:
             try:
                 grade_canary_here(context.settings, self.config, Path(self.coursedir.db_url.removeprefix("sqlite:///")),
-                                  context.slot)
+                                  context.slot, context.zygotes)
                 self._canary_failure = ""
             except CanaryFailed as failure:
                 self._canary_failure = str(failure)
@@ -167,7 +169,7 @@ class CheckedAutograde(SourceFolderAutograde):
         carry_secret(source, folder)
         executor = self._executor()
         self._staged = SubmissionContext(settings=course_settings(executor), intake=intake, slot=executor.slot,
-                                         notebook_problem=problem)
+                                         notebook_problem=problem, zygotes=self._zygotes)
 
     def _trusted_times(self) -> dict[str, str | None]:
         """{student_id: time in nbgrader's format} from the sources autograde trusts: the TA's --submission-times

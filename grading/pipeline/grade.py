@@ -24,7 +24,7 @@ def grade(submission: Submission, intake: Intake, run: GradingRun,
     started = time.monotonic()
     nb, problem, notes = submitted_notebook(intake, run.released)
     context = SubmissionContext(settings=run.settings, intake=intake, deadline=started + run.settings.timeout,
-                                slot=slot, notebook_problem=problem)
+                                slot=slot, notebook_problem=problem, zygotes=run.zygotes)
     resources = {"nbgrader": {"notebook": NOTEBOOK_ID, "assignment": ASSIGNMENT, "student": submission.student_id,
                               "db_url": f"sqlite:///{run.snapshot}"},
                  "metadata": {"path": str(intake.folder)}, "normlab": context}

@@ -22,6 +22,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from grading.handoff import GradingRun, Job, Submission
 from grading.isolation import tree, users
 from grading.failures import Cause
 from grading.isolation.sandbox import PYTHON, Isolation, Limits
-from grading.isolation.zygote import Zygote, zygote_for
+from grading.isolation.zygote import Zygote, Zygotes
 from grading.pipeline.grade import grade
 from grading.pipeline.hidden_suites import warm_up
 from grading.pipeline.intake import unpack
@@ -58,9 +59,15 @@ def grade_in_children(jobs: list[Job], run: GradingRun, work: Path, finish: Fini
 
     A canary Job, when given, is graded first, on slot 0, while the other slots start on the jobs; check_canary(its
     result, its GraderFailure or None) raises when the grader must not go on, and then nothing is finished and every
-    child is stopped. Until it has passed, finished jobs wait."""
+    child is stopped. Until it has passed, finished jobs wait. The run's zygotes are started here and end with it."""
     if not jobs:
         return
+    with Zygotes() as zygotes:
+        _grade_all(jobs, replace(run, zygotes=zygotes), zygotes, work, finish, canary, check_canary)
+
+
+def _grade_all(jobs: list[Job], run: GradingRun, zygotes: Zygotes, work: Path, finish: Finish, canary: Job | None,
+               check_canary: Callable[[StudentResult, GraderFailure | None], None] | None) -> None:
     settings = run.settings
     queue = ([canary] if canary else []) + list(jobs)
     free_slots = list(range(min(max(1, settings.jobs), len(queue))))
@@ -68,7 +75,7 @@ def grade_in_children(jobs: list[Job], run: GradingRun, work: Path, finish: Fini
     uses_kernel = any(q in KERNEL_QUESTIONS for q in settings.question_list)
     if uses_kernel:
         for slot in free_slots:
-            zygote_for(slot, limits)  # started here, so that they outlive the children that fork kernels from them
+            zygotes.for_slot(slot, limits)  # started here, so that they outlive the children that fork kernels
     warm_up()  # while the zygotes import torch
     held: list[tuple[Job, StudentResult, nbformat.NotebookNode | None, GraderFailure | None]] | None = \
         [] if canary else None  # what ended before the canary passed
@@ -88,10 +95,10 @@ def grade_in_children(jobs: list[Job], run: GradingRun, work: Path, finish: Fini
                     child.kill()
                 child.join()
                 del running[sentinel]
-                zygote = zygote_for(slot, limits) if uses_kernel else None
+                zygote = zygotes.for_slot(slot, limits) if uses_kernel else None
                 # a child killed as overdue leaves its kernel running: it goes now; a zygote that fails is replaced
                 if zygote is not None and not _swept(zygote):
-                    zygote_for(slot, limits)
+                    zygotes.for_slot(slot, limits)
                 free_slots.append(slot)
                 result, judged, failure = child_outcome(folder, job, run, overdue, child.exitcode)
                 # a child killed as overdue leaves its user's processes: no result is written while one runs

@@ -10,11 +10,19 @@ import pytest
 from grading.failures import Cause, GraderError, StudentFailure
 from grading.isolation.kernel import SandboxedExecute
 from grading.isolation.sandbox import Limits, Sandbox, bwrap_works
-from grading.isolation.zygote import zygote_for
+from grading.isolation.zygote import Zygotes
 from grading.settings import Settings
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
 SLOT = 9  # a worker slot of its own
+ZYGOTES = Zygotes()  # this module's grading run: its zygotes, one per slot and limits
+
+
+@pytest.fixture(scope="module", autouse=True)
+def zygotes_closed():
+    """The module's zygotes end with it, as a run's end with the run."""
+    yield
+    ZYGOTES.close()
 
 CELLS = [
     "from torch import nn\nprint('x' * 5000)",
@@ -30,7 +38,7 @@ def kernel():
     """The cells run in a kernel forked from a zygote (torch already imported, so that 3 s is time enough for a cell
     even on a loaded machine) with a 2 KiB output cap and a 3 s cell timeout: (executor, notebook, notes)."""
     limits = Limits.from_settings(Settings())
-    zygote = zygote_for(SLOT, limits)
+    zygote = ZYGOTES.for_slot(SLOT, limits)
     executor = SandboxedExecute(output_limit=2 << 10, zygote=zygote)
     executor.sandbox = Sandbox(zygote.new_folder(), limits, SLOT)
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
@@ -81,7 +89,7 @@ def test_a_notebook_that_writes_past_the_disk_bound_is_stopped_there_and_not_pro
     """The bound counts the kernel's folder and the sandbox's /tmp together: half of it in each is past it."""
     monkeypatch.setattr(Settings, "disk_bytes", 2 << 20)
     limits = Limits.from_settings(Settings())
-    zygote = zygote_for(SLOT, limits)
+    zygote = ZYGOTES.for_slot(SLOT, limits)
     executor = SandboxedExecute(zygote=zygote)
     executor.sandbox = Sandbox(zygote.new_folder(), limits, SLOT)
     cells = ["print('small files are fine')\nopen('notes.txt', 'w').write('x' * 1000)",

@@ -10,7 +10,9 @@ import signal
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import nbformat
 import pytest
@@ -20,7 +22,7 @@ from grading.isolation import tree
 from grading.isolation.kernel import SandboxedExecute
 from grading.isolation.sandbox import Limits, Sandbox, bwrap_works, python_roots
 from grading.settings import NORMLAB, REPO, Settings
-from grading.isolation.zygote import ForkedKernel, Zygote, zygote_for
+from grading.isolation.zygote import ForkedKernel, Zygote, Zygotes
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
 
@@ -60,8 +62,18 @@ print(json.dumps({"tmp": sorted(os.listdir("/tmp")), "shm": sorted(os.listdir("/
                   "me": os.getpid()}))
 """
 
+ZYGOTES = Zygotes()  # this module's grading run: its zygotes, one per slot and limits
 
-def start_cells(zygote, cells, slot):
+
+@pytest.fixture(scope="module", autouse=True)
+def zygotes_closed() -> Iterator[None]:
+    """The module's zygotes end with it, as a run's end with the run."""
+    yield
+    ZYGOTES.close()
+
+
+def start_cells(zygote: Zygote, cells: Sequence[str],
+                slot: int) -> tuple[SandboxedExecute, nbformat.NotebookNode, list[str], bool]:
     """Run cells in a notebook kernel the way the grader does, forked from zygote when it can be, and leave the
     kernel running: (the executor, the notebook run, the grader's notes, whether the kernel was forked)."""
     folder = zygote.new_folder()  # None once the zygote is retired: then, as in judge.py, a cold kernel
@@ -72,7 +84,7 @@ def start_cells(zygote, cells, slot):
     return executor, nb, notes, isinstance(executor.km.provisioner.process, ForkedKernel)
 
 
-def run_cells(zygote, *cells, slot=SLOT):
+def run_cells(zygote: Zygote, *cells: str, slot: int = SLOT) -> tuple[nbformat.NotebookNode, list[str], bool]:
     """start_cells, then stop the kernel (and remove a cold kernel's folder): (the notebook run, the grader's notes,
     whether the kernel was forked)."""
     executor, nb, notes, forked = start_cells(zygote, cells, slot)
@@ -82,7 +94,7 @@ def run_cells(zygote, *cells, slot=SLOT):
     return nb, notes, forked
 
 
-def run_kernel(zygote, *cells, slot=SLOT):
+def run_kernel(zygote: Zygote, *cells: str, slot: int = SLOT) -> tuple[list[str], bool]:
     """run_cells for cells that must run without an error: (what each cell printed, whether the kernel was
     forked)."""
     nb, notes, forked = run_cells(zygote, *cells, slot=slot)
@@ -93,7 +105,7 @@ def run_kernel(zygote, *cells, slot=SLOT):
     return printed, forked
 
 
-def mounted_under_tmp(zygote):
+def mounted_under_tmp(zygote: Zygote) -> list[str]:
     """The entries of the sandbox's /tmp that the grader mounts things through: the slot's folder, and the course
     and the Python environment where they live under /tmp (as in a fresh clone there)."""
     mounted = [*python_roots(), NORMLAB, zygote.stage]
@@ -101,11 +113,11 @@ def mounted_under_tmp(zygote):
 
 
 @pytest.fixture
-def zygote():
-    return zygote_for(SLOT, LIMITS)  # the same one from test to test, unless a test left it retired
+def zygote() -> Zygote:
+    return ZYGOTES.for_slot(SLOT, LIMITS)  # the same one from test to test, unless a test left it retired
 
 
-def test_a_forked_kernel_is_set_up_like_a_fresh_one(zygote):
+def test_a_forked_kernel_is_set_up_like_a_fresh_one(zygote: Zygote) -> None:
     seen = []
     for _ in range(2):
         printed, forked = run_kernel(zygote, """
@@ -121,14 +133,19 @@ print(json.dumps({"cwd": os.getcwd(), "home": os.environ["HOME"], "mode": os.env
     for kernel in seen:
         assert kernel["home"] == kernel["cwd"] and kernel["data"] == kernel["cwd"] + "/data"
         assert kernel["mode"] == "autograde" and kernel["threads"] == "1" and kernel["ppid"] == 2
-        assert kernel["cwd"] in kernel["path"] or "" in kernel["path"]
+        # the working folder as a fresh kernel has it: "" once, just before the first site-packages (IPython's
+        # InteractiveShellApp.init_path), never as an absolute path, which would be the zygote's folder
+        first_site = next(i for i, entry in enumerate(kernel["path"]) if Path(entry).name == "site-packages")
+        assert kernel["path"].count("") == 1 and kernel["path"].index("") == first_site - 1, kernel["path"]
+        assert kernel["cwd"] not in kernel["path"]
+    assert seen[0]["path"] == seen[1]["path"]  # nothing piles up from kernel to kernel
     assert "mine.py" not in seen[1]["files"]  # the folder is emptied before each submission's kernel
     # each kernel seeds numpy and torch afresh, as a new process would
     assert seen[0]["draw"] != seen[1]["draw"] and seen[0]["torch"] != seen[1]["torch"]
     assert seen[0]["argv"][0].endswith("ipykernel_launcher.py")
 
 
-def test_nothing_a_kernel_leaves_behind_reaches_the_next(zygote):
+def test_nothing_a_kernel_leaves_behind_reaches_the_next(zygote: Zygote) -> None:
     printed, forked = run_kernel(zygote, LEAVES_A_KILLER)
     assert forked and printed[0].strip() == "planted"
     printed, forked = run_kernel(zygote, LOOKS_AROUND)
@@ -140,7 +157,7 @@ def test_nothing_a_kernel_leaves_behind_reaches_the_next(zygote):
     assert seen["pids"] == sorted({1, 2, seen["me"]})  # bwrap's init, the zygote and this kernel: the killer is gone
 
 
-def test_the_zygote_is_out_of_the_kernels_reach(zygote):
+def test_the_zygote_is_out_of_the_kernels_reach(zygote: Zygote) -> None:
     printed, forked = run_kernel(zygote, """
 import os
 for part in ("mem", "environ", "maps", "fd", "cwd"):
@@ -156,7 +173,7 @@ for part in ("mem", "environ", "maps", "fd", "cwd"):
                                   "denied"]
 
 
-def test_a_course_kept_under_tmp_is_mounted_there_and_spared(monkeypatch):
+def test_a_course_kept_under_tmp_is_mounted_there_and_spared(monkeypatch: pytest.MonkeyPatch) -> None:
     """A course cloned under /tmp is mounted into the sandbox's /tmp: cleaning after a kernel spares it (and did
     not, so every kernel started cold), and kernels are still forked."""
     home = Path(tempfile.mkdtemp(prefix="course-", dir="/tmp"))
@@ -176,9 +193,9 @@ def test_a_course_kept_under_tmp_is_mounted_there_and_spared(monkeypatch):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGSTOP, signal.SIGKILL], ids=["stops", "kills"])
-def test_a_kernel_that_stops_or_kills_its_zygote_costs_the_next_nothing(signum):
+def test_a_kernel_that_stops_or_kills_its_zygote_costs_the_next_nothing(signum: signal.Signals) -> None:
     slot = SLOT + 1
-    zygote = zygote_for(slot, LIMITS)
+    zygote = ZYGOTES.for_slot(slot, LIMITS)
     # What becomes of the attacker's own kernel is left open: once the zygote (the sandbox's first process) is
     # killed, bwrap's init exits and the kernel goes with it, sooner or later.
     _, _, forked = run_cells(zygote, f"import os\nos.kill(os.getppid(), {int(signum)})", slot=slot)
@@ -187,7 +204,7 @@ def test_a_kernel_that_stops_or_kills_its_zygote_costs_the_next_nothing(signum):
     printed, forked = run_kernel(zygote, "print('graded')", slot=slot)
     assert printed[0].strip() == "graded" and not forked and time.monotonic() - started < 30
     assert zygote.failure
-    fresh = zygote_for(slot, LIMITS)  # the owner replaces it
+    fresh = ZYGOTES.for_slot(slot, LIMITS)  # the owner replaces it
     assert fresh is not zygote
     printed, forked = run_kernel(fresh, "print('graded')", slot=slot)
     assert printed[0].strip() == "graded" and forked
@@ -239,7 +256,7 @@ block.unlink()
 """
 
 
-def keys_of(uid):
+def keys_of(uid: int) -> str | None:
     """The keys uid holds, from the host's /proc/key-users (None where the grader cannot read it)."""
     try:
         lines = Path("/proc/key-users").read_text().splitlines()
@@ -248,7 +265,7 @@ def keys_of(uid):
     return next((line.split()[3] for line in lines if line.split()[0] == f"{uid}:"), "0/0")
 
 
-def test_no_ipc_or_key_is_made_and_none_reaches_the_next_kernel(zygote):
+def test_no_ipc_or_key_is_made_and_none_reaches_the_next_kernel(zygote: Zygote) -> None:
     """System V shared memory, semaphores and message queues, POSIX message queues and keys are refused: nothing
     of the kind outlives a kernel, reaches the next one on the slot, or takes host memory past every limit. Honest
     code sharing memory the usual way (files in /dev/shm, which the disk bound counts) runs as before."""
@@ -283,11 +300,11 @@ CHANGES_ITS_ZYGOTE = {  # what a kernel can try on its zygote, which runs as the
 
 
 @pytest.mark.parametrize("attack", CHANGES_ITS_ZYGOTE)
-def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attack):
+def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attack: str) -> None:
     """Where the kernel may change its zygote (same user), the next kernel starts cold and the zygote is replaced;
     where it may not (the zygote is not dumpable), nothing changed."""
     slot = SLOT + 3
-    zygote = zygote_for(slot, LIMITS)
+    zygote = ZYGOTES.for_slot(slot, LIMITS)
     pristine, forked = run_kernel(zygote, LOOKS_AT_ITSELF, slot=slot)
     assert forked
     attempt = textwrap.indent(CHANGES_ITS_ZYGOTE[attack], "    ")
@@ -298,7 +315,7 @@ def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attac
     assert after == pristine
     if tried[0].strip() == "changed":
         assert not forked and "a kernel changed the zygote's" in zygote.failure
-        zygote = zygote_for(slot, LIMITS)  # the owner replaces it
+        zygote = ZYGOTES.for_slot(slot, LIMITS)  # the owner replaces it
         again, forked = run_kernel(zygote, LOOKS_AT_ITSELF, slot=slot)
         assert again == pristine and forked
     else:
@@ -306,7 +323,7 @@ def test_what_a_kernel_changes_in_its_zygote_never_reaches_the_next_kernel(attac
         assert attack not in ("prlimit", "setpriority", "ioprio_set")  # these reached the zygote before it was checked
 
 
-def runs_and_vanishes(zygote, slot, code):
+def runs_and_vanishes(zygote: Zygote, slot: int, code: str) -> NoReturn:
     """A grading child whose kernel, forked from zygote, runs code, and which then dies before it cleans up (as one
     the watchdog kills)."""
     _, nb, _, forked = start_cells(zygote, [code], slot)
@@ -314,7 +331,7 @@ def runs_and_vanishes(zygote, slot, code):
     os._exit(0 if forked and not errors else 1)
 
 
-def test_a_change_to_the_zygote_by_a_slots_first_kernel_is_caught_by_the_owner():
+def test_a_change_to_the_zygote_by_a_slots_first_kernel_is_caught_by_the_owner() -> None:
     """As in grading, the owner starts the zygote, and a forked child runs the slot's first kernel, which changes the
     zygote; the child dies before it cleans up. The owner knows the zygote's state from before any kernel, so its
     cleaning catches the change and retires the zygote."""
@@ -331,7 +348,8 @@ def test_a_change_to_the_zygote_by_a_slots_first_kernel_is_caught_by_the_owner()
         zygote.close()
 
 
-def test_attackers_on_a_slot_cost_the_students_after_them_nothing(bundle, release_dir, tmp_path):
+def test_attackers_on_a_slot_cost_the_students_after_them_nothing(bundle: Path, release_dir: Path,
+                                                                  tmp_path: Path) -> None:
     """One slot, so each honest student's kernel is forked from the zygote the attacker before had."""
     students = {"a1-leaves-a-killer": reference_with_added_cell(LEAVES_A_KILLER), "a2-honest": REFERENCE,
                 "a3-stops-its-zygote": reference_with_added_cell("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)"),

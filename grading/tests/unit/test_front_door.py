@@ -6,7 +6,9 @@ import os
 import pwd
 import shutil
 from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -32,13 +34,19 @@ RELEASED = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("releas
 UNUSUAL = "o.brien-2@uni"  # an id such as SSSD's user@domain names are
 
 
-def write(path, data):
+# What the course fixture staged of each student: {student: {file name: bytes, "context": SubmissionContext}}
+Staged = dict[str, dict[str, Any]]
+# (the exchange's folder, a course to copy, {user name: pwd entry} of its users)
+Exchange = tuple[Path, Path, dict[str, pwd.struct_passwd]]
+
+
+def write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
 
 @pytest.fixture
-def course(tmp_path):
+def course(tmp_path: Path):
     """A course whose submitted/ holds an honest student, one whose files link to the instructor's, one whose
     folder is a link, one named as the honest one with a newline after, one with an unusual id, and the grader's
     record of one time; and what CheckedAutograde staged of each."""
@@ -74,23 +82,23 @@ def course(tmp_path):
     return staged
 
 
-def staging_converter(root, staging):
+def staging_converter(root: Path, staging: Path) -> CheckedAutograde:
     """A CheckedAutograde of the course at root, as its start() leaves it, staging into the folder staging."""
     converter = CheckedAutograde(coursedir=CourseDirectory(root=str(root), assignment_id=ASSIGNMENT))
     converter._staging, converter._times = str(staging), converter._trusted_times()
-    converter._canary_failure, converter._staged = None, None
+    converter._canary_failure, converter._staged, converter._zygotes = None, None, None
     staging.mkdir()
     return converter
 
 
-def test_nbgrader_reads_an_honest_submission_as_submitted_and_never_its_own_time(course):
+def test_nbgrader_reads_an_honest_submission_as_submitted_and_never_its_own_time(course: Staged) -> None:
     honest = course["honest"]
     assert honest[PYFILE] == SOURCE and nbformat.reads(honest[NOTEBOOK], 4).cells == STUDENT_NOTEBOOK.cells
     assert honest[SECRET] == b"0123abcd"  # for release_feedback
     assert "timestamp.txt" not in honest  # the student wrote it; the record does not list them
 
 
-def test_links_and_special_files_never_reach_nbgrader(course):
+def test_links_and_special_files_never_reach_nbgrader(course: Staged) -> None:
     linked = course["linked"]
     assert set(linked) == {NOTEBOOK, "timestamp.txt", "context"}  # no .py, no FIFO, no secret that is a link
     assert nbformat.reads(linked[NOTEBOOK], 4).cells == RELEASED.cells  # graded as the released notebook
@@ -98,21 +106,23 @@ def test_links_and_special_files_never_reach_nbgrader(course):
     assert "alias" not in course  # a student folder that is a link is not graded, as autograde rejects it
 
 
-def test_nbgrader_grades_an_unusual_id_and_not_one_with_a_final_newline(course, caplog):
+def test_nbgrader_grades_an_unusual_id_and_not_one_with_a_final_newline(course: Staged,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
     assert course[UNUSUAL][PYFILE] == SOURCE
     assert "honest\n" not in course
     logged = "\n".join(record.getMessage() for record in caplog.get_records("setup"))
     assert "Not grading 'honest\\n'" in logged and "'honest\\n' is not a usable student id" in logged
 
 
-def test_each_staged_submission_goes_to_nbgrader_with_its_intake_and_its_notebooks_problem(course, tmp_path):
+def test_each_staged_submission_goes_to_nbgrader_with_its_intake_and_its_notebooks_problem(course: Staged,
+                                                                                           tmp_path: Path) -> None:
     honest, linked = course["honest"]["context"], course["linked"]["context"]
     assert honest.intake.folder == tmp_path / "staging" / "honest" / ASSIGNMENT and honest.notebook_problem == ""
     assert honest.intake.pyfile == honest.intake.folder / PYFILE and honest.slot == 0  # the file staged there
     assert linked.intake.pyfile is None and linked.notebook_problem  # graded as the released notebook, and why
 
 
-def test_a_student_folder_cannot_be_sanitized_from_anywhere_but_where_intake_took_it(tmp_path):
+def test_a_student_folder_cannot_be_sanitized_from_anywhere_but_where_intake_took_it(tmp_path: Path) -> None:
     check = ReadThroughIntake()
     elsewhere = SubmissionContext(intake=Intake(folder=tmp_path / "staging" / "x" / ASSIGNMENT))
     submitted = {"path": str(tmp_path / "submitted" / "x" / ASSIGNMENT)}
@@ -122,17 +132,19 @@ def test_a_student_folder_cannot_be_sanitized_from_anywhere_but_where_intake_too
             check.preprocess(STUDENT_NOTEBOOK, resources)
 
 
-def test_a_folder_named_another_way_is_still_the_one_intake_took(tmp_path):
+def test_a_folder_named_another_way_is_still_the_one_intake_took(tmp_path: Path) -> None:
     staged = SubmissionContext(intake=Intake(folder=tmp_path / "staging" / "x" / ASSIGNMENT))
     named = {"path": f"{tmp_path}/staging/./x//{ASSIGNMENT}/"}
     assert ReadThroughIntake().preprocess(STUDENT_NOTEBOOK, {"normlab": staged, "metadata": named})
 
 
 @pytest.mark.parametrize("passes", [True, False])
-def test_the_canary_is_graded_once_per_run_before_the_first_student_is_executed(tmp_path, monkeypatch, passes):
+def test_the_canary_is_graded_once_per_run_before_the_first_student_is_executed(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                                passes: bool) -> None:
     graded = []
 
-    def canary(settings, config, gradebook, slot):
+    def canary(settings: Settings, config: Any, gradebook: Path, slot: int, zygotes: Any) -> None:
         graded.append((gradebook, slot))
         if not passes:
             raise CanaryFailed("the canary failed, so no student was graded: a test\nTo fix it: a test.", None)
@@ -148,7 +160,7 @@ def test_the_canary_is_graded_once_per_run_before_the_first_student_is_executed(
     assert staging_converter(tmp_path / "again", tmp_path / "staging2")._canary_failure is None  # per run
 
 
-def test_collect_takes_what_intake_takes_and_records_the_time(tmp_path):
+def test_collect_takes_what_intake_takes_and_records_the_time(tmp_path: Path) -> None:
     (tmp_path / "solution.py").write_bytes(b"# the solution\n")
     claimed = datetime.now(timezone.utc).replace(tzinfo=None)
     inbox = tmp_path / "inbound" / f"alice+{ASSIGNMENT}+{claimed.strftime(NBGRADER_TIME_FORMAT)}+xyz"
@@ -165,7 +177,7 @@ def test_collect_takes_what_intake_takes_and_records_the_time(tmp_path):
     assert (dest / "timestamp.txt").read_text() == claimed.strftime(NBGRADER_TIME_FORMAT)
 
 
-def test_an_exchange_time_set_back_gives_way_to_the_inboxs_last_change(tmp_path):
+def test_an_exchange_time_set_back_gives_way_to_the_inboxs_last_change(tmp_path: Path) -> None:
     inbox = tmp_path / "inbox"
     write(inbox / NOTEBOOK, b"{}")
     now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -176,12 +188,12 @@ def test_an_exchange_time_set_back_gives_way_to_the_inboxs_last_change(tmp_path)
     assert abs((forged_at - now).total_seconds()) < 60 and "it claimed" in source
 
 
-def stamp(offset):
+def stamp(offset: timedelta) -> str:
     """The time offset (a timedelta) from now as nbgrader submit writes it into an inbox's name."""
     return (datetime.now(timezone.utc) + offset).strftime(NBGRADER_TIME_FORMAT)
 
 
-def make_inbox(inbound, name, owner, source):
+def make_inbox(inbound: Path, name: str, owner: pwd.struct_passwd, source: bytes) -> Path:
     """An inbox in inbound called name, owned by owner (a pwd entry), holding source as its .py and a notebook."""
     write(inbound / name / PYFILE, source)
     write(inbound / name / NOTEBOOK, nbformat.writes(STUDENT_NOTEBOOK).encode())
@@ -191,15 +203,17 @@ def make_inbox(inbound, name, owner, source):
 
 
 class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
+    """A logging handler that keeps each message."""
 
-    def emit(self, record):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
 
 
-def run_collect(exchange, course, **options):
+def run_collect(exchange: Exchange, course: Path, **options: Any) -> str:
     """nbgrader's collect of the exchange (the fixture) into course, in this process (as root), and what it logged."""
     folder, template, _ = exchange
     shutil.copytree(template, course)
@@ -211,7 +225,7 @@ def run_collect(exchange, course, **options):
 
 
 @pytest.fixture(scope="module")
-def exchange(tmp_path_factory):
+def exchange(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exchange]:
     """An exchange whose inbound holds alice's own inbox and, later than hers, inboxes in her name that are not hers
     (another user's, root's, a link to a folder of hers, a FIFO, one whose time cannot be read), one named as hers
     with a newline after, and the two submissions of a student with an unusual id: (the exchange, a course to copy,
@@ -240,12 +254,13 @@ def exchange(tmp_path_factory):
         yield root / "exchange", root / "course", users
 
 
-def submitted(course):
+def submitted(course: Path) -> dict[str, bytes]:
     return {p.name: (p / ASSIGNMENT / PYFILE).read_bytes() for p in (course / "submitted").iterdir()
             if not p.name.startswith(".")}
 
 
-def test_collect_refuses_every_inbox_in_a_students_name_that_is_not_hers_and_takes_hers(exchange, tmp_path):
+def test_collect_refuses_every_inbox_in_a_students_name_that_is_not_hers_and_takes_hers(exchange: Exchange,
+                                                                                        tmp_path: Path) -> None:
     """As root too: root's own inbox in alice's name is not alice's submission (nbgrader's collect warned of
     another user's, then took it as alice's latest: she scored 0, a day late)."""
     alice, mallory, obrien = exchange[2]
@@ -260,13 +275,14 @@ def test_collect_refuses_every_inbox_in_a_students_name_that_is_not_hers_and_tak
     assert log.count("Not collecting") == 6
 
 
-def test_collect_takes_the_latest_inbox_of_a_student_with_an_unusual_id(exchange, tmp_path):
+def test_collect_takes_the_latest_inbox_of_a_student_with_an_unusual_id(exchange: Exchange, tmp_path: Path) -> None:
     obrien = next(name for name in exchange[2] if name.startswith("o.brien"))
     log = run_collect(exchange, tmp_path / "course")
     assert submitted(tmp_path / "course")[obrien] == b"# second\n" and f"Not collecting '{obrien}" not in log
 
 
-def test_with_check_owner_off_collect_takes_an_inbox_by_its_name_and_still_refuses_the_rest(exchange, tmp_path):
+def test_with_check_owner_off_collect_takes_an_inbox_by_its_name_and_still_refuses_the_rest(exchange: Exchange,
+                                                                                            tmp_path: Path) -> None:
     """nbgrader's switch for an exchange every student writes as one user, where ownership says nothing."""
     alice = next(iter(exchange[2]))
     log = run_collect(exchange, tmp_path / "course", check_owner=False)
@@ -274,7 +290,8 @@ def test_with_check_owner_off_collect_takes_an_inbox_by_its_name_and_still_refus
     assert "check_owner is off" in log and log.count("Not collecting") == 4
 
 
-def test_the_inboxs_last_change_is_found_without_following_links_and_within_bounds(tmp_path, monkeypatch):
+def test_the_inboxs_last_change_is_found_without_following_links_and_within_bounds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Settings, "exchange_inbox_entries", 50)
     inbox = tmp_path / "inbox"
     write(inbox / NOTEBOOK, b"{}")
@@ -290,7 +307,8 @@ def test_the_inboxs_last_change_is_found_without_following_links_and_within_boun
                                                    .total_seconds()) < 60
 
 
-def test_the_courses_configuration_puts_the_checked_converter_where_nbgrader_looks(tmp_path, monkeypatch):
+def test_the_courses_configuration_puts_the_checked_converter_where_nbgrader_looks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """nbgrader's autograde command and the formgrader's button create their converter by these names."""
     from nbgrader.apps import api, autogradeapp
     from nbgrader.converters import Autograde
