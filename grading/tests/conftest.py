@@ -6,7 +6,9 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -44,7 +46,7 @@ GRADESCOPE_SCHEMA = {
 
 
 @pytest.fixture(scope="session")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     """`python -m grading demo` run once per session (it grades the sample students, which takes minutes):
     (its --out folder, the completed process)."""
     out = tmp_path_factory.mktemp("demo")
@@ -54,7 +56,7 @@ def demo(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def release_dir(tmp_path_factory):
+def release_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A release (bundle and nbgrader course) built once per session, without its self-check."""
     out = tmp_path_factory.mktemp("release")
     build_bundle(out)
@@ -62,11 +64,11 @@ def release_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def bundle(release_dir):
+def bundle(release_dir: Path) -> Path:
     return release_dir / "norm"
 
 
-def submit(bundle, root, students):
+def submit(bundle: Path, root: str | Path, students: dict[str, Answers]) -> Path:
     """Write one submission per {student_id: Answers} into root; return root."""
     root = Path(root)
     for student, answers in students.items():
@@ -74,7 +76,8 @@ def submit(bundle, root, students):
     return root
 
 
-def autograde(submissions, out, release_dir, *options, timeout=900, through=()):
+def autograde(submissions: str | Path, out: str | Path, release_dir: Path, *options: str, timeout: float = 900,
+              through: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     """Run `python -m grading autograde` (reusing the session's course so generate_assignment runs once), through
     the command line `through` if given (a wrapper that runs the rest)."""
     out = Path(out)
@@ -84,7 +87,7 @@ def autograde(submissions, out, release_dir, *options, timeout=900, through=()):
                            *options], cwd=REPO, capture_output=True, text=True, timeout=timeout)
 
 
-def grades(out):
+def grades(out: str | Path) -> dict[str, dict[str, str]]:
     """{student_id: row} of OUT/grades.csv."""
     with open(Path(out) / "grades.csv", newline="", encoding="utf-8") as f:
         return {row["student_id"]: row for row in csv.DictReader(f)}
@@ -103,7 +106,7 @@ ORDER BY student.id, base_cell.name
 """
 
 
-def gradebook_cells(course):
+def gradebook_cells(course: str | Path) -> list[Any]:
     """Every grade of an nbgrader course's gradebook, a row per student and cell, with what decides it."""
     database = sqlite3.connect(Path(course) / "gradebook.db")
     try:
@@ -112,14 +115,15 @@ def gradebook_cells(course):
         database.close()
 
 
-def nbgrader_export(course, to):
+def nbgrader_export(course: str | Path, to: str | Path) -> str:
     """`nbgrader export` of course, as a TA runs it; the CSV's text."""
     subprocess.run([sys.executable, "-m", "nbgrader", "export", "--to", str(to)], cwd=course, capture_output=True,
                    check=True)
     return Path(to).read_text()
 
 
-def graded_both_ways(course, root, students=None):
+def graded_both_ways(course: Path, root: str | Path, students: Iterable[str] | None = None
+                     ) -> tuple[tuple[list[Any], str], tuple[list[Any], str]]:
     """(our course, a copy of it after nbgrader's own `autograde --force` of students, all when None), each as
     (its gradebook's cells, its export)."""
     native = Path(root) / "native"
@@ -135,7 +139,8 @@ def graded_both_ways(course, root, students=None):
             (gradebook_cells(native), nbgrader_export(native, Path(root) / "native.csv")))
 
 
-def results(out):
+def results(out: str | Path) -> dict[str, Any]:
+    """{student_id: StudentResult} of every OUT/<student>/grade.json."""
     return {p.parent.name: load_result(p) for p in Path(out).glob("*/grade.json")}
 
 
@@ -149,33 +154,34 @@ LONGEST_FIRST = ["demo", "test_attacks", "test_machine_failures", "test_browser"
                  "test_notebook_tests"]
 
 
-def group_of(path):
+def group_of(path: str | Path) -> str:
+    """The group whose tests go to one worker: "demo" for the modules that share the demo run, else the module."""
     return "demo" if Path(path).stem in SHARE_THE_DEMO else str(path)
 
 
-def pytest_collection_modifyitems(items):
-    def rank(item):
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
         group = group_of(item.path)
         name = "demo" if group == "demo" else Path(group).stem
         return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
     items.sort(key=rank)  # stable: each module's tests stay together and in order
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     # nbgrader 0.9 trips over SQLAlchemy 2's session rules in its own code; the rows it writes are right
     # (nbgrader_support.prepare_nbgrader silences the same warning in the grader's processes).
     config.addinivalue_line("filterwarnings", "ignore:.*not in session, add operation along:Warning")
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_xdist_make_scheduler(config, log):
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """Under pytest-xdist, each module runs on one worker, so that its module-scoped batch is graded once, and the
     modules that share the demo run on one worker, so that it runs once."""
     return scope_scheduler(config, log, lambda nodeid: group_of(nodeid.split("::", 1)[0]))
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """Keep each phase's report on the test item, so fixtures can see in their teardown whether the test failed."""
     outcome = yield
     report = outcome.get_result()
@@ -186,9 +192,9 @@ REFERENCE = Answers(base="reference")
 STUB = Answers()
 
 
-def reference_with_added_cell(code):
+def reference_with_added_cell(code: str) -> Answers:
     """The reference, with one more code cell right after the shortcut's answer: a cell that runs before Q4's."""
-    def edit(nb):
+    def edit(nb: nbformat.NotebookNode) -> None:
         index = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id")
                      == "q3_make_shortcut")
         nb.cells.insert(index + 1, nbformat.v4.new_code_cell(code))
@@ -196,7 +202,7 @@ def reference_with_added_cell(code):
 
 
 @pytest.fixture(scope="module")
-def listener():
+def listener() -> Iterator[tuple[int, list[bytes]]]:
     """A TCP server on the host's loopback that records whatever reaches it: (port, received)."""
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
@@ -204,7 +210,7 @@ def listener():
     server.settimeout(0.2)
     received, stop = [], threading.Event()
 
-    def serve():
+    def serve() -> None:
         while not stop.is_set():
             try:
                 connection, _ = server.accept()

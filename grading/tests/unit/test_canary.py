@@ -3,6 +3,9 @@ whose first line says what failed (read from the typed cause of a grader error, 
 ended), whose next says what to do, and which names the file holding every failing check and the traceback; one
 that passed removes that file. Real canaries that time out or meet a wrong point sum are in
 test_machine_failures.py."""
+from collections.abc import Sequence
+from pathlib import Path
+
 import nbformat
 import pytest
 
@@ -17,7 +20,7 @@ from grading.settings import Settings
 SETTINGS = Settings(questions="q1,q3", timeout=6.0, jobs=4)
 
 
-def reference(q3_failures=()):
+def reference(q3_failures: Sequence[tuple[str, str]] = ()) -> StudentResult:
     """The reference's result, every point earned but the q3 checks failed as q3_failures says ((failure, message)
     each, worth 5 points)."""
     failing = [Check(f"test_{i}", 0.0, 5.0, False, message, True, "q3_layer_norm", failure)
@@ -28,7 +31,7 @@ def reference(q3_failures=()):
                                                                 tests=[passing, *failing])})
 
 
-def refused(result, tmp_path, failure=None):
+def refused(result: StudentResult, tmp_path: Path, failure: GraderFailure | None = None) -> tuple[list[str], str]:
     """The lines of the CanaryFailed that check_canary raises, and the text of its details file."""
     details = tmp_path / "errors" / ".canary.txt"
     with pytest.raises(CanaryFailed) as raised:
@@ -37,7 +40,7 @@ def refused(result, tmp_path, failure=None):
     return str(raised.value).splitlines(), details.read_text()
 
 
-def test_a_canary_that_earned_every_point_passes_and_removes_old_details(tmp_path):
+def test_a_canary_that_earned_every_point_passes_and_removes_old_details(tmp_path: Path) -> None:
     (tmp_path / "errors").mkdir()
     (tmp_path / "errors" / ".canary.txt").write_text("from a canary that failed before")
     check_canary(reference(), SETTINGS, None, tmp_path / "errors" / ".canary.txt")
@@ -45,7 +48,7 @@ def test_a_canary_that_earned_every_point_passes_and_removes_old_details(tmp_pat
 
 
 @pytest.mark.parametrize("ending", [Ending.TIMED_OUT, Ending.OUT_OF_TIME, Ending.NOT_RUN])
-def test_points_lost_only_to_time_are_an_overloaded_machine(tmp_path, ending):
+def test_points_lost_only_to_time_are_an_overloaded_machine(tmp_path: Path, ending: Ending) -> None:
     message = "x" * 5000
     lines, details = refused(reference([(ending.value, message)] * 3), tmp_path)
     assert lines[0] == ("the canary failed, so no student was graded: it timed out: the reference solution lost 15 of "
@@ -55,7 +58,7 @@ def test_points_lost_only_to_time_are_an_overloaded_machine(tmp_path, ending):
     assert details.count(f"[{ending.value}, 0 of 5]: {message}") == 3 and "--timeout 6 --jobs 4" in details
 
 
-def test_a_wrong_answer_among_timeouts_is_no_overload_and_the_first_failing_check_is_quoted(tmp_path):
+def test_a_wrong_answer_among_timeouts_is_no_overload_and_the_first_failing_check_is_quoted(tmp_path: Path) -> None:
     lines, details = refused(reference([(Ending.TIMED_OUT.value, "timed out after 20 s"),
                                         (WRONG, "the mean is 0.3, not 0\nsecond line " + "y" * 500)]), tmp_path)
     assert lines[0] == ("the canary failed, so no student was graded: the reference solution lost 10 of 40 points: 2 "
@@ -64,7 +67,7 @@ def test_a_wrong_answer_among_timeouts_is_no_overload_and_the_first_failing_chec
     assert "test_1 [wrong, 0 of 5]: the mean is 0.3, not 0\nsecond line " + "y" * 500 in details
 
 
-def test_a_quoted_message_is_cut_on_the_first_line(tmp_path):
+def test_a_quoted_message_is_cut_on_the_first_line(tmp_path: Path) -> None:
     lines, _ = refused(reference([(WRONG, "z" * 5000)]), tmp_path)
     assert len(lines[0]) < 400 and lines[0].endswith("\u2026")
 
@@ -76,7 +79,8 @@ def test_a_quoted_message_is_cut_on_the_first_line(tmp_path):
     (Cause.KILLED, "the process grading the reference solution was killed: "),
     (Cause.BUG, "grading the reference solution met a bug: "),
 ])
-def test_a_grader_error_is_told_by_its_cause_with_its_advice_and_traceback(tmp_path, cause, words):
+def test_a_grader_error_is_told_by_its_cause_with_its_advice_and_traceback(tmp_path: Path, cause: Cause,
+                                                                           words: str) -> None:
     try:
         raise GraderError("what failed\nand more", cause)
     except GraderError as error:
@@ -89,9 +93,10 @@ def test_a_grader_error_is_told_by_its_cause_with_its_advice_and_traceback(tmp_p
     assert "in test_a_grader_error_is_told_by_its_cause" in details
 
 
-def test_under_nbgraders_autograde_the_details_go_to_the_course_folder(tmp_path, monkeypatch):
+def test_under_nbgraders_autograde_the_details_go_to_the_course_folder(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """nbgrader's autograde has no OUT: a canary that met a bug tells it in the course's errors/.canary.txt."""
-    def bug(*args):
+    def bug(*args) -> None:
         raise KeyError("x")
     monkeypatch.setattr(canary, "grade", bug)
     monkeypatch.setattr(canary, "check_sandbox", lambda settings, log: None)
