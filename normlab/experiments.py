@@ -4,8 +4,9 @@ Each run writes <grid folder>/<dataset>-<norm>-<stem>/history.json, and its stat
 run again, skips the finished runs and resumes the others after their last finished epoch. A finished run keeps its
 history only (its final weights are not kept), so the folder that students submit stays small. The grid folder is
 GRID_DIR (runs/grid, under NORMLAB_RUNS if set) unless given. With several GPUs, one spawned process per GPU takes
-runs from a shared queue, once each dataset is downloaded. `show` prints a markdown summary and shows the plots
-(normlab.plots).
+runs from a shared queue, once each dataset is downloaded, and builds its models with the code that the running
+notebook defines (normlab.kernel), whatever the notebook file on disk holds. `show` prints a markdown summary and
+shows the plots (normlab.plots).
 """
 import hashlib
 import json
@@ -52,9 +53,9 @@ class Grid:
 
     @classmethod
     def smoke(cls):
-        """Seconds on a CPU (5 to 18 s for its 10 runs, measured on 2 shared cores: BENCHMARKS.md): narrow ResNets,
-        two epochs on 64 synthetic CIFAR-10 images, evaluated on 32 (the last evaluation, with flip TTA, passes over
-        them twice).
+        """Seconds on a CPU (4.6 to 18.0 s for its 10 runs, measured on 2 shared cores: BENCHMARKS.md): narrow
+        ResNets, two epochs on 64 synthetic CIFAR-10 images, evaluated on 32 (the last evaluation, with flip TTA,
+        passes over them twice).
 
         Plain float32 NCHW: on CPUs, bf16 and channels_last slow GroupNorm down several times at these widths.
         """

@@ -81,13 +81,13 @@ def capture(function: Callable) -> KernelFunction:
     """function, defined in this notebook kernel's cells, with everything it uses from the kernel's globals."""
     if not is_defined_in_kernel(function):
         raise CannotCapture(f"{getattr(function, '__name__', function)!r} is not defined in a notebook's cells")
-    kernel_globals = function.__globals__  # type: ignore[attr-defined]
+    kernel_globals = function.__globals__
     imports: dict[str, str] = {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     needed_first: dict[str, set[str]] = {}  # a definition's names that must exist when it runs (bases, decorators)
     aliases: dict[str, str] = {}
-    pending = [(function.__name__, function)]
+    pending: list[tuple[str, Any]] = [(function.__name__, function)]
     while pending:
         name, value = pending.pop()
         if name in imports or name in values or name in sources or name in aliases:
@@ -95,12 +95,13 @@ def capture(function: Callable) -> KernelFunction:
         if isinstance(value, types.ModuleType):
             imports[name] = value.__name__
         elif is_defined_in_kernel(value):
-            if value.__name__ != name:
-                if kernel_globals.get(value.__name__) is not value:
-                    raise CannotCapture(f"{name!r} is {value.__name__!r}, a name the kernel has since given to "
-                                        "something else")
-                aliases[name] = value.__name__
-                pending.append((value.__name__, value))
+            own_name = value.__name__
+            if own_name != name:
+                if kernel_globals.get(own_name) is not value:
+                    raise CannotCapture(f"{name!r} is {own_name!r}, a name the kernel has since given to something "
+                                        "else")
+                aliases[name] = own_name
+                pending.append((own_name, value))
                 continue
             sources[name] = definition_source(value)
             at_definition, at_call = global_names(sources[name])
@@ -146,7 +147,7 @@ def definition_source(value: Any) -> str:
         if not lines:
             continue
         for node in ast.parse("".join(lines)).body:
-            if isinstance(node, kinds) and node.name == value.__name__ and \
+            if isinstance(node, kinds) and getattr(node, "name") == value.__name__ and \
                     (kinds[0] is ast.ClassDef or first_line(node) == value.__code__.co_firstlineno):
                 return "".join(lines[first_line(node) - 1:node.end_lineno])
     raise CannotCapture(f"the text of the cell that defined {value.__name__!r} is not known to this kernel")

@@ -1,0 +1,52 @@
+"""normlab.kernel on cells simulated as a notebook kernel runs them: each cell's text compiled under its own file name,
+which the kernel keeps in linecache, and executed in the namespace of __main__. (test_training_gpu_paths.py runs the
+notebook's real model cells in an IPython kernel.)"""
+import linecache
+import pickle
+
+import pytest
+
+from normlab import kernel
+
+
+def kernel_namespace(*cells):
+    """The globals of a kernel that ran cells, one after another."""
+    namespace = {"__name__": "__main__"}
+    for number, source in enumerate(cells, 1):
+        filename = f"<ipython-input-{number}-test>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+        exec(compile(source, filename, "exec"), namespace)
+    return namespace
+
+
+def test_a_function_comes_with_its_classes_imports_values_and_aliases_and_runs_in_another_namespace():
+    namespace = kernel_namespace(
+        "import math\nSCALE = 3\n",
+        "class Base:\n    def scaled(self, x):\n        return x * SCALE\n",
+        "def twice(f):\n    return f\n\n\n@twice\nclass Doubler(Base):\n    offset = len('ab')\n\n"
+        "    def __call__(self, x):\n        return self.scaled(x) + self.offset + math.floor(0.5)\n",
+        "def build(x):\n    return Maker()(x)\n\n\nMaker = Doubler\nunrelated = open\n")
+    captured = pickle.loads(pickle.dumps(kernel.capture(namespace["build"])))
+    assert captured(5) == namespace["build"](5) == 17
+    assert [name for name, _ in captured.code.definitions].index("Base") < \
+        [name for name, _ in captured.code.definitions].index("Doubler")
+    assert dict(captured.code.aliases) == {"Maker": "Doubler"}
+    assert dict(captured.code.imports) == {"math": "math"} and pickle.loads(captured.code.values) == {"SCALE": 3}
+
+
+@pytest.mark.parametrize("cells, says", [
+    (["def outer():\n    k = 2\n    def build():\n        return k\n    return build\n\n\nbuild = outer()\n"],
+     "is defined inside another function or class"),
+    (["HANDLE = (n for n in [1])\n\n\ndef build():\n    return next(HANDLE)\n"],
+     r"'HANDLE' \(generator\) cannot be sent"),
+])
+def test_what_another_process_could_not_rebuild_is_refused_with_the_reason(cells, says):
+    with pytest.raises(kernel.CannotCapture, match=says):
+        kernel.capture(kernel_namespace(*cells)["build"])
+
+
+def test_a_function_whose_cell_text_is_unknown_is_refused():
+    namespace = {"__name__": "__main__"}
+    exec(compile("def build():\n    return 1\n", "<nowhere>", "exec"), namespace)
+    with pytest.raises(kernel.CannotCapture, match="text of the cell that defined 'build' is not known"):
+        kernel.capture(namespace["build"])
