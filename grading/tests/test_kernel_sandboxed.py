@@ -2,6 +2,8 @@
 with their output capped and their time limited, a cell that kills the kernel is survived, and probes read back only
 data. Not a unit test: it starts a zygote, sandboxes and kernels (what needs none of them is unit/test_kernel.py)."""
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -15,11 +17,12 @@ from grading.settings import Settings
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is required: .ci/run installs it")
 SLOT = 9  # a worker slot of its own
+Kernel = tuple[SandboxedExecute, nbformat.NotebookNode, list[str]]  # the executor, the notebook run, its notes
 ZYGOTES = Zygotes()  # this module's grading run: its zygotes, one per slot and limits
 
 
 @pytest.fixture(scope="module", autouse=True)
-def zygotes_closed():
+def zygotes_closed() -> Iterator[None]:
     """The module's zygotes end with it, as a run's end with the run."""
     yield
     ZYGOTES.close()
@@ -34,7 +37,7 @@ CELLS = [
 
 
 @pytest.fixture(scope="module")
-def kernel():
+def kernel() -> Iterator[Kernel]:
     """The cells run in a kernel forked from a zygote (torch already imported, so that 3 s is time enough for a cell
     even on a loaded machine) with a 2 KiB output cap and a 3 s cell timeout: (executor, notebook, notes)."""
     limits = Limits.from_settings(Settings())
@@ -48,26 +51,26 @@ def kernel():
     zygote.close()
 
 
-def outputs(cell, kind):
+def outputs(cell: nbformat.NotebookNode, kind: str) -> list[nbformat.NotebookNode]:
     return [o for o in cell.outputs if o.output_type == kind]
 
 
-def test_a_cells_output_is_capped(kernel):
+def test_a_cells_output_is_capped(kernel: Kernel) -> None:
     printed = "".join(o.text for o in outputs(kernel[1].cells[0], "stream"))
     assert printed.endswith("[output beyond 2 KiB dropped by the grader]\n") and len(printed) < 3000
 
 
-def test_a_cell_past_its_timeout_is_interrupted_and_the_rest_run(kernel):
+def test_a_cell_past_its_timeout_is_interrupted_and_the_rest_run(kernel: Kernel) -> None:
     assert [o.ename for o in outputs(kernel[1].cells[3], "error")][-1] == "CellTimeoutError"
 
 
-def test_a_cell_that_kills_the_kernel_is_noted_and_the_cells_before_it_are_replayed(kernel):
+def test_a_cell_that_kills_the_kernel_is_noted_and_the_cells_before_it_are_replayed(kernel: Kernel) -> None:
     executor, nb, notes = kernel
     assert notes == ["the kernel died while running cell 3"]
     assert executor.alive and outputs(nb.cells[2], "error")[-1].ename == "DeadKernelError"
 
 
-def test_a_probe_reads_back_the_students_layer_as_float64_arrays(kernel):
+def test_a_probe_reads_back_the_students_layer_as_float64_arrays(kernel: Kernel) -> None:
     """(make_norm was defined before the kernel died: the replay brought it back)"""
     executor = kernel[0]
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 4))
@@ -79,13 +82,14 @@ def test_a_probe_reads_back_the_students_layer_as_float64_arrays(kernel):
     assert abs(arrays["train"].reshape(2, -1).mean(axis=1)).max() < 1e-5
 
 
-def test_what_the_students_code_raised_comes_back_as_their_failure(kernel):
+def test_what_the_students_code_raised_comes_back_as_their_failure(kernel: Kernel) -> None:
     with pytest.raises(StudentFailure, match="your code raised ValueError: not done") as failure:
         kernel[0].probe("no_norm_layer", {"channels": 2}, {"x": np.ones((1, 2, 2, 2))}, 10)
     assert failure.value.error == "ValueError"
 
 
-def test_a_notebook_that_writes_past_the_disk_bound_is_stopped_there_and_not_probed(monkeypatch):
+def test_a_notebook_that_writes_past_the_disk_bound_is_stopped_there_and_not_probed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """The bound counts the kernel's folder and the sandbox's /tmp together: half of it in each is past it."""
     monkeypatch.setattr(Settings, "disk_bytes", 2 << 20)
     limits = Limits.from_settings(Settings())
@@ -113,7 +117,7 @@ HANGS_WHEN_RUN_AGAIN = "import os, time\nif os.path.exists('ran'):\n    time.sle
 ENDS_WHEN_RUN_AGAIN = "import os\nif os.path.exists('ran'):\n    os._exit(1)\nopen('ran', 'w').close()"
 
 
-def run_cold(tmp_path, cells, cell_timeout=3):
+def run_cold(tmp_path: Path, cells: list[str], cell_timeout: float = 3) -> list[str]:
     """cells run in a cold kernel (no zygote) in a folder under tmp_path: the notes, or what start raised."""
     folder = tmp_path / "kernel"
     folder.mkdir()
@@ -126,20 +130,20 @@ def run_cold(tmp_path, cells, cell_timeout=3):
         executor.stop()
 
 
-def test_a_replay_that_times_out_where_the_first_run_did_not_is_the_machines_failure(tmp_path):
+def test_a_replay_that_times_out_where_the_first_run_did_not_is_the_machines_failure(tmp_path: Path) -> None:
     with pytest.raises(GraderError, match="cell 1 ran within 3 s the first time but not when it was run again") \
             as error:
         run_cold(tmp_path, [HANGS_WHEN_RUN_AGAIN, "import os\nos._exit(1)", "print('after')"])
     assert error.value.cause is Cause.OVERLOAD
 
 
-def test_a_replayed_cell_that_ends_the_kernel_again_is_the_students(tmp_path):
+def test_a_replayed_cell_that_ends_the_kernel_again_is_the_students(tmp_path: Path) -> None:
     notes = run_cold(tmp_path, [ENDS_WHEN_RUN_AGAIN, "import os\nos._exit(1)", "print('after')"])
     assert notes == ["the kernel died while running cell 2",
                      "the kernel died again when cell 1 was run again; 1 cell(s) from there on did not run"]
 
 
-def test_a_cell_that_timed_out_is_not_run_again(tmp_path):
+def test_a_cell_that_timed_out_is_not_run_again(tmp_path: Path) -> None:
     """(its first run did not finish: a replay would wait for the timeout again, and then be taken for load)"""
     notes = run_cold(tmp_path, ["x = 1", "import time\ntime.sleep(60)", "import os\nos._exit(1)", "print('after')"])
     assert notes == ["the kernel died while running cell 3"]

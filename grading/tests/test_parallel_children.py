@@ -8,18 +8,25 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
 
+import nbformat
 import pytest
 
 from grading.assignment import PYFILE
-from grading.handoff import GradingRun, Submission
-from grading.pipeline import parallel
-from grading.handoff import Job
 from grading.failures import Cause, GraderError
+from grading.handoff import GradingRun, Intake, Job, Submission
 from grading.isolation.sandbox import Isolation
+from grading.pipeline import parallel
 from grading.pipeline.parallel import grade_in_children
-from grading.records.results import QuestionScore, StudentResult
+from grading.records.results import GraderFailure, QuestionScore, StudentResult
 from grading.settings import Settings
+
+# {student: (result, judged notebook, names of the files the parent kept, GraderFailure or None)}
+Finished = dict[str, tuple[StudentResult, nbformat.NotebookNode | None, list[str], GraderFailure | None]]
+Grade = Callable[..., Finished]  # the graded fixture: one student per keyword, its instruction as the value
 
 SETTINGS = Settings(jobs=2, questions="q1,q2", timeout=1.0)
 SETTINGS.watchdog_grace = 1.0  # a hung child is stopped 2 s after it started
@@ -27,7 +34,7 @@ RUN = GradingRun(settings=SETTINGS, fingerprint="f", snapshot=None,
                  released=None, config=None, isolation=Isolation.BUBBLEWRAP, grader_pid=os.getpid())
 
 
-def stand_in(submission, intake, run, slot):
+def stand_in(submission: Submission, intake: Intake, run: GradingRun, slot: int) -> tuple[StudentResult, None]:
     """What a child does in place of grading: follows the instruction in the submission's file."""
     instruction = intake.pyfile.read_text()
     if instruction == "raise":
@@ -45,20 +52,20 @@ def stand_in(submission, intake, run, slot):
                          notes=[f"slot {slot}"]), None
 
 
-def torch_imported():
+def torch_imported() -> None:
     """What of warm_up the children need here: torch imported before they fork, as in a run (a child that imports it
     itself takes seconds on a busy machine, past this test's second of --timeout)."""
     import torch  # noqa: F401
 
 
 @pytest.fixture
-def graded(tmp_path, monkeypatch):
+def graded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Grade:
     """Grade one student per instruction with the stand-in: {student: (result, judged, files the parent kept,
     GraderFailure or None)}."""
     monkeypatch.setattr(parallel, "grade", stand_in)
     monkeypatch.setattr(parallel, "warm_up", torch_imported)
 
-    def run(**instructions):
+    def run(**instructions: str) -> Finished:
         """Grade one student per instruction; the one named canary, if any, as the canary."""
         jobs = []
         for student, instruction in instructions.items():
@@ -68,13 +75,14 @@ def graded(tmp_path, monkeypatch):
             (folder / PYFILE).write_text(instruction)
             jobs.append(Job(Submission(student, folder, "folder")))
         canary = next((job for job in jobs if job.submission.student_id == "canary"), None)
-        finished = {}
+        finished: Finished = {}
 
-        def finish(job, result, judged, failure):
+        def finish(job: Job, result: StudentResult, judged: nbformat.NotebookNode | None,
+                   failure: GraderFailure | None) -> None:
             finished[job.submission.student_id] = (result, judged, sorted(p.name for p in job.intake.folder.iterdir()),
                                                    failure)
 
-        def check(result, failure):
+        def check(result: StudentResult, failure: GraderFailure | None) -> None:
             finished["canary"] = (result, None, [], failure)
             if result.error:
                 raise RuntimeError("the canary failed")
@@ -83,7 +91,7 @@ def graded(tmp_path, monkeypatch):
     return run
 
 
-def test_every_job_ends_once_with_its_result_and_its_files(graded, tmp_path):
+def test_every_job_ends_once_with_its_result_and_its_files(graded: Grade, tmp_path: Path) -> None:
     finished = graded(alice="ok", bob="ok", carol="ok")
     assert sorted(finished) == ["alice", "bob", "carol"]
     assert all(result.questions["q1"].score == 20 and files == [PYFILE] and failure is None
@@ -91,7 +99,7 @@ def test_every_job_ends_once_with_its_result_and_its_files(graded, tmp_path):
     assert not any((tmp_path / "work").iterdir())  # each child's folder goes once it is finished
 
 
-def test_a_child_that_crashes_hangs_or_exits_is_a_grader_error_with_no_points(graded):
+def test_a_child_that_crashes_hangs_or_exits_is_a_grader_error_with_no_points(graded: Grade) -> None:
     finished = graded(crash="raise", hang="hang", exits="exit", killed="killed", fine="ok")
     errors = {student: result.error for student, (result, *_) in finished.items()}
     assert errors["crash"] == "the grader failed: RuntimeError: the grader broke"
@@ -110,7 +118,7 @@ def test_a_child_that_crashes_hangs_or_exits_is_a_grader_error_with_no_points(gr
     assert finished["fine"][0].raw_total == 20 and not finished["fine"][0].error and finished["fine"][3] is None
 
 
-def test_a_crashing_child_hands_over_its_whole_traceback_as_data(graded):
+def test_a_crashing_child_hands_over_its_whole_traceback_as_data(graded: Grade) -> None:
     failure = graded(crash="raise")["crash"][3]
     assert failure.message == "the grader failed: RuntimeError: the grader broke"
     assert failure.traceback.startswith("Traceback (most recent call last):")
@@ -118,20 +126,22 @@ def test_a_crashing_child_hands_over_its_whole_traceback_as_data(graded):
         "RuntimeError: the grader broke")
 
 
-def test_a_child_killed_or_overdue_has_no_traceback_to_hand_over(graded):
+def test_a_child_killed_or_overdue_has_no_traceback_to_hand_over(graded: Grade) -> None:
     finished = graded(hang="hang", killed="killed")
     assert finished["hang"][3].traceback == "" and finished["killed"][3].traceback == ""
 
 
-def test_the_parent_reads_no_failure_out_of_text(graded):
+def test_the_parent_reads_no_failure_out_of_text(graded: Grade) -> None:
     result, _, _, failure = graded(scribbler="scribble")["scribbler"]
     assert failure.cause is Cause.KILLED and "KeyError" not in result.error + failure.message + failure.traceback
     assert result.error == "the grading process ended without a result: it exited with status 0"
 
 
 @pytest.mark.parametrize("cause", [Cause.SANDBOX, Cause.CLEAN_UP, Cause.SUITE])
-def test_a_grader_error_met_while_grading_keeps_its_cause_message_and_traceback(graded, monkeypatch, cause):
-    def broken_kernel(submission, intake, run, slot):
+def test_a_grader_error_met_while_grading_keeps_its_cause_message_and_traceback(graded: Grade,
+                                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                                cause: Cause) -> None:
+    def broken_kernel(submission: Submission, intake: Intake, run: GradingRun, slot: int) -> NoReturn:
         raise GraderError("the notebook's kernel could not be started, twice: RuntimeError: no\nit said: bwrap", cause)
     monkeypatch.setattr(parallel, "grade", broken_kernel)
     result, _, _, failure = graded(alice="ok")["alice"]
@@ -142,21 +152,22 @@ def test_a_grader_error_met_while_grading_keeps_its_cause_message_and_traceback(
                                                          "traceback": failure.traceback}
 
 
-def test_a_long_message_is_one_capped_line_on_the_result_and_whole_in_the_failure(graded, monkeypatch):
-    def wordy(submission, intake, run, slot):
+def test_a_long_message_is_one_capped_line_on_the_result_and_whole_in_the_failure(
+        graded: Grade, monkeypatch: pytest.MonkeyPatch) -> None:
+    def wordy(submission: Submission, intake: Intake, run: GradingRun, slot: int) -> NoReturn:
         raise KeyError("x" * 5000)
     monkeypatch.setattr(parallel, "grade", wordy)
     result, _, _, failure = graded(alice="ok")["alice"]
     assert len(result.error) == Settings.message_chars and "x" * 5000 in failure.message
 
 
-def test_nothing_ends_before_the_canary_passes_and_nothing_at_all_when_it_fails(graded):
+def test_nothing_ends_before_the_canary_passes_and_nothing_at_all_when_it_fails(graded: Grade) -> None:
     order = graded(canary="ok", alice="ok", bob="ok")
     assert list(order)[0] == "canary" and order["canary"][3] is None
     with pytest.raises(RuntimeError, match="the canary failed"):
         graded(canary="raise", alice="ok", bob="ok")
 
 
-def test_children_share_as_many_worker_slots_as_jobs_allows(graded):
+def test_children_share_as_many_worker_slots_as_jobs_allows(graded: Grade) -> None:
     finished = graded(**{f"s{i}": "ok" for i in range(5)})
     assert len(finished) == 5 and {result.notes[0] for result, *_ in finished.values()} == {"slot 0", "slot 1"}

@@ -96,7 +96,7 @@ def test_a_grader_error_is_told_by_its_cause_with_its_advice_and_traceback(tmp_p
 def test_under_nbgraders_autograde_the_details_go_to_the_course_folder(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """nbgrader's autograde has no OUT: a canary that met a bug tells it in the course's errors/.canary.txt."""
-    def bug(*args) -> None:
+    def bug(*args: object) -> None:
         raise KeyError("x")
     monkeypatch.setattr(canary, "grade", bug)
     monkeypatch.setattr(canary, "check_sandbox", lambda settings, log: None)

@@ -46,7 +46,7 @@ def write(path: Path, data: bytes) -> None:
 
 
 @pytest.fixture
-def course(tmp_path: Path):
+def course(tmp_path: Path) -> Staged:
     """A course whose submitted/ holds an honest student, one whose files link to the instructor's, one whose
     folder is a link, one named as the honest one with a newline after, one with an unusual id, and the grader's
     record of one time; and what CheckedAutograde staged of each."""
