@@ -11,7 +11,7 @@ and its stdout is shown to instructors only. Inside the zip:
     run_autograder            source/.venv/bin/python -m grading.commands.gradescope run ROOT
     constraints.txt           name==version of every package of the environment that built the zip
     gradescope-settings.json  the grading settings given at build time (--require-sandbox, limits, timeouts)
-    batchnormalization.py, norm.ipynb, README.md, requirements.txt, tests/, data/README.md, data/download.py,
+    batchnormalization.py, norm.ipynb, docs/students.md, requirements.txt, tests/, data/README.md, data/download.py,
     normlab/, grading/ (without its own tests and the sample students)
 
 Student code never sees source/: it runs in the same bubblewrap sandbox as under autograde, which mounts only the
@@ -120,11 +120,11 @@ exec "$venv/bin/python" -m grading.commands.gradescope run "$root"
 def source_files(source_dir: Path = REPO) -> list[tuple[str, Path]]:
     """(path in the zip, file) of every source the autograder needs: the assignment with its solutions, what the
     course bundles for students, normlab/ and the grader with its hidden suites."""
-    from grading.authoring.course import BUNDLED  # (imports the notebook machinery: only when needed)
+    from grading.authoring.course import BUNDLED, STUDENT_README_SOURCE  # (the notebook machinery: only when needed)
 
     source_dir = Path(source_dir)
     found = []
-    for entry in [PYFILE, NOTEBOOK, "README.md", *BUNDLED, "grading"]:
+    for entry in [PYFILE, NOTEBOOK, STUDENT_README_SOURCE, *BUNDLED, "grading"]:
         path = source_dir / entry
         if path.is_file():
             found.append((entry, path))
