@@ -26,7 +26,9 @@ import itertools
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,10 +73,10 @@ class Loop:
     name: str
     norm_type: str
     stem: str
-    run: object
-    execution: Execution = None
-    timings: list = None  # what choose_execution measured
-    session: Session = None
+    run: Callable[[int], object]
+    execution: Execution | None = None
+    timings: list[dict[str, Any]] | None = None  # what choose_execution measured
+    session: Session | None = None
 
 
 def naive_loop(models, images, labels, device, args):
@@ -132,7 +134,7 @@ def time_side_by_side(loops, device, args):
     """Seconds per step of each loop in each round; rounds alternate the order of the loops."""
     for loop in tqdm(loops, desc="warm-up", leave=False):
         loop.run(args.warmup)
-    seconds = {id(loop): [] for loop in loops}
+    seconds: dict[int, list[float]] = {id(loop): [] for loop in loops}
     for round_index in tqdm(range(args.rounds), desc="rounds", leave=False):
         for loop in (loops if round_index % 2 == 0 else loops[::-1]):
             synchronize(device)

@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import time
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ class ResumeState:
 
     def flush(self):
         """Copy a state that only the local disk holds to out_dir, through a temporary file."""
-        if not self.uncopied:
+        if not self.uncopied or self.local_dir is None:
             return
         target = self.out_dir / RESUME_FILE
         partial = target.with_name(target.name + ".partial")
@@ -103,7 +104,9 @@ class ResumeState:
 
 def random_states(device):
     """The states of every global random number generator a model's forward pass may draw from (dropout, say)."""
-    kind, keys, position, has_gauss, cached = np.random.get_state()
+    # np.random's legacy generator is MT19937, whose state is this tuple (typeshed allows a dict too)
+    kind, keys, position, has_gauss, cached = typing.cast(tuple[str, np.ndarray, int, int, float],
+                                                          np.random.get_state())
     states = {"python": random.getstate(), "torch": torch.get_rng_state(),
               "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached]}
     if device.type == "cuda":

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import typing
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -89,7 +90,7 @@ def public_tests(question):
         passed(f"{FUNCTIONS[question]} passes all {len(tests_run)} public tests of {question.upper()}. The grader runs "
                "more checks of its own.")
         return
-    by_message = {}
+    by_message: dict[str, list[str]] = {}
     for name, message in failed.items():
         by_message.setdefault(message, []).append(name)
     lines = [f"batchnormalization.py fails {len(failed)} public test{'s' * (len(failed) > 1)} of {question.upper()}:"]
@@ -102,7 +103,7 @@ def public_tests(question):
 
 def test_names(report):
     """The names of the tests pytest ran, from its JUnit XML report."""
-    return [case.get("name") for case in ElementTree.parse(report).getroot().iter("testcase")]
+    return [case.get("name", "") for case in ElementTree.parse(report).getroot().iter("testcase")]
 
 
 def failures(report):
@@ -122,7 +123,7 @@ def failures(report):
             found["the tests"] = (f"batchnormalization.py does not import: {raised[0]}"
                                   + (f" (line {lines[-1]})" if lines else ""))
         else:
-            found[case.get("name")] = message.removeprefix("AssertionError: ")
+            found[case.get("name", "")] = message.removeprefix("AssertionError: ")
     return found
 
 
@@ -261,7 +262,7 @@ def check_shortcut(shortcut, in_channels, out_channels, stride, norm_type, num_g
         f"the shortcut should map {in_channels} to {out_channels} channels, not "
         f"{conv.in_channels} to {conv.out_channels}"
     )
-    captured = {}
+    captured: dict[str, torch.Tensor] = {}
     hook = conv.register_forward_hook(lambda module, inputs, output: captured.setdefault("conv", output))
     x = in_dtype_of(shortcut, probe_input((4, in_channels, size, size), seed))
     shortcut.train()
@@ -351,7 +352,7 @@ def check_receptive_field(stem, kernel_size, stride=1, size=16, seed=0):
     )
     centre = side // 2
     y[0, :, centre, centre].sum().backward()
-    rows, cols = torch.nonzero(x.grad[0].abs().sum(dim=0), as_tuple=True)
+    rows, cols = torch.nonzero(typing.cast(torch.Tensor, x.grad)[0].abs().sum(dim=0), as_tuple=True)
     half = kernel_size // 2
     expected = (centre * stride - half, centre * stride + half)
     found = (int(rows.min()), int(rows.max())) if len(rows) else None

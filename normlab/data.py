@@ -9,6 +9,7 @@
 import hashlib
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -206,6 +207,9 @@ class _Python2Pickler(pickle._Pickler):
     numpy's array reconstructor under its numpy 1 module name."""
 
     dispatch = pickle._Pickler.dispatch.copy()
+    # pickle's pure-Python pickler has these; typeshed does not declare them
+    write: Callable[[bytes], object]
+    memoize: Callable[[object], None]
 
     def save_python2_string(self, obj):
         raw = obj.encode("latin1") if isinstance(obj, str) else bytes(obj)
@@ -215,8 +219,9 @@ class _Python2Pickler(pickle._Pickler):
             self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
         self.memoize(obj)
 
-    dispatch[str] = save_python2_string
-    dispatch[bytes] = save_python2_string
+    # typeshed types dispatch's methods as taking an Unpickler; pickle calls them with the pickler
+    dispatch[str] = save_python2_string  # type: ignore[assignment]
+    dispatch[bytes] = save_python2_string  # type: ignore[assignment]
 
     def save_global(self, obj, name=None):
         module = obj.__module__.replace("numpy._core", "numpy.core")

@@ -11,6 +11,7 @@ import statistics
 import time
 import warnings
 from dataclasses import asdict
+from typing import Any
 
 from torch import nn
 
@@ -20,9 +21,9 @@ from normlab.session import Execution, Session
 
 TUNE_WARMUP_STEPS = 2  # untimed steps of each candidate: compiling and cuDNN autotuning happen here
 
-_timed = {}        # per architecture, device, batch size and precision: what time_executions measured
-_compiled = set()  # the compiled_model_key of every model compiled in this process
-_compile_failures = {}  # str(device): why torch.compile failed on it in this process
+_timed: dict[tuple[object, ...], list[dict[str, Any]]] = {}  # per architecture, device, batch size and precision: what time_executions measured
+_compiled: set[tuple[object, ...]] = set()  # the compiled_model_key of every model compiled in this process
+_compile_failures: dict[str, str] = {}  # str(device): why torch.compile failed on it in this process
 
 
 def compile_blocked(device):

@@ -40,7 +40,7 @@ def load_models(path=NOTEBOOK):
     missing = [grade_id for grade_id in MODEL_CELLS if grade_id not in cells]
     if missing:
         raise ValueError(f"{path} has no cells with the ids {missing}; is it the assignment's norm.ipynb?")
-    namespace = {}
+    namespace: dict[str, object] = {}
     exec(compile("import torch\nfrom torch import nn\n", str(path), "exec"), namespace)
     for grade_id in MODEL_CELLS:
         source = "".join(cells[grade_id]["source"])
