@@ -15,13 +15,14 @@ second each on a local disk, more on a network drive such as Google Drive).
 import argparse
 import time
 from dataclasses import dataclass, replace
+from typing import Optional
 
 import torch
 from tqdm.auto import tqdm
 
 from normlab.batches import DeviceBatches, eval_batch_size
 from normlab.data import NUM_CLASSES, TEST_SIZE, TRAIN_SIZE
-from normlab.devices import autocast_dtype, best_device, cuda_problem, device_name, synchronize, usable_cuda_indices
+from normlab.devices import autocast_dtype, best_device, cuda_problem, device_name, synchronize
 from normlab.execution import candidate_executions, timings_for
 from normlab.session import Execution
 from normlab.train import evaluate
@@ -176,18 +177,19 @@ def print_estimate(build_model, grid, bonus_config, device, devices=1):
           f"(about {duration(grid_seconds(timings, fewer_epochs))}), and bonus_config to fewer epochs.")
 
 
-def main(argv=None):
+def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.parse_args(argv)
     if best_device().type != "cuda":
         print(where_to_train(no_gpu_reason()))
         return
-    from normlab.experiments import Grid
+    from normlab.experiments import Grid, training_devices
     from normlab.notebook import load_models
     from normlab.train import TrainConfig
 
-    grid, bonus_config = Grid(), TrainConfig(epochs=60)
-    print_estimate(load_models().resnet18, grid, bonus_config, best_device(), devices=len(usable_cuda_indices()))
+    grid, bonus_config, build_model = Grid(), TrainConfig(epochs=60), load_models().resnet18
+    print_estimate(build_model, grid, bonus_config, best_device(),
+                   devices=len(training_devices(build_model, grid)))
 
 
 if __name__ == "__main__":

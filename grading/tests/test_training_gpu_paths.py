@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from normlab import data, experiments, train
+from normlab import data, estimate, experiments, train
 from normlab.notebook import MODEL_CELLS, NotebookFunction, load_models
 from normlab.session import Session
 
@@ -218,3 +218,14 @@ def test_the_grids_processes_build_the_model_the_running_kernel_defines_not_the_
     assert report["processes"] == 2 and report["counted"] == ["cuda:0", "cuda:1"]
     assert report["trained"] == report["kernel"] and report["statuses"] == ["complete", "complete"]
     assert "Training on" not in done.stdout
+
+
+def test_the_estimate_command_counts_the_gpus_that_will_train(monkeypatch):
+    counted = []
+    monkeypatch.setattr(estimate, "best_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(estimate, "print_estimate", lambda *args, devices: counted.append(devices))
+    monkeypatch.setattr(experiments, "usable_cuda_indices", lambda: [0, 1])  # two GPUs, as on Kaggle
+    estimate.main([])
+    monkeypatch.setattr(experiments, "builds_alike", lambda *args: False)  # no process could build the models
+    estimate.main([])
+    assert counted == [2, 1]
