@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine; each creates .venv on first use, from requirements.txt (what
 # students install) and grading/requirements.txt (what TAs and the tests need besides).
 #   make demo   the main job on bundled data (see README)
-#   make test   every test (CI runs exactly this)
+#   make test   the type checker over grading/ and normlab/ (mypy.ini), then every test (CI runs exactly this)
 #   make unit   the unit tier alone, one test module per grading module, under a minute
 PYTHON ?= python3
 VENV := .venv
@@ -23,6 +23,7 @@ demo: $(VENV)/installed
 	$(BIN)/python -m grading demo
 
 test: $(VENV)/installed
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest -q -n 2 --durations=25 tests grading/tests
 
 unit: $(VENV)/installed
