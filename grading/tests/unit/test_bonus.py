@@ -3,6 +3,7 @@ images gets no bonus and a review, a network trained without augmentation keeps 
 only, and a sandbox that cannot run Python is the machine's failure."""
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,12 +11,15 @@ import pytest
 from bonus_models import export_lookup_table, trained_network
 from grading.failures import GraderError
 from grading.isolation.sandbox import Completed
-from grading.pipeline.bonus import grade_bonus, points_for
+from grading.pipeline.bonus import BonusResult, grade_bonus, points_for
 from normlab import data, evaluate
+
+# (the synthetic CIFAR's folder, its data as normlab.data.load gives it)
+Synthetic = tuple[Path, Any]
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
     root = tmp_path_factory.mktemp("cifar")
     data.write_synthetic("cifar10", root, train_size=1000, test_size=300)
     return root, data.load("cifar10", root)
@@ -26,10 +30,10 @@ class InProcessSandbox:
 
     handed = []
 
-    def __init__(self, folder):
+    def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
-    def run(self, argv, timeout):
+    def run(self, argv: list[str], timeout: float) -> Completed:
         InProcessSandbox.handed.append(sorted(p.name for p in self.folder.iterdir()))
         here = Path.cwd()
         os.chdir(self.folder)
@@ -40,12 +44,12 @@ class InProcessSandbox:
         return Completed(0, "", False)
 
 
-def grade(model, cifar_root, workdir, seed=0):
+def grade(model: Path, cifar_root: Path, workdir: Path, seed: int = 0) -> BonusResult:
     return grade_bonus({"cifar10": model}, InProcessSandbox, workdir, cifar_root, timeout=60,
                        generator=np.random.default_rng(seed))
 
 
-def test_a_lookup_table_of_the_test_images_is_withheld_for_review(synthetic, tmp_path):
+def test_a_lookup_table_of_the_test_images_is_withheld_for_review(synthetic: Synthetic, tmp_path: Path) -> None:
     root, test_set = synthetic
     table = export_lookup_table(test_set, tmp_path / "table.pt2")
     InProcessSandbox.handed.clear()
@@ -57,7 +61,7 @@ def test_a_lookup_table_of_the_test_images_is_withheld_for_review(synthetic, tmp
     assert InProcessSandbox.handed == [["images.npy", "model.pt2"]]  # images only, never labels
 
 
-def test_a_network_trained_without_augmentation_keeps_its_bonus(synthetic, tmp_path):
+def test_a_network_trained_without_augmentation_keeps_its_bonus(synthetic: Synthetic, tmp_path: Path) -> None:
     root, test_set = synthetic
     network = trained_network(test_set, tmp_path / "network.pt2", augment=False, epochs=5)
     (tmp_path / "work").mkdir()
@@ -70,7 +74,7 @@ def test_a_network_trained_without_augmentation_keeps_its_bonus(synthetic, tmp_p
     assert min(retained for _, retained in scores.values()) > 0.8  # well clear of the floor, not just over it
 
 
-def test_the_floor_is_half_the_accuracy_above_chance_under_each_kind_of_perturbation():
+def test_the_floor_is_half_the_accuracy_above_chance_under_each_kind_of_perturbation() -> None:
     labels = np.arange(400) % 10
     kinds = np.resize(np.array(evaluate.PERTURBATIONS), 400)  # image i is perturbed by kind i % 4
     check = evaluate.RobustnessCheck(np.arange(400), kinds, images=None)
@@ -82,7 +86,7 @@ def test_the_floor_is_half_the_accuracy_above_chance_under_each_kind_of_perturba
         assert all(retained == pytest.approx(kept, abs=0.01) for _, retained in scores.values())
 
 
-def test_perturbations_are_mild_and_drawn_by_the_generator(synthetic):
+def test_perturbations_are_mild_and_drawn_by_the_generator(synthetic: Synthetic) -> None:
     images = synthetic[1].test_images.numpy()[:8]
     kinds = np.array(["flip", "shift", "crop", "noise"] * 2)
     perturbed = evaluate.perturb(images, kinds, np.random.default_rng(0))
@@ -101,12 +105,12 @@ def test_perturbations_are_mild_and_drawn_by_the_generator(synthetic):
     assert abs(noise.std() - evaluate.NOISE_LEVEL) < 0.5
 
 
-def test_a_sandbox_that_cannot_run_python_is_a_grader_error(synthetic, tmp_path):
+def test_a_sandbox_that_cannot_run_python_is_a_grader_error(synthetic: Synthetic, tmp_path: Path) -> None:
     class Broken:
-        def __init__(self, folder):
+        def __init__(self, folder: Path) -> None:
             pass
 
-        def run(self, argv, timeout):
+        def run(self, argv: list[str], timeout: float) -> Completed:
             return Completed(1, "bwrap: setting up uid map: Permission denied", False)
 
     (tmp_path / "model.pt2").write_bytes(b"any model")
@@ -115,17 +119,18 @@ def test_a_sandbox_that_cannot_run_python_is_a_grader_error(synthetic, tmp_path)
 
 
 @pytest.mark.parametrize("planted", ["link", "fifo", "folder"])
-def test_predictions_the_sandbox_replaced_are_not_read_through(synthetic, tmp_path, planted):
+def test_predictions_the_sandbox_replaced_are_not_read_through(synthetic: Synthetic, tmp_path: Path,
+                                                               planted: str) -> None:
     """The sandbox's folder is its own: predictions.npy may be a link to a host file (here, perfect predictions),
     a FIFO (which would block a reader) or a folder. None is read through; the model gave no valid predictions."""
     root, test_set = synthetic
     perfect = tmp_path / "perfect.npy"
 
     class Plants:
-        def __init__(self, folder):
+        def __init__(self, folder: Path) -> None:
             self.folder = Path(folder)
 
-        def run(self, argv, timeout):
+        def run(self, argv: list[str], timeout: float) -> Completed:
             if "-c" in argv:  # the check that the sandbox runs Python at all
                 return Completed(0, "", False)
             count = len(np.load(self.folder / "images.npy", mmap_mode="r"))

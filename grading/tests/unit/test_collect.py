@@ -2,7 +2,9 @@
 not graded yet, grader errors, resubmissions, a shard left out) or that were graded with different options, and
 says who and what. Merging whole shards, and --partial, are tested on real shards in test_sharding.py."""
 import re
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -22,11 +24,11 @@ STUDENTS = [*(f"student{i}" for i in range(5)), "o.brien-2@uni"]  # the last an 
 FINGERPRINT = "f" * 20
 
 
-def shard_of(student):
+def shard_of(student: str) -> int:
     return next(i for i in range(1, SHARDS + 1) if in_shard(student, (i, SHARDS)))
 
 
-def shards(tmp_path, error=None, fingerprint=FINGERPRINT, **options):
+def shards(tmp_path: Path, error: str | None = None, fingerprint: str = FINGERPRINT, **options: Any) -> list[Path]:
     """Submissions of STUDENTS and SHARDS autograde outputs in which every student is graded (the one named in error
     with that grader error); options change the settings of shard 2. The shard folders, in order."""
     submissions = tmp_path / "submissions"
@@ -57,14 +59,14 @@ def shards(tmp_path, error=None, fingerprint=FINGERPRINT, **options):
     return folders
 
 
-def refusal(folders, tmp_path):
+def refusal(folders: list[Path], tmp_path: Path) -> str:
     with pytest.raises(ShardError) as refused:
         collect(folders, tmp_path / "merged", progress=False)
     assert not (tmp_path / "merged").exists(), "a refused merge wrote something"
     return str(refused.value)
 
 
-def test_a_shard_still_being_graded_is_refused_and_its_missing_students_are_named(tmp_path):
+def test_a_shard_still_being_graded_is_refused_and_its_missing_students_are_named(tmp_path: Path) -> None:
     folders = shards(tmp_path)
     unfinished = [s for s in STUDENTS if shard_of(s) == 1][:2]
     for student in unfinished:
@@ -74,14 +76,14 @@ def test_a_shard_still_being_graded_is_refused_and_its_missing_students_are_name
     assert all(student in message for student in unfinished) and "--partial" in message
 
 
-def test_a_student_graded_by_an_earlier_grader_counts_as_not_graded(tmp_path):
+def test_a_student_graded_by_an_earlier_grader_counts_as_not_graded(tmp_path: Path) -> None:
     folders = shards(tmp_path)
     stale = next(s for s in STUDENTS if shard_of(s) == 2)
     save_result(folders[1] / stale / GRADE_FILE, StudentResult(stale, fingerprint="an older grader"))
     assert f"1 not graded yet ({stale})" in refusal(folders, tmp_path)
 
 
-def test_a_grader_error_is_refused_with_its_message_and_where_its_traceback_is(tmp_path):
+def test_a_grader_error_is_refused_with_its_message_and_where_its_traceback_is(tmp_path: Path) -> None:
     student = STUDENTS[3]
     folders = shards(tmp_path, error=student)
     message = refusal(folders, tmp_path)
@@ -89,7 +91,8 @@ def test_a_grader_error_is_refused_with_its_message_and_where_its_traceback_is(t
            f".txt)" in message and f"shard {shard_of(student)}/" in message
 
 
-def test_a_merged_grader_error_keeps_its_traceback_and_a_merged_verdict_drops_a_stale_one(tmp_path, monkeypatch):
+def test_a_merged_grader_error_keeps_its_traceback_and_a_merged_verdict_drops_a_stale_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(collect_command.gradebook, "record", lambda *args: None)
     monkeypatch.setattr(collect_command, "copy_student", lambda *args: None)
     failed, fine = STUDENTS[3], STUDENTS[4]
@@ -107,7 +110,7 @@ def test_a_merged_grader_error_keeps_its_traceback_and_a_merged_verdict_drops_a_
     assert not (merged / error_file(fine)).exists()
 
 
-def test_an_id_with_a_final_newline_is_no_student_of_the_merge_and_unusual_ids_are(tmp_path):
+def test_an_id_with_a_final_newline_is_no_student_of_the_merge_and_unusual_ids_are(tmp_path: Path) -> None:
     """student0\\n, a folder beside student0's, graded as a student of its own by a grader that took it for one."""
     folders = shards(tmp_path)
     attacker = f"{STUDENTS[0]}\n"
@@ -120,7 +123,7 @@ def test_an_id_with_a_final_newline_is_no_student_of_the_merge_and_unusual_ids_a
     assert sorted(stock.mergeable) == sorted(STUDENTS) and not stock.ungraded and not stock.errors
 
 
-def test_a_grade_file_that_names_another_student_is_not_merged_as_theirs(tmp_path):
+def test_a_grade_file_that_names_another_student_is_not_merged_as_theirs(tmp_path: Path) -> None:
     folders = shards(tmp_path)
     student, other = STUDENTS[1], STUDENTS[2]
     path = folders[shard_of(student) - 1] / student / GRADE_FILE
@@ -130,13 +133,13 @@ def test_a_grade_file_that_names_another_student_is_not_merged_as_theirs(tmp_pat
     assert f"1 holding the grade.json of {other!r} ({student})" in refusal(folders, tmp_path)
 
 
-def test_a_student_who_resubmitted_after_grading_is_not_merged_as_graded(tmp_path):
+def test_a_student_who_resubmitted_after_grading_is_not_merged_as_graded(tmp_path: Path) -> None:
     folders = shards(tmp_path)
     (tmp_path / "submissions" / STUDENTS[0] / "norm.ipynb").write_text('{"cells": []}')
     assert f"resubmitted since graded ({STUDENTS[0]})" in refusal(folders, tmp_path)
 
 
-def test_a_shard_left_out_names_its_students(tmp_path):
+def test_a_shard_left_out_names_its_students(tmp_path: Path) -> None:
     folders = shards(tmp_path)
     message = refusal(folders[:1], tmp_path)
     left_out = sorted(s for s in STUDENTS if shard_of(s) == 2)
@@ -145,13 +148,14 @@ def test_a_shard_left_out_names_its_students(tmp_path):
 
 @pytest.mark.parametrize("option, value", [("due", "2026-12-01T23:59:00+08:00"), ("late_policy", "zero"),
                                            ("questions", "q1,q2")])
-def test_shards_graded_with_different_options_are_refused_whatever_partial_says(tmp_path, option, value):
+def test_shards_graded_with_different_options_are_refused_whatever_partial_says(tmp_path: Path, option: str,
+                                                                                value: str) -> None:
     folders = shards(tmp_path, **{option: value})
     with pytest.raises(ShardError, match=f"(?s)different options.*{option.replace('_', ' ')}: .*{re.escape(value)}"):
         collect(folders, tmp_path / "merged", partial=True, progress=False)
 
 
-def test_shards_graded_with_different_submission_times_are_refused(tmp_path):
+def test_shards_graded_with_different_submission_times_are_refused(tmp_path: Path) -> None:
     times = tmp_path / "times.csv"
     times.write_text(f"student_id,submitted\n{STUDENTS[0]},2026-11-20T10:00:00Z\n")
     folders = shards(tmp_path, submission_times=str(times))
@@ -159,7 +163,7 @@ def test_shards_graded_with_different_submission_times_are_refused(tmp_path):
         collect(folders, tmp_path / "merged", partial=True, progress=False)
 
 
-def test_the_same_options_written_differently_agree(tmp_path):
+def test_the_same_options_written_differently_agree(tmp_path: Path) -> None:
     """A due date in another time zone and per-day:5 for per-day:5.0 are the same options: only the students
     left ungraded stop this merge."""
     folders = shards(tmp_path, due="2026-12-01T15:59:00Z", late_policy="per-day:5.0")
@@ -170,7 +174,7 @@ def test_the_same_options_written_differently_agree(tmp_path):
     assert "different options" not in refusal(folders, tmp_path)
 
 
-def test_two_folders_of_one_shard_or_a_folder_without_a_run_record_are_refused(tmp_path):
+def test_two_folders_of_one_shard_or_a_folder_without_a_run_record_are_refused(tmp_path: Path) -> None:
     folders = shards(tmp_path)
     with pytest.raises(ShardError, match="both shard 1/2"):
         collect([folders[0], folders[0]], tmp_path / "merged")

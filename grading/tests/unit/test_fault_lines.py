@@ -5,6 +5,7 @@ message. grading/sandboxed/ is left out: it runs in the student's processes, whe
 what happened is handed over as data."""
 import ast
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 from grading.settings import REPO
@@ -21,14 +22,14 @@ CATCH_ALL = {
 }
 
 
-def grader_modules():
+def grader_modules() -> Iterator[tuple[str, str]]:
     for path in sorted(GRADER.rglob("*.py")):
         relative = path.relative_to(REPO).as_posix()
         if not relative.startswith(("grading/tests/", "grading/sandboxed/")):
             yield relative, path.read_text()
 
 
-def catch_alls(source):
+def catch_alls(source: str) -> list[tuple[str, int]]:
     """[(function, line)] of handlers that catch every exception (bare, Exception or BaseException)."""
     found = []
     for function in _functions(ast.parse(source)):
@@ -38,7 +39,7 @@ def catch_alls(source):
     return found
 
 
-def message_matches(source):
+def message_matches(source: str) -> list[int]:
     """Lines where code compares or searches the text of an exception it caught or of a log record, directly or
     through a variable it was assigned to in the same function."""
     found = set()
@@ -52,18 +53,18 @@ def message_matches(source):
     return sorted(found)
 
 
-def _functions(tree):
+def _functions(tree: ast.AST) -> list[ast.AST]:
     return [node for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))] or [tree]
 
 
-def _catches_everything(kind):
+def _catches_everything(kind: ast.expr | None) -> bool:
     if kind is None:
         return True
     names = kind.elts if isinstance(kind, ast.Tuple) else [kind]
     return any(isinstance(name, ast.Name) and name.id in BROAD for name in names)
 
 
-def _decides(node):
+def _decides(node: ast.AST) -> bool:
     """A comparison, a call of the re module, or a search in a string."""
     if isinstance(node, ast.Compare):
         return True
@@ -73,7 +74,7 @@ def _decides(node):
     return of_re or node.func.attr in ("startswith", "endswith", "find", "rfind", "index", "count")
 
 
-def _holds_text(node, caught, texts):
+def _holds_text(node: ast.AST, caught: set[str], texts: set[str]) -> bool:
     """Whether node contains str(e), repr(e), e.args or f"{e}" of a caught exception e, a log record's
     getMessage(), or a variable assigned one of them."""
     for part in ast.walk(node):
@@ -90,17 +91,17 @@ def _holds_text(node, caught, texts):
     return False
 
 
-def test_only_the_listed_places_catch_every_exception():
+def test_only_the_listed_places_catch_every_exception() -> None:
     found = {(module, function) for module, source in grader_modules() for function, _ in catch_alls(source)}
     assert found <= set(CATCH_ALL), sorted(found - set(CATCH_ALL))
 
 
-def test_no_code_decides_by_the_words_of_a_message():
+def test_no_code_decides_by_the_words_of_a_message() -> None:
     found = {module: lines for module, source in grader_modules() if (lines := message_matches(source))}
     assert not found, found
 
 
-def test_the_lint_finds_what_it_forbids():
+def test_the_lint_finds_what_it_forbids() -> None:
     matching = textwrap.dedent("""
         import re
         def call(self):

@@ -6,6 +6,9 @@ import csv
 import io
 import logging
 import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -28,17 +31,18 @@ SCRIPT = "<script>document.title='pwned'</script>"
 
 
 @pytest.fixture
-def out(release_dir, tmp_path):
+def out(release_dir: Path, tmp_path: Path) -> Path:
     """An autograde OUT folder with its course, no one recorded yet."""
     shutil.copytree(release_dir / "course", tmp_path / "out" / "course")
     return tmp_path / "out"
 
 
-def released(out):
+def released(out: Path) -> nbformat.NotebookNode:
     return nbformat.read(out / "course" / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
 
 
-def grade(out, student, share=1.0, written="My analysis of the runs.", bonus=None, **fields):
+def grade(out: Path, student: str, share: float = 1.0, written: str | None = "My analysis of the runs.",
+          bonus: float | None = None, **fields: Any) -> StudentResult:
     """Record student as autograde does: every autograded cell earns share of its points, the written answers are
     written (so they await a TA) unless written is None, and the bonus earns bonus extra points (None: not graded)."""
     result = StudentResult(student, timestamp="2026-11-20 10:00:00.000000 UTC", **fields)
@@ -65,7 +69,9 @@ def grade(out, student, share=1.0, written="My analysis of the runs.", bonus=Non
     return result
 
 
-def by_hand(out, student, scores=(), comments=(), late_penalty=None, extra=None, details=None, unflag=False):
+def by_hand(out: Path, student: str, scores: Mapping[str, float] = (), comments: Mapping[str, str] = (),
+            late_penalty: float | None = None, extra: float | None = None, details: dict[str, str] | None = None,
+            unflag: bool = False) -> None:
     """What a TA does in the formgrader, through nbgrader's Gradebook API: manual scores {cell: points}, comments
     {answer cell: text}, a late penalty, the bonus's extra credit, the student's roster details."""
     with Gradebook(db_url(out / "course"), COURSE_ID) as gb:
@@ -87,18 +93,18 @@ def by_hand(out, student, scores=(), comments=(), late_penalty=None, extra=None,
             gb.update_or_create_student(student, **details)
 
 
-def nbgrader_totals(out):
+def nbgrader_totals(out: Path) -> dict[str, float]:
     """{student: score - late penalty}, as nbgrader's export and formgrader compute them."""
     with Gradebook(db_url(out / "course"), COURSE_ID) as gb:
         return {s.student.id: s.score - s.late_submission_penalty for s in gb.assignment_submissions(ASSIGNMENT)}
 
 
-def rows(path):
+def rows(path: Path) -> list[dict[str, str]]:
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
-def test_every_format_gives_the_gradebooks_totals_after_manual_grading(out):
+def test_every_format_gives_the_gradebooks_totals_after_manual_grading(out: Path) -> None:
     grade(out, "ada", bonus=7.5)
     grade(out, "bob", share=0.5)
     by_hand(out, "ada", scores={"q4_analysis": 7, "q5_literature": 9.5, "q1_forward": 15},
@@ -125,7 +131,8 @@ def test_every_format_gives_the_gradebooks_totals_after_manual_grading(out):
         {"ada@example.org": expected["ada"], "bob@example.org": expected["bob"]})
 
 
-def test_who_needs_a_person_is_named_and_gets_no_grade_in_an_lms_file(out, caplog):
+def test_who_needs_a_person_is_named_and_gets_no_grade_in_an_lms_file(out: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
     grade(out, "ada")
     grade(out, "carl", written=None, bonus=0.0, flags=["get_ipython"], status="REVIEW: the notebook uses get_ipython")
     grade(out, "dora", written=None, error="the sandbox did not start", status="ERROR: the sandbox did not start")
@@ -146,7 +153,7 @@ def test_who_needs_a_person_is_named_and_gets_no_grade_in_an_lms_file(out, caplo
     assert "carl" not in export(out, "csv"), "a TA who has looked clears the flag"
 
 
-def test_a_roster_that_carries_formulas_and_html_is_written_as_text(out):
+def test_a_roster_that_carries_formulas_and_html_is_written_as_text(out: Path) -> None:
     """The attacker: a student who set their LMS name to a spreadsheet formula and script."""
     grade(out, "mallory", written=None)
     by_hand(out, "mallory", details={"first_name": ATTACK, "last_name": "@SUM(1+1)", "email": "+1@evil.example",
@@ -160,7 +167,8 @@ def test_a_roster_that_carries_formulas_and_html_is_written_as_text(out):
     assert guard("-3") == "'-3" and guard("o.brien-2@uni") == "o.brien-2@uni"
 
 
-def test_an_honest_student_with_no_email_no_submission_or_an_unusual_id(out, caplog):
+def test_an_honest_student_with_no_email_no_submission_or_an_unusual_id(out: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
     """Moodle matches on email: a student without one is named; a roster student who submitted nothing has no
     grade; an id with dots, a hyphen and an at sign is written as it is."""
     grade(out, "o.brien-2@uni", written=None, bonus=0.0)
@@ -177,7 +185,7 @@ def test_an_honest_student_with_no_email_no_submission_or_an_unusual_id(out, cap
     assert {r["student_id"]: r["needs_person"] for r in rows(out / "final-grades.csv")}["absent"] == "no submission"
 
 
-def test_feedback_shows_the_tas_scores_and_comments_inert(out):
+def test_feedback_shows_the_tas_scores_and_comments_inert(out: Path) -> None:
     grade(out, "ada", share=0.5)
     by_hand(out, "ada", scores={"q4_analysis": 7, "q1_forward": 15},
             comments={"q4_analysis": f"Good, but cite the runs. {SCRIPT}"})
@@ -193,7 +201,8 @@ def test_feedback_shows_the_tas_scores_and_comments_inert(out):
     assert "Good, but cite the runs." in results["output"]
 
 
-def test_a_folder_without_a_gradebook_is_refused_with_what_to_pass(tmp_path, capsys):
+def test_a_folder_without_a_gradebook_is_refused_with_what_to_pass(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", str(tmp_path)]) == EXIT_MISCONFIGURED
     assert "autograde" in capsys.readouterr().err
     assert main(["feedback", str(tmp_path)]) == EXIT_MISCONFIGURED

@@ -2,6 +2,9 @@
 nbgrader's autograde records them: the files, the scores of the graded questions only, extra credit for the bonus,
 a REVIEW flag, and zeros where grading failed."""
 import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -18,16 +21,17 @@ from grading.records.results import Test as Check
 
 
 @pytest.fixture
-def course(release_dir, tmp_path):
+def course(release_dir: Path, tmp_path: Path) -> Path:
     shutil.copytree(release_dir / "course", tmp_path / "course")
     return tmp_path / "course"
 
 
-def released(course):
+def released(course: Path) -> nbformat.NotebookNode:
     return nbformat.read(course / "release" / ASSIGNMENT / NOTEBOOK, as_version=4)
 
 
-def judged(course, student, share, questions=QUESTION_IDS, **result_fields):
+def judged(course: Path, student: str, share: float, questions: Sequence[str] = QUESTION_IDS,
+           **result_fields: Any) -> tuple[StudentResult, nbformat.NotebookNode]:
     """(StudentResult, judged notebook): every autograded cell of questions earns share of its points."""
     result = StudentResult(student, timestamp="2026-11-20 10:00:00.000000 UTC", **result_fields)
     for q in questions:
@@ -39,7 +43,7 @@ def judged(course, student, share, questions=QUESTION_IDS, **result_fields):
     return result, nb
 
 
-def taken(tmp_path, course):
+def taken(tmp_path: Path, course: Path) -> Path:
     """The files intake took from alice's submission."""
     folder = tmp_path / "taken"
     folder.mkdir(exist_ok=True)
@@ -48,13 +52,13 @@ def taken(tmp_path, course):
     return folder
 
 
-def scores(course, student):
+def scores(course: Path, student: str) -> dict[str, float]:
     with Gradebook(db_url(course), COURSE_ID) as gb:
         return {g.cell.name: g.auto_score for g in gb.find_submission_notebook(NOTEBOOK_ID, ASSIGNMENT, student).grades
                 if g.cell.name in AUTOGRADED_POINTS}
 
 
-def test_scores_files_and_the_submission_time_are_recorded(course, tmp_path):
+def test_scores_files_and_the_submission_time_are_recorded(course: Path, tmp_path: Path) -> None:
     result, nb = judged(course, "alice", 0.5)
     record(course, taken(tmp_path, course), result, nb, QUESTION_IDS, course_config(course), released(course))
     assert scores(course, "alice") == {cell: 0.5 * points for cell, points in AUTOGRADED_POINTS.items()}
@@ -64,7 +68,7 @@ def test_scores_files_and_the_submission_time_are_recorded(course, tmp_path):
     assert (submitted / "timestamp.txt").read_text() == result.timestamp
 
 
-def test_regrading_some_questions_keeps_the_others(course, tmp_path):
+def test_regrading_some_questions_keeps_the_others(course: Path, tmp_path: Path) -> None:
     config = course_config(course)
     result, nb = judged(course, "alice", 1.0)
     record(course, taken(tmp_path, course), result, nb, QUESTION_IDS, config, released(course))
@@ -74,7 +78,7 @@ def test_regrading_some_questions_keeps_the_others(course, tmp_path):
     assert recorded["q1_forward"] == 0 and recorded["q2_backward"] == 20 and recorded["q5_cifar_stem"] == 10
 
 
-def test_a_grader_error_records_no_points_keeps_a_tas_score_and_flags_what_failed(course, tmp_path):
+def test_a_grader_error_records_no_points_keeps_a_tas_score_and_flags_what_failed(course: Path, tmp_path: Path) -> None:
     config = course_config(course)
     result, nb = judged(course, "alice", 1.0)
     record(course, taken(tmp_path, course), result, nb, QUESTION_IDS, config, released(course))
@@ -96,7 +100,7 @@ def test_a_grader_error_records_no_points_keeps_a_tas_score_and_flags_what_faile
     assert notebook.cells == released(course).cells  # the student's own notebook, kept for the regrade
 
 
-def test_the_bonus_is_extra_credit_and_a_flag_carries_its_reason(course, tmp_path):
+def test_the_bonus_is_extra_credit_and_a_flag_carries_its_reason(course: Path, tmp_path: Path) -> None:
     result, nb = judged(course, "alice", 1.0, flags=["get_ipython (can rewrite or skip later cells)"])
     result.questions["bonus"] = QuestionScore(7.5, 0.0, extra_max=10.0)
     record(course, taken(tmp_path, course), result, nb, QUESTION_IDS, course_config(course), released(course))

@@ -2,6 +2,8 @@
 a verdict; a grader error or a misconfigured grader leaves none (Gradescope then shows a failed run, not a 0) and
 exits with autograde's status, and what failed, tracebacks included, is on stdout for the instructors."""
 import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -9,11 +11,14 @@ from grading.commands import autograde, gradescope
 from grading.failures import Cause
 from grading.pipeline.canary import CanaryFailed
 from grading.records.results import QuestionScore, StudentResult, error_file
-from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED, ConfigurationError
+from grading.settings import EXIT_GRADER_ERRORS, EXIT_MISCONFIGURED, ConfigurationError, Settings
+
+# What stands in for commands.autograde.autograde.
+Grade = Callable[..., list[StudentResult]]
 
 
 @pytest.fixture
-def root(tmp_path, monkeypatch):
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "submission").mkdir()
     (tmp_path / "results").mkdir()
     (tmp_path / "results" / "results.json").write_text("{\"score\": 80}")  # left by an earlier run
@@ -21,8 +26,9 @@ def root(tmp_path, monkeypatch):
     return tmp_path
 
 
-def stand_in(result=None, raises=None):
-    def grade(submissions, out, settings, progress, protected=()):
+def stand_in(result: StudentResult | None = None, raises: BaseException | None = None) -> Grade:
+    def grade(submissions: Path, out: Path, settings: Settings, progress: bool,
+              protected: Sequence[Path] = ()) -> list[StudentResult]:
         if raises:
             raise raises
         (out / result.student_id).mkdir(parents=True)
@@ -37,12 +43,12 @@ def stand_in(result=None, raises=None):
 class FailingCanary(CanaryFailed):
     """A canary that failed, whose details file is written when it is raised."""
 
-    def __init__(self, details):
+    def __init__(self, details: Path) -> None:
         details.write_text("q3 test_layer_norm [timed out, 0 of 4]: timed out after 20 s\n")
         super().__init__("the canary failed, so no student was graded: it timed out", details)
 
 
-def test_a_verdict_is_handed_to_gradescope(root, monkeypatch):
+def test_a_verdict_is_handed_to_gradescope(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     graded = StudentResult(gradescope.STUDENT, questions={"q1": QuestionScore(12.5, 20.0)})
     monkeypatch.setattr(autograde, "autograde", stand_in(graded))
     assert gradescope.run_autograder(root) == 0
@@ -56,14 +62,17 @@ def test_a_verdict_is_handed_to_gradescope(root, monkeypatch):
     (stand_in(raises=ConfigurationError("the reference solution did not earn every point")), EXIT_MISCONFIGURED),
     (stand_in(raises=RuntimeError("a bug in the grader")), EXIT_GRADER_ERRORS),
 ])
-def test_what_is_not_a_verdict_gives_gradescope_no_results(root, monkeypatch, capsys, grade, status):
+def test_what_is_not_a_verdict_gives_gradescope_no_results(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str], grade: Grade,
+                                                           status: int) -> None:
     monkeypatch.setattr(autograde, "autograde", grade)
     assert gradescope.run_autograder(root) == status
     assert not (root / "results" / "results.json").exists()
     assert capsys.readouterr().out.strip()  # what failed, for the instructors
 
 
-def test_a_grader_errors_traceback_is_on_stdout(root, monkeypatch, capsys):
+def test_a_grader_errors_traceback_is_on_stdout(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     failed = StudentResult(gradescope.STUDENT, error="the kernel could not be started", error_cause=Cause.SANDBOX,
                            error_file=error_file(gradescope.STUDENT))
     monkeypatch.setattr(autograde, "autograde", stand_in(failed))
@@ -72,14 +81,15 @@ def test_a_grader_errors_traceback_is_on_stdout(root, monkeypatch, capsys):
     assert "ERROR: the kernel could not be started\nTraceback (most recent call last):\nRuntimeError: no kernel" in out
 
 
-def test_a_failed_canarys_details_are_on_stdout(root, monkeypatch, capsys):
+def test_a_failed_canarys_details_are_on_stdout(root: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(autograde, "autograde", stand_in(raises=FailingCanary(root / "canary.txt")))
     assert gradescope.run_autograder(root) == EXIT_MISCONFIGURED
     out = capsys.readouterr().out
     assert "error: the canary failed, so no student was graded: it timed out\nq3 test_layer_norm [timed out" in out
 
 
-def test_the_students_view_shows_scores_and_verdicts_and_drives_no_terminal():
+def test_the_students_view_shows_scores_and_verdicts_and_drives_no_terminal() -> None:
     """What --try prints: a verdict quoting student code's escape sequences (clear the screen, retitle the terminal)
     shows them as text."""
     shown = gradescope.student_view({"score": 61.5, "output": "Autograded points: 61.50.", "tests": [

@@ -4,12 +4,12 @@ from grading.pipeline.hidden_suites import charge_slips
 from grading.records.results import SLIP, Test as Check
 
 
-def slipped(name, cell, max_score, *keys):
+def slipped(name: str, cell: str, max_score: float, *keys: str) -> Check:
     return Check(name, 0.0, max_score, False, "right but for a slip", hidden=True, cell=cell, failure=SLIP,
                 slips=list(keys))
 
 
-def test_a_slip_is_charged_once_per_question_from_the_checks_that_reveal_it():
+def test_a_slip_is_charged_once_per_question_from_the_checks_that_reveal_it() -> None:
     tests = [slipped("ln", "q3_layer_norm", 2, "unbiased"), slipped("in", "q3_instance_norm", 2, "unbiased"),
              slipped("gn", "q3_group_norm", 2, "unbiased", "outside"),
              Check("axes", 1, 1, True, cell="q3_layer_norm"),
@@ -21,7 +21,7 @@ def test_a_slip_is_charged_once_per_question_from_the_checks_that_reveal_it():
     assert "a slip (outside): 2 point(s) off q3, once]" in tests[2].message
 
 
-def test_a_slip_costs_no_more_than_the_checks_that_reveal_it():
+def test_a_slip_costs_no_more_than_the_checks_that_reveal_it() -> None:
     tests = [slipped("small", "q1_forward", 1, "unbiased", "outside")]
     charge_slips(tests)
     assert tests[0].score == 0.0

@@ -4,12 +4,14 @@ nbgrader_config.py, with nbgrader's formgrade and feedback templates (the browse
 test_browser.py)."""
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from jinja2 import Environment
 from nbconvert.exporters import HTMLExporter
 from nbgrader.server_extensions.formgrader import handlers
+from traitlets.config import Config
 
 from grading.authoring.course import write_config
 from grading.nbgrader_support import course_config
@@ -46,12 +48,12 @@ class Hooks(HTMLParser):
     """What in a page its CSS and scripts can select or act on besides tag names: (attribute, value) for classes
     (each on its own), ids, names, styles, data-* and aria-* attributes and the like."""
 
-    def __init__(self, html):
+    def __init__(self, html: str) -> None:
         super().__init__()
         self.found = set()
         self.feed(html)
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         for name, value in attrs:
             if name in PAGE_HOOKS or name.startswith(("data-", "aria-")):
                 self.found |= {(name, part) for part in (value or "").split()} if name == "class" else {(name, value)}
@@ -63,12 +65,12 @@ class Active(HTMLParser):
 
     RISKY_TAGS = {"script", "iframe", "object", "embed", "svg", "math", "input", "form", "style", "base", "meta"}
 
-    def __init__(self, html):
+    def __init__(self, html: str) -> None:
         super().__init__()
         self.parts, self.in_script = [], False
         self.feed(html)
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.in_script = tag == "script"
         self.parts += [f"<{tag}>"] if tag in self.RISKY_TAGS else []
         for name, value in attrs:
@@ -77,11 +79,11 @@ class Active(HTMLParser):
                                                                            value.startswith("data:image/"))):
                 self.parts.append(f"{tag} {name}={value}")
 
-    def handle_data(self, data):
+    def handle_data(self, data: str) -> None:
         if self.in_script:
             self.parts.append(data.strip())
 
-    def handle_endtag(self, tag):
+    def handle_endtag(self, tag: str) -> None:
         self.in_script = False
 
 
@@ -89,26 +91,26 @@ class Active(HTMLParser):
 STATIC_CSS = str(Path(handlers.static_path, "node_modules", "bootstrap", "dist", "css"))
 
 
-def render(source, cell=None):
+def render(source: str, cell: dict[str, Any] | None = None) -> str:
     env = Environment()
     env.filters["md"] = markdown2html
     return env.from_string("{{ source | md }}").render(source=source, cell=cell or {})
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
-def test_nothing_active_survives_in_markdown_or_html(attack):
+def test_nothing_active_survives_in_markdown_or_html(attack: str) -> None:
     assert not Active(render(attack)).parts, render(attack)
     assert not Active(clean_html(attack)).parts, clean_html(attack)
     assert "id=" not in clean_html('<p id="q4_analysis">a field of the formgrader\'s own</p>')
 
 
 @pytest.mark.parametrize("cover", COVERS)
-def test_nothing_the_pages_css_or_scripts_act_on_survives(cover):
+def test_nothing_the_pages_css_or_scripts_act_on_survives(cover: str) -> None:
     for html in (render(cover), clean_html(cover)):
         assert not Hooks(html).found, html
 
 
-def test_an_honest_answer_keeps_its_formatting():
+def test_an_honest_answer_keeps_its_formatting() -> None:
     answer = ("# Analysis\n\nBN is **stable**; <b>LN</b> is not, since $\\mu<\\sigma$ and $x^2$.\n\n"
               "| norm | acc |\n|---|---|\n| BN | 0.9 |\n\n"
               '<table><tr><th colspan="2" title="mean of 3 seeds">CIFAR-10</th></tr><tr><td>BN</td><td>91%</td></tr>'
@@ -124,13 +126,13 @@ def test_an_honest_answer_keeps_its_formatting():
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory):
+def config(tmp_path_factory: pytest.TempPathFactory) -> Config:
     course = tmp_path_factory.mktemp("course")
     write_config(course)
     return course_config(course)
 
 
-def rendered(config, template, hostile, javascript=None):
+def rendered(config: Config, template: str, hostile: bool, javascript: bool | None = None) -> str:
     """nbgrader's page (template) of a notebook whose markdown, written answer and outputs carry ATTACKS and
     COVERS, and whose metadata (the notebook's language, a cell's tags, an image's width) would add attributes of
     its own, when hostile; harmless HTML and metadata otherwise. A JavaScript output (hostile's, unless javascript
@@ -165,14 +167,14 @@ def rendered(config, template, hostile, javascript=None):
 
 
 @pytest.mark.parametrize("template", ["formgrade", "feedback"])
-def test_the_course_renders_a_hostile_notebook_with_nothing_active_of_its_own(config, template):
+def test_the_course_renders_a_hostile_notebook_with_nothing_active_of_its_own(config: Config, template: str) -> None:
     hostile, honest = (rendered(config, template, hostile) for hostile in (True, False))
     assert Active(hostile).parts == Active(honest).parts  # the page's own scripts and styles only
     assert "<b>own</b>" in hostile and "<i>harmless</i>" in honest
 
 
 @pytest.mark.parametrize("template", ["formgrade", "feedback"])
-def test_the_course_renders_a_hostile_notebook_with_no_class_or_id_of_its_own(config, template):
+def test_the_course_renders_a_hostile_notebook_with_no_class_or_id_of_its_own(config: Config, template: str) -> None:
     hostile, honest = (rendered(config, template, hostile, javascript=False) for hostile in (True, False))
     assert Hooks(hostile).found <= Hooks(honest).found
     assert 'height="200"' in hostile and 'width="300"' in honest and '<div class="highlight hl-ipython3">' in hostile

@@ -3,6 +3,9 @@ be graded, given the release's grading metadata where an honest student's Jupyte
 deleted test cells are noted."""
 import copy
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -16,7 +19,7 @@ ROLES = {"test": (True, False, True), "answer": (False, True, False), "written":
          "text": (False, False, True)}  # (grade, solution, locked)
 
 
-def cell(source, grade_id, role="test", cell_type="code"):
+def cell(source: str, grade_id: str, role: str = "test", cell_type: str = "code") -> nbformat.NotebookNode:
     made = nbformat.v4.new_code_cell(source) if cell_type == "code" else nbformat.v4.new_markdown_cell(source)
     grade, solution, locked = ROLES[role]
     made.metadata["nbgrader"] = {"grade": grade, "solution": solution, "grade_id": grade_id, "locked": locked,
@@ -24,7 +27,7 @@ def cell(source, grade_id, role="test", cell_type="code"):
     return made
 
 
-def released():
+def released() -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.cells = [cell("answer = None", "q_answer", "answer"), cell("assert check(answer)", "q_test"),
                 cell("assert other()", "q_other"), cell("# Read me", "q_text", "text", "markdown"),
@@ -32,25 +35,25 @@ def released():
     return nb
 
 
-def graded(nb, tmp_path):
+def graded(nb: nbformat.NotebookNode | bytes, tmp_path: Path) -> tuple[nbformat.NotebookNode, str, list[str]]:
     """submitted_notebook of nb, handed in as norm.ipynb."""
     path = tmp_path / "norm.ipynb"
     path.write_text(nbformat.writes(nb) if not isinstance(nb, bytes) else nb.decode())
     return submitted_notebook(Intake(notebook=path), released())
 
 
-def grade_ids(nb):
+def grade_ids(nb: nbformat.NotebookNode) -> list[str]:
     return [c.metadata["nbgrader"]["grade_id"] for c in nb.cells if "nbgrader" in c.metadata]
 
 
-def released_json(edit):
+def released_json(edit: Callable[[Any], object]) -> bytes:
     """The released notebook's JSON, as edit(its data) leaves it."""
     nb = json.loads(nbformat.writes(released()))
     edit(nb)
     return json.dumps(nb).encode()
 
 
-def nested(depth):
+def nested(depth: int) -> bytes:
     """The released notebook, nested depth levels deep: its first cell's metadata (the fourth level) holds lists."""
     return released_json(lambda nb: nb["cells"][0]["metadata"].update(deep=json.loads("[" * (depth - 4) +
                                                                                       "]" * (depth - 4))))
@@ -66,13 +69,13 @@ def nested(depth):
     (nested(NESTING + 1), f"nested more than {NESTING} levels deep"),
     (released_json(lambda nb: nb["cells"][0].update(source=5)), "not a notebook that Jupyter can open"),
 ])
-def test_what_is_not_a_notebook_says_so_for_the_student(raw, message):
+def test_what_is_not_a_notebook_says_so_for_the_student(raw: bytes, message: str) -> None:
     with pytest.raises(SubmissionDefect) as defect:
         read_notebook(raw)
     assert defect.value.part == "notebook" and message in str(defect.value), str(defect.value)
 
 
-def test_a_notebook_nested_to_the_limit_or_with_outputs_jupyter_does_not_know_is_read():
+def test_a_notebook_nested_to_the_limit_or_with_outputs_jupyter_does_not_know_is_read() -> None:
     """What SANITIZE clears (outputs, execution counts) and keys the schema does not know cost nothing."""
     nb = json.loads(nested(NESTING))
     nb["cells"][1]["outputs"] = [{"output_type": "a widget's own", "data": {}}]
@@ -82,12 +85,12 @@ def test_a_notebook_nested_to_the_limit_or_with_outputs_jupyter_does_not_know_is
     assert len(read.cells) == len(released().cells) and notes == []
 
 
-def test_nesting_counts_levels_of_lists_and_objects():
+def test_nesting_counts_levels_of_lists_and_objects() -> None:
     assert nesting_within({"a": [1, {"b": []}]}, 4) and not nesting_within({"a": [1, {"b": []}]}, 3)
     assert nesting_within("text", 0) and nesting_within([[]] * 10_000, 2)
 
 
-def test_nbformat_3_and_gb18030_are_read_with_a_note():
+def test_nbformat_3_and_gb18030_are_read_with_a_note() -> None:
     nb3 = nbformat.writes(nbformat.convert(released(), 3))
     nb, notes = read_notebook(nb3.replace("answer = None", "answer = '答案'").encode("gb18030"))
     assert nb.nbformat == 4 and "答案" in nb.cells[0].source
@@ -95,7 +98,7 @@ def test_nbformat_3_and_gb18030_are_read_with_a_note():
                      "norm.ipynb was in nbformat 3; it was converted to nbformat 4"]
 
 
-def test_edited_and_deleted_test_cells_are_noted_and_answers_are_not():
+def test_edited_and_deleted_test_cells_are_noted_and_answers_are_not() -> None:
     nb = released()
     nb.cells[0].source = "answer = 42"
     nb.cells[1].source = "assert True"
@@ -104,14 +107,14 @@ def test_edited_and_deleted_test_cells_are_noted_and_answers_are_not():
                                                           "the test cell q_other was deleted; the grader restored it"]
 
 
-def test_a_missing_or_unreadable_notebook_is_graded_as_the_release(tmp_path):
+def test_a_missing_or_unreadable_notebook_is_graded_as_the_release(tmp_path: Path) -> None:
     nb, problem, notes = submitted_notebook(Intake(problems={"notebook": "no norm.ipynb was submitted"}), released())
     assert problem == "no norm.ipynb was submitted" and nb.cells[0].source == "answer = None" and notes == []
     nb, problem, _ = graded(b"{broken", tmp_path)
     assert "not valid JSON" in problem and len(nb.cells) == len(released().cells)
 
 
-def with_cell(index, made):
+def with_cell(index: int, made: nbformat.NotebookNode) -> nbformat.NotebookNode:
     nb = released()
     nb.cells[0].source = "answer = 42"
     nb.cells.insert(index, made)
@@ -137,7 +140,9 @@ def with_cell(index, made):
     ("nbgrader metadata that is not a set of settings",
      lambda nb: nb.cells[1].metadata.update(nbgrader=["grade"]), "is not a set of settings (['grade'])"),
 ])
-def test_a_notebook_whose_grading_metadata_was_forged_is_graded_as_the_release(tmp_path, name, edit, problem):
+def test_a_notebook_whose_grading_metadata_was_forged_is_graded_as_the_release(tmp_path: Path, name: str,
+                                                                               edit: Callable[[Any], object],
+                                                                               problem: str) -> None:
     nb = released()
     nb.cells[0].source = "answer = 42"
     edit(nb)
@@ -147,7 +152,7 @@ def test_a_notebook_whose_grading_metadata_was_forged_is_graded_as_the_release(t
     assert notes == [], name
 
 
-def test_a_duplicated_answer_cell_keeps_the_copy_with_the_answer(tmp_path):
+def test_a_duplicated_answer_cell_keeps_the_copy_with_the_answer(tmp_path: Path) -> None:
     """Duplicated in Jupyter above a written answer, the untouched stub below it must not be the copy graded (a
     blank answer, scoring 0, as nbgrader's DeduplicateIds would keep it)."""
     nb = released()
@@ -166,7 +171,7 @@ def test_a_duplicated_answer_cell_keeps_the_copy_with_the_answer(tmp_path):
                      "changed and kept the others as ordinary cells"]
 
 
-def test_a_duplicated_test_cell_is_graded_once(tmp_path):
+def test_a_duplicated_test_cell_is_graded_once(tmp_path: Path) -> None:
     nb = with_cell(2, cell("assert check(answer)", "q_test"))
     graded_nb, problem, notes = graded(nb, tmp_path)
     assert problem == "" and grade_ids(graded_nb) == grade_ids(released()) and len(graded_nb.cells) == 6
@@ -174,7 +179,7 @@ def test_a_duplicated_test_cell_is_graded_once(tmp_path):
                      "the others as ordinary cells"]
 
 
-def test_metadata_that_gives_no_role_or_only_differs_harmlessly_is_dropped_without_a_note(tmp_path):
+def test_metadata_that_gives_no_role_or_only_differs_harmlessly_is_dropped_without_a_note(tmp_path: Path) -> None:
     """nbgrader ignores a cell whose metadata gives it no role (a feedback notebook's deduplicated cells have an
     empty one); extra keys and an older schema version in a cell of the assignment change nothing either."""
     nb = with_cell(1, nbformat.v4.new_code_cell("helper = 1", metadata={"nbgrader": {}}))
@@ -188,7 +193,7 @@ def test_metadata_that_gives_no_role_or_only_differs_harmlessly_is_dropped_witho
     assert graded_nb.cells[3].metadata.tags == ["checked"]
 
 
-def test_changed_settings_are_put_back_with_a_note_each(tmp_path):
+def test_changed_settings_are_put_back_with_a_note_each(tmp_path: Path) -> None:
     nb = released()
     nb.cells[0].source = "answer = 42"
     nb.cells[1].metadata.nbgrader.update(points=1000)
@@ -205,7 +210,7 @@ def test_changed_settings_are_put_back_with_a_note_each(tmp_path):
                      "assignment's True was put back"]
 
 
-def test_cells_without_ids_are_read(tmp_path):
+def test_cells_without_ids_are_read(tmp_path: Path) -> None:
     nb = json.loads(nbformat.writes(released()))
     for each in nb["cells"]:
         del each["id"]

@@ -2,7 +2,10 @@
 lateness and who needs a person, and nothing a student wrote can run in it."""
 import base64
 import re
+from collections.abc import Sequence
 from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
 
 from grading.assignment import BY_ID, QUESTION_IDS
 from grading.failures import Cause
@@ -15,7 +18,8 @@ SCRIPT = "<script>document.title='pwned'</script><img src=x onerror=alert(1)>"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def student(sid, share, slips=(), message="off by 0.1", **fields):
+def student(sid: str, share: float, slips: Sequence[str] = (), message: str = "off by 0.1",
+            **fields: Any) -> StudentResult:
     """Every question of sid earns share of its autograded points; a failing check says message, and names slips
     (then it failed as a slip)."""
     result = StudentResult(sid, **fields)
@@ -29,21 +33,21 @@ def student(sid, share, slips=(), message="off by 0.1", **fields):
 
 
 class Tags(HTMLParser):
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.tags = []
 
-    def handle_starttag(self, tag, attrs):
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
 
 
-def tags(page):
+def tags(page: str) -> list[tuple[str, dict[str, str | None]]]:
     parser = Tags()
     parser.feed(page)
     return parser.tags
 
 
-def cohort():
+def cohort() -> list[StudentResult]:
     return [student("ada", 1.0), student("bob", 0.5, slips=["unbiased variance"], late_seconds=5400,
                                          late_penalty=10.0),
             student("cy", 0.5, message="running_var is off"), student("dee", 0.0, status="REVIEW: uses get_ipython",
@@ -52,7 +56,7 @@ def cohort():
                           error_cause=Cause.SANDBOX, error_file="errors/eve.txt")]
 
 
-def test_the_report_plots_each_question_and_lists_who_needs_a_person(tmp_path):
+def test_the_report_plots_each_question_and_lists_who_needs_a_person(tmp_path: Path) -> None:
     page = write_report(tmp_path, cohort(), [Rejected("notes.txt", "not a folder")]).read_text()
     images = [attrs["src"] for tag, attrs in tags(page) if tag == "img"]
     assert len(images) == 2, "the histograms and the lateness plot"
@@ -70,7 +74,7 @@ def test_the_report_plots_each_question_and_lists_who_needs_a_person(tmp_path):
     assert "<b>1</b> &times; unbiased variance (bob)" in page[page.index("id=\"slips\""):]
 
 
-def test_what_students_wrote_is_text_and_the_page_runs_nothing(tmp_path):
+def test_what_students_wrote_is_text_and_the_page_runs_nothing(tmp_path: Path) -> None:
     """The attacker: a failing check's message and a status carry their HTML."""
     hostile = student("mallory", 0.0, message=SCRIPT, status=f"REVIEW: {SCRIPT}", flags=["get_ipython"])
     page = cohort_html([hostile, student("ada", 1.0)])
@@ -81,7 +85,7 @@ def test_what_students_wrote_is_text_and_the_page_runs_nothing(tmp_path):
     assert POLICY in page and "default-src 'none'" in POLICY
 
 
-def test_an_honest_cohort_with_nobody_graded_late_or_failing_reads_plainly():
+def test_an_honest_cohort_with_nobody_graded_late_or_failing_reads_plainly() -> None:
     """The unusual but correct cases: everyone ERROR, or one student with full marks and nothing else."""
     failed = cohort_html([cohort()[-1]])
     assert "No student was graded." in failed and "<img" not in failed
@@ -91,12 +95,12 @@ def test_an_honest_cohort_with_nobody_graded_late_or_failing_reads_plainly():
     assert len([1 for tag, _ in tags(perfect) if tag == "img"]) == 1
 
 
-def test_the_page_does_not_depend_on_the_order_students_came_in(tmp_path):
+def test_the_page_does_not_depend_on_the_order_students_came_in(tmp_path: Path) -> None:
     """collect merges shards in another order than one run grades students: both reports are the same bytes."""
     assert cohort_html(cohort()) == cohort_html(list(reversed(cohort())))
 
 
-def test_who_needs_a_person_can_come_from_the_gradebook():
+def test_who_needs_a_person_can_come_from_the_gradebook() -> None:
     """After manual grading (records.final.waiting): those the TA has graded are no longer listed, and each reason
     goes under its heading."""
     page = cohort_html(cohort(), waiting={"bob": ["to grade by hand: Q4 no normalization (q4_analysis)"],
@@ -108,7 +112,7 @@ def test_who_needs_a_person_can_come_from_the_gradebook():
     assert "4 graded, 1 not graded because the grading machine failed" in page
 
 
-def test_a_message_merged_into_another_checks_is_counted_as_what_that_check_said():
+def test_a_message_merged_into_another_checks_is_counted_as_what_that_check_said() -> None:
     """(verdicts.merge_repeated leaves "the same as ..." in the later checks; the cohort counts the verdict)"""
     ada = student("ada", 0.0, message="make_norm is not defined")
     merge_repeated([t for q in ada.questions.values() for t in q.tests])

@@ -4,11 +4,12 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from grading.isolation import scratch
 
 
-def test_a_folder_in_use_is_kept_and_a_dead_graders_is_cleared():
+def test_a_folder_in_use_is_kept_and_a_dead_graders_is_cleared() -> None:
     kept = scratch.make("kept-")
     made = multiprocessing.get_context("fork").Queue()
     grader = multiprocessing.get_context("fork").Process(target=lambda: made.put(str(scratch.make("killed-"))))
@@ -23,7 +24,7 @@ def test_a_folder_in_use_is_kept_and_a_dead_graders_is_cleared():
     assert not kept.exists()
 
 
-def test_a_folder_a_forked_child_still_uses_is_kept_after_its_maker_is_gone(tmp_path):
+def test_a_folder_a_forked_child_still_uses_is_kept_after_its_maker_is_gone(tmp_path: Path) -> None:
     """The lock, not the maker's PID, says a folder is in use: here the maker exits and its child goes on."""
     code = ("import os, sys, time\nsys.path.insert(0, sys.argv[1])\nfrom grading.isolation import scratch\n"
             "folder = scratch.make('handed-on-')\nprint(folder, flush=True)\n"

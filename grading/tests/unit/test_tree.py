@@ -10,7 +10,7 @@ from grading.isolation import tree
 from hostile_trees import chain, hostile_tree, outside  # noqa: F401 (outside is a fixture)
 
 
-def test_a_tree_of_any_depth_goes_and_nothing_it_points_at(tmp_path, outside):
+def test_a_tree_of_any_depth_goes_and_nothing_it_points_at(tmp_path: Path, outside: tuple[Path, Path]) -> None:
     root = tmp_path / "work"
     hostile_tree(root, outside)
     tree.remove(root)
@@ -18,14 +18,15 @@ def test_a_tree_of_any_depth_goes_and_nothing_it_points_at(tmp_path, outside):
     assert outside[1].read_text() == "the host's" and sorted(p.name for p in outside[0].iterdir()) == ["keep.txt"]
 
 
-def test_a_link_or_a_missing_path_is_fine_to_remove(tmp_path, outside):
+def test_a_link_or_a_missing_path_is_fine_to_remove(tmp_path: Path, outside: tuple[Path, Path]) -> None:
     (tmp_path / "link").symlink_to(outside[0])
     tree.remove(tmp_path / "link")
     tree.remove(tmp_path / "never-made")
     assert not os.path.lexists(tmp_path / "link") and outside[1].is_file()
 
 
-def test_measuring_stops_at_the_depth_it_may_hold_and_follows_no_link(tmp_path, outside):
+def test_measuring_stops_at_the_depth_it_may_hold_and_follows_no_link(tmp_path: Path,
+                                                                      outside: tuple[Path, Path]) -> None:
     deep, shallow = tmp_path / "deep", tmp_path / "shallow"
     hostile_tree(deep, outside)
     shallow.mkdir()
@@ -45,7 +46,7 @@ def test_measuring_stops_at_the_depth_it_may_hold_and_follows_no_link(tmp_path, 
     assert 8192 <= seen["shallow"].bytes < 1 << 20  # the host's big file, behind the link, is not counted
 
 
-def test_placing_a_file_follows_no_link_and_overwrites_nothing(tmp_path, outside):
+def test_placing_a_file_follows_no_link_and_overwrites_nothing(tmp_path: Path, outside: tuple[Path, Path]) -> None:
     root = tmp_path / "work"
     root.mkdir()
     source = tmp_path / "history.json"
@@ -66,7 +67,7 @@ def test_placing_a_file_follows_no_link_and_overwrites_nothing(tmp_path, outside
     assert (root / "taken.txt").read_text() == "the student's"
 
 
-def test_every_descriptor_is_closed(tmp_path, outside):
+def test_every_descriptor_is_closed(tmp_path: Path, outside: tuple[Path, Path]) -> None:
     before = len(os.listdir("/proc/self/fd"))
     root = tmp_path / "work"
     hostile_tree(root, outside)

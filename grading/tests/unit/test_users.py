@@ -10,7 +10,8 @@ from grading.isolation.sandbox import Isolation, SandboxMissing, check_sandbox
 from grading.settings import Settings
 
 
-def test_without_bubblewrap_a_grader_that_is_not_root_refuses_unless_told_the_work_is_trusted(monkeypatch):
+def test_without_bubblewrap_a_grader_that_is_not_root_refuses_unless_told_the_work_is_trusted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sandbox, "bwrap_works", lambda: False)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     warnings = []

@@ -2,6 +2,8 @@
 merges repeated ones, and what it makes of an answer cell that stopped with an error."""
 import nbformat
 import pytest
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from grading.authoring.regions import hidden_test_lines
 from grading.failures import StudentFailure
@@ -13,7 +15,7 @@ from grading.records.results import Test as Check
 from grading.settings import Settings
 
 
-def grade_cell(grade_id, outputs=()):
+def grade_cell(grade_id: str, outputs: Sequence[nbformat.NotebookNode] = ()) -> nbformat.NotebookNode:
     cell = nbformat.v4.new_code_cell("checks.test()")
     cell.metadata["nbgrader"] = {"grade": True, "solution": False, "grade_id": grade_id, "locked": True,
                                  "points": 5, "schema_version": 3}
@@ -21,7 +23,7 @@ def grade_cell(grade_id, outputs=()):
     return cell
 
 
-def test_a_message_loses_every_hidden_test_line_and_is_cut_to_its_cap():
+def test_a_message_loses_every_hidden_test_line_and_is_cut_to_its_cap() -> None:
     hidden = sorted(hidden_test_lines())[0]
     message = f"first line\n    {hidden}\nlast line" + "x" * 2000
     cleaned = clean(message)
@@ -29,7 +31,7 @@ def test_a_message_loses_every_hidden_test_line_and_is_cut_to_its_cap():
     assert len(cleaned) == Settings.message_chars
 
 
-def test_verdicts_replace_the_outputs_of_a_grade_cell_with_lines_and_its_score():
+def test_verdicts_replace_the_outputs_of_a_grade_cell_with_lines_and_its_score() -> None:
     printed = nbformat.v4.new_output("stream", name="stdout", text="my own check passed\n")
     nb = nbformat.v4.new_notebook(cells=[grade_cell("q3_layer_norm", [printed])])
     result = StudentResult("alice", questions={"q3": QuestionScore(3.5, 20.0, tests=[
@@ -45,12 +47,12 @@ def test_verdicts_replace_the_outputs_of_a_grade_cell_with_lines_and_its_score()
         "", "What this cell printed in your kernel (information only, not graded):", "my own check passed"]
 
 
-def test_a_question_that_could_not_be_graded_says_why():
+def test_a_question_that_could_not_be_graded_says_why() -> None:
     assert verdict_lines("q3_shortcut", QuestionScore(graded=False, status="no norm.ipynb was submitted")) == \
         ["Not graded: no norm.ipynb was submitted"]
 
 
-def test_what_a_cell_printed_is_cut_to_its_cap():
+def test_what_a_cell_printed_is_cut_to_its_cap() -> None:
     printed = nbformat.v4.new_output("stream", name="stdout", text="y" * 5000)
     raised = nbformat.v4.new_output("error", ename="ValueError", evalue="bad", traceback=[])
     assert kernel_said(grade_cell("q1_forward", [raised])) == "ValueError: bad"
@@ -58,7 +60,7 @@ def test_what_a_cell_printed_is_cut_to_its_cap():
     assert said == "y" * Settings.kernel_output_chars + " [...]"
 
 
-def test_code_that_reaches_into_the_kernel_is_flagged_but_locked_cells_are_not():
+def test_code_that_reaches_into_the_kernel_is_flagged_but_locked_cells_are_not() -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("get_ipython().showtraceback = None"),
                                          nbformat.v4.new_code_cell("np.allclose = lambda *a: True")])
     locked = nbformat.v4.new_code_cell("import atexit")
@@ -81,7 +83,7 @@ RAISED = nbformat.v4.new_output(
                "\x1b[31mIndexError\x1b[39m: index 5 is out of bounds for axis 0 with size 3"])
 
 
-def answer_cell(grade_id, outputs):
+def answer_cell(grade_id: str, outputs: list[nbformat.NotebookNode]) -> nbformat.NotebookNode:
     cell = nbformat.v4.new_code_cell("def broken(:\n")
     cell.metadata["nbgrader"] = {"solution": True, "grade": False, "grade_id": grade_id, "locked": False,
                                  "schema_version": 3}
@@ -89,7 +91,7 @@ def answer_cell(grade_id, outputs):
     return cell
 
 
-def test_an_answer_cell_that_stopped_explains_the_names_it_should_have_defined():
+def test_an_answer_cell_that_stopped_explains_the_names_it_should_have_defined() -> None:
     nb = nbformat.v4.new_notebook(cells=[answer_cell("q3_make_norm", [SYNTAX_ERROR]),
                                          answer_cell("q5_make_cifar_stem", [RAISED]),
                                          answer_cell("q4_make_no_norm", [])])
@@ -100,7 +102,7 @@ def test_an_answer_cell_that_stopped_explains_the_names_it_should_have_defined()
                            "at line 7: index 5 is out of bounds for axis 0 with size 3"}
 
 
-def test_what_a_test_cell_raised_about_a_name_its_failed_cell_should_define_says_why_it_is_missing():
+def test_what_a_test_cell_raised_about_a_name_its_failed_cell_should_define_says_why_it_is_missing() -> None:
     raised = nbformat.v4.new_output("error", ename="NameError", evalue="name 'make_norm' is not defined",
                                     traceback=[])
     nb = nbformat.v4.new_notebook(cells=[answer_cell("q3_make_norm", [SYNTAX_ERROR]),
@@ -113,9 +115,9 @@ def test_what_a_test_cell_raised_about_a_name_its_failed_cell_should_define_says
         "make_norm is not defined: its cell, q3_make_norm, stopped with SyntaxError at line 3: expected ':'\n")
 
 
-def test_a_probe_that_misses_a_name_of_a_failed_cell_says_which_cell_and_error():
+def test_a_probe_that_misses_a_name_of_a_failed_cell_says_which_cell_and_error() -> None:
     class Executor:
-        def probe(self, op, args, arrays, timeout):
+        def probe(self, op: str, args: dict[str, Any], arrays: dict[str, Any], timeout: float) -> NoReturn:
             raise StudentFailure(f"your code raised NameError: name '{args['name']}' is not defined",
                                  error="NameError", undefined=args["name"])
 
@@ -127,7 +129,7 @@ def test_a_probe_that_misses_a_name_of_a_failed_cell_says_which_cell_and_error()
         kernel.call("norm_layer", {"name": "helper"})
 
 
-def test_repeated_messages_are_said_once_naming_the_cells_and_once_per_cell_in_the_notebook():
+def test_repeated_messages_are_said_once_naming_the_cells_and_once_per_cell_in_the_notebook() -> None:
     same = "no"
     tests = [Check("test_axes[LN-0]", 0, 1, False, same, cell="q3_layer_norm"),
              Check("test_axes[LN-1]", 0, 1, False, same, cell="q3_layer_norm"),
