@@ -149,7 +149,7 @@ def constraints() -> str:
     return header + "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
 
 
-def setup_script():
+def setup_script() -> str:
     """setup.sh for this Python and these torch/torchvision versions."""
     pins = " ".join(f'"{name}=={metadata.version(name).split("+")[0]}"' for name in ("torch", "torchvision"))
     return SETUP_SH.format(python_version=f"{sys.version_info.major}.{sys.version_info.minor}",
