@@ -146,7 +146,8 @@ def set_up() -> Path:
         RUNS_ROOT.mkdir(parents=True, exist_ok=True)
         print(f"Kaggle: runs in {RUNS_ROOT} and data in {DATA_ROOT}. Set Session options > Persistence to Files "
               "before you train, and Kaggle keeps them across sessions: a stopped run resumes from there when you run "
-              "its cell again. Download runs/grid from the Output panel to submit it.")
+              "its cell again. Downloading CIFAR needs Settings > Internet on. Download runs/grid from the Output "
+              "panel to submit it.")
     else:
         print(f"Not on Colab or Kaggle: nothing to set up; runs in {RUNS_ROOT}.")
     return RUNS_ROOT
