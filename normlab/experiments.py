@@ -176,7 +176,9 @@ def plan_training(build_model: Callable, grid: Grid, runs: list[Run],
 
 def training_devices(build_model: Callable, grid: Grid) -> list[str]:
     """The devices the runs of grid will train on (plan_training), as the notebook's time estimate counts them; it
-    says why where they are fewer than the GPUs there are."""
+    says why where they are fewer than the GPUs there are. A model that cannot be built raises its error, as in
+    run_grid (build_each), not a note about GPUs."""
+    build_each(build_model, grid, grid.runs())
     plan = plan_training(build_model, grid, grid.runs())
     if plan.note:
         print(plan.note)
