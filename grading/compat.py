@@ -10,7 +10,8 @@ release that changes one fails that test instead of changing grading unnoticed.
 - nbclient: a NotebookClient's per-run state reset on a live object, as nbconvert's ExecutePreprocessor does, and
   its kernel cleaned up (_cleanup_kernel).
 - nbgrader: its autograde converter replaced where its apps look it up; the converter's source folders
-  (_format_source) and whether it is sanitizing (_sanitizing); ClearSolutions' stubbing of one cell.
+  (_format_source) and whether it is sanitizing (_sanitizing); ClearSolutions' stubbing of one cell
+  (_replace_solution_region).
 - jsonschema: validate, replaced process-wide by one that checks each schema once.
 - pytest-xdist: the scheduler's grouping of tests (_split_scope).
 - argparse (the standard library's): a parser's options and subcommands, which the README's commands are checked

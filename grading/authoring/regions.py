@@ -11,9 +11,9 @@ from pathlib import Path
 
 import nbformat
 from nbformat import NotebookNode
-from nbgrader.preprocessors import ClearSolutions
 
 from grading.assignment import CODE_STUB, MODEL_CODE_CELL, NOTEBOOK, PYFILE, PYFILE_REGIONS
+from grading.compat import stub_solution_regions
 from grading.settings import HIDDEN, REPO
 
 BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -99,5 +99,5 @@ def stub_pyfile(text: str) -> str:
     """The student version of a source .py file: each solution region becomes assignment.CODE_STUB, through the
     same nbgrader code that stubs the notebook."""
     cell = nbformat.v4.new_code_cell(text)
-    ClearSolutions(code_stub={"python": CODE_STUB}, enforce_metadata=False)._replace_solution_region(cell, "python")
+    stub_solution_regions(cell, CODE_STUB)
     return cell.source
