@@ -15,6 +15,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -30,6 +31,7 @@ from grading.isolation.sandbox import Limits, Sandbox  # noqa: E402
 from grading.isolation.student_module import StudentModule  # noqa: E402
 from grading.pipeline.hidden_suites import KernelProbes, run_hidden_suite  # noqa: E402
 from grading.pipeline.verdicts import cell_failures  # noqa: E402
+from grading.records.results import Test  # noqa: E402
 from grading.sandboxed.wire import encode  # noqa: E402
 from grading.settings import Settings  # noqa: E402
 
@@ -39,11 +41,12 @@ SOLUTION = re.compile(r"^( *)### BEGIN SOLUTION\n.*?^\1### END SOLUTION\n?", re.
 class InProcessExecutor:
     """isolation/kernel.py's probe without the kernel: the same probe program, against a namespace here."""
 
-    def __init__(self, namespace, default_dtype):
+    def __init__(self, namespace: dict[str, Any], default_dtype: torch.dtype) -> None:
         self.namespace = namespace
         self.default_dtype = default_dtype
 
-    def probe(self, op, args, arrays, timeout):
+    def probe(self, op: str, args: dict[str, Any], arrays: dict[str, Any],
+              timeout: float) -> tuple[dict[str, Any], dict[str, Any]]:
         with tempfile.TemporaryDirectory() as folder:
             request, reply = Path(folder) / "request.npz", Path(folder) / "reply.npz"
             request.write_bytes(encode({"op": op, "args": args}, arrays))
@@ -56,18 +59,18 @@ class InProcessExecutor:
 class default_dtype:
     """torch's default dtype as the student set it, for as long as their code runs."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
 
-    def __enter__(self):
+    def __enter__(self) -> None:
         self.saved = torch.get_default_dtype()
         torch.set_default_dtype(self.dtype)
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         torch.set_default_dtype(self.saved)
 
 
-def notebook_namespace(answers, dtype):
+def notebook_namespace(answers: dict[str, str], dtype: torch.dtype) -> dict[str, Any]:
     """The source notebook's answer cells (with answers in place of their solutions) and model code, defined in a
     fresh namespace; a cell that fails is left out, as a kernel would."""
     nb = nbformat.read(REPO / NOTEBOOK, as_version=4)
@@ -90,7 +93,7 @@ def notebook_namespace(answers, dtype):
     return namespace
 
 
-def judged(spec, box):
+def judged(spec: dict[str, Any], box: Path) -> dict[str, list[Test]]:
     if "pyfile" in spec:
         box.mkdir()
         (box / PYFILE).write_text(spec["pyfile"])
@@ -106,7 +109,7 @@ def judged(spec, box):
     return run_hidden_suite(spec["cells"], kernel=kernel)
 
 
-def main(path):
+def main(path: str) -> None:
     students = json.loads(Path(path).read_text())
     outcome = {}
     with tempfile.TemporaryDirectory() as scratch:

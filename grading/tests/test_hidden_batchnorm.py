@@ -17,12 +17,14 @@ from grading.assignment import PYFILE
 from grading.settings import REPO
 
 RUNNER = REPO / "grading/tests/hidden_suite_runner.py"
+# {student: {cell: (points, [failure messages])}}
+Graded = dict[str, dict[str, tuple[float, list[str]]]]
 SOURCE = (REPO / PYFILE).read_text()
 TRAIN_DENOMINATOR = "inv_std = 1.0 / np.sqrt(batch_var + eps)"
 TEST_DENOMINATOR = "/ np.sqrt(running_var + eps) + beta"
 
 
-def edited(*changes):
+def edited(*changes: tuple[str, str]) -> str:
     text = SOURCE
     for old, new in changes:
         assert old in text, old
@@ -52,7 +54,7 @@ STAGED_BACKWARD = """
 """
 
 
-def with_regions(forward_train, backward):
+def with_regions(forward_train: str, backward: str) -> str:
     """SOURCE with its train-mode and backward solutions replaced (the test-mode one kept)."""
     regions = re.findall(r"### BEGIN SOLUTION\n(.*?)[ ]*### END SOLUTION", SOURCE, re.S)
     return SOURCE.replace(regions[0], forward_train.lstrip("\n")).replace(regions[2], backward.lstrip("\n"))
@@ -114,7 +116,7 @@ STUDENTS = {  # name: (batchnormalization.py, Q1 points, Q2 points, words of Q1'
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     """{student: {cell: (points, [failure messages])}}"""
     spec = tmp_path_factory.mktemp("batchnorm") / "students.json"
     spec.write_text(json.dumps({name: {"pyfile": source, "cells": ["q1_forward", "q2_backward"]}
@@ -122,7 +124,7 @@ def graded(tmp_path_factory):
     completed = subprocess.run([sys.executable, str(RUNNER), str(spec)], cwd=REPO, capture_output=True, text=True,
                                timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    outcome = {}
+    outcome: dict[str, dict[str, tuple[float, list[str]]]] = {}
     for student, tests in json.loads(completed.stdout.splitlines()[-1]).items():
         cells = outcome[student] = {}
         for test in tests:
@@ -132,7 +134,7 @@ def graded(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", STUDENTS)
-def test_each_student_scores_as_a_careful_ta_would_and_is_told_why(graded, name):
+def test_each_student_scores_as_a_careful_ta_would_and_is_told_why(graded: Graded, name: str) -> None:
     _, q1, q2, words = STUDENTS[name]
     assert round(graded[name]["q1_forward"][0], 6) == q1, graded[name]["q1_forward"][1]
     if q2 is not None:
@@ -141,7 +143,7 @@ def test_each_student_scores_as_a_careful_ta_would_and_is_told_why(graded, name)
     assert all(re.search(re.escape(w), said) for w in words), said
 
 
-def test_a_backward_that_is_wrong_for_every_forward_still_fails_with_the_quantity_that_differs(graded):
+def test_a_backward_that_is_wrong_for_every_forward_still_fails_with_the_quantity_that_differs(graded: Graded) -> None:
     messages = graded["dx-over-n-minus-1"]["q2_backward"][1]
     assert messages[0].startswith("dx differs from the numerical gradient of your forward")
     assert any(re.match(r"dx for x of shape \(4, 5\) is off by up to \S+ where its values reach", m) for m in messages)

@@ -12,6 +12,8 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -22,6 +24,8 @@ from grading.authoring.regions import solution_cells
 from grading.settings import REPO
 
 RUNNER = REPO / "grading/tests/hidden_suite_runner.py"
+# ({student: {cell: (points, [failure messages])}}, the executed broken notebook)
+Graded = tuple[dict[str, dict[str, tuple[float, list[str]]]], nbformat.NotebookNode]
 Q3 = ["q3_layer_norm", "q3_instance_norm", "q3_group_norm", "q3_shortcut"]
 NORM_CELLS = {"LN": "q3_layer_norm", "IN": "q3_instance_norm", "GN": "q3_group_norm"}
 ALL_CELLS = Q3 + ["q4_no_norm", "q4_trains", "q5_cifar_stem"]
@@ -100,7 +104,7 @@ BROKEN = {  # answer cell: code with a syntax error on its second line
 }
 
 
-def students(executed):
+def students(executed: Path) -> dict[str, dict[str, Any]]:
     found = {f"slip-{name}": {"answers": {"q3_make_norm": OWN_NORM.format(normalized=code)}, "cells": Q3}
              for name, (code, _, _) in SLIPS.items()}
     found["wrong-beside-a-slip"] = {"answers": {"q3_make_norm": WRONG_BESIDE_A_SLIP}, "cells": Q3}
@@ -118,7 +122,7 @@ def students(executed):
     return found
 
 
-def broken_notebook(path):
+def broken_notebook(path: Path) -> nbformat.NotebookNode:
     """The source notebook's answer cells with BROKEN answers, run in a real kernel: the executed notebook whose
     error outputs the grader reads."""
     nb = nbformat.read(REPO / NOTEBOOK, as_version=4)
@@ -136,7 +140,7 @@ def broken_notebook(path):
 
 
 @pytest.fixture(scope="module")
-def graded(tmp_path_factory):
+def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     """{student: {cell: (points, [failure messages])}}, and the executed broken notebook."""
     folder = tmp_path_factory.mktemp("norms")
     executed = broken_notebook(folder / "executed.ipynb")
@@ -145,7 +149,7 @@ def graded(tmp_path_factory):
     completed = subprocess.run([sys.executable, str(RUNNER), str(spec)], cwd=REPO, capture_output=True, text=True,
                                timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    outcome = {}
+    outcome: dict[str, dict[str, tuple[float, list[str]]]] = {}
     for student, tests in json.loads(completed.stdout.splitlines()[-1]).items():
         cells = outcome[student] = {}
         for test in tests:
@@ -154,12 +158,12 @@ def graded(tmp_path_factory):
     return outcome, executed
 
 
-def points(graded, student, cell):
+def points(graded: Graded, student: str, cell: str) -> float:
     return round(graded[0][student][cell][0], 6)
 
 
 @pytest.mark.parametrize("slip", SLIPS)
-def test_a_slip_is_charged_once_for_q3_and_named_where_it_shows(graded, slip):
+def test_a_slip_is_charged_once_for_q3_and_named_where_it_shows(graded: Graded, slip: str) -> None:
     _, words, expected = SLIPS[slip]
     student = f"slip-{slip}"
     assert {norm_type: points(graded, student, cell) for norm_type, cell in NORM_CELLS.items()} == expected
@@ -172,14 +176,14 @@ def test_a_slip_is_charged_once_for_q3_and_named_where_it_shows(graded, slip):
     assert all(any(w in m for messages in said.values() for m in messages) for w in words), said
 
 
-def test_a_wrong_idea_beside_a_slip_still_loses_its_own_points(graded):
+def test_a_wrong_idea_beside_a_slip_still_loses_its_own_points(graded: Graded) -> None:
     scores = {norm_type: points(graded, "wrong-beside-a-slip", cell) for norm_type, cell in NORM_CELLS.items()}
     assert scores == {"LN": 1.0, "IN": 3.0, "GN": 5.0}
     assert any("it normalizes like BN" in m for m in graded[0]["wrong-beside-a-slip"]["q3_layer_norm"][1])
 
 
 @pytest.mark.parametrize("name", WRONG)
-def test_a_wrong_idea_loses_more_than_a_slip_and_costs_only_its_own_cell(graded, name):
+def test_a_wrong_idea_loses_more_than_a_slip_and_costs_only_its_own_cell(graded: Graded, name: str) -> None:
     _, expected, words = WRONG[name]
     for norm_type, cell in NORM_CELLS.items():
         assert points(graded, f"wrong-{name}", cell) == expected.get(norm_type, 5.0)
@@ -188,29 +192,29 @@ def test_a_wrong_idea_loses_more_than_a_slip_and_costs_only_its_own_cell(graded,
 
 
 @pytest.mark.parametrize("name", DEGENERATE)
-def test_a_layer_that_does_not_normalize_earns_nothing_for_its_other_properties(graded, name):
+def test_a_layer_that_does_not_normalize_earns_nothing_for_its_other_properties(graded: Graded, name: str) -> None:
     assert [points(graded, f"degenerate-{name}", cell) for cell in NORM_CELLS.values()] == [0.0, 0.0, 0.0]
 
 
 @pytest.mark.parametrize("eps", ["1e-8", "1e-6", "1e-3"])
-def test_any_eps_up_to_a_thousandth_keeps_full_marks(graded, eps):
+def test_any_eps_up_to_a_thousandth_keeps_full_marks(graded: Graded, eps: str) -> None:
     assert [points(graded, f"groupnorm-eps-{eps}", cell) for cell in Q3] == [5.0] * 4
 
 
-def test_float64_as_torchs_default_dtype_keeps_full_marks(graded):
+def test_float64_as_torchs_default_dtype_keeps_full_marks(graded: Graded) -> None:
     assert {cell: points(graded, "float64-default-dtype", cell) for cell in ALL_CELLS} == {
         "q3_layer_norm": 5.0, "q3_instance_norm": 5.0, "q3_group_norm": 5.0, "q3_shortcut": 5.0, "q4_no_norm": 6.0,
         "q4_trains": 4.0, "q5_cifar_stem": 10.0}
 
 
-def test_a_shortcut_without_num_groups_costs_only_its_gn_case(graded):
+def test_a_shortcut_without_num_groups_costs_only_its_gn_case(graded: Graded) -> None:
     assert points(graded, "shortcut-without-num-groups", "q3_shortcut") == round(5 - 5 / 6, 6)
     (message,) = graded[0]["shortcut-without-num-groups"]["q3_shortcut"][1]
     assert "'GN'" in message and "pass num_groups on" in message
     assert points(graded, "shortcut-without-num-groups", "q5_cifar_stem") == 10.0
 
 
-def test_an_answer_cell_with_a_syntax_error_is_named_with_its_line_and_no_later_name_error(graded):
+def test_an_answer_cell_with_a_syntax_error_is_named_with_its_line_and_no_later_name_error(graded: Graded) -> None:
     outcome, executed = graded
     lines = {}
     for cell in executed.cells:

@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,7 +52,7 @@ STUDENTS = {
 }
 
 
-def judged(root, students, hidden=""):
+def judged(root: Path, students: dict[str, str], hidden: str | Path = "") -> dict[str, Any]:
     boxes = {}
     for name, source in students.items():
         boxes[name] = root / name
@@ -63,27 +65,27 @@ def judged(root, students, hidden=""):
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return judged(tmp_path_factory.mktemp("suites"), STUDENTS)
 
 
-def test_the_reference_earns_every_point_and_leaves_the_environment_alone(outcomes):
+def test_the_reference_earns_every_point_and_leaves_the_environment_alone(outcomes: dict[str, Any]) -> None:
     assert outcomes["reference"] == {"scores": {"q1_forward": 20, "q2_backward": 20}, "messages": [],
                                      "environment": None}
 
 
-def test_an_unbiased_running_variance_costs_q1_only(outcomes):
+def test_an_unbiased_running_variance_costs_q1_only(outcomes: dict[str, Any]) -> None:
     scores = outcomes["unbiased-running-variance"]["scores"]
     assert 0 < scores["q1_forward"] < 20 and scores["q2_backward"] == 20
 
 
-def test_what_the_students_code_raised_is_the_message_of_each_failed_check(outcomes):
+def test_what_the_students_code_raised_is_the_message_of_each_failed_check(outcomes: dict[str, Any]) -> None:
     outcome = outcomes["raises"]
     assert outcome["scores"] == {"q1_forward": 0, "q2_backward": 0}
     assert all("your code raised NotImplementedError: not yet" in message for message in outcome["messages"])
 
 
-def test_a_suite_whose_points_do_not_add_up_stops_the_grader(tmp_path):
+def test_a_suite_whose_points_do_not_add_up_stops_the_grader(tmp_path: Path) -> None:
     hidden = tmp_path / "hidden"
     hidden.mkdir()
     for path in HIDDEN.glob("*.py"):

@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -14,10 +17,11 @@ from grading.isolation import procfs
 from grading.isolation.sandbox import SHARED_MOUNTS, DiskWatch, Limits, Sandbox, bwrap_works
 from grading.settings import Settings
 
+T = TypeVar("T")
 PYTHON_SLEEPS = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 
-def eventually(found):
+def eventually(found: Callable[[], T | None]) -> T:
     """found() once it is not None, within 10 s."""
     end = time.monotonic() + 10
     while (value := found()) is None:
@@ -27,8 +31,8 @@ def eventually(found):
 
 
 @pytest.fixture
-def processes():
-    started = []
+def processes() -> Iterator[list[subprocess.Popen[bytes]]]:
+    started: list[subprocess.Popen[bytes]] = []
     yield started
     for process in started:
         process.kill()
@@ -36,7 +40,7 @@ def processes():
 
 
 @pytest.fixture
-def sandbox(tmp_path):
+def sandbox(tmp_path: Path) -> Sandbox:
     if not bwrap_works():
         pytest.skip("bubblewrap cannot create namespaces here")
     work = tmp_path / "work"
@@ -44,7 +48,8 @@ def sandbox(tmp_path):
     return Sandbox(work, Limits.from_settings(Settings()), slot=5)
 
 
-def test_a_namespace_whose_root_is_still_the_hosts_gives_no_folder(processes, sandbox):
+def test_a_namespace_whose_root_is_still_the_hosts_gives_no_folder(processes: list[subprocess.Popen[bytes]],
+                                                                   sandbox: Sandbox) -> None:
     unshare = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--user", "--map-root-user", "--mount"]
     processes.append(subprocess.Popen(unshare + PYTHON_SLEEPS))
     pid = processes[-1].pid
@@ -56,7 +61,7 @@ def test_a_namespace_whose_root_is_still_the_hosts_gives_no_folder(processes, sa
     assert DiskWatch(sandbox, lambda: None, lambda: pid).check() == ""
 
 
-def test_a_sandbox_gives_its_own_file_systems(processes, sandbox):
+def test_a_sandbox_gives_its_own_file_systems(processes: list[subprocess.Popen[bytes]], sandbox: Sandbox) -> None:
     processes.append(subprocess.Popen(sandbox.wrap(PYTHON_SLEEPS), cwd=sandbox.workdir))
     root = eventually(lambda: procfs.SandboxRoot.of(processes[-1].pid))
     for mount in SHARED_MOUNTS:

@@ -22,16 +22,18 @@ SUBMISSIONS = {"stub": stub_pyfile(SOURCE),
 CELLS = ("q1_forward", "q2_backward")
 FAILING = [("stub", "q1_forward"), ("stub", "q2_backward"), ("ddof1", "q1_forward"), ("constant-forward", "q1_forward"),
            ("constant-forward", "q2_backward")]
+# {(submission, grade id): (the error's name, the lines it shows) or (None, the lines the cell printed)}
+Shown = dict[tuple[str, str], tuple[str | None, list[str]]]
 VALIDATE_WIDTH = 87 - 4  # nbgrader validate cuts lines past 87 characters, after a 4-space indent
 
 
-def source_of_cell(grade_id):
+def source_of_cell(grade_id: str) -> str:
     nb = nbformat.read(REPO / NOTEBOOK, as_version=4)
     return next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id).source
 
 
 @pytest.fixture(scope="module")
-def shown(tmp_path_factory):
+def shown(tmp_path_factory: pytest.TempPathFactory) -> Shown:
     """{(submission, grade id): (the error's name, the lines it shows) or (None, the lines the cell printed)}, from
     one kernel that runs the Q1 and Q2 cells in each submission's folder."""
     cells = ["from normlab import checks\nimport os"]
@@ -53,12 +55,12 @@ def shown(tmp_path_factory):
     return found
 
 
-def joined(lines):
+def joined(lines: list[str]) -> str:
     return re.sub(r"\s+", " ", " ".join(lines))
 
 
 @pytest.mark.parametrize("key", FAILING)
-def test_the_message_is_clean_and_whole(shown, key):
+def test_the_message_is_clean_and_whole(shown: Shown, key: tuple[str, str]) -> None:
     ename, lines = shown[key]
     assert ename == "PublicTestsFailed" and lines[0].startswith("PublicTestsFailed: batchnormalization.py fails")
     assert not any("\x1b[" in line or len(line) > VALIDATE_WIDTH for line in lines), lines
@@ -66,7 +68,7 @@ def test_the_message_is_clean_and_whole(shown, key):
     assert lines[-1] == f"`pytest tests/ -k {key[1][:2]}` in a terminal runs them with every detail."
 
 
-def test_the_stub_names_every_test_once_with_what_to_do(shown):
+def test_the_stub_names_every_test_once_with_what_to_do(shown: Shown) -> None:
     q1 = joined(shown["stub", "q1_forward"][1])
     tests = re.findall(r"^def (test_q1_\w+)", (REPO / "tests/test_batchnorm.py").read_text(), re.M)
     assert f"fails {len(tests)} public tests of Q1" in q1 and all(name in q1 for name in tests)
@@ -74,7 +76,7 @@ def test_the_stub_names_every_test_once_with_what_to_do(shown):
                     "batchnormalization.py.") == 1
 
 
-def test_the_ddof1_slip_shows_q1s_failing_test_in_full_and_passes_q2(shown):
+def test_the_ddof1_slip_shows_q1s_failing_test_in_full_and_passes_q2(shown: Shown) -> None:
     q1 = joined(shown["ddof1", "q1_forward"][1])
     assert "test_q1_train_mode_uses_the_biased_variance_and_eps: for x=[1, 3] with eps=1 the output should be " \
            "[-0.7071, 0.7071]; got [-0.5774, 0.5774]. Use the biased variance (np.var, divide by N) and add eps " \
@@ -83,7 +85,7 @@ def test_the_ddof1_slip_shows_q1s_failing_test_in_full_and_passes_q2(shown):
         "passed / 通过: batchnorm_backward passes all 3 public tests of Q2. The grader runs more checks of its own."])
 
 
-def test_a_forward_that_is_not_batch_normalization_fails_q2_with_what_to_fix_first(shown):
+def test_a_forward_that_is_not_batch_normalization_fails_q2_with_what_to_fix_first(shown: Shown) -> None:
     q2 = joined(shown["constant-forward", "q2_backward"][1])
     assert re.search(r"test_q2_backward_is_the_gradient_of_your_forward\[dx\], test_q2_\w+\[dgamma\], "
                      r"test_q2_\w+\[dbeta\]: Q2 is checked against your train-mode forward, which is not batch "

@@ -4,6 +4,7 @@ unit/test_tree.py."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,8 @@ from grading.settings import REPO
 from hostile_trees import hostile_tree, outside  # noqa: F401 (outside is a fixture)
 
 
-def test_emptying_spares_what_is_mounted_and_the_folders_on_the_way_to_it(tmp_path, outside):
+def test_emptying_spares_what_is_mounted_and_the_folders_on_the_way_to_it(tmp_path: Path,
+                                                                          outside: tuple[Path, Path]) -> None:
     """Run where a tmpfs is mounted inside the folder (a mount namespace of its own, as the sandbox's /tmp holds
     the kernel folder and a course under /tmp): what is mounted keeps its files, the folder around the mount point
     loses what a student put there."""
@@ -35,7 +37,7 @@ def test_emptying_spares_what_is_mounted_and_the_folders_on_the_way_to_it(tmp_pa
                     "way": ["mounted"]}
 
 
-def test_a_folder_its_owner_locked_is_unlocked_and_emptied(tmp_path, outside):
+def test_a_folder_its_owner_locked_is_unlocked_and_emptied(tmp_path: Path, outside: tuple[Path, Path]) -> None:
     """As a grader that is not root, who owns what the sandbox wrote (here: a user namespace in which the tree's
     owner is the only user and has no capabilities, as in bwrap)."""
     if not bwrap_works():

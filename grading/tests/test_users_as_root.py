@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ needs_root_and_bwrap = pytest.mark.skipif(os.geteuid() != 0 or not sandbox.bwrap
 REPO = Path(__file__).resolve().parents[2]
 
 
-def in_container(code, *paths):
+def in_container(code: str, *paths: Path) -> Any:
     """Run code (Python, with the grading package importable) as root in the container, where other users can
     reach this Python and paths; what it printed last, as JSON."""
     completed = subprocess.run([*without_bwrap_as_root(paths), sys.executable, "-c", code],
@@ -35,13 +36,13 @@ def in_container(code, *paths):
 
 
 @needs_root_and_bwrap
-def test_a_user_that_cannot_run_python_is_refused_with_what_to_do():
+def test_a_user_that_cannot_run_python_is_refused_with_what_to_do() -> None:
     with pytest.raises(ConfigurationError, match="cannot run /nonexistent/python.*not under /root"):
         users.check_users([SLOT], "/nonexistent/python", hidden=[], protected=[])
 
 
 @needs_root_and_bwrap
-def test_what_the_user_could_read_or_write_is_named_and_refused(tmp_path):
+def test_what_the_user_could_read_or_write_is_named_and_refused(tmp_path: Path) -> None:
     tmp_path.chmod(0o755)  # (pytest makes it 0700)
     secret, private = tmp_path / "solution.py", tmp_path / "hidden.py"
     secret.write_text("solution")
@@ -69,7 +70,7 @@ except ConfigurationError as error:
 
 
 @needs_root_and_bwrap
-def test_no_process_of_the_user_outlives_its_submission_and_nothing_it_left(tmp_path):
+def test_no_process_of_the_user_outlives_its_submission_and_nothing_it_left(tmp_path: Path) -> None:
     """A daemon in a session of its own (double fork, setsid), processes that keep forking, files and a deep folder
     in /tmp and /dev/shm; a root file in /tmp beside them stays."""
     seen = in_container(f"""

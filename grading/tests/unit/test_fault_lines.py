@@ -6,7 +6,6 @@ what happened is handed over as data."""
 import ast
 import textwrap
 from collections.abc import Iterator
-from pathlib import Path
 
 from grading.settings import REPO
 
