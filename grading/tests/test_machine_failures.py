@@ -51,8 +51,9 @@ def with_fault(fault: str, submissions: Path, out: Path, release_dir: Path, *opt
 
 @pytest.fixture(scope="module")
 def faulty(bundle: Path, release_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Faulty:
-    """The reference submitted by one student per fault and by one without: graded with the faults, then again
-    without them, with every question, as a TA runs it. (first run, its results, second run, its results)"""
+    """The reference submitted by one student per fault and by one without: graded with the faults (and --verbose),
+    then again without them, with every question, as a TA runs it. (first run, its results, second run, its
+    results, their files)"""
     root = tmp_path_factory.mktemp("faults")
     students = ["fault-kernel-once", "fault-kernel-twice", "fault-zygote-killed", "fault-bwrap-fails",
                 "fault-child-killed", "untouched-by-faults"]
@@ -60,7 +61,7 @@ def faulty(bundle: Path, release_dir: Path, tmp_path_factory: pytest.TempPathFac
                          | {student: ENDS_ITS_KERNEL_ONCE for student in ("fault-restart-once", "fault-restart-fails",
                                                                           "fault-replay-bug")})
     (root / "out").mkdir()
-    first = with_fault("per-student", submissions, root / "out", release_dir, "--jobs", "2")
+    first = with_fault("per-student", submissions, root / "out", release_dir, "--jobs", "2", "--verbose")
     outputs: dict[str, Any] = {s: {"row": row, **{name: (root / "out" / s / name).read_text()
                                                         for name in ("results.json", "feedback.html")}}
                                for s, row in grades(root / "out").items()}
@@ -130,6 +131,14 @@ def test_every_error_keeps_its_cause_and_traceback_in_a_file_its_status_line_nam
     assert account.startswith(f"{student} was not graded: the grading machine failed (cause: {cause.value}).")
     assert f"What to do: {cause.advice}" in account and all(words in account for words in told), account
     assert f"  {cause.value} (" in first.stderr.split("could not be graded because the grading machine failed")[1]
+
+
+def test_verbose_logs_each_grader_error_whole_as_its_file_tells_it(faulty: Faulty) -> None:
+    first, graded, _, _, outputs = faulty
+    for student in ACCOUNTS:
+        account = outputs["errors"][f"{student}.txt"]  # its traceback included
+        assert f"grader error on {student}, as errors/{student}.txt tells it:\n{account}" in first.stderr
+    assert not any(f"grader error on {student}," in first.stderr for student, r in graded.items() if not r.error)
 
 
 def test_the_summary_of_a_run_says_where_the_tracebacks_are(faulty: Faulty) -> None:
