@@ -123,10 +123,15 @@ def is_dunder(name: str) -> bool:
 
 
 def picklable(name: str, value: Any) -> Any:
+    """value, if another process can unpickle it: not if it does not pickle, nor if it pickles as a reference to
+    something the notebook's cells defined (an instance of a class of theirs), which another process lacks."""
     try:
-        pickle.loads(pickle.dumps(value))
+        pickled = pickle.dumps(value)
     except Exception as error:
         raise CannotCapture(f"{name!r} ({type(value).__name__}) cannot be sent to another process: {error}") from None
+    if DEFINED_IN_KERNEL.encode() in pickled:
+        raise CannotCapture(f"{name!r} ({type(value).__name__}) holds something that the notebook's cells defined, "
+                            "which another process cannot rebuild")
     return value
 
 

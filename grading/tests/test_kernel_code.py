@@ -3,23 +3,32 @@ which the kernel keeps in linecache, and executed in the namespace of __main__. 
 notebook's real model cells in an IPython kernel.)"""
 import linecache
 import pickle
+import sys
+import types
 
 import pytest
 
 from normlab import kernel
 
 
-def kernel_namespace(*cells):
-    """The globals of a kernel that ran cells, one after another."""
-    namespace = {"__name__": "__main__"}
-    for number, source in enumerate(cells, 1):
-        filename = f"<ipython-input-{number}-test>"
-        linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-        exec(compile(source, filename, "exec"), namespace)
-    return namespace
+@pytest.fixture
+def kernel_namespace(monkeypatch):
+    """Run cells, one after another, as a kernel does: in the module __main__ (a fresh one, as a kernel's), each
+    cell's text kept in linecache under its own file name; return the module's globals."""
+    def run(*cells):
+        main = types.ModuleType("__main__")
+        monkeypatch.setitem(sys.modules, "__main__", main)
+        for number, source in enumerate(cells, 1):
+            filename = f"<ipython-input-{number}-test>"
+            linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+            exec(compile(source, filename, "exec"), vars(main))
+        return vars(main)
+
+    return run
 
 
-def test_a_function_comes_with_its_classes_imports_values_and_aliases_and_runs_in_another_namespace():
+def test_a_function_comes_with_its_classes_imports_values_and_aliases_and_runs_in_another_namespace(
+        kernel_namespace):
     namespace = kernel_namespace(
         "import math\nSCALE = 3\n",
         "class Base:\n    def scaled(self, x):\n        return x * SCALE\n",
@@ -39,8 +48,10 @@ def test_a_function_comes_with_its_classes_imports_values_and_aliases_and_runs_i
      "is defined inside another function or class"),
     (["HANDLE = (n for n in [1])\n\n\ndef build():\n    return next(HANDLE)\n"],
      r"'HANDLE' \(generator\) cannot be sent"),
+    (["class Settings:\n    width = 8\n\n\nSETTINGS = Settings()\n\n\ndef build():\n    return SETTINGS.width\n"],
+     r"'SETTINGS' \(Settings\) holds something that the notebook's cells defined"),
 ])
-def test_what_another_process_could_not_rebuild_is_refused_with_the_reason(cells, says):
+def test_what_another_process_could_not_rebuild_is_refused_with_the_reason(kernel_namespace, cells, says):
     with pytest.raises(kernel.CannotCapture, match=says):
         kernel.capture(kernel_namespace(*cells)["build"])
 
