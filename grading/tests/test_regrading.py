@@ -1,6 +1,8 @@
 """A grader whose reports changed regrades no one; one whose hidden suites changed regrades everyone
-(authoring/course.py's SCORING; unit/test_fingerprint.py checks the list). Each run is the real
-`python -m grading autograde`, of a copy of the repository edited as a maintainer would edit it mid-semester."""
+(authoring/course.py's SCORING; unit/test_fingerprint.py checks the list). So `collect` merges shards graded on
+either side of a reworded report, and refuses shards graded on either side of a changed hidden suite. Each run is
+the real `python -m grading autograde` or `collect`, of a copy of the repository edited as a maintainer would edit
+it mid-semester."""
 import shutil
 import subprocess
 import sys
@@ -8,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REFERENCE, REPO, reference_with_added_cell, results, submit
+from conftest import REFERENCE, REPO, grades, reference_with_added_cell, results, submit
 from grading.records.results import StudentResult
 
 ALREADY_GRADED = "submissions already graded and unchanged"
 # The reference, and an honest student whose notebook has a cell of their own before Q4's.
 STUDENTS = {"plain": REFERENCE, "with_a_cell_of_her_own": reference_with_added_cell("seen = 'my own note'")}
+# What collect did with two shards: (its run, the students of the merge's grades.csv).
+Collected = tuple[subprocess.CompletedProcess[str], set[str]]
 # What a copy of the repository needs to grade: the code and the course's sources.
 COPIED = ["grading", "normlab", "tests", "data", "docs", "norm.ipynb", "batchnormalization.py", "requirements.txt",
           "README.md"]
@@ -37,10 +41,15 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
-def autograde_with(repo: Path, submissions: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    """`python -m grading autograde` as the copy of the repository at repo runs it."""
-    completed = subprocess.run([sys.executable, "-m", "grading", "autograde", str(submissions), "--out", str(out),
-                                "--jobs", "2"], cwd=repo, capture_output=True, text=True, timeout=900)
+def grading_with(repo: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """`python -m grading ARGUMENTS` as the copy of the repository at repo runs it."""
+    return subprocess.run([sys.executable, "-m", "grading", *arguments], cwd=repo, capture_output=True, text=True,
+                          timeout=900)
+
+
+def autograde_with(repo: Path, submissions: Path, out: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """`python -m grading autograde` as the copy of the repository at repo runs it, which must succeed."""
+    completed = grading_with(repo, "autograde", str(submissions), "--out", str(out), "--jobs", "2", *options)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return completed
 
@@ -102,3 +111,42 @@ def test_a_changed_hidden_suite_regrades_everyone(runs: dict[str, tuple[str, dic
         assert result.fingerprint != before[student].fingerprint
         assert result.seconds != before[student].seconds
         assert result.total == before[student].total and not result.error
+
+
+@pytest.fixture(scope="module")
+def collected(bundle: Path, release_dir: Path,
+              tmp_path_factory: pytest.TempPathFactory) -> dict[str, Collected]:
+    """Two shards, one student each: shard 1 graded, a report reworded, shard 2 graded, both collected; then a
+    hidden suite changed, shard 2 graded again and both collected again. {when: (collect's run, who it merged)}."""
+    root = tmp_path_factory.mktemp("regrading-shards")
+    repo = copy_repository(root / "repo")
+    submissions = submit(bundle, root / "submissions", STUDENTS)
+    shards = [root / f"shard-{index}" for index in (1, 2)]
+    for shard in shards:
+        shutil.copytree(release_dir / "course", shard / "course")
+
+    def collect(merged: str) -> Collected:
+        completed = grading_with(repo, "collect", *map(str, shards), "--out", str(root / merged))
+        return completed, set(grades(root / merged)) if (root / merged / "grades.csv").is_file() else set()
+
+    autograde_with(repo, submissions, shards[0], "--shard", "1/2")
+    edit(repo / "grading/records/reports.py", '"""', '"""Reworded for the TAs. ')
+    autograde_with(repo, submissions, shards[1], "--shard", "2/2")
+    outcome = {"reworded between the shards": collect("merged")}
+    edit(repo / "grading/hidden/check_q1_forward.py", "\n", "\n# one more hidden test would go here\n")
+    autograde_with(repo, submissions, shards[1], "--shard", "2/2")
+    outcome["a hidden suite changed between the shards"] = collect("merged-again")
+    return outcome
+
+
+def test_collect_merges_shards_graded_on_either_side_of_a_reworded_report(collected: dict[str, Collected]) -> None:
+    merged, students = collected["reworded between the shards"]
+    assert merged.returncode == 0, merged.stdout[-3000:] + merged.stderr[-3000:]
+    assert students == set(STUDENTS)
+
+
+def test_collect_refuses_shards_graded_on_either_side_of_a_changed_hidden_suite(
+        collected: dict[str, Collected]) -> None:
+    refused, students = collected["a hidden suite changed between the shards"]
+    assert refused.returncode != 0 and "grader fingerprint" in refused.stderr, refused.stderr[-3000:]
+    assert students == set()
