@@ -81,10 +81,11 @@ class StudentModule(CallBudget):
             self.start()
         payload = encode({"op": op, "dtype": dtype, "bn_param": bn_param or {"mode": "train"}}, arrays)
         deadline = time.monotonic() + self.call_timeout
-        # held here: the DiskWatch may stop the child (and clear self.process) at any moment, and then the write fails
-        process = self.process
-        assert process is not None and process.stdin is not None, "start() made the child, with a pipe to it"
         try:
+            # held here: the DiskWatch may stop the child (and clear self.process) at any moment
+            process = self.process
+            if process is None or process.stdin is None:
+                raise EOFError  # the DiskWatch stopped the child
             process.stdin.write(struct.pack(">Q", len(payload)) + payload)
             process.stdin.flush()
             return self.received(checked(op, self._reply(deadline)))
