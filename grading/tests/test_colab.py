@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, Optional
 
 import pytest
 import torch
@@ -53,7 +54,7 @@ NOTEBOOK_RUN = textwrap.dedent("""
 """)
 
 
-def fake_colab(root):
+def fake_colab(root: Path) -> Path:
     """A google.colab package whose drive.mount, like Colab's, makes the mount point show My Drive; its files
     persist in root/drive-storage, as a real Drive's do across runtimes."""
     package = root / "fake-colab" / "google" / "colab"  # google stays a namespace package, as on Colab
@@ -72,7 +73,7 @@ def fake_colab(root):
     return root / "fake-colab"
 
 
-def colab_runtime(root, **settings):
+def colab_runtime(root: Path, **settings: str) -> dict[str, str]:
     """The environment of a fresh Colab runtime: google.colab importable, Drive mounted under root/content, the local
     disk's state in root/content/local; no NORMLAB_RUNS or NORMLAB_DATA, as a student who edited nothing has."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("NORMLAB_")}
@@ -82,7 +83,7 @@ def colab_runtime(root, **settings):
     return environment
 
 
-def run_notebook(root, **settings):
+def run_notebook(root: Path, **settings: str) -> tuple[subprocess.CompletedProcess, Optional[dict]]:
     """Run NOTEBOOK_RUN in a new process on the simulated runtime; its output, and its JSON report if it ended."""
     workdir = root / "content"
     workdir.mkdir(exist_ok=True)
@@ -92,13 +93,13 @@ def run_notebook(root, **settings):
     return done, report
 
 
-def comparable(history):
+def comparable(history: dict) -> dict:
     timing = {"train_seconds", "eval_seconds", "warmup_seconds"}
     epochs = [{k: v for k, v in e.items() if k not in timing} for e in history["epochs"]]
     return {**{k: v for k, v in history.items() if k not in ("execution", "resumed", "epochs")}, "epochs": epochs}
 
 
-def test_a_fresh_colab_runtime_keeps_its_runs_on_drive_and_resumes_them_after_a_recycle(tmp_path):
+def test_a_fresh_colab_runtime_keeps_its_runs_on_drive_and_resumes_them_after_a_recycle(tmp_path: Path) -> None:
     recycled, untouched = tmp_path / "recycled", tmp_path / "untouched"
     for root in (recycled, untouched):
         fake_colab(root)
@@ -146,14 +147,14 @@ GRID_RUN = textwrap.dedent(f"""
 """)
 
 
-def build_or_vanish(**options):
+def build_or_vanish(**options: Any) -> nn.Module:
     """The notebook's resnet18, built in one of the grid's processes, which from then on ends at training step
     STOP_AT_STEP if that is set, without any clean-up."""
     stop_at = int(os.environ.get("STOP_AT_STEP", "0"))
     if stop_at and not getattr(Session.step, "vanishes", False):
         steps, take_step = [0], Session.step
 
-        def step_or_vanish(session, x, y):
+        def step_or_vanish(session: Session, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             steps[0] += 1
             if steps[0] == stop_at:
                 os._exit(137)
@@ -164,12 +165,13 @@ def build_or_vanish(**options):
     return NotebookFunction("resnet18")(**options)
 
 
-def test_the_grids_processes_on_colab_keep_their_runs_on_drive_and_resume_them_after_a_recycle(tmp_path):
+def test_the_grids_processes_on_colab_keep_their_runs_on_drive_and_resume_them_after_a_recycle(
+        tmp_path: Path) -> None:
     fake_colab(tmp_path)
     workdir, drive_folder = tmp_path / "content", tmp_path / "drive-storage" / "MyDrive" / "norm"
     workdir.mkdir()
 
-    def grid_run(**settings):
+    def grid_run(**settings: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-c", GRID_RUN], cwd=workdir, env=colab_runtime(tmp_path, **settings),
                               capture_output=True, text=True, timeout=600)
 
@@ -191,7 +193,7 @@ def test_the_grids_processes_on_colab_keep_their_runs_on_drive_and_resume_them_a
     assert sorted(path.name for path in (runs / "cifar10-BN-cifar").iterdir()) == ["history.json"]
 
 
-def test_the_set_up_cell_gets_the_assignment_from_drive_on_a_fresh_colab_runtime(tmp_path):
+def test_the_set_up_cell_gets_the_assignment_from_drive_on_a_fresh_colab_runtime(tmp_path: Path) -> None:
     fake_colab(tmp_path)
     my_drive = tmp_path / "drive-storage" / "MyDrive"
     shutil.copytree(REPO / "normlab", tmp_path / "zip" / "norm" / "normlab",
@@ -212,7 +214,7 @@ def test_the_set_up_cell_gets_the_assignment_from_drive_on_a_fresh_colab_runtime
     assert (my_drive / "norm" / "normlab" / "places.py").is_file()
 
 
-def kaggle_session(root):
+def kaggle_session(root: Path) -> dict[str, str]:
     """The environment of an interactive Kaggle session under root/kaggle, with the assignment not importable, and the
     working folder as the current folder."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("NORMLAB_")}
@@ -223,12 +225,12 @@ def kaggle_session(root):
     return environment
 
 
-def setup_cell():
+def setup_cell() -> str:
     notebook = json.loads((REPO / "norm.ipynb").read_text())
     return "".join(next(c for c in notebook["cells"] if c.get("id") == "setup")["source"])
 
 
-def attached_dataset(root, as_zip):
+def attached_dataset(root: Path, as_zip: bool) -> None:
     """The assignment as a Kaggle dataset attached to the notebook: read-only, its folder or the norm.zip uploaded."""
     dataset = root / "kaggle" / "input" / "norm-assignment"
     shutil.copytree(REPO / "normlab", root / "upload" / "norm" / "normlab",
@@ -247,7 +249,8 @@ IMPORTED = "import batchnormalization\nprint('imported', batchnormalization.__fi
 
 
 @pytest.mark.parametrize("as_zip", [False, True])
-def test_the_set_up_cell_copies_the_assignment_from_a_kaggle_dataset_into_the_working_folder(tmp_path, as_zip):
+def test_the_set_up_cell_copies_the_assignment_from_a_kaggle_dataset_into_the_working_folder(tmp_path: Path,
+                                                                                             as_zip: bool) -> None:
     attached_dataset(tmp_path, as_zip)
     working = tmp_path / "kaggle" / "working"
     done = subprocess.run([sys.executable, "-c", setup_cell() + IMPORTED + "print(os.getcwd())"], cwd=working,
@@ -260,7 +263,7 @@ def test_the_set_up_cell_copies_the_assignment_from_a_kaggle_dataset_into_the_wo
     assert os.access(working / "norm" / "batchnormalization.py", os.W_OK) and (working / "norm" / "runs").is_dir()
 
 
-def test_without_the_dataset_attached_the_kaggle_set_up_cell_says_how_to_attach_it(tmp_path):
+def test_without_the_dataset_attached_the_kaggle_set_up_cell_says_how_to_attach_it(tmp_path: Path) -> None:
     (tmp_path / "kaggle" / "input").mkdir(parents=True)
     done = subprocess.run([sys.executable, "-c", setup_cell()], cwd=tmp_path / "kaggle" / "working",
                           env=kaggle_session(tmp_path), capture_output=True, text=True, timeout=300)
@@ -269,11 +272,12 @@ def test_without_the_dataset_attached_the_kaggle_set_up_cell_says_how_to_attach_
     assert "add it to this notebook (Add Input), and run this cell again" in done.stderr
 
 
-def test_a_kaggle_session_keeps_its_runs_and_edits_in_the_working_folder_and_resumes_in_the_next(tmp_path):
+def test_a_kaggle_session_keeps_its_runs_and_edits_in_the_working_folder_and_resumes_in_the_next(
+        tmp_path: Path) -> None:
     attached_dataset(tmp_path, as_zip=False)
     working = tmp_path / "kaggle" / "working" / "norm"
 
-    def session(**settings):
+    def session(**settings: str) -> tuple[subprocess.CompletedProcess, Optional[dict]]:
         environment = {**kaggle_session(tmp_path), "NORMLAB_LOCAL_STATE": str(tmp_path / "local"), **settings}
         done = subprocess.run([sys.executable, "-c", setup_cell() + IMPORTED + NOTEBOOK_RUN], cwd=working.parent,
                               env=environment, capture_output=True, text=True, timeout=600)
@@ -369,7 +373,8 @@ def test_a_state_on_drive_is_saved_locally_and_the_newer_of_the_two_is_resumed_f
     assert restarted.load("cpu") is None
 
 
-def test_off_colab_and_kaggle_nothing_is_set_up_and_runs_stay_beside_the_code(monkeypatch, capsys, tmp_path):
+def test_off_colab_and_kaggle_nothing_is_set_up_and_runs_stay_beside_the_code(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
     monkeypatch.delenv("NORMLAB_RUNS", raising=False)
     monkeypatch.delenv("NORMLAB_DATA", raising=False)

@@ -5,6 +5,7 @@ import linecache
 import pickle
 import sys
 import types
+from typing import Any, Callable
 
 import pytest
 
@@ -12,10 +13,10 @@ from normlab import kernel
 
 
 @pytest.fixture
-def kernel_namespace(monkeypatch):
+def kernel_namespace(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict[str, Any]]:
     """Run cells, one after another, as a kernel does: in the module __main__ (a fresh one, as a kernel's), each
     cell's text kept in linecache under its own file name; return the module's globals."""
-    def run(*cells):
+    def run(*cells: str) -> dict[str, Any]:
         main = types.ModuleType("__main__")
         monkeypatch.setitem(sys.modules, "__main__", main)
         for number, source in enumerate(cells, 1):
@@ -28,7 +29,7 @@ def kernel_namespace(monkeypatch):
 
 
 def test_a_function_comes_with_its_classes_imports_values_and_aliases_and_runs_in_another_namespace(
-        kernel_namespace):
+        kernel_namespace: Callable[..., dict[str, Any]]) -> None:
     namespace = kernel_namespace(
         "import math\nSCALE = 3\n",
         "class Base:\n    def scaled(self, x):\n        return x * SCALE\n",
@@ -51,12 +52,13 @@ def test_a_function_comes_with_its_classes_imports_values_and_aliases_and_runs_i
     (["class Settings:\n    width = 8\n\n\nSETTINGS = Settings()\n\n\ndef build():\n    return SETTINGS.width\n"],
      r"'SETTINGS' \(Settings\) holds something that the notebook's cells defined"),
 ])
-def test_what_another_process_could_not_rebuild_is_refused_with_the_reason(kernel_namespace, cells, says):
+def test_what_another_process_could_not_rebuild_is_refused_with_the_reason(
+        kernel_namespace: Callable[..., dict[str, Any]], cells: list[str], says: str) -> None:
     with pytest.raises(kernel.CannotCapture, match=says):
         kernel.capture(kernel_namespace(*cells)["build"])
 
 
-def test_a_function_whose_cell_text_is_unknown_is_refused():
+def test_a_function_whose_cell_text_is_unknown_is_refused() -> None:
     namespace = {"__name__": "__main__"}
     exec(compile("def build():\n    return 1\n", "<nowhere>", "exec"), namespace)
     with pytest.raises(kernel.CannotCapture, match="text of the cell that defined 'build' is not known"):

@@ -170,7 +170,7 @@ def test_the_plots_show_every_run_on_whole_epochs_with_readable_labels_in_the_ta
     assert all(label.get_rotation() == 0 and label.get_fontsize() >= 9 for label in labels)
 
 
-def test_the_tables_best_epoch_is_an_epoch_number_beside_its_accuracy():
+def test_the_tables_best_epoch_is_an_epoch_number_beside_its_accuracy() -> None:
     peaked = finished_history("cifar10", "BN", "cifar", [0.3, 0.7, 0.6], 2.0)
     untrained = {**finished_history("cifar10", "LN", "cifar", [0.1], 2.0), "epochs": [], "final": None,
                  "status": "diverged"}

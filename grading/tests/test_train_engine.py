@@ -287,26 +287,27 @@ def test_an_fp16_step_that_overflows_is_skipped_and_halves_the_loss_scale(synthe
     assert not all(torch.equal(value, weights[name]) for name, value in session.model.named_parameters())
 
 
-def unnormalized_cnn():
+def unnormalized_cnn() -> nn.Module:
     """A network without normalization, as the grid's "none" variant: nothing keeps its activations in fp16's range."""
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(16, 10))
 
 
-def overflow_at(monkeypatch, steps):
+def overflow_at(monkeypatch: pytest.MonkeyPatch, steps: set[int]) -> None:
     """Make the given training steps (counted from 1) feed images a million times too bright: activations beyond
     fp16's largest number (65504), as those of a network without normalization can grow in fp16."""
     count, take_step = [0], Session.step
 
-    def step(session, x, y):
+    def step(session: Session, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         count[0] += 1
         return take_step(session, x * 1e6 if count[0] in steps else x, y)
 
     monkeypatch.setattr(Session, "step", step)
 
 
-def test_an_fp16_step_that_overflows_is_skipped_and_counted_while_the_run_goes_on(synthetic, monkeypatch):
+def test_an_fp16_step_that_overflows_is_skipped_and_counted_while_the_run_goes_on(
+        synthetic: data.Cifar, monkeypatch: pytest.MonkeyPatch) -> None:
     overflow_at(monkeypatch, {2, 3})  # 6 steps an epoch
     model = unnormalized_cnn()
     history = train.train(model, synthetic, plain(epochs=2, batch_size=64, amp="fp16"), "cpu", progress=False)
@@ -316,7 +317,8 @@ def test_an_fp16_step_that_overflows_is_skipped_and_counted_while_the_run_goes_o
     assert all(p.isfinite().all() for p in model.parameters())
 
 
-def test_an_fp16_epoch_of_nothing_but_overflowing_steps_is_a_divergence(synthetic, monkeypatch):
+def test_an_fp16_epoch_of_nothing_but_overflowing_steps_is_a_divergence(
+        synthetic: data.Cifar, monkeypatch: pytest.MonkeyPatch) -> None:
     overflow_at(monkeypatch, set(range(1, 7)))
     history = train.train(unnormalized_cnn(), synthetic, plain(epochs=3, batch_size=64, amp="fp16"), "cpu",
                           progress=False)

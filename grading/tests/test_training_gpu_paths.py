@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -136,10 +137,11 @@ def test_the_grid_shares_its_runs_among_fresh_spawned_processes_once_its_data_is
 
 
 def test_a_model_no_other_process_can_build_is_trained_here_with_a_reason_and_counted_once(
-        drive, tmp_path, capsys, monkeypatch):
+        drive: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     models = load_models()
 
-    def resnet18(**options):  # made inside a function: no other process can have it, and the saved notebook differs
+    # made inside a function: no other process can have it, and the saved notebook differs
+    def resnet18(**options: Any) -> torch.nn.Module:
         return models.resnet18(**{**options, "num_groups": 2})
 
     grid = two_run_grid()
@@ -151,7 +153,7 @@ def test_a_model_no_other_process_can_build_is_trained_here_with_a_reason_and_co
     assert experiments.training_devices(resnet18, grid) == ["cuda:0"]  # what the time estimate counts
     assert experiments.training_devices(models.resnet18, grid) == ["cuda:0", "cuda:1"]
 
-    def unanswered(**options):  # a notebook whose make_norm is not written yet: the answer's error, not a note
+    def unanswered(**options: Any) -> torch.nn.Module:  # make_norm not written yet: its error, not a note
         raise NotImplementedError
 
     with pytest.raises(NotImplementedError):
@@ -205,7 +207,8 @@ for cell in json.loads(os.environ["KERNEL_CELLS"]):
 """
 
 
-def test_the_grids_processes_build_the_model_the_running_kernel_defines_not_the_saved_notebooks(tmp_path):
+def test_the_grids_processes_build_the_model_the_running_kernel_defines_not_the_saved_notebooks(
+        tmp_path: Path) -> None:
     notebook = json.loads((REPO / "norm.ipynb").read_text())
     sources = {cell["metadata"]["nbgrader"]["grade_id"]: "".join(cell["source"]) for cell in notebook["cells"]
                if cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") in MODEL_CELLS}
@@ -226,7 +229,7 @@ def test_the_grids_processes_build_the_model_the_running_kernel_defines_not_the_
     assert "Training on" not in done.stdout
 
 
-def test_the_estimate_command_counts_the_gpus_that_will_train(monkeypatch):
+def test_the_estimate_command_counts_the_gpus_that_will_train(monkeypatch: pytest.MonkeyPatch) -> None:
     counted = []
     monkeypatch.setattr(estimate, "best_device", lambda: torch.device("cuda"))
     monkeypatch.setattr(estimate, "print_estimate", lambda *args, devices: counted.append(devices))
