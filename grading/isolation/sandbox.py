@@ -49,7 +49,7 @@ SEPARATE_USER = (f"WARNING: {NO_BWRAP}: student code runs without it, as a user 
 
 
 class Isolation(Enum):
-    """How student code is kept from the grading machine (grading/SECURITY.md)."""
+    """How student code is kept from the grading machine (docs/security.md)."""
 
     BUBBLEWRAP = "bubblewrap"  # namespaces: it sees the environment and its folder, no network, no other process
     SEPARATE_USER = "separate user"  # no bwrap, the grader is root: a user of its own (isolation/users.py)
