@@ -14,13 +14,13 @@ GraderFailure on to `finish`, whose caller writes it where the TA reads it.
 """
 import ctypes
 import json
+import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import replace
 from multiprocessing.process import BaseProcess
@@ -39,6 +39,8 @@ from grading.pipeline.hidden_suites import warm_up
 from grading.pipeline.intake import unpack
 from grading.records.results import (GraderFailure, QuestionScore, StudentResult, error_file, load_result, save_result,
                                      write_atomic)
+
+logger = logging.getLogger(__name__)
 
 RESULT, JUDGED, FAILURE = "result.json", "judged.ipynb", "failure.json"  # what a child leaves in its folder
 
@@ -129,7 +131,8 @@ def _swept(zygote: Zygote) -> bool:
     try:
         return zygote.sweep()
     except Exception:
-        traceback.print_exc()
+        logger.warning("cleaning a slot's sandbox after a submission failed; its zygote is retired (-v: why)")
+        logger.debug("the sweep's failure", exc_info=True)
         zygote.retire("cleaning after a submission failed (see the grader's log)")
         return False
 

@@ -151,7 +151,7 @@ SHARE_THE_DEMO = {"test_demo", "test_export", "test_gradescope", "test_nbgrader_
 # suite"), longest first, so that no worker is left with a long one at the end.
 LONGEST_FIRST = ["demo", "test_attacks", "test_machine_failures", "test_browser", "test_zygote", "test_mutations",
                  "test_nbgrader_exchange", "test_sharding", "test_autograde", "test_bad_inputs", "test_slurm",
-                 "test_notebook_tests"]
+                 "test_notebook_tests", "test_regrading"]
 
 
 def group_of(path: str | Path) -> str:
