@@ -145,8 +145,8 @@ def results(out: str | Path) -> dict[str, Any]:
 
 
 # Modules that share the session's `demo` run: under pytest-xdist (`make test`) they go to the same worker.
-SHARE_THE_DEMO = {"test_demo", "test_export", "test_gradescope", "test_nbgrader_native", "test_readme",
-                  "test_release"}
+SHARE_THE_DEMO = {"test_demo", "test_export", "test_gradescope", "test_golden_verdicts", "test_nbgrader_native",
+                  "test_readme", "test_release"}
 # The groups that take longest (from about 40 s to 2 minutes each on two workers: BENCHMARKS.md, "The test
 # suite"), longest first, so that no worker is left with a long one at the end.
 LONGEST_FIRST = ["demo", "test_attacks", "test_machine_failures", "test_browser", "test_zygote", "test_mutations",
