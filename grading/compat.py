@@ -13,12 +13,15 @@ release that changes one fails that test instead of changing grading unnoticed.
   (_format_source) and whether it is sanitizing (_sanitizing); ClearSolutions' stubbing of one cell
   (_replace_solution_region).
 - jsonschema: validate, replaced process-wide by one that checks each schema once.
+- nbgrader: the create_engine its Gradebook calls by that name in nbgrader.api, replaced process-wide by one that
+  keeps one SQLAlchemy engine per database URL.
 - pytest-xdist: the scheduler's grouping of tests (_split_scope).
 - argparse (the standard library's): a parser's options and subcommands, which the README's commands are checked
   against (_actions, _SubParsersAction, _option_string_actions).
 """
 import argparse
 import json
+import os
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -27,6 +30,7 @@ import nbformat
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
+import nbgrader.api
 from nbgrader.apps import api, autogradeapp
 from nbgrader.converters import Autograde
 from nbgrader.preprocessors import ClearSolutions
@@ -170,6 +174,41 @@ def validate_each_schema_once() -> None:
 
     setattr(validate_once, CHECKS_EACH_SCHEMA_ONCE, True)
     jsonschema.validate = validate_once
+
+
+SHARES_ENGINES = "grading_shares_engines"  # marks our create_engine: replacing it again is a no-op
+
+
+def share_gradebook_engines() -> None:
+    """Make every nbgrader Gradebook in this process use one SQLAlchemy engine per database URL (and creation
+    arguments) instead of one engine each, so that a statement compiled for one Gradebook is reused by the next:
+    nbgrader's preprocessors each open their own, four or more per recorded submission. Idempotent.
+
+    Each Gradebook still opens its own session and connection, and its close() still disposes of the engine's pool,
+    which closes every connection not in use: no connection outlives the last Gradebook open on it, so a database
+    removed and made again at the same path is read afresh, and a process forked between Gradebooks inherits no
+    connection. A child forked while one is open forgets the parent's connections (SQLAlchemy's own recipe)."""
+    create_engine = nbgrader.api.create_engine
+    if getattr(create_engine, SHARES_ENGINES, False):
+        return
+    engines: dict[str, Any] = {}
+
+    def shared_engine(url: Any, **kwargs: Any) -> Any:
+        if not isinstance(url, str):  # a URL object prints its password masked: not a key
+            return create_engine(url, **kwargs)
+        key = json.dumps([url, sorted(kwargs.items())], default=repr)
+        engine = engines.get(key)
+        if engine is None:
+            engine = engines[key] = create_engine(url, **kwargs)
+        return engine
+
+    def forget_parents_connections() -> None:
+        for engine in engines.values():
+            engine.dispose(close=False)
+
+    os.register_at_fork(after_in_child=forget_parents_connections)
+    setattr(shared_engine, SHARES_ENGINES, True)
+    nbgrader.api.create_engine = shared_engine
 
 
 def scope_scheduler(config: Any, log: Any, scope_of: Callable[[str], str]) -> Any:

@@ -26,6 +26,9 @@ def prepare_nbgrader() -> None:
     - nbgrader validates every cell's metadata with jsonschema.validate, which checks the schema itself before each
       cell: two thirds of a second per notebook. A schema already checked is not checked again; the validation of
       each cell is unchanged.
+    - nbgrader's Gradebook makes a database engine of its own, and each of its preprocessors opens one, so every
+      query was compiled again four times per recorded submission (a third of recording): the Gradebooks of this
+      process share one engine per database (compat.share_gradebook_engines).
     - nbgrader 0.9 trips over SQLAlchemy 2's session rules in its own code (the rows it writes are right): its
       warning is silenced (warnings keeps one filter of each).
     """
@@ -34,9 +37,10 @@ def prepare_nbgrader() -> None:
         os.environ["PATH"] = interpreter_bin + os.pathsep + os.environ.get("PATH", "")
     sys.modules.setdefault(RFC3987_SYNTAX, None)  # type: ignore[arg-type]  # None in sys.modules: not importable
     # Imported only now: grading.compat imports nbformat, hence jsonschema, which must not find rfc3987_syntax.
-    from grading.compat import validate_each_schema_once
+    from grading.compat import share_gradebook_engines, validate_each_schema_once
 
     validate_each_schema_once()
+    share_gradebook_engines()
     warnings.filterwarnings("ignore", message=".*not in session, add operation along.*")
 
 

@@ -4,17 +4,21 @@ grader uses it; and no module of grading/ but compat.py names one. A release tha
 import argparse
 import ast
 import inspect
+import os
 from importlib import metadata
 from pathlib import Path
 
 import jsonschema
 import nbformat
 import pytest
+import sqlalchemy
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import ConnectionFileMixin
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from nbclient import NotebookClient
+import nbgrader.api
+from nbgrader.api import Gradebook
 from nbgrader.apps import api, autogradeapp
 from nbgrader.converters import Autograde
 from nbgrader.converters.base import BaseConverter
@@ -24,8 +28,8 @@ from grading import compat
 from grading.commands.gradescope import setup_script, source_files
 from grading.compat import (ChannelUrlKernelClient, LaunchingKernelManager, SourceFolderAutograde, cleanup_kernel,
                             option_strings, provisioned_process, reset_notebook_client, scope_scheduler,
-                            stub_solution_regions, subcommand_parsers, use_autograde_converter,
-                            validate_each_schema_once)
+                            share_gradebook_engines, stub_solution_regions, subcommand_parsers,
+                            use_autograde_converter, validate_each_schema_once)
 
 GRADING = Path(compat.__file__).parent
 
@@ -165,6 +169,56 @@ def test_a_bad_schema_is_still_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     validate_each_schema_once()
     with pytest.raises(jsonschema.SchemaError):
         jsonschema.validate({}, {"type": "no such type"})
+
+
+@pytest.fixture
+def shared_engines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """share_gradebook_engines() in force with engines of this test's own, undone afterwards."""
+    monkeypatch.setattr(nbgrader.api, "create_engine", sqlalchemy.create_engine)
+    share_gradebook_engines()
+    share_gradebook_engines()  # idempotent: not wrapped twice
+
+
+@pytest.mark.usefixtures("shared_engines")
+def test_gradebooks_of_one_database_share_its_engine_and_no_other(tmp_path: Path) -> None:
+    assert "create_engine(db_url" in inspect.getsource(Gradebook.__init__)
+    first, second = (f"sqlite:///{tmp_path / name}.db" for name in ("first", "second"))
+    with Gradebook(first) as a, Gradebook(first) as b, Gradebook(second) as c:
+        assert a.engine is b.engine and a.engine is not c.engine and a.db is not b.db
+        a.add_student("alice")
+        assert [s.id for s in b.students] == ["alice"] and c.students == []
+
+
+@pytest.mark.usefixtures("shared_engines")
+def test_a_database_made_again_at_the_same_path_is_read_afresh(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(url) as gb:
+        gb.add_student("alice")
+    (tmp_path / "gradebook.db").unlink()
+    with Gradebook(url) as gb:
+        assert gb.students == []
+
+
+@pytest.mark.usefixtures("shared_engines")
+def test_a_child_forked_while_a_gradebook_is_open_uses_connections_of_its_own(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(url) as gb:
+        gb.add_student("alice")
+        assert gb.engine.pool.checkedin() == 1, "the parent's connection waits in the pool"
+        pid = os.fork()
+        if pid == 0:  # the child: exit status 0 only if it reads and writes through its own connection
+            try:
+                if gb.engine.pool.checkedin():
+                    os._exit(3)
+                with Gradebook(url) as child:
+                    child.add_student("bob")
+                    os._exit(0 if {s.id for s in child.students} == {"alice", "bob"} else 1)
+            finally:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        gb.db.expire_all()
+        assert {s.id for s in gb.students} == {"alice", "bob"}
 
 
 def test_xdist_groups_tests_by_the_scope_the_scheduler_gives() -> None:
