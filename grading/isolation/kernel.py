@@ -45,6 +45,7 @@ from grading.isolation import procfs, tree
 from grading.sandboxed import program
 from grading.sandboxed.wire import encode
 from grading.settings import Settings
+from grading.stages import stage
 
 PROBE_SOURCE = program("kernel_probe")
 # The kernel's channels, each on the IPC socket "<ip>-<number>" that the kernel makes
@@ -184,6 +185,8 @@ class SandboxedExecute(Execute):
     sandbox = Any(help="the grading.isolation.sandbox.Sandbox of the submission being graded")
     _watch = None  # the DiskWatch on what the kernel writes, from start() to stop()
     _errors = None  # the Drain of the latest kernel process's stderr
+    _program_in: AnyValue = None  # the kernel manager whose kernel holds the compiled probe program (_program_name)
+    _program_name = ""
     zygote = Any(None, allow_none=True, help="the grading.isolation.zygote.Zygote the kernel is forked from (None: "
                                              "cold)")
 
@@ -242,7 +245,8 @@ class SandboxedExecute(Execute):
         notes = [not_run([c for _, c in code[Settings.notebook_cells:]], f"the notebook has more than "
                          f"{Settings.notebook_cells} code cells, and the grader runs no more")] \
             if len(code) > Settings.notebook_cells else []
-        self._start_or_retry_cold()
+        with stage("start the kernel"):
+            self._start_or_retry_cold()
         self._watch = DiskWatch(self.sandbox, self._kill_kernel, self._kernel_pid)
         self._watch.start()
         while self._completed < len(self._code):
@@ -381,6 +385,11 @@ class SandboxedExecute(Execute):
 
     def _quiet(self, code: str, timeout: float) -> Answer:
         """Execute code with nothing kept of its output: the kernel's Answer within timeout seconds."""
+        return self._execute(code, timeout)[0]
+
+    def _execute(self, code: str, timeout: float) -> tuple[Answer, dict[str, AnyValue]]:
+        """Execute code with nothing kept of its output: the kernel's Answer within timeout seconds, and the content
+        of its execute_reply ({} without one)."""
         message_id = self.kc.execute(code, store_history=False, allow_stdin=False)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
@@ -389,11 +398,11 @@ class SandboxedExecute(Execute):
                 reply = run_sync(self.kc.get_shell_msg)(timeout=0.2)
             except queue.Empty:
                 if not self.alive:
-                    return Answer.ENDED
+                    return Answer.ENDED, {}
                 continue
             if reply.get("parent_header", {}).get("msg_id") == message_id:
-                return Answer.REPLIED
-        return Answer.TIMED_OUT
+                return Answer.REPLIED, reply.get("content", {})
+        return Answer.TIMED_OUT, {}
 
     def _drain_iopub(self) -> None:
         while True:
@@ -423,11 +432,9 @@ class SandboxedExecute(Execute):
                              0o644)
         with os.fdopen(descriptor, "wb") as request:
             request.write(encode({"op": op, "args": args}, arrays))
-        code = (f"exec(compile({PROBE_SOURCE!r}, '<grader probe>', 'exec'), "
-                f"{{'STUDENT': globals(), **{probe_arguments(request_name, reply_name)!r}}})")
         started = time.monotonic()
         try:
-            answer = self._quiet(code, timeout)
+            answer = self._run_probe_program(request_name, reply_name, timeout)
         finally:
             _unlink(self.sandbox.workdir / request_name)
         if answer is Answer.TIMED_OUT:
@@ -443,6 +450,38 @@ class SandboxedExecute(Execute):
             return parse_reply(read_regular_file(path))
         finally:
             _unlink(path)
+
+    def _run_probe_program(self, request_name: str, reply_name: str, timeout: float) -> Answer:
+        """Run the probe program on the request file, within timeout seconds; the kernel's Answer.
+
+        Sending and compiling the program's text cost each probe about 10 ms of its 20 (issue 33), so the first
+        probe into a kernel leaves the compiled program there, under a new name, and later ones only name it. Each
+        run still gets a namespace of its own, as before. Should the student's code have removed the name during an
+        earlier probe, the short cell fails before anything of theirs runs, and the program is sent in full again."""
+        end = time.monotonic() + timeout
+        if self._program_in is self.km:
+            answer, reply = self._execute(self._probe_cell(request_name, reply_name, install=False), timeout)
+            if not (answer is Answer.REPLIED and reply.get("status") == "error" and reply.get("ename") == "NameError"
+                    and repr(self._program_name) in str(reply.get("evalue", ""))):
+                return answer
+        self._program_name = f"_grader_probe_{secrets.token_hex(6)}"
+        answer = self._quiet(self._probe_cell(request_name, reply_name, install=True), end - time.monotonic())
+        self._program_in = self.km if answer is Answer.REPLIED else None
+        return answer
+
+    def _probe_cell(self, request_name: str, reply_name: str, install: bool) -> str:
+        """The code that runs the probe program (compiled into the kernel under _program_name first, if install) in
+        a namespace of its own, with STUDENT the kernel's namespace; the program and the arguments that never change
+        are kept as a tuple, which nothing can change in place. It names no builtin but those the program always
+        needed (a student may well have a variable called dict)."""
+        arguments = probe_arguments(request_name, reply_name)
+        fixed = tuple((name, value) for name, value in arguments.items() if name not in ("REQUEST", "REPLY"))
+        program = self._program_name
+        run = (f"exec({program}[0], {{'STUDENT': globals(), **{{name: value for name, value in {program}[1]}}, "
+               f"'REQUEST': {request_name!r}, 'REPLY': {reply_name!r}}})")
+        if not install:
+            return run
+        return f"{self._program_name} = (compile({PROBE_SOURCE!r}, '<grader probe>', 'exec'), {fixed!r})\n{run}"
 
 
 def _unlink(path: Path) -> None:

@@ -4,6 +4,7 @@ data. Not a unit test: it starts a zygote, sandboxes and kernels (what needs non
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import numpy as np
@@ -33,6 +34,13 @@ CELLS = [
     "import os\nos._exit(1)",
     "import time\ntime.sleep(30)",
     "def make_no_norm(num_channels):\n    raise ValueError('not done')",
+    # names a student may well use, which the code that runs a probe must not depend on
+    "dict, name, value, tuple, probe = {}, 'n', 'v', None, 'p'",
+    # an attack: make_shortcut removes from the kernel's namespace what the grader left there to run its probes
+    "def make_shortcut(in_channels, out_channels, stride, norm_type, num_groups=4):\n"
+    "    for left in [n for n in globals() if n.startswith('_grader_probe_')]:\n"
+    "        del globals()[left]\n"
+    "    return nn.Identity()",
 ]
 
 
@@ -80,6 +88,35 @@ def test_a_probe_reads_back_the_students_layer_as_float64_arrays(kernel: Kernel)
     assert meta["parameters"] == [["weight", [3]], ["bias", [3]]]
     assert arrays["train"].dtype == np.float64 and arrays["train"].shape == x.shape
     assert abs(arrays["train"].reshape(2, -1).mean(axis=1)).max() < 1e-5
+
+
+def layer_probe(executor: SandboxedExecute) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    x = np.random.default_rng(1).standard_normal((2, 4, 3, 3))
+    return executor.probe("norm_layer", {"norm_type": "LN", "channels": 4, "groups": 1},
+                          {"x": x, "x_other": x, "x_eval": x, "x_shifted": x, "x_slips": x, "gamma": np.ones(4),
+                           "beta": np.zeros(4)}, 10)
+
+
+def test_probes_after_the_first_answer_as_it_did_with_the_students_names_shadowing_builtins(kernel: Kernel) -> None:
+    """(the first probe leaves the compiled program in the kernel; later ones only name it, with dict, tuple, name,
+    value and probe all the student's variables)"""
+    first, *later = [layer_probe(kernel[0]) for _ in range(3)]
+    for meta, arrays in later:
+        assert meta == first[0] and arrays.keys() == first[1].keys()
+        assert all(np.array_equal(arrays[name], first[1][name]) for name in arrays)
+
+
+def test_a_probe_answers_after_the_students_code_removed_the_graders_program_from_the_kernel(
+        kernel: Kernel) -> None:
+    executor = kernel[0]
+    before, _ = layer_probe(executor)
+    x = np.ones((1, 2, 3, 3))
+    executor.probe("shortcut", {"in_channels": 2, "out_channels": 2, "stride": 1, "norm_type": "BN", "groups": 4},
+                   {"x": x, "marker_scale": np.ones(2), "marker_shift": np.zeros(2)}, 10)
+    removed = executor._program_name
+    after, arrays = layer_probe(executor)
+    assert after == before and arrays["train"].shape == (2, 4, 3, 3)
+    assert executor._program_name != removed  # the program was sent in full again
 
 
 def test_what_the_students_code_raised_comes_back_as_their_failure(kernel: Kernel) -> None:

@@ -1,19 +1,25 @@
 """isolation/kernel.py without a kernel: the connection file is created under its new name and never through a link,
 the kernel's sockets are reached only through the descriptors the grader pinned, a kernel manager that would start
-the kernel outside the sandbox is refused, and cells that did not run say why. A real sandboxed kernel:
+the kernel outside the sandbox is refused, cells that did not run say why, and the cells that run a probe answer
+alike whether they send the probe program or name the copy left in the kernel. A real sandboxed kernel:
 test_kernel_sandboxed.py."""
 import json
 import os
 import socket
 from pathlib import Path
+from typing import Any
 
 import nbformat
+import numpy as np
 import pytest
+import torch
 from jupyter_client.manager import AsyncKernelManager
 
 from grading.authoring.regions import provided_model_code
 from grading.isolation.kernel import (CHANNELS, PinnedKernelClient, SandboxedExecute, SandboxedKernelManager,
                                       _open_socket, error_output, not_run, probe_arguments)
+from grading.isolation.protocol import parse_reply, read_regular_file
+from grading.sandboxed.wire import encode
 from grading.settings import Settings
 
 
@@ -112,3 +118,28 @@ def test_a_probe_is_given_its_files_and_limits_and_the_provided_model_code() -> 
     arguments = probe_arguments(".request-1.npz", ".reply-1.npz")
     assert arguments == {"REQUEST": ".request-1.npz", "REPLY": ".reply-1.npz",
                          "MESSAGE_CHARS": Settings.message_chars, "MODEL_CODE": provided_model_code()}
+
+
+def test_the_program_left_in_the_namespace_answers_later_probes_as_the_full_program_did(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cells a probe sends, run here in a namespace that stands for the kernel's: the first compiles the program
+    into it, the next only names it, and both answer alike, although the student's variables shadow dict, tuple and
+    the names the cells use."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, Any] = {"make_no_norm": lambda channels: torch.nn.Identity(), "dict": {}, "tuple": None,
+                                 "name": "n", "value": "v", "probe": "p"}
+    executor = SandboxedExecute()
+    executor._program_name = "_grader_probe_1"
+    x = np.arange(8.0).reshape(1, 2, 2, 2)
+    replies = []
+    for number, install in enumerate((True, False)):
+        request, reply = f".request-{number}.npz", f".reply-{number}.npz"
+        Path(request).write_bytes(encode({"op": "no_norm_layer", "args": {"channels": 2}}, {"x": x}))
+        exec(executor._probe_cell(request, reply, install), namespace)
+        replies.append(parse_reply(read_regular_file(reply)))
+        assert ("compile(" in executor._probe_cell(request, reply, install)) is install
+    assert [meta for meta, _ in replies] == [{"ok": True}] * 2
+    assert all(np.array_equal(arrays["out"], x) for _, arrays in replies)
+    _, fixed = namespace["_grader_probe_1"]
+    assert dict(fixed) == {name: value for name, value in probe_arguments("", "").items()
+                           if name not in ("REQUEST", "REPLY")}
