@@ -86,6 +86,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     bench.add_argument("--submissions", type=int, default=8, help="K, submissions to grade (default: %(default)s)")
     settings.add_arguments(bench, only={"jobs"})
     bench.add_argument("--out", type=Path, default=Path("bench-out"), help="scratch folder (default: %(default)s)")
+    bench.add_argument("--profile", action="store_true", help="instead: where one submission's time goes, stage by "
+                                                              "stage, graded one at a time (--jobs is ignored)")
 
     for command in commands.choices.values():
         logs.add_arguments(command)
@@ -134,8 +136,11 @@ def run(args: argparse.Namespace) -> int:
         export(args.out, args.format, args.target, args.column)
         return 0
     if args.command == "bench":
-        from grading.commands.bench import bench
-        bench(args.submissions, args.jobs, args.out)
+        from grading.commands.bench import bench, profile
+        if args.profile:
+            profile(args.submissions, args.out)
+        else:
+            bench(args.submissions, args.jobs, args.out)
         return 0
     chosen = settings.from_arguments(args)
     if args.command == "autograde":

@@ -55,6 +55,7 @@ SCORING = (
     "grading/authoring/regions.py",
     "grading/failures.py",
     "grading/handoff.py",
+    "grading/stages.py",  # imported by the judgement to time its stages (bench --profile); it decides nothing
     "grading/nbgrader_support.py",
     "grading/compat.py",  # how the kernel is started and nbgrader's autograde is entered
 )

@@ -13,6 +13,7 @@ from grading.isolation.sandbox import Isolation
 from grading.nbgrader_support import apply_chain
 from grading.pipeline import chains
 from grading.pipeline.notebook import submitted_notebook
+from grading.stages import stage
 from grading.records.results import StudentResult
 
 
@@ -32,8 +33,10 @@ def grade(submission: Submission, intake: Intake, run: GradingRun,
     # the release; the warnings would only fill the child's stderr.
     log = logging.getLogger("grading.pipeline.submission")
     log.handlers, log.propagate = [logging.NullHandler()], False
-    nb, resources = apply_chain(chains.SANITIZE, nb, resources, run.config, log)
-    nb, resources = apply_chain(chains.JUDGE, nb, resources, run.config, log)
+    with stage("nbgrader's SANITIZE chain"):
+        nb, resources = apply_chain(chains.SANITIZE, nb, resources, run.config, log)
+    with stage("the JUDGE chain", rest="sandbox checks, IgnorePattern, LimitOutput"):
+        nb, resources = apply_chain(chains.JUDGE, nb, resources, run.config, log)
     result = context.result
     assert result is not None, "the JUDGE chain's JudgedExecute leaves the result in the context"
     result.kind = submission.kind

@@ -14,7 +14,7 @@ import contextlib
 import io
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -24,6 +24,7 @@ import pytest
 from grading.assignment import AUTOGRADED_POINTS, BY_ID, CELLS, SLIP_SHARE, question_of
 from grading.failures import Cause, Ending, GraderError, Slip, StudentFailure
 from grading.isolation.protocol import CallBudget
+from grading.stages import stage
 from grading.pipeline.verdicts import points
 from grading.records.results import SLIP, WRONG, Test
 from grading.settings import HIDDEN, Settings
@@ -55,6 +56,7 @@ class KernelProbes(CallBudget):
         self.timeout = timeout
         self.undefined = undefined or {}
 
+    @stage("probes of the kernel")
     def call(self, op: str, args: dict[str, Any] | None = None, **arrays: np.ndarray) -> tuple[Meta, Arrays]:
         self.check()
         try:
@@ -155,6 +157,11 @@ class Collector:
         if self.grader_error is not None:
             items.clear()
 
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Generator[None, Any, None]:
+        with stage(question_of(self.cell_of.get(item.nodeid, "")) or "tests of no question"):
+            yield
+
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         for target in (self._student, self._kernel):
@@ -194,6 +201,7 @@ class Collector:
                                                 failure=failure, slips=self.slips.get(report.nodeid, []))
 
 
+@stage("hidden suites", rest="pytest's session: start, collection, reports")
 def run_hidden_suite(cells: list[str], student: StudentModule | None = None,
                      kernel: KernelProbes | None = None) -> dict[str, list[Test]]:
     """{grade cell: [Test]} for the given autograded cells, from the hidden tests that score them."""

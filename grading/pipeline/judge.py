@@ -21,6 +21,7 @@ from grading.isolation.sandbox import PYTHON, Isolation, Limits, Sandbox
 from grading.isolation.student_module import StudentModule
 from grading.pipeline.bonus import grade_bonus
 from grading.pipeline.hidden_suites import KernelProbes, run_hidden_suite
+from grading.stages import stage
 from grading.pipeline.verdicts import cell_failures, clean, merge_repeated, points, tampering_flags, write_verdicts
 from grading.records.results import QuestionScore, StudentResult, Test
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from grading.pipeline.judged_execute import JudgedExecute
 
 
+@stage("judge", rest="sandboxes, flags, scores, verdicts, ending processes")
 def judge(executor: JudgedExecute, nb: NotebookNode, context: SubmissionContext, student_id: str,
           isolation: Isolation) -> StudentResult:
     """StudentResult for the questions of context.settings, with nb's grade cells rewritten to carry the verdicts.
@@ -62,7 +64,8 @@ def judge(executor: JudgedExecute, nb: NotebookNode, context: SubmissionContext,
     try:
         pyfile: list[tuple[Path, Path | str]] = [(intake.pyfile, PYFILE)] if intake.pyfile else []
         if pyfile_cells and intake.pyfile:
-            student = StudentModule(sandbox("py", pyfile), PYFILE, settings.call_timeout)
+            with stage("start batchnormalization.py's sandboxed child"):
+                student = StudentModule(sandbox("py", pyfile), PYFILE, settings.call_timeout)
         if kernel_cells and not context.notebook_problem:
             result.flags = tampering_flags(nb)
             histories: list[tuple[Path, Path | str]] = [(p, p.relative_to(folder))
@@ -72,19 +75,22 @@ def judge(executor: JudgedExecute, nb: NotebookNode, context: SubmissionContext,
             if kernel_folder is None:
                 executor.zygote = None  # gone or retired: the kernel starts cold, in a folder of its own
             executor.sandbox = sandbox("nb", pyfile + histories, kernel_folder)
-            result.notes += executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, deadline,
-                                           settings.cell_timeout)
+            with stage("the notebook", rest="the student's cells"):
+                result.notes += executor.start(nb, {"metadata": {"path": str(executor.sandbox.workdir)}}, deadline,
+                                               settings.cell_timeout)
             kernel = KernelProbes(executor, settings.probe_timeout, cell_failures(nb))
         judged = [c for c in pyfile_cells if student] + [c for c in kernel_cells if kernel]
         tests = run_hidden_suite(judged, student, kernel) if judged else {}
         if "bonus" in questions:
-            bonus = grade_bonus(intake.bonus, lambda box: Sandbox(box, limits, slot, isolation), scratch,
-                                settings.cifar_root, timeout=max(1.0, deadline - time.monotonic()))
+            with stage("bonus"):
+                bonus = grade_bonus(intake.bonus, lambda box: Sandbox(box, limits, slot, isolation), scratch,
+                                    settings.cifar_root, timeout=max(1.0, deadline - time.monotonic()))
     finally:
         if student is not None:
             student.close()
         if kernel is not None:
-            executor.stop()  # the zygote's kernel folder is emptied by its owner's sweep, or before the next kernel
+            with stage("stop the kernel"):
+                executor.stop()  # the zygote's kernel folder is emptied by its owner's sweep, or before the next kernel
         if isolation is Isolation.SEPARATE_USER and not users.end_user(users.uid_of(slot), PYTHON):
             raise GraderError(f"the processes or files of the user {users.uid_of(slot)}, which ran this submission's "
                               "code, could not all be removed", Cause.CLEAN_UP)

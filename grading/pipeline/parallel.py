@@ -37,6 +37,7 @@ from grading.isolation.zygote import Zygote, Zygotes
 from grading.pipeline.grade import grade
 from grading.pipeline.hidden_suites import warm_up
 from grading.pipeline.intake import unpack
+from grading.stages import STAGES, absorb, reset, save, stage
 from grading.records.results import (GraderFailure, QuestionScore, StudentResult, error_file, load_result, save_result,
                                      write_atomic)
 
@@ -76,9 +77,11 @@ def _grade_all(jobs: list[Job], run: GradingRun, zygotes: Zygotes, work: Path, f
     limits = Limits.from_settings(settings)
     uses_kernel = any(q in KERNEL_QUESTIONS for q in settings.question_list)
     if uses_kernel:
-        for slot in free_slots:
-            zygotes.for_slot(slot, limits)  # started here, so that they outlive the children that fork kernels
-    warm_up()  # while the zygotes import torch
+        with stage("per run: start the zygotes"):
+            for slot in free_slots:
+                zygotes.for_slot(slot, limits)  # started here, so that they outlive the children that fork kernels
+    with stage("per run: warm up the hidden suites"):
+        warm_up()  # while the zygotes import torch
     held: list[tuple[Job, StudentResult, nbformat.NotebookNode | None, GraderFailure | None]] | None = \
         [] if canary else None  # what ended before the canary passed
     running: Running = {}
@@ -86,7 +89,8 @@ def _grade_all(jobs: list[Job], run: GradingRun, zygotes: Zygotes, work: Path, f
         while queue or running:
             while queue and free_slots:
                 job, slot = queue.pop(0), free_slots.pop(0)
-                running.update(_start(job, run, slot, Path(work) / job.submission.student_id))
+                with stage("per run: the canary's intake and fork" if job is canary else "main: intake and fork"):
+                    running.update(_start(job, run, slot, Path(work) / job.submission.student_id))
             ready = multiprocessing.connection.wait(list(running), timeout=5)
             for sentinel in list(running):
                 child, job, slot, folder, started = running[sentinel]
@@ -103,6 +107,7 @@ def _grade_all(jobs: list[Job], run: GradingRun, zygotes: Zygotes, work: Path, f
                     zygotes.for_slot(slot, limits)
                 free_slots.append(slot)
                 result, judged, failure = child_outcome(folder, job, run, overdue, child.exitcode)
+                absorb(folder / STAGES, "per run: the canary's child" if job is canary else "child")
                 # a child killed as overdue leaves its user's processes: no result is written while one runs
                 if run.isolation is Isolation.SEPARATE_USER and not users.end_user(users.uid_of(slot), PYTHON):
                     failure = GraderFailure(Cause.CLEAN_UP, f"the processes or files of the user {users.uid_of(slot)}, "
@@ -150,7 +155,8 @@ def _start(job: Job, run: GradingRun, slot: int, folder: Path) -> Running:
 def _finish(finish: Finish, job: Job, result: StudentResult, judged: nbformat.NotebookNode | None,
             failure: GraderFailure | None) -> None:
     """Hand a finished job to finish, then remove the files the parent took for it."""
-    finish(job, result, judged, failure)
+    with stage("main: finish", rest="results.json, feedback.html, grade.json, grades.csv"):
+        finish(job, result, judged, failure)
     assert job.intake is not None and job.intake.folder is not None, "a started job has its intake"
     tree.remove(job.intake.folder.parent)
 
@@ -158,18 +164,23 @@ def _finish(finish: Finish, job: Job, result: StudentResult, judged: nbformat.No
 def _child(job: Job, run: GradingRun, slot: int, folder: Path) -> None:
     """Body of a submission's child process: grade, write the result (or the GraderFailure of whatever was raised
     instead: a GraderError's cause, any other exception a bug), exit."""
+    reset()
     libc = ctypes.CDLL(None)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the grader, taking the sandboxes along
-    import torch
+    with stage("import torch"):
+        import torch
     torch.set_num_threads(1)
     try:
         assert job.intake is not None, "_start took the job's files before it forked this child"
-        result, judged = grade(job.submission, job.intake, run, slot)
-        if judged is not None:
-            write_atomic(folder / JUDGED, nbformat.writes(judged))
-        save_result(folder / RESULT, result)
+        with stage("grade", rest="the notebook against the release, status"):
+            result, judged = grade(job.submission, job.intake, run, slot)
+        with stage("result files (result.json, judged.ipynb)"):
+            if judged is not None:
+                write_atomic(folder / JUDGED, nbformat.writes(judged))
+            save_result(folder / RESULT, result)
     except BaseException as error:
         write_atomic(folder / FAILURE, json.dumps(GraderFailure.of(error).to_json()))
+    save(folder / STAGES)
     sys.stdout.flush()
     os._exit(0)
 

@@ -27,6 +27,7 @@ from grading.authoring.course import db_url
 from grading.handoff import SubmissionContext
 from grading.records.results import StudentResult
 from grading.nbgrader_support import apply_chain
+from grading.stages import stage
 
 
 class SaveJudgement(NbGraderPreprocessor):
@@ -62,6 +63,7 @@ class SaveJudgement(NbGraderPreprocessor):
 RECORD = [SaveAutoGrades, SaveJudgement, AssignLatePenalties, CheckCellMetadata]
 
 
+@stage("recording into the gradebook")
 def record(course_root: str | os.PathLike[str], taken: str | os.PathLike[str], result: StudentResult,
            judged: NotebookNode | None, questions: Collection[str], config: Config, released: NotebookNode) -> None:
     """Store result (a StudentResult) and the judged notebook (None for a grader error) for the given questions.
