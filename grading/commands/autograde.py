@@ -101,11 +101,13 @@ def prepare_run(out_dir: Path, settings: Settings, roster: Path | None = None, c
 
 def autograde(submissions_dir: Path, out_dir: Path, settings: Settings, report: bool = True, progress: bool = True,
               roster: Path | None = None, shard: tuple[int, int] = (1, 1), course_template: Path | None = None,
-              canary: bool = True, protected: Sequence[Path] = ()) -> list[StudentResult]:
+              canary: bool = True, protected: Sequence[Path] = (), cohort_report: bool = True) -> list[StudentResult]:
     """Grade the submissions in submissions_dir (those of shard (I, N): pipeline/shards.py) into out_dir; return
     every student's StudentResult. report: print the table and log who was not graded and what was written (a
     check inside another command, such as the release's, reports nothing). Without the canary, the caller checks
     the grader's results itself (the release's self-check, which requires every point of the reference).
+    cohort_report: write OUT/report.html (its plots cost a second and a half of CPU), which a run whose folder
+    nobody reads (Gradescope's, one student per run) does without.
     protected: more folders that student code must not be able to write in (prepare_run)."""
     submissions_dir, out_dir = Path(submissions_dir), Path(out_dir)
     if not submissions_dir.is_dir():
@@ -191,7 +193,8 @@ def autograde(submissions_dir: Path, out_dir: Path, settings: Settings, report: 
         bar.close()  # before a failed canary's message, which would otherwise end under the bar's last line
     write_atomic(out_dir / "grades.csv", grades_csv(results.values(), rejected))
     record_graded_times(course, results.values(), "python -m grading autograde")
-    write_report(out_dir, results.values(), rejected, waiting(course, out_dir))
+    if cohort_report:
+        write_report(out_dir, results.values(), rejected, waiting(course, out_dir))
     if report:
         print(table(results.values()))
         for entry in rejected:
@@ -199,6 +202,7 @@ def autograde(submissions_dir: Path, out_dir: Path, settings: Settings, report: 
         summary = errors_summary(results.values(), out_dir)
         if summary:
             logger.warning(summary)
-        logger.info(f"wrote {out_dir / 'grades.csv'}, the cohort's {out_dir / 'report.html'}, per-student "
+        cohort = f", the cohort's {out_dir / 'report.html'}" if cohort_report else ""
+        logger.info(f"wrote {out_dir / 'grades.csv'}{cohort}, per-student "
                     f"results.json and feedback.html, and the gradebook {course / 'gradebook.db'}")
     return [results[k] for k in sorted(results)]

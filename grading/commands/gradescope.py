@@ -273,7 +273,9 @@ def run_autograder(root: Path) -> int:
             shutil.copytree(PREPARED_COURSE, out / "course", symlinks=True)
         else:
             print(f"no prepared course in {PREPARED_COURSE} (did setup.sh finish?); building one now")
-        graded = autograde(work / "submissions", out, settings, progress=False, protected=[results])
+        # No report.html: the run's folder goes with the container, and nobody reads a cohort of one.
+        graded = autograde(work / "submissions", out, settings, progress=False, protected=[results],
+                           cohort_report=False)
     except CanaryFailed as failed:
         details = failed.details
         print(f"error: {failed}\n" + (details.read_text(encoding="utf-8") if details and details.is_file() else ""))

@@ -222,8 +222,10 @@ def test_setup_sh_installs_the_tested_versions_and_prepares_the_course(autograde
 
 
 @pytest.mark.parametrize("student", STUDENTS)
-def test_each_sample_student_gets_the_results_json_autograde_gives_them(runs, demo, student):
+def test_each_sample_student_gets_the_results_json_autograde_gives_them(runs, demo, roots, student):
     completed, results = runs[student]
+    assert not (roots / student / "work" / "graded" / "report.html").exists()  # a cohort of one: no report
+    assert (roots / student / "work" / "graded" / "grades.csv").is_file()
     assert completed.returncode == 0 and results is not None, completed.stdout[-3000:] + completed.stderr[-3000:]
     jsonschema.validate(results, GRADESCOPE_SCHEMA)
     demo_out, _ = demo

@@ -30,7 +30,8 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def stand_in(result: StudentResult | None = None, raises: BaseException | None = None) -> Grade:
     def grade(submissions: Path, out: Path, settings: Settings, progress: bool,
-              protected: Sequence[Path] = ()) -> list[StudentResult]:
+              protected: Sequence[Path] = (), cohort_report: bool = True) -> list[StudentResult]:
+        assert not cohort_report, "a run of one student, whose folder goes with the container, writes no report.html"
         if raises:
             raise raises
         (out / result.student_id).mkdir(parents=True)
