@@ -16,11 +16,11 @@ from pathlib import Path
 import nbformat
 from traitlets.config import Config
 
-from grading.assignment import ASSIGNMENT, BY_ID, NOTEBOOK, PYFILE
+from grading.assignment import ASSIGNMENT, BY_ID, KERNEL_QUESTIONS, NOTEBOOK, PYFILE
 from grading.failures import Cause, Ending
 from grading.handoff import GradingRun, Job, Submission
 from grading.isolation import scratch
-from grading.isolation.sandbox import check_sandbox
+from grading.isolation.sandbox import Limits, check_sandbox
 from grading.isolation.zygote import Zygotes
 from grading.pipeline.grade import grade
 from grading.pipeline.intake import unpack
@@ -65,6 +65,10 @@ def grade_canary_here(settings: Settings, config: Config, gradebook: Path, slot:
     """Grade the canary in this process, as nbgrader's autograde grades (no child process), and check it; gradebook
     is the course's gradebook file, only read, beside the course's release folder; zygotes the run's (None: the
     kernel starts cold). The details of a failure go to errors/.canary.txt in the course folder."""
+    if zygotes is not None and any(q in KERNEL_QUESTIONS for q in settings.question_list):
+        # Started before the canary's intake and sanitizing, so that its imports are done, or nearly, when the
+        # canary's kernel is forked; the canary's judge finds it by the same slot and limits.
+        zygotes.for_slot(slot, Limits.from_settings(settings))
     folder = scratch.make("canary-")
     failure = None
     try:

@@ -4,6 +4,7 @@ ended), whose next says what to do, and which names the file holding every faili
 that passed removes that file. Real canaries that time out or meet a wrong point sum are in
 test_machine_failures.py."""
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import nbformat
@@ -11,6 +12,7 @@ import pytest
 
 from grading.assignment import ASSIGNMENT, NOTEBOOK
 from grading.failures import Cause, Ending, GraderError
+from grading.isolation.sandbox import Limits
 from grading.pipeline import canary
 from grading.pipeline.canary import CANARY, CanaryFailed, check_canary, grade_canary_here
 from grading.records.results import WRONG, GraderFailure, QuestionScore, StudentResult, error_file
@@ -109,3 +111,29 @@ def test_under_nbgraders_autograde_the_details_go_to_the_course_folder(tmp_path:
     assert str(raised.value).splitlines()[0] == ("the canary failed, so no student was graded: grading the reference "
                                                  "solution met a bug: the grader failed: KeyError: 'x'")
     assert "in bug\n    raise KeyError" in raised.value.details.read_text()
+
+
+def test_the_slots_zygote_is_started_before_the_canary_is_graded(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under nbgrader's autograde the zygote starts with the canary, not when its kernel is wanted: its imports
+    overlap the canary's intake and sanitizing. The canary's judge asks for the same zygote (slot and limits)."""
+    asked: list[str] = []
+
+    class Zygotes:
+        def for_slot(self, slot: int, limits: Limits) -> None:
+            asked.append(f"zygote {slot} {limits == Limits.from_settings(SETTINGS)}")
+
+    def grade(*args: object) -> tuple[StudentResult, None]:
+        asked.append("graded")
+        return reference(), None
+    monkeypatch.setattr(canary, "grade", grade)
+    monkeypatch.setattr(canary, "check_sandbox", lambda settings, log: None)
+    released = tmp_path / "course" / "release" / ASSIGNMENT / NOTEBOOK
+    released.parent.mkdir(parents=True)
+    nbformat.write(nbformat.v4.new_notebook(), released)
+    grade_canary_here(SETTINGS, None, tmp_path / "course" / "gradebook.db", 2, Zygotes())  # type: ignore[arg-type]
+    assert asked == ["zygote 2 True", "graded"]
+    asked.clear()
+    grade_canary_here(replace(SETTINGS, questions="q1"), None, tmp_path / "course" / "gradebook.db", 2,
+                      Zygotes())  # type: ignore[arg-type]
+    assert asked == ["graded"], "q1 needs no kernel: no zygote is started for it"
