@@ -456,8 +456,9 @@ class SandboxedExecute(Execute):
 
         Sending and compiling the program's 15 kB of text cost a layer's probe about 11 ms of its 18 (issue 33; an
         execute round trip is 3), so the first probe into a kernel leaves the compiled program there, under a new
-        name, and later ones only name it. Each run still gets a namespace of its own, as before. Should the student's code have removed the name during an
-        earlier probe, the short cell fails before anything of theirs runs, and the program is sent in full again."""
+        name, and later ones only name it. Each run still gets a namespace of its own, as before. Should the
+        student's code have removed the name during an earlier probe, the short cell fails before anything of theirs
+        runs, and the program is sent in full again."""
         end = time.monotonic() + timeout
         if self._program_in is self.km:
             answer, reply = self._execute(self._probe_cell(request_name, reply_name, install=False), timeout)
