@@ -8,15 +8,14 @@ Every student runs behind the real sandboxed child, all in one process (hidden_s
 """
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
 from grading.assignment import PYFILE
 from grading.settings import REPO
 
-RUNNER = REPO / "grading/tests/hidden_suite_runner.py"
+from hidden_suite_runner import points_and_messages
+
 # {student: {cell: (points, [failure messages])}}
 Graded = dict[str, dict[str, tuple[float, list[str]]]]
 SOURCE = (REPO / PYFILE).read_text()
@@ -121,16 +120,7 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> Graded:
     spec = tmp_path_factory.mktemp("batchnorm") / "students.json"
     spec.write_text(json.dumps({name: {"pyfile": source, "cells": ["q1_forward", "q2_backward"]}
                                 for name, (source, _, _, _) in STUDENTS.items()}))
-    completed = subprocess.run([sys.executable, str(RUNNER), str(spec)], cwd=REPO, capture_output=True, text=True,
-                               timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    outcome: dict[str, dict[str, tuple[float, list[str]]]] = {}
-    for student, tests in json.loads(completed.stdout.splitlines()[-1]).items():
-        cells = outcome[student] = {}
-        for test in tests:
-            points, messages = cells.get(test["cell"], (0.0, []))
-            cells[test["cell"]] = (points + test["score"], messages + ([] if test["passed"] else [test["message"]]))
-    return outcome
+    return points_and_messages(spec)
 
 
 @pytest.mark.parametrize("name", STUDENTS)

@@ -6,14 +6,12 @@ none for training.
 Students are judged in one process by hidden_suite_runner.py, as in test_hidden_norms.py.
 """
 import json
-import subprocess
-import sys
 
 import pytest
 
-from grading.settings import REPO
 
-RUNNER = REPO / "grading/tests/hidden_suite_runner.py"
+from hidden_suite_runner import judged_in_a_process
+
 Q4 = ["q4_no_norm", "q4_trains"]
 STUDENTS = {
     # an identity that keeps a scale it was going to try, never used in forward
@@ -47,11 +45,8 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, floa
     spec = tmp_path_factory.mktemp("no-norm") / "students.json"
     spec.write_text(json.dumps({name: {"answers": {"q4_make_no_norm": code}, "cells": Q4}
                                 for name, code in STUDENTS.items()}))
-    completed = subprocess.run([sys.executable, str(RUNNER), str(spec)], cwd=REPO, capture_output=True, text=True,
-                               timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
     outcome: dict[str, dict[str, float]] = {}
-    for student, tests in json.loads(completed.stdout.splitlines()[-1]).items():
+    for student, tests in judged_in_a_process(spec).items():
         cells = outcome[student] = {}
         for test in tests:
             cells[test["cell"]] = round(cells.get(test["cell"], 0.0) + test["score"], 6)
