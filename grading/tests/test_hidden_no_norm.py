@@ -9,7 +9,6 @@ import json
 
 import pytest
 
-
 from hidden_suite_runner import judged_in_a_process
 
 Q4 = ["q4_no_norm", "q4_trains"]
